@@ -1,0 +1,86 @@
+# distill: every target a user needs. `make help` lists them.
+# The two README commands are `make reproduce` and `make test`; both install first.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BIN         := $(VENV)/bin
+# A GPU user picks a CUDA build, e.g. TORCH_SPEC=torch==2.13.0 TORCH_INDEX=--index-url=https://download.pytorch.org/whl/cu124
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?=
+PRESET      ?= tiny
+TEACHER     ?=
+MIX         ?= etd
+PORT        ?= 5005
+
+# Data: ./data if present, else the shared copy beside this checkout (see README "Data").
+DISTILL_DATA_DIR ?= $(firstword $(wildcard data) $(wildcard ../shared/data) data)
+MLFLOW_TRACKING_URI ?= sqlite:///mlflow.db
+export DISTILL_DATA_DIR MLFLOW_TRACKING_URI
+export MLFLOW_DISABLE_TELEMETRY = true
+export PATH := $(abspath $(BIN)):$(PATH)
+
+TEACHER_OPT := $(if $(TEACHER),--teacher $(TEACHER),)
+
+.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate promote report serve ui bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv: torch first (TORCH_SPEC), then distill with test extras
+
+test: install ## run the default test suite (offline, CPU, under 10 minutes)
+	$(BIN)/python -m pytest -q
+
+test-all: install ## run every test, the slow ones too
+	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+reproduce: install ## the whole study as one MLflow run tree, then reports/ (PRESET=tiny, TEACHER=gold)
+	$(BIN)/distill reproduce --preset $(PRESET) $(TEACHER_OPT)
+
+problems: install ## list the benchmark data sets and their counts
+	$(BIN)/distill problems
+
+overlap: install ## n-gram overlap between training questions and the test sets
+	$(BIN)/distill overlap --preset $(PRESET)
+
+generate: install ## teacher -> raw samples for every form
+	$(BIN)/distill generate --preset $(PRESET) $(TEACHER_OPT)
+
+verify: install ## raw samples -> verified CoTD / PoTD / EoTD sets
+	$(BIN)/distill verify --preset $(PRESET)
+
+mix: install ## verified sets -> a training mix (MIX=etd|cot|pot|eot|cot+eot...)
+	$(BIN)/distill mix --preset $(PRESET) --mix $(MIX)
+
+train: install ## fine-tune a student on MIX
+	$(BIN)/distill train --preset $(PRESET) --mix $(MIX)
+
+evaluate: install ## evaluate the student trained on MIX on the four test sets
+	$(BIN)/distill evaluate --preset $(PRESET) --mix $(MIX)
+
+promote: install ## give the best ETD student the alias `champion`
+	$(BIN)/distill promote --preset $(PRESET)
+
+report: install ## write reports/results.md and plots from the MLflow store
+	$(BIN)/distill report
+
+serve: install ## serve models:/distill-student@champion on PORT
+	$(BIN)/mlflow models serve -m models:/distill-student@champion --env-manager local --host 127.0.0.1 --port $(PORT)
+
+ui: install ## the MLflow UI on 127.0.0.1:5000 (one worker, about 0.5 GB)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --workers 1 --host 127.0.0.1 --port 5000
+
+bench: install ## run the speed benchmarks in benchmarks/ (each prints a ratio)
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean: ## remove run outputs (runs/, mlruns/, mlflow.db), keep .venv
+	rm -rf runs mlruns mlflow.db .pytest_cache

@@ -1,0 +1,274 @@
+"""Typed configuration: one frozen dataclass per stage, YAML presets, dotted overrides.
+
+A preset is a named experiment in ``mlprojects/<name>.yaml`` whose keys mirror the
+dataclasses below (``train.lr: 5e-4``). Overrides use the same dotted names
+(``train.epochs=2``). An unknown key or a value of the wrong type stops with an error
+that names the key, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "mlprojects"
+DATA_DIR_ENV = "DISTILL_DATA_DIR"
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit the schema; the message names the key."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the benchmark files live and which sets a run uses."""
+
+    data_dir: str = "data"
+    """Folder with gsm8k/, svamp/, asdiv/, multiarith/ (see README "Data"). DISTILL_DATA_DIR overrides it."""
+    train_set: str = "gsm8k"
+    test_sets: tuple[str, ...] = ("gsm8k", "asdiv", "svamp", "multiarith")
+    limit_train: int | None = None
+    """Use only the first N training problems (smoke runs); None means all."""
+    hub: bool = True
+    """Fall back to the Hugging Face hub when a local file is missing (needs internet)."""
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Which teacher writes the reasoning, and how it is called and paid for."""
+
+    name: str = "gold"
+    """gold (derived from GSM8K annotations, offline), replay (from a JSONL file), openai (any compatible API)."""
+    model: str = "gpt-3.5-turbo"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable that holds the key; the key itself is never stored."""
+    temperature: float = 0.0
+    n: int = 1
+    max_tokens: int = 512
+    concurrency: int = 8
+    timeout: float = 60.0
+    max_retries: int = 6
+    replay_file: str | None = None
+    store_dir: str = ".cache/completions"
+    """Completion store shared by every run, so a repeated request costs nothing."""
+    budget: float | None = None
+    """Stop cleanly before spending more than this (currency of `prices`)."""
+    prices: dict = field(default_factory=dict)
+    """Price per million tokens by model: {model: {input: 0.5, output: 1.5}}."""
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    forms: tuple[str, ...] = ("cot", "pot", "eot")
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    strict: bool = False
+    """Switch off the named EoT repair rules (see distill/thoughts/eot.py)."""
+    timeout: float = 5.0
+    """Seconds per program or equation system."""
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    mix: str = "etd"
+    val_fraction: float = 0.05
+    decontaminate: bool = True
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    student: str = "tiny"
+    """`tiny` (built from a config, local tokenizer) or a hub name / local path such as Salesforce/codet5-small."""
+    # Paper: lr 5e-4, 10 epochs, 256 tokens in and out. The rest are our choices.
+    lr: float = 5e-4
+    epochs: int = 10
+    max_source_len: int = 256
+    max_target_len: int = 256
+    batch_size: int = 16
+    grad_accum: int = 1
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.03
+    scheduler: str = "linear"
+    precision: str = "auto"
+    """auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU (bf16 autocast is slower on CPU)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (a CPU budget); None trains all epochs."""
+    max_minutes: float | None = None
+    seed: int = 42
+    val_generate_limit: int = 64
+    """Validation problems decoded per epoch for generation accuracy."""
+    # tiny student's shape
+    tiny_d_model: int = 128
+    tiny_layers: int = 2
+    tiny_heads: int = 4
+    tiny_d_ff: int = 512
+    tiny_vocab: int = 2000
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    forms: tuple[str, ...] = ()
+    """Forms to ask for; empty means every form the student was trained on."""
+    test_sets: tuple[str, ...] = ("gsm8k", "asdiv", "svamp", "multiarith")
+    limit: int | None = None
+    batch_size: int = 32
+    max_new_tokens: int = 256
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    model_name: str = "distill-student"
+    alias: str = "champion"
+    metric: str = "gsm8k/best/accuracy"
+    mix: str = "etd"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    """MLFLOW_TRACKING_URI overrides it."""
+    experiment: str = "distill"
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "default"
+    run_dir: str = "runs/{preset}"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir.format(preset=self.preset))
+
+    @property
+    def data_path(self) -> Path:
+        return Path(os.environ.get(DATA_DIR_ENV) or self.data.data_dir)
+
+    @property
+    def tracking_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking.uri
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Build a Config from defaults, then a preset (name or YAML path), then ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if preset is not None:
+        path = Path(preset)
+        if not path.suffix:
+            path = PRESET_DIR / f"{preset}.yaml"
+            if not path.exists():
+                raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(presets())}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read preset {path}: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"preset {path} must be a mapping of sections, got {type(raw).__name__}")
+        raw.setdefault("preset", path.stem)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+    return _build(Config, raw, "")
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{key}: {part} is not a section")
+    node[leaf] = value
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!r}; valid keys in {prefix.rstrip('.') or 'config'}: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {hint}, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("+", ",").split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted name -> value, for MLflow params."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def replace(cfg: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy of cfg with some fields of some sections changed: replace(cfg, train={"epochs": 1})."""
+    changes = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
+    return dataclasses.replace(cfg, **changes)
