@@ -2,8 +2,13 @@
 
 It reads the forms that occur in the benchmark files and in model output:
 ``1,080`` (thousands separators), ``9 (apples)`` (ASDiv units), ``$18``, ``3/4``,
-``1 1/2``, ``25%``, ``-3`` and ``−3`` (U+2212), and a trailing period. A percentage keeps its
-number (``25%`` is 25), as GSM8K's gold answers do. Two answers match within 1e-3.
+``1 1/2``, ``25%``, ``-3`` and ``−3`` (U+2212), ``-(1/3)`` (ASDiv nluds-1331), and a trailing
+period. A percentage keeps its number (``25%`` is 25), as GSM8K's gold answers do. Two answers
+match within 1e-3.
+
+What is refused on purpose: ratios and clock times (``3:4``, ``5:45``, ``3:30 p.m.``), ordinals
+(``6th``), several answers (``5; 15; 20``) and words (``Yes``). ASDiv uses those forms, and reading
+``3:4`` as 3 or 0.75 would invent a gold answer the data set does not state.
 """
 from __future__ import annotations
 
@@ -16,12 +21,15 @@ TOLERANCE = 1e-3
 _MINUS = "\u2212\u2013\u2012"  # minus sign, en dash, figure dash used as minus in the data
 _CURRENCY = "$€£¥₹"
 _NUMBER = (
-    r"(?<![\w.])(?P<sign>[-+" + _MINUS + r"]?)\s?[" + _CURRENCY + r"]?\s?"
+    # A sign must touch its number (or currency sign): in "20 − 13" the dash is an operator.
+    r"(?<![\w.])(?P<sign>[-+" + _MINUS + r"]?)(?:[" + _CURRENCY + r"]\s?)?"
     r"(?P<body>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
     r"(?:\s(?P<mixnum>\d+)/(?P<mixden>\d+)|/(?P<den>\d+(?:\.\d+)?))?"
     r"(?P<pct>\s?%)?"
 )
 NUMBER_RE = re.compile(_NUMBER)
+# A whole answer in parentheses with an optional sign: "-(1/3)".
+_WRAPPED = re.compile(r"^(?P<sign>[-+" + _MINUS + r"]?)\s*\(\s*(?P<inner>[^()]+?)\s*\)\s*\.?$")
 _UNIT_TAIL = re.compile(r"^(?:\s*\([^()]*\)|\s+[A-Za-z][A-Za-z .'-]*)?\s*\.?\s*$")
 
 
@@ -54,6 +62,12 @@ def parse_number(text: str | int | float | None) -> float | None:
     if isinstance(text, (int, float)):
         return float(text) if math.isfinite(text) else None
     s = str(text).strip().replace("\u00a0", " ")
+    wrapped = _WRAPPED.match(s)
+    if wrapped:
+        inner = parse_number(wrapped.group("inner"))
+        if inner is None or wrapped.group("sign") in ("", "+"):
+            return inner
+        return -inner
     m = NUMBER_RE.search(s)
     if m is None or s[: m.start()].strip(" $€£¥₹=") or not _UNIT_TAIL.match(s[m.end():]):
         return None

@@ -8,6 +8,7 @@ that names the key, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -62,11 +63,21 @@ class TeacherConfig:
     """Stop cleanly before spending more than this (currency of `prices`)."""
     prices: dict = field(default_factory=dict)
     """Price per million tokens by model: {model: {input: 0.5, output: 1.5}}."""
+    backoff_base: float = 1.0
+    """Seconds of the first retry wait (doubled per attempt, with jitter) when no Retry-After is sent."""
+    backoff_cap: float = 60.0
+    """Longest retry wait in seconds (without Retry-After)."""
 
 
 @dataclass(frozen=True)
 class GenerateConfig:
+    """Which forms the teacher writes for every training problem (samples.jsonl)."""
+
     forms: tuple[str, ...] = ("cot", "pot", "eot")
+    batch_poll: float = 10.0
+    """Seconds between status checks in `generate --batch collect`."""
+    batch_wait: float = 0.0
+    """How long `--batch collect` keeps polling for unfinished batches (0: check once)."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,16 @@ class VerifyConfig:
 
 @dataclass(frozen=True)
 class MixConfig:
+    """How verified samples become a training set (mix/<mix>/train.jsonl, val.jsonl)."""
+
     mix: str = "etd"
+    """cot, pot, eot, etd (all three) or forms joined by '+' (cot+eot)."""
     val_fraction: float = 0.05
+    """Share of training *questions* (all their forms) held out for validation, never test questions."""
     decontaminate: bool = True
+    """Remove training questions that overlap a test set (distill.overlap, n-gram overlap)."""
+    overlap_n: int = 8
+    """n of the word n-grams that count as overlap."""
     seed: int = 0
 
 
@@ -95,18 +113,31 @@ class TrainConfig:
     max_source_len: int = 256
     max_target_len: int = 256
     batch_size: int = 16
+    """Examples per micro-batch on each process; the optimizer sees batch_size * grad_accum * processes."""
     grad_accum: int = 1
+    optimizer: str = "adamw"
+    """Our choice (the paper does not say): torch AdamW, betas (0.9, 0.999), no decay on biases and norms."""
     weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this; 0 switches clipping off."""
     warmup_ratio: float = 0.03
     scheduler: str = "linear"
+    """linear, cosine or constant (after warm-up), as in transformers.get_scheduler."""
     precision: str = "auto"
     """auto: bf16 on GPUs that have it, fp16 on older GPUs, fp32 on CPU (bf16 autocast is slower on CPU)."""
+    group_by_length: bool = True
+    """Batch examples of similar length together (shuffled in windows) so padding stays small."""
     max_steps: int | None = None
     """Stop after this many optimizer steps (a CPU budget); None trains all epochs."""
     max_minutes: float | None = None
+    """Stop cleanly after this many minutes of training (a CPU budget); None means no limit."""
     seed: int = 42
+    log_every: int = 1
+    """Log train/loss (mean over the window) every N optimizer steps."""
     val_generate_limit: int = 64
     """Validation problems decoded per epoch for generation accuracy."""
+    dropout: float = 0.1
+    """Dropout of the tiny student (hub students keep their own)."""
     # tiny student's shape
     tiny_d_model: int = 128
     tiny_layers: int = 2
@@ -121,8 +152,15 @@ class EvaluateConfig:
     """Forms to ask for; empty means every form the student was trained on."""
     test_sets: tuple[str, ...] = ("gsm8k", "asdiv", "svamp", "multiarith")
     limit: int | None = None
+    """Evaluate only the first N problems of each test set (quick runs); None means all."""
     batch_size: int = 32
+    """Problems per generate call; batches are sorted by input length (distill/decoding.py)."""
     max_new_tokens: int = 256
+    """Greedy decoding up to this many new tokens (paper: 256)."""
+    max_source_len: int = 256
+    """Input tokens kept (paper: 256); longer inputs lose the start of the question, never the instruction."""
+    device: str = "auto"
+    """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +251,7 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!r}; valid keys in {prefix.rstrip('.') or 'config'}: {', '.join(sorted(names))}"
+            f"unknown key {prefix + unknown[0]!r}; valid keys in {prefix.rstrip('.') or 'config'}: {', '.join(sorted(names))}"
         )
     kwargs = {}
     for name, value in raw.items():
@@ -247,7 +285,16 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return value
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-4" (no dot) as a string, and so do CLI flags passed through json.dumps
+        # (1e-05): take any string that is a plain float literal.
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: expected float, got {value!r}") from None
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)

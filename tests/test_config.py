@@ -1,0 +1,138 @@
+"""Typed config: presets, dotted overrides, and errors that name the key."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from distill.config import Config, ConfigError, flatten, load_config, presets, replace
+
+
+@pytest.mark.parametrize("preset", presets())
+def test_every_shipped_preset_loads_and_names_itself(preset):
+    cfg = load_config(preset)
+    assert cfg.preset == preset
+    assert str(cfg.run_path) == f"runs/{preset}"
+
+
+def test_the_shipped_presets_include_tiny_and_the_paper_sizes():
+    assert {"tiny", "smoke", "codet5-small", "codet5-base", "codet5-large"} <= set(presets())
+
+
+def test_no_preset_gives_the_documented_defaults():
+    cfg = load_config()
+    assert cfg == Config()
+    assert cfg.train.lr == 5e-4 and cfg.train.epochs == 10  # the paper's figures (METHOD.md)
+    assert cfg.data.test_sets == ("gsm8k", "asdiv", "svamp", "multiarith")
+
+
+def test_a_preset_can_be_a_yaml_path(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("train:\n  epochs: 3\n")
+    cfg = load_config(path)
+    assert cfg.preset == "mine" and cfg.train.epochs == 3
+
+
+def test_overrides_are_typed_by_the_schema():
+    cfg = load_config("tiny", ["train.epochs=2", "train.lr=0.01", "teacher.model=gpt-4o-mini",
+                               "data.test_sets=gsm8k+svamp", "generate.forms=[cot, eot]", "train.max_steps=",
+                               "teacher.base_url=null", "verify.strict=true"])
+    assert cfg.train.epochs == 2 and isinstance(cfg.train.epochs, int)
+    assert cfg.train.lr == 0.01
+    assert cfg.teacher.model == "gpt-4o-mini"
+    assert cfg.data.test_sets == ("gsm8k", "svamp")
+    assert cfg.generate.forms == ("cot", "eot")
+    assert cfg.train.max_steps is None and cfg.teacher.base_url is None
+    assert cfg.verify.strict is True
+
+
+@pytest.mark.parametrize("text", ["1e-4", "1e-05", "5.0e-4", " 2E-3 "])
+def test_a_float_written_without_a_dot_is_still_a_float(text):
+    # YAML 1.1 reads "1e-4" as a string; json.dumps(1e-05) from a CLI flag gives "1e-05"
+    assert load_config("tiny", [f"train.lr={text}"]).train.lr == pytest.approx(float(text))
+
+
+def test_an_int_is_accepted_where_a_float_is_expected_and_becomes_one():
+    lr = load_config("tiny", ["train.lr=1"]).train.lr
+    assert lr == 1.0 and isinstance(lr, float)
+
+
+def test_a_later_override_wins_and_the_preset_beats_the_default():
+    cfg = load_config("tiny", ["train.epochs=2", "train.epochs=4"])
+    assert cfg.train.epochs == 4
+    assert cfg.train.lr == 1e-3  # tiny.yaml, not the dataclass default
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrr=1", "unknown key 'train.lrr'; valid keys in train: "),
+    ("trian.lr=1", "unknown key 'trian'; valid keys in config: "),
+    ("train.epochs=abc", "train.epochs: expected int, got 'abc'"),
+    ("train.epochs=2.5", "train.epochs: expected int, got 2.5"),
+    ("train.epochs=true", "train.epochs: expected int, got True"),
+    ("train.lr=fast", "train.lr: expected float, got 'fast'"),
+    ("train.lr=.nan", "train.lr: expected a finite number"),
+    ("train.max_steps=many", "train.max_steps: expected int | None, got 'many'"),
+    ("data.test_sets=3", "data.test_sets: expected a list, got 3"),
+    ("teacher.prices=cheap", "teacher.prices: expected a mapping"),
+    ("train=3", "train must be a mapping"),
+    ("train.epochs", "override 'train.epochs' must look like section.key=value"),
+    ("train.epochs.x=1", "train.epochs.x: epochs is not a section"),
+])
+def test_a_bad_override_names_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", [override])
+    assert message in str(err.value)
+
+
+def test_an_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown preset 'tinny'; valid presets: .*tiny"):
+        load_config("tinny")
+
+
+def test_a_preset_with_an_unknown_key_names_the_key(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'train.epochz'"):
+        load_config(path)
+
+
+def test_a_preset_that_is_not_a_mapping_says_so(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a mapping of sections"):
+        load_config(path)
+
+
+def test_a_preset_that_is_not_yaml_names_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="cannot read preset .*broken.yaml"):
+        load_config(path)
+
+
+def test_config_is_frozen_and_replace_makes_a_changed_copy():
+    cfg = load_config("tiny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.epochs = 1  # type: ignore[misc]
+    changed = replace(cfg, train={"epochs": 1}, mix={"mix": "eot"})
+    assert changed.train.epochs == 1 and changed.mix.mix == "eot"
+    assert cfg.train.epochs == 10 and changed.train.lr == cfg.train.lr
+
+
+def test_flatten_gives_dotted_names_for_mlflow_params():
+    flat = flatten(load_config("tiny"))
+    assert flat["train.lr"] == 1e-3 and flat["preset"] == "tiny"
+    assert flat["data.test_sets"] == ("gsm8k", "asdiv", "svamp", "multiarith")
+    assert not any(isinstance(v, dict) and k.count(".") == 0 for k, v in flat.items())
+
+
+def test_environment_variables_choose_the_data_dir_and_the_tracking_store(monkeypatch):
+    cfg = load_config("tiny", ["data.data_dir=/from/config"])
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert str(cfg.data_path) == "/from/config"
+    assert cfg.tracking_uri == "sqlite:///mlflow.db"
+    monkeypatch.setenv("DISTILL_DATA_DIR", "/from/env")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
+    assert str(cfg.data_path) == "/from/env"
+    assert cfg.tracking_uri == "sqlite:////tmp/x.db"
