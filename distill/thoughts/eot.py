@@ -1,0 +1,456 @@
+"""Equation-of-Thought: a system of equations whose last line is ``ans = <var>``, solved without eval.
+
+Reading (never ``eval``, ``sympify`` or ``parse_expr`` of the text): each line is normalised by our own
+rules below, then parsed with Python's ``ast`` (parsing builds a tree, it runs nothing) and converted
+through a whitelist — numbers, snake_case names, ``+ - * / **`` with a bounded numeric exponent,
+parentheses, and (flexible mode) ``ceil floor round abs`` — into exact trees. Anything else is a
+``parse_error`` naming the line and what was refused. Input size, line length and nesting are bounded.
+
+Conventions that are part of the format (METHOD.md), always on:
+- lines starting with ``%`` (or ``#``) are comments; blank lines are skipped; of a fenced block only its
+  body is read, and prose lines before the first or after the last equation are dropped;
+- implicit products ``2x`` -> ``2*x``, ``3(10)`` -> ``3*(10)``, ``(a)(b)`` -> ``(a)*(b)``;
+- expressions on both sides of ``=``.
+
+Solving: a forward pass evaluates every equation whose one side is a single undetermined name and
+whose other side is known, with exact fractions, and checks equations whose two sides are both known.
+When that determines ``ans`` and leaves nothing unresolved (forward-only systems, most GSM8K
+problems), no solver runs. Otherwise the reduced system goes to ``sympy.solve`` in the sandbox's
+sympy worker, one forked child per system with the time limit, so a pathological system cannot hang us.
+
+Named repair rules (flexible mode, the default; ``strict=True`` switches every one off). Each reads
+what the writer evidently meant; none picks a value among several candidates:
+- ``unicode_operators``: ``×``, ``·``, ``÷``, ``−`` (and en/em dashes) read as ``* / -``; other
+  non-ASCII characters are always a parse_error (look-alike letters would make a different variable);
+- ``currency_and_thousands``: ``$5`` -> ``5``, ``1,200`` -> ``1200``;
+- ``percent_literal``: ``15%`` inside an equation -> ``(15/100)``;
+- ``caret_as_power``: ``^`` -> ``**``;
+- ``reassignment_as_update``: ``total = total - 40``, where ``total`` already has a value from the
+  lines above, is a Python-style update: later lines see the new value (METHOD.md's first known
+  failure mode). Without the rule the line contradicts the one that set ``total``;
+- ``round_functions``: ``ceil floor round abs`` of a quantity known by forward evaluation (``round``
+  rounds halves away from zero). Without the rule a function call is a parse_error.
+"""
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Sequence
+
+from distill.thoughts import Extraction, Verdict, verdict_from
+from distill.thoughts import sandbox
+from distill.thoughts.exemplars import messages
+
+INSTRUCTION = "System of linear equations: (Do not simplify)"
+SYSTEM = ("Complete the equations for the question. Write one equation per line, each preceded by a comment "
+          "line starting with '% ' that restates the piece of the question it encodes. Use snake_case "
+          "variable names; introduce an unknown quantity as x (for example 'meals = x'). Keep the numbers as "
+          "they are written in the question and do not simplify. Call the target ans and make ans a number: "
+          "the last line must be 'ans = <variable>'. Do not reassign a variable, and do not use functions, "
+          "inequalities or if/else.")
+RULES = ("unicode_operators", "currency_and_thousands", "percent_literal", "caret_as_power",
+         "reassignment_as_update", "round_functions")
+
+MAX_CHARS = 10_000
+MAX_LINES = 200
+MAX_LINE_CHARS = 500
+MAX_DEPTH = 20
+"""Deepest parenthesis nesting read."""
+MAX_EXPONENT = 100
+MAX_BITS = 4096
+"""Largest numerator or denominator (in bits) the forward pass computes with."""
+FUNCTIONS = {"ceil": math.ceil, "floor": math.floor, "abs": abs,
+             "round": lambda q: math.floor(abs(q) + Fraction(1, 2)) * (1 if q >= 0 else -1)}
+_UNICODE_OPS = str.maketrans({"\u00d7": "*", "\u22c5": "*", "\u00b7": "*", "\u2219": "*", "\u00f7": "/",
+                              "\u2212": "-", "\u2013": "-", "\u2014": "-"})
+_THOUSANDS = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_IMPLICIT = [(re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?=[A-Za-z_(])"), r"\1*"),
+             (re.compile(r"\)\s*(?=[\w(])"), ")*")]
+_COMPARISON = re.compile(r"==|!=|<|>")
+_KEYWORD = re.compile(r"\b(?:if|else|elif|lambda|for|while|import|from|def|return|and|or|not|in|is|print)\b")
+_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+_OPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
+_OP_TEXT = {ast.FloorDiv: "//", ast.Mod: "%", ast.BitXor: "^", ast.BitOr: "|", ast.BitAnd: "&",
+            ast.MatMult: "@", ast.LShift: "<<", ast.RShift: ">>"}
+
+
+class EotError(Exception):
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class _Unknown(Exception):
+    """An expression that mentions a name without a value yet."""
+
+
+class _NeedsSolver(Exception):
+    """An expression the forward pass does not compute exactly (a fractional power)."""
+
+
+@dataclass(frozen=True)
+class Equation:
+    lhs: tuple
+    rhs: tuple
+    line: int
+    text: str
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+def clean(completion: str | None) -> str:
+    """The system in a completion: a fenced block's body; prose lines before the first and after the
+    last equation or comment dropped."""
+    text = (completion or "").replace("\r\n", "\n")
+    m = _FENCE.search(text)
+    if m:
+        text = m.group(1)
+    lines = [line.rstrip() for line in text.split("\n")]
+    body = [i for i, line in enumerate(lines) if _is_comment(line) or re.search("[=<>]", line)]
+    start, end = (body[0], body[-1] + 1) if body else (0, 0)
+    return "\n".join(line for line in lines[start:end] if line.strip())
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip().startswith(("%", "#"))
+
+
+def _normalise(line: str, n: int, strict: bool) -> str:
+    if not strict:
+        line = line.translate(_UNICODE_OPS)
+    bad = next((ch for ch in line if ord(ch) > 127), None)
+    if bad is not None:
+        raise EotError("parse_error", f"line {n}: non-ASCII character {bad!r} (U+{ord(bad):04X})")
+    if not strict:
+        line = _THOUSANDS.sub(lambda m: m.group(1).replace(",", ""), line.replace("$", ""))
+        line = _PERCENT.sub(r"(\1/100)", line)
+        line = line.replace("^", "**")
+    for pattern, repl in _IMPLICIT:
+        line = pattern.sub(repl, line)
+    return line
+
+
+def _depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
+def parse_system(text: str, *, strict: bool = False) -> list[Equation]:
+    """The equations of a (cleaned) system; raises EotError("parse_error", reason)."""
+    if len(text) > MAX_CHARS:
+        raise EotError("parse_error", f"system longer than {MAX_CHARS} characters")
+    lines = text.split("\n")
+    if len(lines) > MAX_LINES:
+        raise EotError("parse_error", f"system longer than {MAX_LINES} lines")
+    eqs = []
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or _is_comment(line):
+            continue
+        if len(line) > MAX_LINE_CHARS:
+            raise EotError("parse_error", f"line {n} is longer than {MAX_LINE_CHARS} characters")
+        keyword = _KEYWORD.search(line)
+        if keyword:
+            raise EotError("parse_error", f"line {n}: the Python keyword {keyword.group(0)!r} is not allowed "
+                                          f"in an equation: {line[:80]!r}")
+        line = _normalise(line, n, strict)
+        if _COMPARISON.search(line):
+            raise EotError("parse_error", f"line {n}: comparisons and inequalities are not equations: {raw.strip()!r}")
+        sides = line.split("=")
+        if len(sides) == 1:
+            raise EotError("parse_error", f"line {n} is not an equation: {raw.strip()[:80]!r}")
+        if len(sides) > 2:
+            raise EotError("parse_error", f"line {n} has more than one '=': {raw.strip()[:80]!r}")
+        if _depth(line) > MAX_DEPTH:
+            raise EotError("parse_error", f"line {n}: parentheses nested deeper than {MAX_DEPTH}")
+        lhs, rhs = (_parse_side(s, n, strict) for s in sides)
+        eqs.append(Equation(lhs, rhs, n, raw.strip()))
+    if not eqs:
+        raise EotError("no_answer", "no equations")
+    return eqs
+
+
+def _parse_side(src: str, n: int, strict: bool) -> tuple:
+    if not src.strip():
+        raise EotError("parse_error", f"line {n}: one side of '=' is empty")
+    try:
+        tree = ast.parse(src.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise EotError("parse_error", f"line {n}: cannot read {src.strip()[:60]!r} ({exc.msg})") from None
+    except (RecursionError, MemoryError, ValueError):
+        raise EotError("parse_error", f"line {n}: expression too deep or malformed") from None
+    return _convert(tree.body, n, strict)
+
+
+def _convert(node: ast.AST, n: int, strict: bool) -> tuple:
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EotError("parse_error", f"line {n}: {value!r} is not a number")
+        if isinstance(value, int) and value.bit_length() > 400:
+            raise EotError("parse_error", f"line {n}: number too long")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise EotError("parse_error", f"line {n}: number out of range")
+        return ("num", Fraction(repr(value)) if isinstance(value, float) else Fraction(value))
+    if isinstance(node, ast.Name):
+        name = node.id
+        if not name.isascii() or name.startswith("_"):
+            raise EotError("parse_error", f"line {n}: the name {name!r} is not allowed")
+        if name in FUNCTIONS:
+            raise EotError("parse_error", f"line {n}: {name!r} is a function name, not a quantity")
+        return ("name", name)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        inner = _convert(node.operand, n, strict)
+        return ("neg", inner) if isinstance(node.op, ast.USub) else inner
+    if isinstance(node, ast.BinOp):
+        op = _OPS.get(type(node.op))
+        if op is None:
+            text = _OP_TEXT.get(type(node.op), type(node.op).__name__)
+            raise EotError("parse_error", f"line {n}: the operator {text} is not allowed in an equation")
+        left, right = _convert(node.left, n, strict), _convert(node.right, n, strict)
+        if op == "pow":
+            if _names(right):
+                raise EotError("parse_error", f"line {n}: an exponent must be a number, not a quantity")
+            try:
+                exponent = _eval(right, {})
+            except _NeedsSolver:
+                raise EotError("parse_error", f"line {n}: an exponent must be a plain number") from None
+            if abs(exponent) > MAX_EXPONENT:
+                raise EotError("parse_error", f"line {n}: exponent {exponent} is larger than {MAX_EXPONENT}")
+        return (op, left, right)
+    if isinstance(node, ast.Call):
+        fname = node.func.id if isinstance(node.func, ast.Name) else None
+        if fname not in FUNCTIONS:
+            what = fname or ast.unparse(node.func)[:40]
+            raise EotError("parse_error", f"line {n}: {what}(...) is not a known function")
+        if strict:
+            raise EotError("parse_error", f"line {n}: function {fname}() is off in strict mode (rule round_functions)")
+        if len(node.args) != 1 or node.keywords:
+            raise EotError("parse_error", f"line {n}: {fname}() takes exactly one argument")
+        return ("call", fname, _convert(node.args[0], n, strict))
+    what = {ast.Lambda: "lambda", ast.IfExp: "if/else", ast.Attribute: "attribute access",
+            ast.Compare: "a comparison", ast.Subscript: "indexing"}.get(type(node), type(node).__name__)
+    raise EotError("parse_error", f"line {n}: {what} is not allowed in an equation")
+
+
+# --- computing -----------------------------------------------------------------------------------
+
+def _names(tree: tuple) -> set[str]:
+    if tree[0] == "name":
+        return {tree[1]}
+    if tree[0] == "num":
+        return set()
+    if tree[0] == "call":
+        return _names(tree[2])
+    return set().union(*(_names(t) for t in tree[1:]))
+
+
+def _check_size(q: Fraction, n: int) -> Fraction:
+    if q.numerator.bit_length() > MAX_BITS or q.denominator.bit_length() > MAX_BITS:
+        raise EotError("exec_error", f"line {n}: a number grew beyond {MAX_BITS} bits")
+    return q
+
+
+def _eval(tree: tuple, known: dict[str, Fraction], n: int = 0) -> Fraction:
+    op = tree[0]
+    if op == "num":
+        return tree[1]
+    if op == "name":
+        if tree[1] not in known:
+            raise _Unknown(tree[1])
+        return known[tree[1]]
+    if op == "neg":
+        return -_eval(tree[1], known, n)
+    if op == "call":
+        return Fraction(FUNCTIONS[tree[1]](_eval(tree[2], known, n)))
+    a, b = _eval(tree[1], known, n), _eval(tree[2], known, n)
+    if op == "add":
+        return _check_size(a + b, n)
+    if op == "sub":
+        return _check_size(a - b, n)
+    if op == "mul":
+        return _check_size(a * b, n)
+    if op == "div":
+        if b == 0:
+            raise EotError("exec_error", f"line {n}: division by zero")
+        return _check_size(a / b, n)
+    if b.denominator != 1:
+        raise _NeedsSolver()
+    if a == 0 and b < 0:
+        raise EotError("exec_error", f"line {n}: zero to a negative power")
+    if abs(b) > MAX_EXPONENT or a.numerator.bit_length() * abs(b) > MAX_BITS * 2:
+        raise EotError("exec_error", f"line {n}: power too large")
+    return _check_size(a ** int(b), n)
+
+
+def _try(tree: tuple, known: dict[str, Fraction], n: int) -> Fraction | None:
+    try:
+        return _eval(tree, known, n)
+    except (_Unknown, _NeedsSolver):
+        return None
+
+
+def _rename(tree: tuple, alias: dict[str, str]) -> tuple:
+    if tree[0] == "name":
+        return ("name", alias.get(tree[1], tree[1]))
+    if tree[0] == "num":
+        return tree
+    if tree[0] == "call":
+        return ("call", tree[1], _rename(tree[2], alias))
+    return (tree[0], *(_rename(t, alias) for t in tree[1:]))
+
+
+def _substitute(tree: tuple, known: dict[str, Fraction]) -> tuple:
+    if tree[0] == "name":
+        return ("num", known[tree[1]]) if tree[1] in known else tree
+    if tree[0] == "num":
+        return tree
+    if tree[0] == "call":
+        value = _try(tree, known, 0)
+        return ("num", value) if value is not None else ("call", tree[1], _substitute(tree[2], known))
+    return (tree[0], *(_substitute(t, known) for t in tree[1:]))
+
+
+def _resolve(eq: Equation, known: dict[str, Fraction]) -> bool:
+    """Define a name or check an equation from known values; True when the equation is used up."""
+    lv, rv = _try(eq.lhs, known, eq.line), _try(eq.rhs, known, eq.line)
+    if lv is not None and rv is not None:
+        if lv != rv:
+            raise EotError("no_answer", f"line {eq.line} contradicts the lines above: {eq.text!r} gives "
+                                        f"{float(lv):g} on the left and {float(rv):g} on the right")
+        return True
+    for side, value in ((eq.lhs, rv), (eq.rhs, lv)):
+        if value is not None and side[0] == "name" and side[1] not in known:
+            known[side[1]] = value
+            return True
+    return False
+
+
+@dataclass
+class Plan:
+    """What the forward pass left: ``value`` when it settled ``ans``, else a job for sympy."""
+    value: Fraction | None
+    job: dict | None
+
+
+def _serial(tree: tuple) -> list:
+    if tree[0] == "num":
+        return ["num", [str(tree[1].numerator), str(tree[1].denominator)]]
+    if tree[0] == "name":
+        return ["name", tree[1]]
+    if tree[0] == "call":
+        raise EotError("no_answer", f"{tree[1]}() of a quantity that is only known after solving is not supported")
+    return [tree[0], *(_serial(t) for t in tree[1:])]
+
+
+def plan(eqs: list[Equation], *, strict: bool = False) -> Plan:
+    """Forward pass (exact fractions), then what is left for the solver."""
+    known: dict[str, Fraction] = {}
+    alias: dict[str, str] = {}
+    seen: set[str] = set()
+    pending: list[Equation] = []
+    for k, eq in enumerate(eqs):
+        lhs, rhs = _rename(eq.lhs, alias), _rename(eq.rhs, alias)
+        if (not strict and eq.lhs[0] == "name" and lhs[1] in known and lhs[1] in _names(rhs)):
+            new = f"{eq.lhs[1]}'{k}"  # an apostrophe cannot occur in a written name
+            alias[eq.lhs[1]] = new
+            lhs = ("name", new)
+        eq = Equation(lhs, rhs, eq.line, eq.text)
+        seen |= _names(lhs) | _names(rhs)
+        if not _resolve(eq, known):
+            pending.append(eq)
+    progress = True
+    while pending and progress:
+        progress = False
+        for eq in list(pending):
+            if _resolve(eq, known):
+                pending.remove(eq)
+                progress = True
+    target = alias.get("ans", "ans")
+    if target not in seen:
+        raise EotError("no_answer", "no equation defines ans (the last line should be 'ans = <variable>')")
+    if target in known and not pending:
+        return Plan(known[target], None)
+    eqs_left = [[_serial(_substitute(e.lhs, known)), _serial(_substitute(e.rhs, known))] for e in pending]
+    if target in known:
+        eqs_left.append([["name", target], _serial(("num", known[target]))])
+    return Plan(None, {"eqs": eqs_left, "target": target})
+
+
+def _from_solver(result: dict) -> Extraction:
+    if result["status"] != "ok":
+        return Extraction(None, result["status"], result.get("reason", ""))
+    values = [float(v) for v in result["values"]]
+    if len(values) != 1:
+        shown = ", ".join(f"{v:g}" for v in values[:5])
+        return Extraction(None, "no_answer", f"ans has {len(values)} solutions ({shown}); no rule picks one")
+    return Extraction(values[0], "ok", "solved with sympy")
+
+
+class EoT:
+    name = "eot"
+    version = 1
+    instruction = INSTRUCTION
+    rules = RULES
+
+    def teacher_messages(self, question: str) -> list[dict]:
+        return messages(SYSTEM, "eot", question)
+
+    def student_input(self, question: str) -> str:
+        return "Question: " + question + "\n" + self.instruction + "\n"
+
+    def student_target(self, completion: str) -> str:
+        return clean(completion)
+
+    def extract(self, completion: str | None, *, timeout: float = 5.0, strict: bool = False) -> Extraction:
+        return self.extract_many([completion], timeout=timeout, strict=strict)[0]
+
+    def extract_many(self, completions: Sequence[str | None], *, timeout: float = 5.0,
+                     strict: bool = False) -> list[Extraction]:
+        out: list[Extraction | None] = [None] * len(completions)
+        jobs, where = [], []
+        for i, completion in enumerate(completions):
+            if completion and len(completion) > 4 * MAX_CHARS:
+                out[i] = Extraction(None, "parse_error", f"completion longer than {4 * MAX_CHARS} characters")
+                continue
+            text = clean(completion)
+            if not text.strip():
+                out[i] = Extraction(None, "no_answer", "empty completion: no equations")
+                continue
+            try:
+                p = plan(parse_system(text, strict=strict), strict=strict)
+            except EotError as exc:
+                out[i] = Extraction(None, exc.status, exc.reason)
+                continue
+            if p.value is not None:
+                out[i] = Extraction(float(p.value), "ok", "")
+            else:
+                jobs.append(p.job)
+                where.append(i)
+        if jobs:
+            for i, result in zip(where, sandbox.solve_systems(jobs, timeout)):
+                out[i] = _from_solver(result)
+        return out  # type: ignore[return-value]
+
+    def verify(self, completion: str, gold: float, *, timeout: float = 5.0, strict: bool = False) -> Verdict:
+        return self.verify_many([completion], [gold], timeout=timeout, strict=strict)[0]
+
+    def verify_many(self, completions: Sequence[str], golds: Sequence[float], *, timeout: float = 5.0,
+                    strict: bool = False) -> list[Verdict]:
+        if len(completions) != len(golds):
+            raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
+        return [verdict_from(e, g, self.name, self.version)
+                for e, g in zip(self.extract_many(completions, timeout=timeout, strict=strict), golds)]
+
+
+FORM = EoT()

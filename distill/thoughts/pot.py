@@ -1,0 +1,102 @@
+"""Program-of-Thought: a Python program that assigns ``ans``, run in the sandbox (distill/thoughts/sandbox.py).
+
+Extraction: the program (the first fenced code block when there is one, else the whole text) is
+checked against the sandbox's whitelist (``unsafe`` with the reason when it fails, ``parse_error``
+when it is not Python) and run in a forked, confined child with a wall-clock and CPU limit
+(``timeout``, default 5 s). The answer is the value of ``ans`` after the program ends.
+
+Flexible mode (default) adds two documented fallbacks, both switched off by ``strict=True``:
+- ``solution_function``: a program that assigns no ``ans`` but defines ``solution()`` (the PAL style)
+  is answered by calling it;
+- ``printed_answer``: a program that assigns no ``ans`` but prints numbers is answered by the last
+  number it printed.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from distill.answers import last_number, parse_number
+from distill.thoughts import Extraction, Verdict, verdict_from
+from distill.thoughts import sandbox
+from distill.thoughts.exemplars import messages
+
+INSTRUCTION = "Let\u2019s break down the code step by step"
+SYSTEM = ("You solve grade-school math word problems by writing a short Python program. Give each quantity "
+          "of the question a descriptive variable name, compute step by step, and store the final number "
+          "in a variable named ans. Use plain Python (the math and fractions modules are available); do not "
+          "read input, print, or write files. Reply with the program only.")
+_FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+
+
+def clean(completion: str | None) -> str:
+    """The program in a completion: the first fenced block's body, else the whole text; trailing spaces
+    and blank edges removed."""
+    text = (completion or "").replace("\r\n", "\n")
+    m = _FENCE.search(text)
+    if m:
+        text = m.group(1)
+    return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()).strip("\n")
+
+
+class PoT:
+    name = "pot"
+    version = 1
+    instruction = INSTRUCTION
+
+    def teacher_messages(self, question: str) -> list[dict]:
+        return messages(SYSTEM, "pot", question)
+
+    def student_input(self, question: str) -> str:
+        return "Question: " + question + "\n" + self.instruction + "\n"
+
+    def student_target(self, completion: str) -> str:
+        return clean(completion)
+
+    def extract(self, completion: str | None, *, timeout: float = 5.0, strict: bool = False) -> Extraction:
+        return self.extract_many([completion], timeout=timeout, strict=strict)[0]
+
+    def extract_many(self, completions: Sequence[str | None], *, timeout: float = 5.0,
+                     strict: bool = False) -> list[Extraction]:
+        programs = [clean(c) for c in completions]
+        out: list[Extraction | None] = [None] * len(programs)
+        todo = []
+        for i, program in enumerate(programs):
+            if not program.strip():
+                out[i] = Extraction(None, "no_answer", "empty completion: no program")
+            else:
+                todo.append(i)
+        results = sandbox.run_programs([programs[i] for i in todo], timeout, call_solution=not strict)
+        for i, result in zip(todo, results):
+            out[i] = _extraction(result, strict)
+        return out  # type: ignore[return-value]
+
+    def verify(self, completion: str, gold: float, *, timeout: float = 5.0, strict: bool = False) -> Verdict:
+        return self.verify_many([completion], [gold], timeout=timeout, strict=strict)[0]
+
+    def verify_many(self, completions: Sequence[str], golds: Sequence[float], *, timeout: float = 5.0,
+                    strict: bool = False) -> list[Verdict]:
+        if len(completions) != len(golds):
+            raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
+        return [verdict_from(e, g, self.name, self.version)
+                for e, g in zip(self.extract_many(completions, timeout=timeout, strict=strict), golds)]
+
+
+def _extraction(result: dict, strict: bool) -> Extraction:
+    if result["status"] != "ok":
+        return Extraction(None, result["status"], result.get("reason", ""))
+    text = result.get("ans")
+    if text is not None:
+        value = parse_number(text)
+        if value is None:
+            return Extraction(None, "no_answer", f"ans is {text[:60]!r}, not a number")
+        return Extraction(value, "ok", "")
+    reason = result.get("reason") or "the program assigns no variable ans"
+    if not strict and "assigns no variable ans" in reason:
+        printed = last_number(result.get("printed", ""))
+        if printed is not None:
+            return Extraction(printed, "ok", "fallback: last number printed")
+    return Extraction(None, "no_answer", reason)
+
+
+FORM = PoT()

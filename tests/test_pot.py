@@ -1,0 +1,79 @@
+"""PoT: programs that assign ``ans``, run in the sandbox; every verdict reason on real-looking output."""
+from __future__ import annotations
+
+import pytest
+
+from distill.thoughts import get_form
+from distill.thoughts.exemplars import EXEMPLARS
+
+POT = get_form("pot")
+T = 2.0  # a short limit keeps the suite quick; the default is 5 s
+
+
+def test_the_instruction_has_the_curly_apostrophe_of_the_method():
+    assert POT.instruction == "Let\u2019s break down the code step by step"
+    assert POT.student_input("Q?") == "Question: Q?\nLet\u2019s break down the code step by step\n"
+
+
+def test_every_exemplar_program_verifies_in_strict_mode():
+    verdicts = POT.verify_many([e.pot for e in EXEMPLARS], [e.answer for e in EXEMPLARS], timeout=T, strict=True)
+    assert [v.status for v in verdicts] == ["correct"] * 8
+    assert len(POT.teacher_messages("Q?")) == 18
+
+
+def test_a_fenced_program_with_prose_around_it_is_cleaned_for_running_and_for_training():
+    text = "Here is the program:\n```python\neggs = 16\nans = eggs - 3 - 4\n```\nIt prints nothing."
+    assert POT.student_target(text) == "eggs = 16\nans = eggs - 3 - 4"
+    assert POT.verify(text, 9, timeout=T).status == "correct"
+
+
+def test_each_verdict_reason_on_real_looking_outputs():
+    outputs = {
+        "correct": ("clips_april = 48\nclips_may = clips_april / 2\nans = clips_april + clips_may", 72),
+        "wrong_answer": ("clips_april = 48\nclips_may = clips_april * 2\nans = clips_april + clips_may", 72),
+        "no_answer": ("clips_april = 48\nclips_may = clips_april / 2\ntotal = clips_april + clips_may", 72),
+        "parse_error": ("To solve this, first compute the clips sold in May.\nans = 72", 72),
+        "exec_error": ("boxes = 0\nans = 72 / boxes", 72),
+        "timeout": ("total = 0\nwhile total != 72:\n    total += 5\nans = total", 72),
+        "unsafe": ("import numpy as np\nans = np.sum([48, 24])", 72),
+    }
+    verdicts = POT.verify_many([t for t, _ in outputs.values()], [g for _, g in outputs.values()], timeout=T,
+                               strict=True)
+    assert [v.status for v in verdicts] == list(outputs)
+    reasons = [v.reason for v in verdicts]
+    assert all(reasons[1:])
+    assert "ans" in reasons[2] and "SyntaxError" in reasons[3] and "ZeroDivisionError" in reasons[4]
+    assert "numpy" in reasons[6]
+
+
+@pytest.mark.parametrize("program, expected", [
+    ("from fractions import Fraction\nans = Fraction(7, 2)", 3.5),
+    ("from decimal import Decimal\nans = Decimal('2.50') * 4", 10),
+    ("import math\nans = math.ceil(23 / 5)", 5),
+    ("ans = '42'", 42),
+    ("import datetime\nans = (datetime.date(2024, 3, 1) - datetime.date(2024, 2, 1)).days", 29),
+    ("prices = [3, 4.5, 2]\nans = sum(p * 2 for p in prices)", 19),
+    ("def total(a, b):\n    return a + b\nans = total(20, 22)", 42),
+])
+def test_ordinary_python_and_the_allowed_modules_work(program, expected):
+    e = POT.extract(program, timeout=T, strict=True)
+    assert e.status == "ok" and e.answer == pytest.approx(expected)
+
+
+def test_a_non_numeric_ans_is_a_failure_with_its_type():
+    got = POT.extract_many(["ans = [1, 2]", "ans = True", "ans = 'many'", "ans = float('inf')"], timeout=T)
+    assert [e.status for e in got] == ["no_answer", "no_answer", "no_answer", "no_answer"]
+    assert "list" in got[0].reason and "bool" in got[1].reason and "'many'" in got[2].reason
+
+
+def test_flexible_mode_calls_solution_and_reads_printed_numbers_and_strict_mode_does_not():
+    pal = "def solution():\n    apples = 5\n    return apples * 3"
+    printing = "apples = 5\nprint('total apples:', apples * 3)"
+    assert [e.answer for e in POT.extract_many([pal, printing], timeout=T)] == [15, 15]
+    assert POT.extract(printing, timeout=T).reason == "fallback: last number printed"
+    assert [e.status for e in POT.extract_many([pal, printing], timeout=T, strict=True)] == ["no_answer"] * 2
+
+
+def test_an_empty_completion_is_no_answer_without_running_anything():
+    assert POT.extract("", timeout=T).status == "no_answer"
+    assert POT.extract(None, timeout=T).status == "no_answer"

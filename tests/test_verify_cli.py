@@ -1,0 +1,96 @@
+"""`distill verify`: file mode for every form (table, --json, --output) and the stage mode without FILE."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from distill.cli import main
+
+LINES = {
+    "cot": [("The answer is 72.", 72), ("The answer is 24.", 72), ("No idea.", 72)],
+    "pot": [("ans = 48 + 48 / 2", 72), ("ans = 48 * 2", 72), ("import os\nans = 72", 72)],
+    "eot": [("april = 48\nmay = april / 2\nans = april + may", 72), ("ans = 24", 72), ("ans = x", 72)],
+}
+EXPECTED = {"cot": {"correct": 1, "wrong_answer": 1, "no_answer": 1},
+            "pot": {"correct": 1, "wrong_answer": 1, "unsafe": 1},
+            "eot": {"correct": 1, "wrong_answer": 1, "no_answer": 1}}
+
+
+def _file(tmp_path, form: str):
+    path = tmp_path / f"{form}.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": "Natalia sold clips...", "completion": c,
+                                        "answer": str(g)}) + "\n" for i, (c, g) in enumerate(LINES[form])))
+    return path
+
+
+@pytest.mark.parametrize("form", ["cot", "pot", "eot"])
+def test_file_mode_prints_one_json_object_with_counts_and_reasons(tmp_path, form):
+    result = CliRunner().invoke(main, ["verify", "--thought", form, str(_file(tmp_path, form)), "--json",
+                                       "--timeout", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["n"] == 3 and report["correct"] == 1 and report["accuracy"] == pytest.approx(1 / 3)
+    assert report["reasons"] == EXPECTED[form]
+
+
+def test_file_mode_writes_verdicts_and_prints_a_reasons_table(tmp_path):
+    out = tmp_path / "verdicts.jsonl"
+    result = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")), "--output", str(out),
+                                       "--strict", "--timeout", "2"])
+    assert result.exit_code == 0, result.output
+    assert "1/3 correct" in result.output and "unsafe" in result.output and "import of 'os'" in result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q1", "q2"]
+    assert [r["status"] for r in rows] == ["correct", "wrong_answer", "unsafe"]
+    assert rows[0]["form"] == "pot" and rows[0]["version"] == 1 and rows[0]["gold"] == 72
+
+
+def test_file_mode_needs_thought_and_says_so(tmp_path):
+    result = CliRunner().invoke(main, ["verify", str(_file(tmp_path, "cot"))])
+    assert result.exit_code == 2 and "--thought" in result.output
+
+
+def test_a_bad_line_names_the_file_and_record(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"question": "q", "completion": "The answer is 3."}) + "\n")
+    result = CliRunner().invoke(main, ["verify", "--thought", "cot", str(path)])
+    assert result.exit_code == 2 and "missing field 'answer'" in result.output
+    path.write_text(json.dumps({"question": "q", "completion": "The answer is 3.", "answer": "Yes"}) + "\n")
+    result = CliRunner().invoke(main, ["verify", "--thought", "cot", str(path)])
+    assert result.exit_code == 2 and "record 1" in result.output
+
+
+def test_without_file_it_runs_the_pipeline_stage_with_the_preset(monkeypatch, tmp_path):
+    from distill.stages import verify as stage
+
+    calls = []
+
+    def fake_run(cfg, run_dir, tracker=None):
+        calls.append((cfg, run_dir))
+        return {"eot": {"n": 2, "kept": 1, "drop_rate": 0.5, "reasons": {"no_answer": 1}}}
+
+    monkeypatch.setattr(stage, "run", fake_run)
+    monkeypatch.setattr("distill.cli.tracker_for", lambda cfg: None)
+    result = CliRunner().invoke(main, ["verify", "--preset", "tiny", "--overrides", "verify.timeout=3",
+                                       "--strict"])
+    assert result.exit_code == 0, result.output
+    cfg, run_dir = calls[0]
+    assert cfg.verify.timeout == 3 and cfg.verify.strict is True and run_dir == cfg.run_path
+    assert "eot: kept 1/2" in result.output
+
+
+def test_stage_mode_refuses_file_mode_flags():
+    result = CliRunner().invoke(main, ["verify", "--thought", "cot"])
+    assert result.exit_code == 2 and "need a FILE" in result.output
+
+
+def test_a_samples_file_of_the_pipeline_reads_as_is(tmp_path):
+    path = tmp_path / "samples.jsonl"
+    path.write_text(json.dumps({"problem_id": "gsm8k-train-0", "question": "q", "gold": 72.0, "form": "eot",
+                                "completion": "april = 48\nans = april + april / 2"}) + "\n")
+    out = tmp_path / "v.jsonl"
+    result = CliRunner().invoke(main, ["verify", "--thought", "eot", str(path), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["id"] == "gsm8k-train-0"
