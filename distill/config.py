@@ -47,16 +47,24 @@ class TeacherConfig:
     name: str = "gold"
     """gold (derived from GSM8K annotations, offline), replay (from a JSONL file), openai (any compatible API)."""
     model: str = "gpt-3.5-turbo"
+    """The paper's teacher; any model name the endpoint serves."""
     base_url: str | None = None
+    """OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp: http://host:port/v1); None means OpenAI."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable that holds the key; the key itself is never stored."""
     temperature: float = 0.0
+    """METHOD.md: 0 for one sample per question; higher with n > 1 to grow the data."""
     n: int = 1
+    """Samples per question (one request asks for all of them)."""
     max_tokens: int = 512
     concurrency: int = 8
+    """Requests in flight at once."""
     timeout: float = 60.0
+    """Seconds before a request counts as failed and is retried."""
     max_retries: int = 6
+    """Retries of a request after 429, 5xx, a timeout or a connection error; then it is left for a rerun."""
     replay_file: str | None = None
+    """JSONL for the replay teacher: an earlier samples.jsonl or completions.jsonl."""
     store_dir: str = ".cache/completions"
     """Completion store shared by every run, so a repeated request costs nothing."""
     budget: float | None = None
@@ -82,6 +90,8 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class VerifyConfig:
+    """How the forms' verifiers read teacher and student output (distill/thoughts/, `distill verify`)."""
+
     strict: bool = False
     """Switch off the named EoT repair rules (see distill/thoughts/eot.py)."""
     timeout: float = 5.0
@@ -165,10 +175,16 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class PromoteConfig:
+    """Which registered student is served: the registry name, the alias and how candidates compete."""
+
     model_name: str = "distill-student"
+    """Registered model that every evaluated student becomes a version of."""
     alias: str = "champion"
+    """Alias given to the best version (`mlflow models serve -m models:/distill-student@champion`)."""
     metric: str = "gsm8k/best/accuracy"
+    """Version tag compared (any <test_set>/<form|vote|fallback|best>/accuracy); higher wins."""
     mix: str = "etd"
+    """Only versions tagged with this mix are candidates."""
 
 
 @dataclass(frozen=True)

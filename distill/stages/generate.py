@@ -1,0 +1,170 @@
+"""generate: training problems x thought forms -> raw teacher samples.
+
+Data contract:
+- reads the training set (``cfg.data.train_set``, split train, first ``cfg.data.limit_train``).
+- appends ``<run_dir>/samples.jsonl``, one record per sample:
+  ``{"problem_id", "question", "gold", "form", "version", "teacher", "model", "sample_index",
+  "completion" (str | None), "status" ("ok" | "failed"), "reason", "request_hash"}``.
+- writes ``<run_dir>/generate_summary.json`` (counts, store hits, tokens, cost, why it stopped).
+- MLflow run ``generate`` (tags distill.stage, distill.preset, distill.forms, distill.teacher):
+  params, metrics ``generate/*`` and ``teacher/*`` (calls, store hits, retries, tokens, cost).
+
+Resume: an item (problem, form) with a record in samples.jsonl is done; a rerun asks only for the
+rest, and the completion store answers any request already paid for. Items that outlived the
+retries have no record, so a rerun retries them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+
+from distill.config import Config, flatten
+from distill.files import DataError, append_log, read_log, write_json
+from distill.problems import load_problems
+from distill.teachers import BudgetReached, Job, get_teacher
+from distill.thoughts import get_form
+
+SAMPLES = "samples.jsonl"
+SUMMARY = "generate_summary.json"
+
+
+def build_jobs(cfg: Config) -> list[Job]:
+    problems = load_problems(cfg.data.train_set, "train", cfg.data_path, cfg.data.hub)
+    if cfg.data.limit_train is not None:
+        problems = problems[: cfg.data.limit_train]
+    forms = [get_form(name) for name in cfg.generate.forms]
+    return [Job(p.id, form.name, form.version, p.question, p.answer, tuple(form.teacher_messages(p.question)),
+                p.rationale)
+            for p in problems for form in forms]
+
+
+def latest_samples(path: Path) -> dict[tuple[str, str, int], dict]:
+    """The last record of every (problem_id, form, sample_index) in a samples log."""
+    return {(r["problem_id"], r["form"], int(r.get("sample_index", 0))): r for r in read_log(path)}
+
+
+def _check_teacher(samples: dict, teacher_name: str, path: Path) -> None:
+    others = {r.get("teacher") for r in samples.values()} - {teacher_name}
+    if others:
+        raise DataError(f"{path} holds samples of teacher {sorted(others)[0]!r}, not {teacher_name!r}: "
+                        "use another run_dir (--set run_dir=...) or remove the file")
+
+
+class _SampleLog:
+    """Append-only samples.jsonl: each answer's rows are flushed at once (they survive ``kill -9``) and
+    fsynced at most once a second, not per row: an OS crash can lose the last second of samples, and
+    the completion store gives those back for free (gold and replay cost nothing anyway)."""
+
+    def __init__(self, path: Path, sync_every: float = 1.0):
+        self.path, self.sync_every = path, sync_every
+
+    def __enter__(self) -> "_SampleLog":
+        with append_log(self.path):  # creates the folder and cuts a torn last line from a crash
+            pass
+        self._fh = self.path.open("a", encoding="utf-8")
+        self._synced = time.monotonic()
+        return self
+
+    def write_all(self, rows: list[dict]) -> None:
+        self._fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self._fh.flush()
+        if time.monotonic() - self._synced >= self.sync_every:
+            os.fsync(self._fh.fileno())
+            self._synced = time.monotonic()
+
+    def __exit__(self, *exc) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+
+
+def _rows(job: Job, answer, teacher) -> list[dict]:
+    rows = []
+    for i, (text, reason) in enumerate(zip(answer.completions, answer.reasons)):
+        rows.append({"problem_id": job.problem_id, "question": job.question, "gold": job.gold, "form": job.form,
+                     "version": job.version, "teacher": teacher.name, "model": teacher.model, "sample_index": i,
+                     "completion": text, "status": "ok" if text is not None else "failed",
+                     "reason": reason, "request_hash": answer.request_hash})
+    return rows
+
+
+def run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None) -> dict:
+    """Ask the teacher for every (problem, form) without a sample yet; ``batch`` is submit or collect."""
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    samples_path = run_dir / SAMPLES
+    jobs = build_jobs(cfg)
+    if batch not in (None, "", "submit", "collect"):
+        raise ValueError(f"--batch must be submit or collect, not {batch!r}")
+    if batch and cfg.teacher.name != "openai":
+        raise DataError(f"--batch needs --teacher openai (the Batch API), not {cfg.teacher.name!r}")
+    if batch == "collect":
+        from distill.teachers.api import OpenAITeacher
+
+        teacher = OpenAITeacher.from_config(cfg, run_dir)
+    else:
+        teacher = get_teacher(cfg, run_dir)
+    existing = latest_samples(samples_path)
+    _check_teacher(existing, teacher.name, samples_path)
+    done = {(pid, form) for pid, form, _ in existing}
+    versions = {(r["problem_id"], r["form"]): r.get("version") for r in existing.values()}
+    todo = [j for j in jobs if j.key not in done or versions.get(j.key) != j.version]
+    tags = {"distill.stage": "generate", "distill.preset": cfg.preset, "distill.forms": ",".join(cfg.generate.forms),
+            "distill.teacher": teacher.name}
+    summary: dict = {}
+    with tracker.run("generate", tags, nested=True) if tracker else nullcontext():
+        if tracker:
+            tracker.log_params({k: v for k, v in flatten(cfg).items() if k.split(".")[0] in ("data", "teacher", "generate")})
+        if batch == "submit":
+            from distill.teachers import batch as batch_api
+
+            summary["batch"] = batch_api.submit(teacher, run_dir, todo, {"distill.preset": cfg.preset})
+            todo = []
+        elif batch == "collect":
+            from distill.teachers import batch as batch_api
+
+            summary["batch"] = batch_api.collect(teacher, run_dir, cfg.generate.batch_poll, cfg.generate.batch_wait)
+            teacher.offline = True  # only what the batches brought back; never a live call here
+        stopped = ""
+        with _SampleLog(samples_path) as log, tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="item",
+                                                   desc=f"generate ({teacher.name})", disable=None) as bar:
+            try:
+                for job, answer in teacher.answer(todo):
+                    log.write_all(_rows(job, answer, teacher))
+                    bar.update(1)
+            except BudgetReached as exc:
+                stopped = str(exc)
+        summary.update(_summarise(cfg, jobs, samples_path, teacher, stopped))
+        write_json(run_dir / SUMMARY, summary)
+        if tracker:
+            tracker.log_metrics({f"generate/{k}": summary[k] for k in ("items", "answered", "pending",
+                                                                        "samples_ok", "samples_failed")})
+            tracker.log_metrics({f"teacher/{k}": v for k, v in summary["teacher_stats"].items()
+                                 if isinstance(v, (int, float)) and v is not None})
+            tracker.log_artifact(run_dir / SUMMARY)
+    return summary
+
+
+def _summarise(cfg: Config, jobs: list[Job], samples_path: Path, teacher, stopped: str) -> dict:
+    samples = latest_samples(samples_path)
+    wanted = {j.key for j in jobs}
+    answered = {(pid, form) for pid, form, _ in samples} & wanted
+    rows = [r for (pid, form, _), r in samples.items() if (pid, form) in wanted]
+    reasons = Counter(r["reason"].split(":")[0] for r in rows if r["status"] != "ok")
+    per_form = Counter(r["form"] for r in rows if r["status"] == "ok")
+    stats = dict(getattr(teacher, "stats", {}))
+    ledger = getattr(teacher, "ledger", None)
+    if ledger is not None:
+        stats.update(ledger.totals())
+    stats = {k.replace("error/", "errors/"): v for k, v in stats.items() if v is not None}
+    pending = len(wanted) - len(answered)
+    return {"teacher": teacher.name, "model": teacher.model, "forms": list(cfg.generate.forms),
+            "items": len(wanted), "answered": len(answered), "pending": pending,
+            "samples_ok": sum(per_form.values()), "samples_failed": sum(reasons.values()),
+            "ok_by_form": dict(per_form), "failed_reasons": dict(reasons), "teacher_stats": stats,
+            "last_error": getattr(teacher, "last_error", ""), "stopped": stopped}

@@ -1,0 +1,161 @@
+"""mix: verified samples of some forms -> one training set of (student input, target) pairs.
+
+Data contract:
+- reads ``<run_dir>/verified/{form}.jsonl`` for each form of the mix (``cot``, ``pot``, ``eot``, ``etd``
+  = all three, or forms joined by '+', e.g. ``cot+eot``), and the test sets ``cfg.data.test_sets``
+  for decontamination.
+- writes ``<run_dir>/mix/<mix>/train.jsonl`` and ``val.jsonl``, rows
+  ``{"id", "problem_id", "form", "version", "input", "target", "gold"}`` where input is
+  ``form.student_input(question)`` (the question plus the form's instruction) and target is
+  ``form.student_target(completion)``; and ``mix/<mix>/summary.json``:
+  ``{"mix", "forms", "counts": {form: n}, "val": n, "removed_overlap": n, "removed_duplicates": n,
+  "overlap_by_test_set": {name: problems}, "digest", ...}``.
+- MLflow run ``mix-<mix>``: the train and validation sets as MLflow datasets, counts as metrics.
+
+Nothing is dropped silently: duplicates (same form, input and target) and the rows of training
+questions that overlap a test set (``distill.overlap.contaminated_ids``, word n-grams) are counted
+per form and per test set. The validation split holds out whole training questions (all their
+forms), chosen with ``mix.seed``; it never takes a test question.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter
+from contextlib import nullcontext
+from pathlib import Path
+
+from distill.config import Config, ConfigError
+from distill.files import DataError, read_jsonl, write_json, write_jsonl
+from distill.problems import Problem, load_problems
+from distill.stages.verify import file_digest, quiet_dataset_warnings
+from distill.thoughts import get_form, parse_mix
+
+
+def _examples(run_dir: Path, forms: tuple[str, ...], preset: str) -> tuple[list[dict], dict[str, str]]:
+    rows, digests = [], {}
+    for name in forms:
+        path = run_dir / "verified" / f"{name}.jsonl"
+        if not path.exists():
+            raise DataError(f"{path}: file not found. Run `distill verify --preset {preset}` (after generate) "
+                            f"with {name} among generate.forms.")
+        digests[name] = file_digest(path)
+        form = get_form(name)
+        for r in read_jsonl(path, required=("problem_id", "question", "completion", "gold")):
+            rows.append({"id": f"{r['problem_id']}/{name}/{r.get('sample_index', 0)}", "problem_id": r["problem_id"],
+                         "form": name, "version": r.get("version", form.version),
+                         "input": form.student_input(r["question"]), "target": form.student_target(r["completion"]),
+                         "gold": r["gold"], "_question": r["question"]})
+    return rows, digests
+
+
+def _dedupe(rows: list[dict]) -> tuple[list[dict], Counter]:
+    seen, out, removed = set(), [], Counter()
+    for r in rows:
+        key = (r["form"], r["input"], r["target"])
+        if key in seen:
+            removed[r["form"]] += 1
+            continue
+        seen.add(key)
+        out.append(r)
+    return out, removed
+
+
+def _contaminated(cfg: Config, rows: list[dict]) -> dict[str, set[str]]:
+    from distill.overlap import contaminated_ids
+
+    questions = {r["problem_id"]: r["_question"] for r in rows}
+    train = [Problem(pid, cfg.data.train_set, "train", q, 0.0) for pid, q in sorted(questions.items())]
+    tests = {name: load_problems(name, "test", cfg.data_path, cfg.data.hub) for name in cfg.data.test_sets}
+    return {name: set(ids) for name, ids in contaminated_ids(train, tests, n=cfg.mix.overlap_n).items()}
+
+
+def split_ids(problem_ids: list[str], fraction: float, seed: int) -> set[str]:
+    """The validation problems: a seeded sample of ``fraction`` of the ids (at least one when fraction > 0)."""
+    ids = sorted(set(problem_ids))
+    if fraction <= 0 or len(ids) < 2:
+        return set()
+    k = min(len(ids) - 1, max(1, math.floor(fraction * len(ids) + 0.5)))
+    random.Random(seed).shuffle(ids)
+    return set(ids[:k])
+
+
+def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> dict:
+    run_dir = Path(run_dir)
+    mix = mix or cfg.mix.mix
+    try:
+        forms = parse_mix(mix)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not 0 <= cfg.mix.val_fraction < 1:
+        raise ConfigError(f"mix.val_fraction must be in [0, 1), got {cfg.mix.val_fraction}")
+    out = run_dir / "mix" / mix
+    rows, inputs = _examples(run_dir, forms, cfg.preset)
+    fingerprint = hashlib.sha256(json.dumps({"inputs": inputs, "mix": [cfg.mix.val_fraction, cfg.mix.decontaminate,
+                                             cfg.mix.overlap_n, cfg.mix.seed], "test_sets": cfg.data.test_sets},
+                                            sort_keys=True).encode()).hexdigest()[:16]
+    summary_path = out / "summary.json"
+    if summary_path.exists() and (out / "train.jsonl").exists():
+        previous = json.loads(summary_path.read_text())
+        if previous.get("fingerprint") == fingerprint:
+            return previous  # same inputs and settings: the files on disk are this mix
+    n_rows = len(rows)
+    rows, duplicates = _dedupe(rows)
+    overlap: dict[str, set[str]] = {}
+    removed_overlap: Counter = Counter()
+    if cfg.mix.decontaminate:
+        overlap = _contaminated(cfg, rows)
+        bad = set().union(*overlap.values()) if overlap else set()
+        kept = []
+        for r in rows:
+            if r["problem_id"] in bad:
+                removed_overlap[r["form"]] += 1
+            else:
+                kept.append(r)
+        rows = kept
+    val_ids = split_ids([r["problem_id"] for r in rows], cfg.mix.val_fraction, cfg.mix.seed)
+    for r in rows:
+        del r["_question"]
+    train = [r for r in rows if r["problem_id"] not in val_ids]
+    val = [r for r in rows if r["problem_id"] in val_ids]
+    write_jsonl(out / "train.jsonl", train)
+    write_jsonl(out / "val.jsonl", val)
+    counts = Counter(r["form"] for r in train)
+    summary = {"mix": mix, "forms": list(forms), "counts": {f: counts.get(f, 0) for f in forms}, "train": len(train),
+               "val": len(val), "val_counts": dict(Counter(r["form"] for r in val)),
+               "problems": len({r["problem_id"] for r in train}), "val_problems": len(val_ids),
+               "rows_in": n_rows, "removed_duplicates": sum(duplicates.values()),
+               "removed_duplicates_by_form": dict(duplicates), "decontaminated": cfg.mix.decontaminate,
+               "removed_overlap": sum(removed_overlap.values()), "removed_overlap_by_form": dict(removed_overlap),
+               "overlap_by_test_set": {name: len(ids) for name, ids in overlap.items()},
+               "overlap_n": cfg.mix.overlap_n, "seed": cfg.mix.seed, "val_fraction": cfg.mix.val_fraction,
+               "inputs": inputs, "digest": file_digest(out / "train.jsonl"),
+               "val_digest": file_digest(out / "val.jsonl"), "fingerprint": fingerprint}
+    teacher = ""
+    gen_summary = run_dir / "generate_summary.json"
+    if gen_summary.exists():
+        teacher = json.loads(gen_summary.read_text()).get("teacher", "")
+    tags = {"distill.stage": "mix", "distill.preset": cfg.preset, "distill.mix": mix, "distill.forms": ",".join(forms),
+            "distill.teacher": teacher}
+    with tracker.run(f"mix-{mix}", tags, nested=True) if tracker else nullcontext(), quiet_dataset_warnings():
+        if tracker:
+            tracker.log_params({"mix.mix": mix, "mix.val_fraction": cfg.mix.val_fraction, "mix.seed": cfg.mix.seed,
+                                "mix.decontaminate": cfg.mix.decontaminate, "mix.overlap_n": cfg.mix.overlap_n,
+                                "data.test_sets": ",".join(cfg.data.test_sets)})
+            tracker.log_metrics({"mix/train": len(train), "mix/val": len(val),
+                                 "mix/removed_duplicates": summary["removed_duplicates"],
+                                 "mix/removed_overlap": summary["removed_overlap"],
+                                 **{f"mix/train/{f}": n for f, n in summary["counts"].items()},
+                                 **{f"mix/overlap/{name}": n for name, n in summary["overlap_by_test_set"].items()}})
+            source = str(out.resolve())
+            if train:
+                summary["mlflow_digest"] = tracker.log_dataset(train, f"{mix}-train", f"{source}/train.jsonl", "training")
+            if val:
+                summary["mlflow_val_digest"] = tracker.log_dataset(val, f"{mix}-val", f"{source}/val.jsonl", "validation")
+            tracker.set_tags({"distill.data_digest": summary["digest"]})
+        write_json(summary_path, summary)
+        if tracker:
+            tracker.log_artifact(summary_path, "mix")
+    return summary

@@ -1,0 +1,138 @@
+"""verify: raw samples -> kept and dropped per form, through each form's own verifier.
+
+Data contract:
+- reads ``<run_dir>/samples.jsonl`` (the last record of each problem, form and sample index).
+- writes ``<run_dir>/verified/{form}.jsonl``: the kept samples (verdict ``correct``) with a
+  ``"verdict"`` dict; ``verified/dropped.jsonl``: every other sample with its verdict (a sample the
+  teacher failed to give has status ``teacher_failed`` and the teacher's reason);
+  ``verified/summary.json``: ``{form: {"n", "kept", "drop_rate", "reasons": {status: count},
+  "digest", "mlflow_digest"}}``; ``verified/state/{form}.json`` records what was verified.
+- MLflow run ``verify``: metrics ``verify/<form>/drop_rate``, ``verify/<form>/kept``, ``verify/<form>/n``,
+  ``verify/<form>/dropped/<reason>``; the dropped samples as a table artifact
+  (``verify/dropped.json``); the verified sets as MLflow datasets ``CoTD``, ``PoTD``, ``EoTD``.
+
+Resume: a form whose samples, form version and verifier settings are unchanged since its last
+verification is not verified again (``state/{form}.json`` holds the digest of its input).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+import warnings
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from distill.config import Config
+from distill.files import DataError, read_jsonl, write_json, write_jsonl
+from distill.stages.generate import SAMPLES, latest_samples
+from distill.thoughts import FORM_NAMES, get_form
+
+DATASET_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD"}
+TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl
+
+
+@contextmanager
+def quiet_dataset_warnings():
+    """MLflow warns that a local path could be two kinds of dataset source, and that integer columns
+    cannot hold missing values; neither matters for these sets, and the noise hides real messages."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        yield
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _input_digest(rows: list[dict], version: int, cfg: Config) -> str:
+    h = hashlib.sha256(json.dumps({"version": version, "strict": cfg.verify.strict, "timeout": cfg.verify.timeout},
+                                  sort_keys=True).encode())
+    for r in rows:
+        h.update(json.dumps([r["problem_id"], r.get("sample_index", 0), r["completion"], r["gold"], r["status"]],
+                            ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def verify_form(form_name: str, rows: list[dict], cfg: Config) -> tuple[list[dict], list[dict]]:
+    """(kept, dropped) for one form's samples; every dropped row carries a verdict with a reason."""
+    form = get_form(form_name)
+    answered = [r for r in rows if r["status"] == "ok" and r.get("completion")]
+    verdicts = form.verify_many([r["completion"] for r in answered], [float(r["gold"]) for r in answered],
+                                timeout=cfg.verify.timeout, strict=cfg.verify.strict) if answered else []
+    kept, dropped = [], []
+    for row, verdict in zip(answered, verdicts):
+        (kept if verdict.correct else dropped).append({**row, "verdict": verdict.to_dict()})
+    for row in rows:
+        if not (row["status"] == "ok" and row.get("completion")):
+            dropped.append({**row, "verdict": {"status": "teacher_failed", "answer": None,
+                                               "reason": row.get("reason") or "empty_content",
+                                               "form": form_name, "version": form.version}})
+    return kept, dropped
+
+
+def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
+    run_dir = Path(run_dir)
+    samples_path = run_dir / SAMPLES
+    if not samples_path.exists():
+        raise DataError(f"{samples_path}: file not found. Run `distill generate --preset {cfg.preset}` first.")
+    by_form: dict[str, list[dict]] = defaultdict(list)
+    for key in sorted(latest := latest_samples(samples_path)):
+        by_form[key[1]].append(latest[key])
+    unknown = sorted(set(by_form) - set(FORM_NAMES))
+    if unknown:
+        raise DataError(f"{samples_path}: unknown form {unknown[0]!r}; valid forms: {', '.join(FORM_NAMES)}")
+    forms = [f for f in FORM_NAMES if f in by_form]
+    out = run_dir / "verified"
+    teacher = next(iter(latest.values()), {}).get("teacher", "")
+    tags = {"distill.stage": "verify", "distill.preset": cfg.preset, "distill.forms": ",".join(forms),
+            "distill.teacher": teacher}
+    summary: dict = {}
+    all_dropped: list[dict] = []
+    with tracker.run("verify", tags, nested=True) if tracker else nullcontext(), quiet_dataset_warnings():
+        if tracker:
+            tracker.log_params({"verify.strict": cfg.verify.strict, "verify.timeout": cfg.verify.timeout,
+                                "verify.forms": ",".join(forms)})
+        for name in forms:
+            rows = by_form[name]
+            version = get_form(name).version
+            digest_in = _input_digest(rows, version, cfg)
+            state_path = out / "state" / f"{name}.json"
+            dropped_path = out / "state" / f"{name}.dropped.jsonl"
+            state = json.loads(state_path.read_text()) if state_path.exists() else {}
+            if state.get("input_digest") == digest_in and (out / f"{name}.jsonl").exists() and dropped_path.exists():
+                dropped = read_jsonl(dropped_path)
+                stats = state["summary"]
+            else:
+                kept, dropped = verify_form(name, rows, cfg)
+                write_jsonl(out / f"{name}.jsonl", kept)
+                write_jsonl(dropped_path, dropped)
+                reasons = Counter(d["verdict"]["status"] for d in dropped)
+                stats = {"n": len(rows), "kept": len(kept), "drop_rate": round(len(dropped) / max(1, len(rows)), 6),
+                         "reasons": dict(sorted(reasons.items())), "digest": file_digest(out / f"{name}.jsonl"),
+                         "version": version}
+                write_json(state_path, {"input_digest": digest_in, "summary": stats})
+            all_dropped.extend(dropped)
+            summary[name] = dict(stats)
+            if tracker:
+                tracker.log_metrics({f"verify/{name}/drop_rate": stats["drop_rate"], f"verify/{name}/kept": stats["kept"],
+                                     f"verify/{name}/n": stats["n"],
+                                     **{f"verify/{name}/dropped/{r}": c for r, c in stats["reasons"].items()}})
+                kept_rows = read_jsonl(out / f"{name}.jsonl")
+                if kept_rows:
+                    summary[name]["mlflow_digest"] = tracker.log_dataset(
+                        [{"problem_id": r["problem_id"], "question": r["question"], "gold": r["gold"],
+                          "completion": r["completion"], "form": name, "version": r["version"]} for r in kept_rows],
+                        DATASET_NAMES[name], source=str((out / f"{name}.jsonl").resolve()), context="verified")
+        write_jsonl(out / "dropped.jsonl", all_dropped)
+        write_json(out / "summary.json", summary)
+        if tracker:
+            tracker.set_tags({f"distill.digest.{name}": s["digest"] for name, s in summary.items()})
+            if all_dropped:
+                tracker.log_table([{"problem_id": d["problem_id"], "form": d["form"], "status": d["verdict"]["status"],
+                                    "reason": str(d["verdict"]["reason"])[:300],
+                                    "completion": (d.get("completion") or "")[:TABLE_COMPLETION_CHARS]}
+                                   for d in all_dropped], "verify/dropped.json")
+            tracker.log_artifact(out / "summary.json", "verify")
+    return summary

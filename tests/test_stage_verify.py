@@ -1,0 +1,87 @@
+"""The verify stage: samples -> kept and dropped per form, drop rates and datasets in MLflow."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import teacher_fakes
+from distill.config import load_config
+from distill.files import DataError, read_jsonl, write_jsonl
+from distill.stages import verify
+
+
+@pytest.fixture(autouse=True)
+def forms(monkeypatch):
+    teacher_fakes.install(monkeypatch)
+
+
+def sample(pid, form, completion, gold=3.0, status="ok", reason="", index=0):
+    return {"problem_id": pid, "question": f"What is {pid}?", "gold": gold, "form": form, "version": 1,
+            "teacher": "replay", "model": "m", "sample_index": index, "completion": completion, "status": status,
+            "reason": reason, "request_hash": f"h-{pid}-{form}-{index}"}
+
+
+# right and wrong under the real verifiers and under the stand-ins (which read the last number)
+GOOD = {"cot": "1 + 2 = 3\nThe answer is 3.", "pot": "x = 1\nans = x + 2 + 0 * 3", "eot": "x = 1\nans = x + 2 + 0 * 3"}
+BAD = {"cot": "1 + 2 = 4\nThe answer is 4.", "pot": "x = 1\nans = x + 3 + 0 * 5", "eot": "x = 1\nans = x + 3 + 0 * 5"}
+
+
+def samples(run_dir):
+    rows = []
+    for form, good in GOOD.items():
+        rows += [sample("p1", form, good), sample("p2", form, BAD[form]),
+                 sample("p3", form, None, status="failed", reason="empty_choices")]
+    write_jsonl(run_dir / "samples.jsonl", rows)
+
+
+def test_kept_and_dropped_samples_are_written_per_form_with_their_reasons(tmp_path):
+    samples(tmp_path)
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    summary = verify.run(cfg, tmp_path)
+    for form in GOOD:
+        kept = read_jsonl(tmp_path / "verified" / f"{form}.jsonl")
+        assert [r["problem_id"] for r in kept] == ["p1"] and kept[0]["verdict"]["status"] == "correct"
+        assert summary[form]["n"] == 3 and summary[form]["kept"] == 1
+        assert summary[form]["reasons"]["teacher_failed"] == 1
+        assert summary[form]["drop_rate"] == pytest.approx(2 / 3, abs=1e-5)
+    dropped = read_jsonl(tmp_path / "verified" / "dropped.jsonl")
+    assert len(dropped) == 6 and {d["verdict"]["reason"] for d in dropped if d["problem_id"] == "p3"} == {"empty_choices"}
+    assert json.loads((tmp_path / "verified" / "summary.json").read_text()) == summary
+
+
+def test_the_last_record_of_a_sample_is_the_one_verified(tmp_path):
+    write_jsonl(tmp_path / "samples.jsonl", [sample("p1", "cot", None, status="failed", reason="x"),
+                                             sample("p1", "cot", GOOD["cot"])])
+    summary = verify.run(load_config(None, []), tmp_path)
+    assert summary["cot"] == {**summary["cot"], "n": 1, "kept": 1}
+
+
+def test_an_unchanged_form_is_not_verified_again(tmp_path, monkeypatch):
+    samples(tmp_path)
+    cfg = load_config(None, [])
+    first = verify.run(cfg, tmp_path)
+    monkeypatch.setattr(verify, "verify_form", lambda *a: pytest.fail("verified again"))
+    assert verify.run(cfg, tmp_path) == first
+
+
+def test_without_samples_the_error_says_to_run_generate(tmp_path):
+    with pytest.raises(DataError, match="distill generate"):
+        verify.run(load_config(None, []), tmp_path)
+
+
+def test_drop_rates_reasons_the_dropped_table_and_the_datasets_go_to_mlflow(tmp_path, mlflow_uri):
+    from distill.tracking import Tracker
+
+    samples(tmp_path)
+    tracker = Tracker(mlflow_uri, "distill")
+    summary = verify.run(load_config(None, []), tmp_path, tracker)
+    client = tracker.mlflow.tracking.MlflowClient()
+    run = tracker.mlflow.search_runs(experiment_names=["distill"], output_format="list")[0]
+    assert run.info.run_name == "verify" and run.data.tags["distill.stage"] == "verify"
+    assert run.data.metrics["verify/eot/drop_rate"] == pytest.approx(2 / 3, abs=1e-5)
+    assert run.data.metrics["verify/cot/dropped/teacher_failed"] == 1
+    names = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert set(names) == {"CoTD", "PoTD", "EoTD"} and names["EoTD"] == summary["eot"]["mlflow_digest"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "verify")}
+    assert "verify/dropped.json" in artifacts
