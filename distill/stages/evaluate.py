@@ -1,0 +1,377 @@
+"""Evaluate stage: accuracy of a student on the test sets, per thought form, plus our own combinations.
+
+The student writes reasoning in each form it was trained on (greedy, at most ``evaluate.max_new_tokens``
+new tokens, batched and sorted by input length: distill/decoding.py), and the answer is taken by the
+same form module that verified the training data (``get_form(form).verify_many``: same sandbox,
+same solver, same number normaliser), so a number means the same thing in training and evaluation.
+
+Student (``student=``): a folder (``students/<mix>/`` with ``model/`` and ``card.json``, or the
+model folder itself), an MLflow model URI (``models:/distill-student/3``, ``models:/distill-student@champion``,
+``runs:/<id>/model``) or a training run id; the default is ``<run_dir>/students/<mix>/``.
+MLflow artifacts are downloaded and searched for a ``card.json`` beside a ``model/`` folder.
+
+Data contract, under ``<run_dir>/eval/<mix>/``:
+  - ``<test_set>/<form>.jsonl``: append log, one record per answered problem, written per batch:
+    {"problem_id", "question", "gold", "form", "version", "input", "output", "answer" (float|null),
+    "status" (a Verdict status), "reason", "student" (digest of the weights and decoding settings)}.
+    A rerun skips problems already answered by the same student digest (resume); records of another
+    student or form version are dropped from the log before new ones are appended.
+  - ``summary.json``: {"mix", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
+    "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "decoding", "test_sets":
+    {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
+    describes the latest invocation (its test sets, forms and limit), which registration reads.
+
+MLflow run ``evaluate-<mix>``: params evaluate.* and student; tags distill.stage=evaluate, distill.preset,
+distill.mix, distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
+run the artifacts came from), distill.data_digest, distill.student_source, distill.student_digest,
+distill.best_form.<test_set>; metrics <test_set>/<form>/accuracy, <test_set>/<form>/failures/<status>,
+<test_set>/{vote,fallback,best}/accuracy (vote and fallback are this project's own combinations,
+see distill/scoring.py); tables ``eval/<test_set>/<form>.json`` (question, output, extracted answer,
+gold, status, reason) and, for several forms, ``eval/<test_set>/combined.json`` with the forms side by side.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from distill.config import Config
+from distill.files import DataError, append_log, read_log, write_json, write_jsonl
+from distill.scoring import combine, metrics_of, score_test_set
+from distill.thoughts import FORM_NAMES, Verdict, get_form
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class Student:
+    """A student model folder found on disk (maybe just downloaded) and what its card says."""
+
+    model_dir: Path
+    card: dict
+    source: str
+    """What the user gave (a path, a models:/ or runs:/ URI, a run id)."""
+    run_id: str | None = None
+    """The MLflow run the artifacts came from, when known from the source."""
+
+
+def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
+        log=None) -> dict:
+    """Evaluate one student on ``cfg.evaluate.test_sets``; return the summary dict (also in summary.json)."""
+    from distill.problems import LOADERS, load_problems
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    run_dir = Path(run_dir)
+    unknown = [t for t in cfg.evaluate.test_sets if t not in LOADERS]
+    if unknown:
+        raise DataError(f"unknown test set {unknown[0]!r} in evaluate.test_sets; valid: {', '.join(LOADERS)}")
+    requested_mix = mix or cfg.mix.mix
+    with ExitStack() as stack:
+        found = resolve_student(student or None, run_dir, requested_mix, cfg.tracking_uri, stack)
+        card = found.card
+        mix = card.get("mix") or requested_mix
+        if mix != requested_mix and student:
+            log(f"evaluate: the student's card says mix {mix!r}; results go to eval/{mix}/ (not {requested_mix!r})")
+        forms = choose_forms(cfg.evaluate.forms, card, found)
+        model, tokenizer = _load(found.model_dir, cfg)
+        digest = student_digest(found.model_dir, cfg)
+
+    out_dir = run_dir / "eval" / mix
+    train_run_id = card.get("train_run_id") or found.run_id
+    versions = {name: get_form(name).version for name in forms}
+    tags = {"distill.stage": "evaluate", "distill.preset": cfg.preset, "distill.mix": mix,
+            "distill.forms": ",".join(forms),
+            "distill.form_versions": ",".join(f"{f}={v}" for f, v in versions.items()),
+            "distill.student_source": found.source, "distill.student_digest": digest}
+    if train_run_id:
+        tags["distill.train_run_id"] = train_run_id
+    if card.get("data_digest"):
+        tags["distill.data_digest"] = card["data_digest"]
+
+    def body(run_id: str | None) -> dict:
+        results: dict[str, dict] = {}
+        metrics: dict[str, float] = {}
+        for test_set in cfg.evaluate.test_sets:
+            problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
+            if cfg.evaluate.limit:
+                problems = problems[: cfg.evaluate.limit]
+            rows = {form: answer_all(model, tokenizer, form, problems, out_dir / test_set / f"{form}.jsonl",
+                                     digest, cfg, desc=f"{test_set}/{form}") for form in forms}
+            verdicts = {form: [_verdict(r) for r in rows[form]] for form in forms}
+            golds = [p.answer for p in problems]
+            scores = score_test_set(verdicts, golds)
+            results[test_set] = scores
+            metrics.update(metrics_of(test_set, scores))
+            log(f"evaluate {mix}: {test_set} ({len(problems)} problems) " + ", ".join(
+                f"{f} {s['accuracy']:.1%}" for f, s in scores["forms"].items())
+                + "".join(f", {k} {scores[k]['accuracy']:.1%}" for k in ("vote", "fallback") if k in scores))
+            if tracker is not None:
+                _log_tables(tracker, test_set, rows, verdicts, golds)
+                if "best" in scores:
+                    tracker.set_tags({f"distill.best_form.{test_set}": scores["best"]["form"]})
+        summary = {
+            "mix": mix, "preset": cfg.preset, "run_id": run_id, "limit": cfg.evaluate.limit,
+            "forms": {f: {"version": versions[f], "instruction": get_form(f).instruction} for f in forms},
+            "student": {"source": found.source, "digest": digest, "card": card},
+            "train_run_id": train_run_id, "data_digest": card.get("data_digest"),
+            "decoding": {"greedy": True, "max_new_tokens": cfg.evaluate.max_new_tokens,
+                         "max_source_len": cfg.evaluate.max_source_len, "batch_size": cfg.evaluate.batch_size},
+            "test_sets": results, "metrics": metrics,
+        }
+        write_json(out_dir / "summary.json", summary)
+        if tracker is not None:
+            tracker.log_metrics(metrics)
+            tracker.log_dict(summary, "eval/summary.json")
+        return summary
+
+    if tracker is None:
+        return body(None)
+    with tracker.run(f"evaluate-{mix}", tags, nested=True):
+        tracker.log_params({f"evaluate.{k}": v for k, v in _evaluate_params(cfg).items()}
+                           | {"student": found.source})
+        return body(tracker.run_id)
+
+
+# --- finding and loading the student ---------------------------------------------------------
+
+def resolve_student(spec: str | None, run_dir: Path, mix: str, tracking_uri: str, stack: ExitStack) -> Student:
+    """The student folder for ``spec``; MLflow artifacts are downloaded into a temporary folder
+    that lives as long as ``stack``."""
+    if not spec:
+        default = run_dir / "students" / mix
+        if not default.exists():
+            raise DataError(f"{default}: no trained student for mix {mix!r}. Run `distill train --mix {mix}` first, "
+                            "or pass --student PATH|RUN_ID|models:/NAME/VERSION")
+        return _local(default, str(default))
+    path = Path(spec)
+    if path.exists():
+        return _local(path, spec)
+    if "://" in spec or spec.startswith(("models:/", "runs:/")) or RUN_ID_RE.match(spec):
+        return _from_mlflow(spec, tracking_uri, stack)
+    raise DataError(f"student {spec!r} is neither an existing folder, an MLflow URI (models:/NAME/VERSION, "
+                    "models:/NAME@ALIAS, runs:/RUN_ID/model) nor a 32-character run id")
+
+
+def find_student_dir(root: Path) -> tuple[Path, Path | None] | None:
+    """(model folder, card.json or None) inside ``root``, or None.
+
+    Accepts ``root/model/`` + ``root/card.json`` (the train stage's layout), a model folder with its
+    card inside or one level up, or such a layout anywhere below ``root`` (a logged MLflow model).
+    """
+    if (root / "model" / "config.json").exists() and (root / "card.json").exists():
+        return root / "model", root / "card.json"
+    if (root / "config.json").exists():
+        card = next((c for c in (root / "card.json", root.parent / "card.json") if c.exists()), None)
+        return root, card
+    for card in sorted(root.rglob("card.json"), key=lambda p: (len(p.parts), str(p))):
+        if (card.parent / "model" / "config.json").exists():
+            return card.parent / "model", card
+    for config in sorted(root.rglob("config.json"), key=lambda p: (len(p.parts), str(p))):
+        if any(config.parent.glob(f"*{s}") for s in WEIGHT_SUFFIXES):
+            card = config.parent / "card.json"
+            return config.parent, card if card.exists() else None
+    return None
+
+
+def _local(path: Path, source: str, run_id: str | None = None) -> Student:
+    found = find_student_dir(path)
+    if found is None:
+        raise DataError(f"{path}: no student found (expected model/ with config.json and card.json beside it, "
+                        "as the train stage writes under runs/<preset>/students/<mix>/)")
+    model_dir, card_path = found
+    card: dict = {}
+    if card_path is not None:
+        try:
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{card_path}: cannot read the student's card ({exc}); retrain or fix the file") from None
+    return Student(model_dir, card, source, run_id)
+
+
+def _from_mlflow(spec: str, tracking_uri: str, stack: ExitStack) -> Student:
+    # downloading artifacts is not logging, so this reads mlflow directly (tracking.py only logs)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="distill-student-")))
+    run_id = None
+    if RUN_ID_RE.match(spec):
+        run_id = spec
+        uris = [f"runs:/{spec}/model", f"runs:/{spec}/student", f"runs:/{spec}/"]
+    else:
+        uris = [spec]
+        m = re.match(r"^runs:/([0-9a-f]{32})", spec)
+        run_id = m.group(1) if m else _model_version_run(mlflow, spec)
+    errors = []
+    for uri in uris:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / str(len(errors)))))
+        except Exception as exc:  # MlflowException, missing run or artifact: try the next layout, then report all
+            errors.append(f"{uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        if find_student_dir(local) is not None:
+            return _local(local, spec, run_id)
+        errors.append(f"{uri}: downloaded, but holds no model folder with card.json")
+    raise DataError(f"cannot get student {spec!r} from {tracking_uri}: " + "; ".join(errors)
+                    + ". Check the id/URI with `mlflow ui`, or pass a local folder")
+
+
+def _model_version_run(mlflow, spec: str) -> str | None:
+    """The run a model came from (models:/NAME/VERSION, models:/NAME@ALIAS, or a logged model
+    models:/m-<id>), if the store knows it."""
+    client = mlflow.MlflowClient()
+    logged = re.match(r"^models:/(m-[0-9a-f]+)$", spec)
+    if logged:
+        try:
+            return client.get_logged_model(logged.group(1)).source_run_id or None
+        except Exception:  # an unknown id: the download below reports it
+            return None
+    m = re.match(r"^models:/([^/@]+)(?:/(\d+)|@(.+))$", spec)
+    if not m:
+        return None
+    try:
+        version = (client.get_model_version(m.group(1), m.group(2)) if m.group(2)
+                   else client.get_model_version_by_alias(m.group(1), m.group(3)))
+    except Exception:  # unknown name/version/alias: the download below reports it with the fix
+        return None
+    return version.run_id or None
+
+
+def choose_forms(requested: Sequence[str], card: Mapping, found: Student) -> tuple[str, ...]:
+    """The forms to ask for: ``requested`` or, if empty, every form on the card; checked against the
+    card's versions, because a student answers only the instruction (and format) it was trained on."""
+    card_forms = card.get("forms") or {}
+    forms = tuple(requested) or tuple(f for f in FORM_NAMES if f in card_forms)
+    if not forms:
+        raise DataError(f"{found.source}: the student has no card.json listing its forms; "
+                        "pass the forms to ask for with --forms eot,pot")
+    for name in forms:
+        try:
+            form = get_form(name)
+        except ValueError as exc:  # a bad name; the message lists the valid ones
+            raise DataError(f"evaluate.forms: {exc}") from None
+        if card_forms and name not in card_forms:
+            raise DataError(f"{found.source}: the student was trained on {', '.join(card_forms)}, not {name!r}; "
+                            f"choose --forms among those")
+        meta = card_forms.get(name) or {}
+        if meta.get("version") not in (None, form.version):
+            raise DataError(f"{found.source}: trained on {name} version {meta['version']}, but this code has "
+                            f"{name} version {form.version}; evaluate with the distill version it was trained with")
+    return tuple(f for f in FORM_NAMES if f in forms)
+
+
+def _load(model_dir: Path, cfg: Config):
+    from distill.student import load_student
+
+    try:
+        model, tokenizer = load_student(model_dir)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    import torch
+
+    if cfg.evaluate.threads:
+        torch.set_num_threads(cfg.evaluate.threads)
+    device = cfg.evaluate.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device), tokenizer
+
+
+def student_digest(model_dir: Path, cfg: Config) -> str:
+    """Digest of the weights and the decoding settings: predictions of the same digest can be reused."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"):
+        h.update(path.name.encode())
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    h.update(json.dumps({"max_new_tokens": cfg.evaluate.max_new_tokens,
+                         "max_source_len": cfg.evaluate.max_source_len}).encode())
+    return h.hexdigest()[:16]
+
+
+# --- answering -------------------------------------------------------------------------------
+
+def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: Path, digest: str, cfg: Config,
+               desc: str = "") -> list[dict]:
+    """Records (see the module docstring) for ``problems`` in their order, generating only the missing ones."""
+    from tqdm.auto import tqdm
+
+    from distill.decoding import decode_batches
+
+    form = get_form(form_name)
+    done = _reusable(log_path, digest, form.version)
+    todo = [p for p in problems if p.id not in done]
+    if todo:
+        inputs = [form.student_input(p.question) for p in todo]
+        with append_log(log_path) as out, tqdm(total=len(todo), desc=desc, unit="problem", disable=None) as bar:
+            for idx, outputs in decode_batches(model, tokenizer, inputs, batch_size=cfg.evaluate.batch_size,
+                                               max_new_tokens=cfg.evaluate.max_new_tokens,
+                                               max_source_len=cfg.evaluate.max_source_len):
+                batch = [todo[i] for i in idx]
+                verdicts = form.verify_many(outputs, [p.answer for p in batch], timeout=cfg.verify.timeout,
+                                            strict=cfg.verify.strict)
+                for p, i, output, verdict in zip(batch, idx, outputs, verdicts):
+                    record = {"problem_id": p.id, "question": p.question, "gold": p.answer, "form": form_name,
+                              "version": form.version, "input": inputs[i], "output": output,
+                              "answer": verdict.answer, "status": verdict.status, "reason": verdict.reason,
+                              "student": digest}
+                    out.write(record)
+                    done[p.id] = record
+                bar.update(len(batch))
+    return [done[p.id] for p in problems]
+
+
+def _reusable(log_path: Path, digest: str, version: int) -> dict[str, dict]:
+    """problem_id -> record of earlier answers by this student; other students' records are dropped."""
+    records = list(read_log(log_path))
+    keep = [r for r in records if r.get("student") == digest and r.get("version") == version
+            and "problem_id" in r and "status" in r]
+    if len(keep) != len(records):
+        write_jsonl(log_path, keep)  # atomic: a crash leaves the old log or the cleaned one
+    return {r["problem_id"]: r for r in keep}
+
+
+def _verdict(record: Mapping) -> Verdict:
+    return Verdict(record["status"], record.get("answer"), record.get("reason", ""), record["form"],
+                   record["version"])
+
+
+# --- MLflow tables -----------------------------------------------------------------------------
+
+def _log_tables(tracker, test_set: str, rows: Mapping[str, list[dict]], verdicts: Mapping[str, list[Verdict]],
+                golds: Sequence[float]) -> None:
+    """One table per form, and with several forms one more with the forms and combinations side by side."""
+    for form, records in rows.items():
+        tracker.log_table([{"problem_id": r["problem_id"], "question": r["question"], "output": r["output"],
+                            "answer": r["answer"], "gold": r["gold"], "status": r["status"], "reason": r["reason"]}
+                           for r in records], f"eval/{test_set}/{form}.json")
+    if len(rows) < 2:
+        return
+    combined = combine(verdicts, golds)
+    first = next(iter(rows.values()))
+    table = []
+    for i, base in enumerate(first):
+        row = {"problem_id": base["problem_id"], "question": base["question"], "gold": base["gold"]}
+        for form, records in rows.items():
+            row |= {f"{form}_output": records[i]["output"], f"{form}_answer": records[i]["answer"],
+                    f"{form}_status": records[i]["status"]}
+        row |= {"vote_answer": combined["vote"][i]["answer"], "vote_correct": combined["vote"][i]["correct"],
+                "fallback_answer": combined["fallback"][i]["answer"],
+                "fallback_form": combined["fallback"][i]["form"],
+                "fallback_correct": combined["fallback"][i]["correct"]}
+        table.append(row)
+    tracker.log_table(table, f"eval/{test_set}/combined.json")
+
+
+def _evaluate_params(cfg: Config) -> dict:
+    from dataclasses import asdict
+
+    return {k: (",".join(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg.evaluate).items()}

@@ -1,0 +1,129 @@
+"""Accuracy arithmetic on a fixed set of verdicts, checked against values computed by hand."""
+from __future__ import annotations
+
+import pytest
+
+from distill.scoring import (COMBINE_ORDER, accuracy, combine, failures, fallback_answer, metrics_of,
+                             score_test_set, vote_answer)
+from distill.thoughts import Verdict
+
+
+def ok(form, answer, gold):
+    return Verdict("correct" if abs(answer - gold) < 1e-3 else "wrong_answer", answer, "", form, 1)
+
+
+def fail(form, status="exec_error"):
+    return Verdict(status, None, "boom", form, 1)
+
+
+# Six problems, hand-written; gold answers below. Columns: eot, pot, cot.
+GOLDS = [10, 20, 30, 40, 50, 60]
+TABLE = {
+    #        p0: all right   p1: pot+cot agree   p2: all differ     p3: eot fails       p4: all fail     p5: eot+cot agree (wrong)
+    "eot": [ok("eot", 10, 10), ok("eot", 21, 20), ok("eot", 31, 30), fail("eot", "parse_error"), fail("eot", "timeout"), ok("eot", 7, 60)],
+    "pot": [ok("pot", 10, 10), ok("pot", 20, 20), ok("pot", 30, 30), ok("pot", 40, 40), fail("pot", "exec_error"), ok("pot", 60, 60)],
+    "cot": [ok("cot", 10, 10), ok("cot", 20.0004, 20), ok("cot", 33, 30), ok("cot", 41, 40), fail("cot", "no_answer"), ok("cot", 7, 60)],
+}
+
+
+def test_combine_order_is_eot_then_pot_then_cot():
+    assert COMBINE_ORDER == ("eot", "pot", "cot")
+
+
+def test_accuracy_counts_only_correct_verdicts_and_failures_as_wrong():
+    # eot right on p0 only: 1/6; pot right on p0,p1,p2,p3,p5: 5/6; cot right on p0,p1 (20.0004 within 1e-3): 2/6
+    assert accuracy(TABLE["eot"]) == pytest.approx(1 / 6)
+    assert accuracy(TABLE["pot"]) == pytest.approx(5 / 6)
+    assert accuracy(TABLE["cot"]) == pytest.approx(2 / 6)
+
+
+def test_accuracy_of_nothing_is_zero():
+    assert accuracy([]) == 0.0
+
+
+def test_failures_count_every_status_with_zeros_for_the_absent_ones():
+    assert failures(TABLE["eot"]) == {"wrong_answer": 3, "no_answer": 0, "parse_error": 1, "exec_error": 0,
+                                      "timeout": 1, "unsafe": 0}
+    assert failures(TABLE["pot"])["exec_error"] == 1
+    assert sum(failures(TABLE["cot"]).values()) == 6 - 2
+
+
+def test_vote_takes_the_majority_answer():
+    # p1: eot 21, pot 20, cot 20.0004 -> 20 (two votes; cot's 20.0004 joins pot's 20)
+    assert vote_answer({f: TABLE[f][1] for f in TABLE}) == (20, 2)
+
+
+def test_vote_tie_between_all_forms_goes_to_eot():
+    # p2: 31, 30, 33 -> one vote each -> EoT's 31
+    assert vote_answer({f: TABLE[f][2] for f in TABLE}) == (31, 1)
+
+
+def test_vote_tie_without_eot_goes_to_pot():
+    # p3: eot failed, pot 40, cot 41 -> tie of one vote each -> PoT's 40
+    assert vote_answer({f: TABLE[f][3] for f in TABLE}) == (40, 1)
+
+
+def test_vote_ignores_failed_forms_and_has_no_answer_when_all_fail():
+    assert vote_answer({f: TABLE[f][4] for f in TABLE}) == (None, 0)
+
+
+def test_vote_majority_can_be_wrong():
+    # p5: eot 7, pot 60, cot 7 -> 7 wins 2:1 although pot was right
+    assert vote_answer({f: TABLE[f][5] for f in TABLE}) == (7, 2)
+
+
+def test_fallback_uses_eot_unless_its_solver_fails_then_pot_then_cot():
+    assert fallback_answer({f: TABLE[f][1] for f in TABLE}) == (21, "eot")
+    assert fallback_answer({f: TABLE[f][3] for f in TABLE}) == (40, "pot")
+    assert fallback_answer({"eot": fail("eot"), "pot": fail("pot", "timeout"), "cot": ok("cot", 3, 3)}) == (3, "cot")
+    assert fallback_answer({f: TABLE[f][4] for f in TABLE}) == (None, None)
+
+
+def test_fallback_keeps_a_wrong_answer_rather_than_falling_through():
+    # a wrong answer is still an answer: only failures pass the turn on
+    assert fallback_answer({"eot": ok("eot", 1, 2), "pot": ok("pot", 2, 2)}) == (1, "eot")
+
+
+def test_combine_gives_per_problem_rows_for_vote_and_fallback():
+    rows = combine(TABLE, GOLDS)
+    # vote answers: 10, 20, 31, 40, None, 7 -> right on p0, p1, p3: 3/6
+    assert [r["answer"] for r in rows["vote"]] == [10, 20, 31, 40, None, 7]
+    assert [r["correct"] for r in rows["vote"]] == [True, True, False, True, False, False]
+    # fallback answers: eot 10, eot 21, eot 31, pot 40, none, eot 7 -> right on p0, p3: 2/6
+    assert [r["form"] for r in rows["fallback"]] == ["eot", "eot", "eot", "pot", None, "eot"]
+    assert [r["correct"] for r in rows["fallback"]] == [True, False, False, True, False, False]
+
+
+def test_combine_refuses_verdicts_that_do_not_align_with_golds():
+    with pytest.raises(ValueError, match="align"):
+        combine({"eot": TABLE["eot"][:3]}, GOLDS)
+
+
+def test_score_test_set_gives_forms_vote_fallback_and_best_by_hand():
+    scores = score_test_set(TABLE, GOLDS)
+    assert scores["n"] == 6
+    assert scores["forms"]["pot"]["correct"] == 5
+    assert scores["vote"] == {"accuracy": pytest.approx(3 / 6), "correct": 3}
+    assert scores["fallback"] == {"accuracy": pytest.approx(2 / 6), "correct": 2}
+    assert scores["best"] == {"form": "pot", "accuracy": pytest.approx(5 / 6)}
+
+
+def test_best_form_tie_goes_to_the_earlier_form():
+    scores = score_test_set({"cot": [ok("cot", 1, 1)], "eot": [ok("eot", 1, 1)]}, [1])
+    assert scores["best"]["form"] == "eot"
+
+
+def test_a_single_form_student_has_no_vote_or_fallback():
+    scores = score_test_set({"eot": TABLE["eot"]}, GOLDS)
+    assert "vote" not in scores and "fallback" not in scores
+    assert scores["best"] == {"form": "eot", "accuracy": pytest.approx(1 / 6)}
+
+
+def test_metric_names_follow_the_contract():
+    metrics = metrics_of("gsm8k", score_test_set(TABLE, GOLDS))
+    assert metrics["gsm8k/eot/accuracy"] == pytest.approx(1 / 6)
+    assert metrics["gsm8k/eot/failures/timeout"] == 1
+    assert metrics["gsm8k/pot/failures/unsafe"] == 0
+    assert metrics["gsm8k/vote/accuracy"] == pytest.approx(0.5)
+    assert metrics["gsm8k/fallback/accuracy"] == pytest.approx(1 / 3)
+    assert metrics["gsm8k/best/accuracy"] == pytest.approx(5 / 6)
