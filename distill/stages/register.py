@@ -1,0 +1,166 @@
+"""Register stage: an evaluated student becomes a version of the registered model ``distill-student``.
+
+Reads (under ``run_dir``):
+  - ``eval/<mix>/summary.json`` (the evaluate stage): ``train_run_id``, ``forms`` {form: {"version"}},
+    ``data_digest``, ``metrics`` {"<test_set>/<form>/accuracy": value, ...}, ``run_id`` (the evaluate run);
+  - ``students/<mix>/summary.json`` for the train run id when the evaluation summary has none;
+  - ``verified/summary.json`` and ``generate_summary.json`` when present (per-form data digests, teacher).
+
+Registers the train run's logged model ``runs:/<train_run_id>/model`` (distill.serving.log_student;
+MLflow 3 registers it by its id, models:/m-...) as a new version of ``cfg.promote.model_name``, tagged with:
+  ``distill.mix``, ``distill.forms`` ("cot,pot,eot"), ``distill.form_versions`` ("cot=1,eot=1,pot=1"),
+  ``distill.data_digest`` (the training mix), ``distill.data_digest.<form>`` (the verified sets),
+  ``distill.teacher``, ``distill.preset``, ``distill.train_run_id``, ``distill.eval_run_id``,
+  ``distill.commit`` (git commit of the code registering it), ``distill.best_form.<test_set>``, and one
+  tag per accuracy, named like its metric: ``gsm8k/eot/accuracy``, ``gsm8k/best/accuracy``, ...
+  (distill promote compares versions on these).
+
+Resume: a train run that already has a version gets its tags refreshed, not a second version.
+Opens no MLflow run of its own. Writes ``register/<mix>.json`` {"model_name", "version", "model_uri",
+"train_run_id", "tags"} and returns it (the key ``train_run_id``, never ``run_id``: the run is not ours).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from distill.config import Config
+from distill.files import DataError, write_json
+
+
+def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, train_run_id: str | None = None,
+        eval_summary: Mapping[str, Any] | None = None, log=print) -> dict:
+    """Register the student of ``mix`` (default cfg.mix.mix); return {"model_name", "version", ...}."""
+    import mlflow
+
+    run_dir = Path(run_dir)
+    mix = mix or (eval_summary or {}).get("mix") or cfg.mix.mix
+    if eval_summary is None:
+        eval_summary = _read_json(run_dir / "eval" / mix / "summary.json",
+                                  f"evaluate the student first: distill evaluate --preset {cfg.preset} --mix {mix}")
+    train_run_id = train_run_id or eval_summary.get("train_run_id") or _student_run_id(run_dir, mix)
+    if not train_run_id:
+        raise DataError(f"no training run id for mix {mix!r} in eval/{mix}/summary.json or "
+                        f"students/{mix}/summary.json; "
+                        f"train with MLflow tracking on: distill train --preset {cfg.preset} --mix {mix}")
+
+    client = mlflow.MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    try:
+        train_run = client.get_run(train_run_id)
+    except Exception as exc:  # noqa: BLE001 - MlflowException or a store error; both mean "not in this store"
+        raise DataError(f"training run {train_run_id} is not in the tracking store {cfg.tracking_uri} ({exc}); "
+                        "register against the store the student was trained with (MLFLOW_TRACKING_URI)") from None
+    model_uri = f"runs:/{train_run_id}/model"
+    tags = version_tags(cfg, run_dir, mix, train_run_id, eval_summary, train_run.data.tags)
+
+    name = cfg.promote.model_name
+    existing = _version_of_run(client, name, train_run_id)
+    if existing is None:
+        _ensure_registered_model(client, name)
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        mlflow.set_registry_uri(cfg.tracking_uri)
+        try:
+            version = mlflow.register_model(_logged_model_uri(client, train_run, model_uri), name, tags=tags).version
+        except Exception as exc:  # noqa: BLE001 - the usual cause: the train run logged no model
+            raise DataError(f"cannot register {model_uri} as {name!r}: {str(exc).splitlines()[0]}; the train run "
+                            "must log the student (distill.serving.log_student)") from None
+        log(f"register: {model_uri} -> {name} version {version}")
+    else:
+        version = existing
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        log(f"register: {model_uri} is already {name} version {version}; tags refreshed")
+    summary = {"model_name": name, "version": int(version), "model_uri": f"models:/{name}/{version}",
+               "train_run_id": train_run_id, "mix": mix, "tags": tags}
+    write_json(run_dir / "register" / f"{mix}.json", summary)
+    return summary
+
+
+def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_summary: Mapping[str, Any],
+                 train_tags: Mapping[str, str]) -> dict[str, str]:
+    """Every tag a registered version carries (see the module docstring)."""
+    from distill.tracking import git_commit
+
+    card = (eval_summary.get("student") or {}).get("card") or {}
+    forms = eval_summary.get("forms") or card.get("forms") or {}
+    versions = {f: (info or {}).get("version") for f, info in forms.items()}
+    tags = {
+        "distill.mix": mix,
+        "distill.forms": ",".join(forms),
+        "distill.form_versions": ",".join(f"{f}={v}" for f, v in sorted(versions.items())),
+        "distill.data_digest": str(eval_summary.get("data_digest") or card.get("data_digest") or ""),
+        "distill.teacher": _teacher(cfg, run_dir, train_tags),
+        "distill.preset": str(eval_summary.get("preset") or cfg.preset),
+        "distill.student": str(card.get("student") or train_tags.get("distill.student", "")),
+        "distill.train_run_id": train_run_id,
+        "distill.eval_run_id": str(eval_summary.get("run_id") or ""),
+        "distill.eval_limit": str(eval_summary.get("limit") or "all"),
+        "distill.commit": git_commit(),
+    }
+    verified = run_dir / "verified" / "summary.json"
+    if verified.exists():
+        for form, info in json.loads(verified.read_text()).items():
+            if form in forms and isinstance(info, Mapping) and info.get("digest"):
+                tags[f"distill.data_digest.{form}"] = str(info["digest"])
+    for test_set, scores in (eval_summary.get("test_sets") or {}).items():
+        if isinstance(scores, Mapping) and scores.get("best"):
+            tags[f"distill.best_form.{test_set}"] = str(scores["best"]["form"])
+    for key, value in (eval_summary.get("metrics") or {}).items():
+        if key.endswith("/accuracy"):
+            tags[key] = repr(float(value))
+    return tags
+
+
+def _teacher(cfg: Config, run_dir: Path, train_tags: Mapping[str, str]) -> str:
+    if train_tags.get("distill.teacher"):
+        return train_tags["distill.teacher"]
+    gen = run_dir / "generate_summary.json"
+    if gen.exists():
+        teacher = json.loads(gen.read_text()).get("teacher")
+        if teacher:
+            return str(teacher)
+    return cfg.teacher.name if cfg.teacher.name == "gold" else f"{cfg.teacher.name}:{cfg.teacher.model}"
+
+
+def _read_json(path: Path, hint: str) -> dict:
+    if not path.exists():
+        raise DataError(f"{path} not found; {hint}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); {hint}") from None
+
+
+def _student_run_id(run_dir: Path, mix: str) -> str | None:
+    path = run_dir / "students" / mix / "summary.json"
+    return json.loads(path.read_text()).get("run_id") if path.exists() else None
+
+
+def _logged_model_uri(client, train_run, model_uri: str) -> str:
+    """models:/<model id> of the train run's logged model named "model" (MLflow 3 keeps logged models
+    apart from run artifacts); the runs:/ URI when there is none, so that MLflow names the error."""
+    for output in getattr(train_run.outputs, "model_outputs", None) or []:
+        if client.get_logged_model(output.model_id).name == "model":
+            return f"models:/{output.model_id}"
+    return model_uri
+
+
+def _ensure_registered_model(client, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Students distilled from a teacher LLM (distill); "
+                                                         "the alias `champion` marks the one served.")
+
+
+def _version_of_run(client, name: str, train_run_id: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.search_model_versions(f"name='{name}' and run_id='{train_run_id}'")
+    except MlflowException:
+        return None
+    return min((mv.version for mv in found), key=int, default=None)

@@ -1,0 +1,136 @@
+"""The promote stage on registered versions made here (no models needed: promote reads tags only)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.config import load_config
+from distill.stages import promote
+from distill.tracking import Tracker
+from serving_fakes import store  # noqa: F401 (a fixture)
+
+@pytest.fixture
+def env(tmp_path, store, request):
+    import mlflow
+
+    name = "student-" + str(abs(hash(request.node.name)))
+    cfg = load_config(None, [f"promote.model_name={name}"])
+    tracker = Tracker(cfg.tracking_uri, cfg.tracking.experiment)
+    client = mlflow.MlflowClient(tracking_uri=store, registry_uri=store)
+    client.create_registered_model(name)
+    client.model_name = name
+    return cfg, tmp_path / "runs", tracker, client
+
+
+def add_version(client, mix: str, **accuracies: float) -> int:
+    tags = {"distill.mix": mix, **{k.replace("__", "/"): repr(v) for k, v in accuracies.items()}}
+    return int(client.create_model_version(client.model_name, source="/nowhere/model", tags=tags).version)
+
+
+def champion(client) -> int:
+    return int(client.get_model_version_by_alias(client.model_name, "champion").version)
+
+
+def quiet(_line):
+    pass
+
+
+def test_the_best_etd_version_becomes_champion_and_other_mixes_do_not_compete(env):
+    cfg, run_dir, tracker, client = env
+    add_version(client, "etd", gsm8k__best__accuracy=0.20)
+    best = add_version(client, "etd", gsm8k__best__accuracy=0.30)
+    add_version(client, "eot", gsm8k__best__accuracy=0.90)
+    result = promote.run(cfg, run_dir, tracker, log=quiet)
+    assert result["decision"] == "promoted" and result["version"] == best == champion(client)
+    assert "no champion yet" in result["reason"]
+    assert [c["version"] for c in result["candidates"]] == [1, 2]
+    assert json.loads((run_dir / "promote" / "decision.json").read_text())["version"] == best
+
+
+def test_a_better_version_replaces_the_champion_and_a_worse_one_does_not(env):
+    cfg, run_dir, tracker, client = env
+    first = add_version(client, "etd", gsm8k__best__accuracy=0.30)
+    promote.run(cfg, run_dir, tracker, log=quiet)
+    add_version(client, "etd", gsm8k__best__accuracy=0.10)
+    kept = promote.run(cfg, run_dir, tracker, log=quiet)
+    assert kept["decision"] == "kept" and champion(client) == first
+    assert "already champion" in kept["reason"]
+    better = add_version(client, "etd", gsm8k__best__accuracy=0.35)
+    moved = promote.run(cfg, run_dir, tracker, log=quiet)
+    assert moved["decision"] == "promoted" and champion(client) == better
+    assert moved["previous"]["version"] == first and "beats champion version 1" in moved["reason"]
+
+
+def test_an_equal_score_does_not_move_the_alias(env):
+    cfg, run_dir, tracker, client = env
+    add_version(client, "etd", gsm8k__best__accuracy=0.30)
+    client.set_registered_model_alias(client.model_name, "champion", "1")
+    client.delete_model_version(client.model_name, "1")  # the champion is gone: the alias goes with it
+    first = add_version(client, "etd", gsm8k__best__accuracy=0.30)
+    promote.run(cfg, run_dir, tracker, log=quiet)
+    add_version(client, "etd", gsm8k__best__accuracy=0.30)
+    result = promote.run(cfg, run_dir, tracker, log=quiet)
+    assert result["decision"] == "kept" and champion(client) == first
+
+
+def test_a_champion_that_beats_every_candidate_is_kept_with_the_reason(env):
+    cfg, run_dir, tracker, client = env
+    old = add_version(client, "etd", gsm8k__best__accuracy=0.50)
+    client.set_registered_model_alias(client.model_name, "champion", str(old))
+    client.set_model_version_tag(client.model_name, str(old), "distill.mix", "eot")  # no longer a candidate itself
+    add_version(client, "etd", gsm8k__best__accuracy=0.40)
+    result = promote.run(cfg, run_dir, tracker, log=quiet)
+    assert result["decision"] == "kept" and champion(client) == old
+    assert "does not beat champion version 1 (0.5000)" in result["reason"]
+
+
+def test_metric_and_mix_options_choose_what_competes(env):
+    cfg, run_dir, tracker, client = env
+    add_version(client, "etd", gsm8k__best__accuracy=0.5, svamp__vote__accuracy=0.1)
+    second = add_version(client, "etd", gsm8k__best__accuracy=0.4, svamp__vote__accuracy=0.2)
+    assert promote.run(cfg, run_dir, tracker, metric="svamp/vote/accuracy", log=quiet)["version"] == second
+    cot = add_version(client, "cot", gsm8k__best__accuracy=0.9)
+    result = promote.run(cfg, run_dir, tracker, mix="cot", log=quiet)
+    assert result["decision"] == "promoted" and champion(client) == cot
+
+
+def test_no_candidate_means_no_alias_and_a_reason_that_says_what_to_do(env):
+    cfg, run_dir, tracker, client = env
+    add_version(client, "eot", gsm8k__best__accuracy=0.3)
+    add_version(client, "etd")  # registered without accuracies
+    result = promote.run(cfg, run_dir, tracker, log=quiet)
+    assert result["decision"] == "none" and result["version"] is None
+    assert "register an evaluated etd student first" in result["reason"]
+    assert client.get_registered_model(client.model_name).aliases == {}
+
+
+def test_the_decision_is_logged_in_an_mlflow_run_named_promote(env):
+    import mlflow
+
+    cfg, run_dir, tracker, client = env
+    add_version(client, "etd", gsm8k__best__accuracy=0.25)
+    result = promote.run(cfg, run_dir, tracker, log=quiet)
+    run = mlflow.get_run(result["run_id"])
+    assert run.info.run_name == "promote"
+    assert run.data.tags["distill.stage"] == "promote"
+    assert run.data.tags["distill.promote.decision"] == "promoted"
+    assert run.data.tags["distill.promote.reason"] == result["reason"]
+    assert run.data.tags["distill.champion.version"] == "1"
+    assert run.data.params["promote.metric"] == "gsm8k/best/accuracy"
+    assert run.data.metrics["promote/best"] == pytest.approx(0.25)
+
+
+def test_cli_promote_prints_the_decision(env, monkeypatch):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    cfg, run_dir, tracker, client = env
+    monkeypatch.chdir(run_dir.parent)
+    add_version(client, "etd", gsm8k__best__accuracy=0.25)
+    result = CliRunner().invoke(main, ["promote", "--preset", "tiny", "--metric", "", "--mix", "etd",
+                                       "--set", f"promote.model_name={client.model_name}"])
+    assert result.exit_code == 0, result.output
+    assert "promoted: no champion yet" in result.output
+    assert f"models:/{client.model_name}@champion -> version 1" in result.output

@@ -1,0 +1,131 @@
+"""The register stage: a trained, evaluated tiny student becomes a tagged version of distill-student."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.config import load_config
+from distill.files import DataError, write_json
+from distill.stages import register
+from distill.tracking import Tracker, git_commit
+from serving_fakes import make_student, store  # noqa: F401 (a fixture)
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    return make_student(tmp_path_factory.mktemp("student") / "etd", steps=0)
+
+
+@pytest.fixture
+def env(tmp_path, store, request):
+    cfg = load_config(None, [f"promote.model_name=student-{abs(hash(request.node.name))}"])
+    return cfg, tmp_path / "runs", Tracker(cfg.tracking_uri, cfg.tracking.experiment)
+
+
+def train_run(tracker, student, log_model: bool = True) -> str:
+    from distill.serving import log_student
+
+    with tracker.run("train-etd", {"distill.stage": "train", "distill.teacher": "gold"}):
+        if log_model:
+            log_student(student, max_new_tokens=32)
+        return tracker.run_id
+
+
+def eval_summary(train_run_id: str, gsm8k_best: float = 0.25) -> dict:
+    forms = {f: {"version": 1, "instruction": "..."} for f in ("cot", "pot", "eot")}
+    return {"mix": "etd", "preset": "tiny", "run_id": "e" * 32, "limit": 8, "forms": forms,
+            "student": {"source": "x", "digest": "abc", "card": {"student": "tiny", "data_digest": "mixdigest"}},
+            "train_run_id": train_run_id, "data_digest": "mixdigest",
+            "test_sets": {"gsm8k": {"n": 8, "best": {"form": "eot", "accuracy": gsm8k_best}}},
+            "metrics": {"gsm8k/eot/accuracy": gsm8k_best, "gsm8k/pot/accuracy": 0.125, "gsm8k/cot/accuracy": 0.0,
+                        "gsm8k/best/accuracy": gsm8k_best, "gsm8k/vote/accuracy": 0.125,
+                        "gsm8k/eot/failures/timeout": 1.0}}
+
+
+def quiet(_line):
+    pass
+
+
+def test_register_tags_the_version_with_mix_forms_digests_teacher_accuracies_and_commit(env, student):
+    import mlflow
+
+    cfg, run_dir, tracker = env
+    write_json(run_dir / "verified" / "summary.json", {"eot": {"n": 3, "kept": 2, "digest": "eotdigest"}})
+    run_id = train_run(tracker, student)
+    result = register.run(cfg, run_dir, tracker, mix="etd", train_run_id=run_id, eval_summary=eval_summary(run_id),
+                          log=quiet)
+    name = cfg.promote.model_name
+    assert result["version"] == 1 and result["model_uri"] == f"models:/{name}/1"
+    mv = mlflow.MlflowClient().get_model_version(name, "1")
+    assert mv.run_id == run_id
+    tags = mv.tags
+    assert tags["distill.mix"] == "etd" and tags["distill.forms"] == "cot,pot,eot"
+    assert tags["distill.form_versions"] == "cot=1,eot=1,pot=1"
+    assert tags["distill.data_digest"] == "mixdigest" and tags["distill.data_digest.eot"] == "eotdigest"
+    assert tags["distill.teacher"] == "gold" and tags["distill.train_run_id"] == run_id
+    assert tags["distill.commit"] == git_commit() and tags["distill.best_form.gsm8k"] == "eot"
+    assert float(tags["gsm8k/best/accuracy"]) == 0.25 and float(tags["gsm8k/pot/accuracy"]) == 0.125
+    assert "gsm8k/eot/failures/timeout" not in tags
+    assert json.loads((run_dir / "register" / "etd.json").read_text())["version"] == 1
+
+
+def test_registering_the_same_student_again_refreshes_tags_instead_of_adding_a_version(env, student):
+    import mlflow
+
+    cfg, run_dir, tracker = env
+    run_id = train_run(tracker, student)
+    register.run(cfg, run_dir, tracker, train_run_id=run_id, eval_summary=eval_summary(run_id, 0.25), log=quiet)
+    again = register.run(cfg, run_dir, tracker, train_run_id=run_id, eval_summary=eval_summary(run_id, 0.5), log=quiet)
+    assert again["version"] == 1
+    client, name = mlflow.MlflowClient(), cfg.promote.model_name
+    assert len(client.search_model_versions(f"name='{name}'")) == 1
+    assert float(client.get_model_version(name, "1").tags["gsm8k/best/accuracy"]) == 0.5
+    other = train_run(tracker, student)
+    assert register.run(cfg, run_dir, tracker, eval_summary=eval_summary(other), log=quiet)["version"] == 2
+
+
+def test_register_without_an_evaluation_says_to_evaluate_first(env):
+    cfg, run_dir, tracker = env
+    with pytest.raises(DataError, match="distill evaluate --preset default --mix etd"):
+        register.run(cfg, run_dir, tracker, mix="etd", log=quiet)
+
+
+def test_a_train_run_that_logged_no_model_is_refused_with_the_reason(env, student):
+    cfg, run_dir, tracker = env
+    run_id = train_run(tracker, student, log_model=False)
+    with pytest.raises(DataError, match="must log the student"):
+        register.run(cfg, run_dir, tracker, eval_summary=eval_summary(run_id), log=quiet)
+
+
+def test_a_run_id_from_another_store_is_refused_with_the_reason(env):
+    cfg, run_dir, tracker = env
+    with pytest.raises(DataError, match="not in the tracking store"):
+        register.run(cfg, run_dir, tracker, eval_summary=eval_summary("0" * 32), log=quiet)
+
+
+def test_cli_register_reads_the_evaluation_summary_of_the_mix(env, student, monkeypatch):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    cfg, run_dir, tracker = env
+    run_id = train_run(tracker, student)
+    monkeypatch.chdir(run_dir.parent)
+    write_json(run_dir.parent / "runs" / "tiny" / "eval" / "etd" / "summary.json", eval_summary(run_id))
+    name = cfg.promote.model_name
+    result = CliRunner().invoke(main, ["register", "--preset", "tiny", "--mix", "etd",
+                                       "--set", f"promote.model_name={name}"])
+    assert result.exit_code == 0, result.output
+    assert f"models:/{name}/1 ({name} version 1, train run {run_id})" in result.output
+
+
+def test_cli_register_without_an_evaluation_prints_one_line_and_exits_2(env, monkeypatch):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    cfg, run_dir, tracker = env
+    monkeypatch.chdir(run_dir.parent)
+    result = CliRunner().invoke(main, ["register", "--preset", "tiny", "--mix", "pot"])
+    assert result.exit_code == 2
+    assert "error: runs/tiny/eval/pot/summary.json not found; evaluate the student first" in result.output

@@ -1,0 +1,250 @@
+"""The pyfunc student: input checks, answers per form and by vote, logging and loading the MLflow model."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from distill import serving
+from distill.serving import StudentModel, default_thought, parse_requests
+from distill.thoughts import Extraction
+from distill.tracking import Tracker
+from serving_fakes import make_student, store  # noqa: F401 (a fixture)
+
+FORMS = ["cot", "pot", "eot"]
+
+
+def parse(records, forms=FORMS, default="eot"):
+    return parse_requests(records, forms, default, max_chars=100, max_rows=4)
+
+
+# --- input checks -----------------------------------------------------------------------------
+
+def test_requests_default_to_the_given_thought_and_keep_a_named_one():
+    frame = pd.DataFrame({"question": ["a?", "b?"], "thought": [None, "pot"]})
+    assert [(r.question, r.thought) for r in parse(frame)] == [("a?", "eot"), ("b?", "pot")]
+    assert parse({"question": "c?"})[0].thought == "eot"
+    assert parse([{"question": "d?", "thought": "vote"}])[0].thought == "vote"
+
+
+@pytest.mark.parametrize("records, message", [
+    ([{"text": "a?"}], "missing column 'question' (got columns: text)"),
+    ([{"question": 7}], "row 0: 'question' must be a string, got int 7"),
+    ([{"question": "ok"}, {"question": None}], "row 1: 'question' must be a string, got null"),
+    ([{"question": "  "}], "row 0: 'question' is empty"),
+    ([{"question": "x" * 101}], "row 0: 'question' has 101 characters; at most 100 are accepted"),
+    ([{"question": "a?", "thought": "tot"}], "row 0: unknown thought 'tot'; valid: cot, pot, eot, vote"),
+    ([{"question": "a?", "extra": 1}], "unknown column 'extra'; valid columns: question, thought"),
+    ([{"question": "a?"}] * 5, "5 rows in one request; send at most 4"),
+    ([], "no rows"),
+    ("a?", "input must be a DataFrame or JSON records"),
+])
+def test_bad_input_is_refused_with_a_message_that_says_what_is_wrong(records, message):
+    with pytest.raises(MlflowException) as caught:
+        parse(records)
+    assert message in caught.value.message
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_vote_is_offered_only_to_students_of_several_forms():
+    with pytest.raises(MlflowException, match="valid: eot "):
+        parse([{"question": "a?", "thought": "vote"}], forms=["eot"])
+
+
+def test_default_thought_is_the_cards_best_form_else_eot_else_the_first_form():
+    assert default_thought({"forms": {"cot": {}, "pot": {}, "eot": {}}, "best_form": "pot"}) == "pot"
+    assert default_thought({"forms": {"cot": {}, "pot": {}, "eot": {}}}) == "eot"
+    assert default_thought({"forms": {"cot": {}, "pot": {}}, "best_form": "eot"}) == "cot"
+    with pytest.raises(ValueError, match="lists no forms"):
+        default_thought({"forms": {}})
+
+
+# --- answering, with stub forms and a stub generator --------------------------------------------
+
+class StubForm:
+    version = 2
+
+    def __init__(self, name):
+        self.name = name
+
+    def student_input(self, question):
+        return f"{self.name}|{question}"
+
+    def extract_many(self, completions, *, timeout=5.0, strict=False):
+        out = []
+        for text in completions:
+            if text.startswith("loop"):
+                out.append(Extraction(None, "timeout", f"ran longer than {timeout:g} s"))
+            elif text.startswith("none"):
+                out.append(Extraction(None, "no_answer", "no number"))
+            else:
+                out.append(Extraction(float(text.split()[-1]), "ok"))
+        return out
+
+
+def stub_model(outputs: dict[str, str], timeout: float = 0.5) -> StudentModel:
+    """A StudentModel whose generator answers from ``outputs`` ("form|question" -> text)."""
+    model = StudentModel()
+    model.card = {"forms": {f: {"version": 2} for f in FORMS}}
+    model.forms = {f: StubForm(f) for f in FORMS}
+    model.default = "eot"
+    model.settings = {**serving.DEFAULTS, "timeout": timeout}
+    model.generated = []
+    model.start_batching()
+
+    def generate(inputs):
+        model.generated.append(list(inputs))
+        return [outputs[i] for i in inputs]
+
+    model.generate = generate
+    return model
+
+
+def test_each_row_gets_answer_thought_versions_reasoning_status_and_reason():
+    model = stub_model({"eot|q1": "ans = 12", "pot|q2": "loop forever", "cot|q3": "none here"})
+    frame = model.predict(None, pd.DataFrame({"question": ["q1", "q2", "q3"], "thought": [None, "pot", "cot"]}))
+    assert list(frame.columns) == list(serving.OUTPUT_COLUMNS)
+    rows = frame.to_dict("records")
+    assert rows[0] == {"answer": 12, "thought": "eot", "versions": "eot=2", "reasoning": "ans = 12",
+                       "status": "ok", "reason": ""}
+    assert rows[1]["answer"] is None and rows[1]["status"] == "timeout" and "0.5 s" in rows[1]["reason"]
+    assert rows[2]["answer"] is None and rows[2]["status"] == "no_answer"
+
+
+def test_answers_are_json_numbers_and_a_failed_row_is_null_not_nan():
+    model = stub_model({"eot|q1": "ans = 2.5", "eot|q2": "none"})
+    frame = model.predict(None, [{"question": "q1"}, {"question": "q2"}])
+    assert json.loads(frame.to_json(orient="records"))[0]["answer"] == 2.5
+    assert frame["answer"].tolist() == [2.5, None]
+
+
+def test_vote_takes_the_majority_of_the_forms_that_answered():
+    model = stub_model({"cot|q": "so 7", "pot|q": "ans = 7", "eot|q": "ans = 9"})
+    row = model.predict(None, [{"question": "q", "thought": "vote"}]).to_dict("records")[0]
+    assert row["answer"] == 7 and row["status"] == "ok" and row["reason"] == "2 of 3 forms agree"
+    assert row["versions"] == "cot=2,pot=2,eot=2"
+    assert row["reasoning"] == "[cot]\nso 7\n\n[pot]\nans = 7\n\n[eot]\nans = 9"
+
+
+def test_a_vote_where_no_form_answers_has_no_answer_and_names_each_failure():
+    model = stub_model({"cot|q": "none", "pot|q": "loop", "eot|q": "none"})
+    row = model.predict(None, [{"question": "q", "thought": "vote"}]).to_dict("records")[0]
+    assert row["answer"] is None and row["status"] == "no_answer"
+    assert "pot: timeout" in row["reason"] and "cot: no_answer" in row["reason"]
+
+
+def test_every_question_and_form_is_generated_once_per_request_in_one_batch():
+    model = stub_model({"eot|q": "ans = 1", "cot|q": "1", "pot|q": "ans = 1"})
+    model.predict(None, [{"question": "q"}, {"question": "q", "thought": "vote"}, {"question": "q"}])
+    assert len(model.generated) == 1 and sorted(model.generated[0]) == ["cot|q", "eot|q", "pot|q"]
+
+
+def ask_while_busy(model, first: str, others: list[str]) -> dict:
+    """predict(first) in one thread and, while it is generating, predict(q) for each of ``others`` in
+    their own threads; returns {question: answers or the exception}."""
+    plain = model.generate
+    first_started, others_waiting = threading.Event(), threading.Event()
+
+    def generate(inputs):
+        if not first_started.is_set():
+            first_started.set()
+            assert others_waiting.wait(10)
+        return plain(inputs)
+
+    model.generate = generate
+    results = {}
+
+    def ask(q):
+        try:
+            results[q] = model.predict(None, [{"question": q}])["answer"].tolist()
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            results[q] = exc
+
+    threads = [threading.Thread(target=ask, args=(first,))]
+    threads[0].start()
+    assert first_started.wait(10)
+    threads += [threading.Thread(target=ask, args=(q,)) for q in others]
+    for t in threads[1:]:
+        t.start()
+    while len(model.waiting) < len(others):
+        threading.Event().wait(0.01)
+    others_waiting.set()
+    for t in threads:
+        t.join(10)
+    return results
+
+
+def test_calls_that_arrive_while_the_model_is_busy_are_answered_together_in_one_batch():
+    model = stub_model({f"eot|q{i}": f"ans = {i}" for i in range(4)})
+    results = ask_while_busy(model, "q0", ["q1", "q2", "q3"])
+    assert results == {"q0": [0], "q1": [1], "q2": [2], "q3": [3]}
+    assert model.generated == [["eot|q0"], ["eot|q1", "eot|q2", "eot|q3"]]
+
+
+def test_a_call_that_fails_inside_a_batch_does_not_fail_the_calls_batched_with_it():
+    model = stub_model({f"eot|q{i}": f"ans = {i}" for i in range(3)})
+    results = ask_while_busy(model, "q0", ["q1", "bad", "q2"])
+    assert isinstance(results.pop("bad"), KeyError)
+    assert results == {"q0": [0], "q1": [1], "q2": [2]}
+
+
+def test_a_failure_while_answering_reaches_the_caller_and_the_model_keeps_working():
+    model = stub_model({"eot|ok": "ans = 5"})
+    with pytest.raises(KeyError):
+        model.predict(None, [{"question": "unknown"}])
+    assert model.predict(None, [{"question": "ok"}])["answer"].tolist() == [5]
+
+
+# --- logging and loading the MLflow model -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    return make_student(tmp_path_factory.mktemp("student") / "etd", steps=0)
+
+
+def test_log_student_needs_an_active_run_and_a_complete_student(tmp_path, student, store):
+    import mlflow
+
+    with pytest.raises(ValueError, match="inside an active MLflow run"):
+        serving.log_student(student)
+    with Tracker(store, "distill").run("train"):
+        with pytest.raises(ValueError, match="must hold model/ .* and card.json"):
+            serving.log_student(tmp_path)
+        with pytest.raises(ValueError, match="unknown serving setting 'timeot'"):
+            serving.log_student(student, timeot=1)
+
+
+def test_logged_model_holds_the_student_folder_a_signature_an_example_and_its_settings(tmp_path, student, store):
+    import mlflow
+
+    with Tracker(store, "distill").run("train"):
+        info = serving.log_student(student, timeout=2.0, max_new_tokens=32)
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl")))
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert {"artifacts/student/card.json", "artifacts/student/model/config.json",
+            "artifacts/student/model/model.safetensors"} <= files
+    assert not any("checkpoints" in f for f in files)
+    assert [c["name"] for c in info.signature.inputs.to_dict()] == ["question", "thought"]
+    assert info.signature.inputs.to_dict()[1]["required"] is False
+    assert "answer" in info.signature.outputs.input_names()
+    assert info.saved_input_example_info is not None
+    mlmodel = (local / "MLmodel").read_text()
+    assert "timeout: 2.0" in mlmodel and "default_thought: eot" in mlmodel
+
+
+def test_a_student_whose_form_version_differs_from_the_code_is_refused_at_load(tmp_path, store):
+    import mlflow
+
+    pytest.importorskip("distill.thoughts.eot")
+    folder = make_student(tmp_path / "old", steps=0)
+    card = json.loads((folder / "card.json").read_text())
+    card["forms"]["eot"]["version"] = 999
+    (folder / "card.json").write_text(json.dumps(card))
+    with Tracker(store, "distill").run("train"):
+        info = serving.log_student(folder, max_new_tokens=32)
+    with pytest.raises(MlflowException, match="learned eot version 999"):
+        mlflow.pyfunc.load_model(info.model_uri)
