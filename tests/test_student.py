@@ -1,0 +1,61 @@
+"""Students: the tiny one is built offline and round-trips through save_pretrained like a hub model."""
+from __future__ import annotations
+
+import pytest
+
+from distill.config import ConfigError, load_config
+from distill.student import build_student, build_tiny, count_parameters, load_student, save_student, train_tokenizer
+
+TEXTS = [f"Question: Tom has {a} apples and buys {b}.\nSystem of linear equations: (Do not simplify)\n"
+         f"% Tom has {a} apples\napples = {a}\nans = apples + {b}" for a in range(40) for b in range(5)]
+
+
+def test_tiny_tokenizer_round_trips_newlines_spaces_and_unseen_characters():
+    tokenizer = train_tokenizer(TEXTS, vocab_size=300)
+    for text in ("apples = 12\nans = apples", "Let’s break down the code step by step", "  two  spaces", "é ∑ 😀"):
+        assert tokenizer.decode(tokenizer(text).input_ids, skip_special_tokens=True) == text
+
+
+def test_tiny_tokenizer_ends_every_sequence_with_eos_and_pads_with_id_zero():
+    tokenizer = train_tokenizer(TEXTS, vocab_size=300)
+    assert tokenizer("ans = 3").input_ids[-1] == tokenizer.eos_token_id == 1
+    assert tokenizer.pad_token_id == 0
+
+
+def test_tiny_tokenizer_training_is_deterministic():
+    assert train_tokenizer(TEXTS, 300).get_vocab() == train_tokenizer(TEXTS, 300).get_vocab()
+
+
+def test_tiny_preset_student_is_about_a_million_parameters():
+    model, tokenizer = build_student("tiny", TEXTS, train_cfg=load_config("tiny").train)
+    assert 0.5e6 < count_parameters(model) < 2e6
+    assert model.config.vocab_size == len(tokenizer)
+    assert model.config.decoder_start_token_id == tokenizer.pad_token_id
+
+
+def test_a_saved_tiny_student_loads_back_with_the_auto_classes_and_gives_the_same_output(tmp_path):
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    model, tokenizer = build_tiny(TEXTS, d_model=32, layers=1, heads=2, d_ff=64, vocab=300, seed=1)
+    save_student(model, tokenizer, tmp_path / "student")
+    loaded, loaded_tok = load_student(tmp_path / "student")
+    ids = loaded_tok(TEXTS[0], return_tensors="pt").input_ids
+    assert ids.tolist() == tokenizer(TEXTS[0], return_tensors="pt").input_ids.tolist()
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        expect = model.generate(ids, max_new_tokens=5, do_sample=False)
+        assert torch.equal(loaded.generate(ids, max_new_tokens=5, do_sample=False), expect)
+    assert AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "student").config.d_model == 32
+    assert AutoTokenizer.from_pretrained(tmp_path / "student").get_vocab() == tokenizer.get_vocab()
+
+
+def test_tiny_students_built_with_the_same_seed_are_identical():
+    a, _ = build_tiny(TEXTS, d_model=32, layers=1, heads=2, d_ff=64, vocab=300, seed=3)
+    b, _ = build_tiny(TEXTS, d_model=32, layers=1, heads=2, d_ff=64, vocab=300, seed=3)
+    assert all((x == y).all() for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_student_that_cannot_be_loaded_says_what_to_give_instead(tmp_path):
+    with pytest.raises(ConfigError, match="train.student=tiny"):
+        load_student(tmp_path / "no-such-model")
