@@ -31,6 +31,14 @@ class Tracker:
         self.mlflow = mlflow
         self.uri = uri
         mlflow.set_tracking_uri(uri)
+        launched = os.environ.get("MLFLOW_RUN_ID")
+        if launched:
+            # `mlflow run` created our run in the experiment it was given (Default unless
+            # --experiment-name); log there, or MLflow refuses the mismatched run id.
+            experiment_id = mlflow.get_run(launched).info.experiment_id
+            mlflow.set_experiment(experiment_id=experiment_id)
+            self.experiment = mlflow.get_experiment(experiment_id).name
+            return
         if mlflow.get_experiment_by_name(experiment) is None:
             artifact_root = None
             if uri.startswith("sqlite:"):
