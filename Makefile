@@ -71,7 +71,7 @@ promote: install ## give the best ETD student the alias `champion`
 	$(BIN)/distill promote --preset $(PRESET)
 
 report: install ## write reports/results.md and plots from the MLflow store
-	$(BIN)/distill report
+	$(BIN)/distill report --preset $(PRESET)
 
 serve: install ## serve models:/distill-student@champion on PORT
 	$(BIN)/mlflow models serve -m models:/distill-student@champion --env-manager local --host 127.0.0.1 --port $(PORT)

@@ -122,13 +122,373 @@ def problems(dataset, split, head, data_dir, as_json):
 
 
 # --- overlap (decontamination report) -------------------------------------------------------
+
+@main.command()
+@common_options
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Where to write the JSON report (default: runs/<preset>/overlap.json).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Word n-gram length that counts as overlap.")
+def overlap(cfg_args, output, n):
+    """Exact duplicates and n-gram overlap: training questions vs each test set, and between test sets.
+
+    Prints a table and saves the report as JSON. It removes nothing: the mix stage holds out the
+    training problems it names (distill.overlap.contaminated_ids).
+    """
+    from pathlib import Path
+
+    from distill import overlap as overlap_mod
+    from distill.files import write_json
+    from distill.problems import load as load_set
+
+    cfg = load(*cfg_args)
+    data_dir = cfg.data_path
+    train = load_set(cfg.data.train_set, "train", data_dir, hub=cfg.data.hub).problems
+    tests = {name: load_set(name, "test", data_dir, hub=cfg.data.hub).problems for name in cfg.data.test_sets}
+    report = overlap_mod.overlap_report(train, tests, n=n, train_name=f"{cfg.data.train_set}-train")
+    path = Path(output) if output else cfg.run_path / "overlap.json"
+    write_json(path, report)
+    click.echo(overlap_mod.format_table(report))
+    click.echo(f"saved {path}")
+
 # --- verify (file mode and stage) -----------------------------------------------------------
+
+def _reasons_table(verdicts) -> str:
+    """status | count | share | most common reason, one row per status (correct first)."""
+    from collections import Counter
+
+    by_status: dict[str, Counter] = {}
+    for v in verdicts:
+        by_status.setdefault(v.status, Counter())[v.reason] += 1
+    n = max(1, len(verdicts))
+    lines = [f"{'status':<14}{'count':>7}{'share':>8}  most common reason"]
+    for status in sorted(by_status, key=lambda s: (s != "correct", -sum(by_status[s].values()), s)):
+        reasons = by_status[status]
+        count = sum(reasons.values())
+        top = reasons.most_common(1)[0][0][:70] or "-"
+        lines.append(f"{status:<14}{count:>7}{count / n:>8.1%}  {top}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, exists=True))
+@common_options
+@click.option("--thought", type=click.Choice(["cot", "pot", "eot"]), default=None,
+              help="Form of the completions in FILE (required with FILE).")
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="File mode: write one verdict per input line here (JSONL).")
+@click.option("--json", "as_json", is_flag=True,
+              help="File mode: print one JSON object {n, correct, accuracy, reasons} instead of a table.")
+@click.option("--strict", is_flag=True, default=None,
+              help="Switch off the fallbacks and named repair rules of the forms (default: verify.strict).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
+              help="Time limit per program or equation system (default: verify.timeout, 5 s).")
+def verify(file, cfg_args, thought, output, as_json, strict, timeout):
+    """Check completions against gold answers with the form's own verifier.
+
+    With FILE (JSONL, each line {"question", "completion", "answer" (or "gold"), "id"?}) and --thought: verify
+    those lines, print accuracy and a table of reasons, and write the verdicts with --output. This is
+    the code the pipeline uses, for teacher outputs produced anywhere else.
+
+    Without FILE: the pipeline stage. Reads runs/<preset>/samples.jsonl and writes
+    runs/<preset>/verified/ (kept samples per form, dropped samples, summary) and an MLflow run `verify`.
+    """
+    overrides = {"verify.strict": strict, "verify.timeout": timeout}
+    if file is None:
+        if thought or output or as_json:
+            raise click.UsageError("--thought, --output and --json need a FILE; without FILE "
+                                   "`distill verify` runs the pipeline stage on runs/<preset>/samples.jsonl")
+        from distill.stages import verify as stage
+
+        cfg = load(*cfg_args, **overrides)
+        summary = stage.run(cfg, cfg.run_path, tracker_for(cfg))
+        for name, s in summary.items():
+            reasons = ", ".join(f"{r} {c}" for r, c in s["reasons"].items()) or "none"
+            click.echo(f"{name}: kept {s['kept']}/{s['n']} (drop rate {s['drop_rate']:.1%}; dropped: {reasons})")
+        click.echo(f"saved {cfg.run_path / 'verified'}")
+        return
+    if thought is None:
+        raise click.UsageError("--thought {cot,pot,eot} is required with FILE")
+    from tqdm.auto import tqdm
+
+    from distill.answers import parse_number
+    from distill.files import read_jsonl, write_jsonl
+    from distill.thoughts import get_form
+
+    cfg = load(*cfg_args, **overrides)
+    hint = 'Each line needs {"question", "completion", "answer"} and optionally "id".'
+    rows = read_jsonl(file, required=("completion",), hint=hint)
+    golds = []
+    for lineno, row in enumerate(rows, 1):
+        raw = row.get("answer", row.get("gold"))  # "gold": a samples.jsonl of the pipeline reads as is
+        if raw is None:
+            raise DataError(f"{file}: record {lineno}: missing field 'answer'. {hint}")
+        gold = parse_number(raw)
+        if gold is None:
+            raise DataError(f"{file}: record {lineno}: answer {raw!r} is not a number")
+        golds.append(gold)
+    form = get_form(thought)
+    verdicts = []
+    step = 512  # batches keep the sandbox's workers busy and the progress bar moving
+    with tqdm(total=len(rows), desc=f"verify {thought}", unit="line", disable=None) as bar:
+        for k in range(0, len(rows), step):
+            batch = [str(r["completion"] or "") for r in rows[k:k + step]]
+            verdicts += form.verify_many(batch, golds[k:k + step], timeout=cfg.verify.timeout,
+                                         strict=cfg.verify.strict)
+            bar.update(len(batch))
+    records = [{"id": r.get("id", r.get("problem_id", k)), "gold": g, **v.to_dict()}
+               for k, (r, g, v) in enumerate(zip(rows, golds, verdicts))]
+    if output:
+        write_jsonl(output, records)
+    n, correct = len(verdicts), sum(v.correct for v in verdicts)
+    counts: dict[str, int] = {}
+    for v in verdicts:
+        counts[v.status] = counts.get(v.status, 0) + 1
+    if as_json:
+        click.echo(json.dumps({"n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+                               "reasons": dict(sorted(counts.items())), "form": thought, "version": form.version,
+                               "strict": cfg.verify.strict, "output": output}))
+    else:
+        click.echo(f"{thought} v{form.version}: {correct}/{n} correct ({correct / n if n else 0:.1%})")
+        click.echo(_reasons_table(verdicts))
+        if output:
+            click.echo(f"saved {output}")
+
 # --- generate -------------------------------------------------------------------------------
+
+@main.command()
+@common_options
+@click.option("--teacher", default="", metavar="NAME",
+              help="gold (from GSM8K annotations, offline), replay (from teacher.replay_file) or openai "
+                   "(any OpenAI-compatible API). Default: teacher.name of the preset.")
+@click.option("--model", default="", help="Teacher model for openai/replay (teacher.model, default gpt-3.5-turbo).")
+@click.option("--base-url", default="", metavar="URL",
+              help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 for vLLM (default: OpenAI).")
+@click.option("--api-key-env", default="", metavar="VAR",
+              help="Name of the environment variable holding the API key (default OPENAI_API_KEY); "
+                   "the key itself is never stored or logged.")
+@click.option("--replay-file", default="", metavar="PATH",
+              help="For --teacher replay: an earlier samples.jsonl or completions.jsonl (teacher.replay_file).")
+@click.option("--limit", default="", metavar="N", help="Only the first N training problems (data.limit_train).")
+@click.option("--forms", default="", metavar="FORM,FORM", help="Forms to generate (default: cot,pot,eot).")
+@click.option("--concurrency", default="", metavar="N", help="Requests in flight at once (teacher.concurrency).")
+@click.option("--batch", type=click.Choice(["", "submit", "collect"]), default="",
+              help="Use the OpenAI Batch API: submit the unanswered requests, or collect finished batches "
+                   "into the completion store and write their samples.")
+@click.option("--budget", default="", metavar="AMOUNT",
+              help="Stop cleanly before spending more than this (needs teacher.prices for the model).")
+def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit, forms, concurrency, batch, budget):
+    """Ask the teacher for every training problem in every form; appends runs/<preset>/samples.jsonl.
+
+    Every API response is stored raw (teacher.store_dir) before use, so a rerun, also after a crash,
+    pays for nothing twice; finished items are skipped. Logs an MLflow run `generate` with token
+    counts and cost.
+
+    Exit status: 0 when every item has a sample; 1 when some requests still failed after the retries
+    (rerun to retry only those); 3 when --budget stopped the run (everything paid for is kept).
+    """
+    from distill.stages import generate as stage
+    from distill.teachers import TEACHERS, TeacherError
+
+    if teacher and teacher not in TEACHERS:  # before the tracker starts: a typo should fail at once
+        raise ConfigError(f"unknown teacher {teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+    cfg = load(*cfg_args, **{"teacher.name": teacher, "teacher.model": model, "teacher.base_url": base_url,
+                             "teacher.api_key_env": api_key_env, "teacher.replay_file": replay_file,
+                             "data.limit_train": _number(limit, int, "--limit"),
+                             "generate.forms": forms, "teacher.concurrency": _number(concurrency, int, "--concurrency"),
+                             "teacher.budget": _number(budget, float, "--budget")})
+    try:
+        summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), batch=batch or None)
+    except TeacherError as exc:
+        raise click.ClickException(str(exc)) from None
+    if "batch" in summary:
+        click.echo(f"batch: {json.dumps(summary['batch'])}")
+    click.echo(f"{summary['answered']}/{summary['items']} items answered ({summary['samples_ok']} samples ok, "
+               f"{summary['samples_failed']} failed); {cfg.run_path / stage.SUMMARY}")
+    if summary["stopped"]:
+        click.echo(f"stopped: {summary['stopped']}", err=True)
+        sys.exit(3)
+    if summary["pending"] and not batch:
+        click.echo(f"{summary['pending']} items are still unanswered (last error: {summary['last_error'] or 'none'}); "
+                   "rerun the same command to retry them", err=True)
+        sys.exit(1)
+
 # --- mix ------------------------------------------------------------------------------------
+
+@main.command()
+@common_options
+@click.option("--mix", default="", metavar="MIX",
+              help="cot, pot, eot, etd (all three) or forms joined by '+', e.g. cot+eot (default: mix.mix).")
+def mix(cfg_args, mix):
+    """Build a training set from verified samples: runs/<preset>/mix/<mix>/{train,val}.jsonl.
+
+    Removes duplicates and training questions that overlap a test set (counted, never silently),
+    holds out whole training questions for validation, and logs an MLflow run mix-<mix>.
+    """
+    from distill.stages import mix as stage
+
+    cfg = load(*cfg_args, **{"mix.mix": mix})
+    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix)
+    click.echo(json.dumps({k: summary[k] for k in ("mix", "counts", "train", "val", "removed_duplicates",
+                                                   "removed_overlap", "overlap_by_test_set", "digest")}, indent=2))
+
 # --- train ----------------------------------------------------------------------------------
+
+def _number(value: str | None, kind: type, flag: str):
+    """A numeric flag that may be '' (the MLproject's "unset"); parsed here because YAML reads 5e-4 as text."""
+    if value in (None, ""):
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a valid {kind.__name__}", param_hint=flag) from None
+
+
+@main.command()
+@common_options
+@click.option("--mix", default="etd", show_default=True,
+              help="Training mix to read from runs/<preset>/mix/<mix>/: cot, pot, eot, etd or forms joined by '+'.")
+@click.option("--student", default="", metavar="NAME",
+              help="tiny (built from a config, no download), a hub name such as Salesforce/codet5-small, "
+                   "or a local folder (default: train.student of the preset).")
+@click.option("--lr", default="", metavar="FLOAT", help="Learning rate (default: train.lr, 5e-4 as in the paper).")
+@click.option("--epochs", default="", metavar="INT", help="Epochs (default: train.epochs, 10 as in the paper).")
+@click.option("--batch-size", default="", metavar="INT", help="Examples per micro-batch per process (train.batch_size).")
+@click.option("--max-steps", default="", metavar="INT", help="Stop after this many optimizer steps (a CPU budget).")
+def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
+    """Fine-tune a student on a mix; writes runs/<preset>/students/<mix>/ and an MLflow run train-<mix>.
+
+    Resumes from the last checkpoint after an interruption and skips when the student is complete.
+    Several processes (DDP; only rank 0 logs and writes): `torchrun --nproc_per_node N -m distill.cli train ...`.
+    """
+    from distill.stages import train as train_stage
+
+    cfg = load(*cfg_args, **{"mix.mix": mix, "train.student": student, "train.lr": _number(lr, float, "--lr"),
+                             "train.epochs": _number(epochs, int, "--epochs"),
+                             "train.batch_size": _number(batch_size, int, "--batch-size"),
+                             "train.max_steps": _number(max_steps, int, "--max-steps")})
+    main_process = os.environ.get("RANK", "0") == "0"
+    summary = train_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None, mix=mix)
+    if main_process:
+        click.echo(json.dumps(summary, indent=2))
+
 # --- evaluate -------------------------------------------------------------------------------
+
+@main.command()
+@common_options
+@click.option("--mix", default="", help="Which student: cot, pot, eot, etd or forms joined by '+' "
+              "(default: mix.mix). With --student, the student's card.json decides.")
+@click.option("--student", default="", metavar="PATH|RUN_ID|URI",
+              help="A student folder, a training run id, or an MLflow model URI (models:/distill-student/3, "
+                   "models:/distill-student@champion, runs:/RUN_ID/model). Default: runs/<preset>/students/<mix>/.")
+@click.option("--forms", default="", metavar="FORM,FORM",
+              help="Forms to ask for, e.g. eot,pot (default: every form the student was trained on).")
+@click.option("--test-sets", default="", metavar="SET,SET",
+              help="Test sets among gsm8k, asdiv, svamp, multiarith (default: all four).")
+@click.option("--limit", default="", metavar="N", help="Only the first N problems of each test set.")
+@click.option("--batch-size", default="", metavar="N", help="Problems per generate call (default: evaluate.batch_size).")
+@click.option("--max-new-tokens", default="", metavar="N", help="Greedy decoding length limit (default: 256).")
+def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens):
+    """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
+
+    Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy, failure counts, prediction
+    tables) and writes runs/<preset>/eval/<mix>/. A rerun resumes: answered problems are skipped.
+    """
+    from distill.stages import evaluate as stage
+
+    cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "evaluate.test_sets": test_sets,
+                             "evaluate.limit": limit, "evaluate.batch_size": batch_size,
+                             "evaluate.max_new_tokens": max_new_tokens})
+    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix, student=student or None)
+    forms_done = list(summary["forms"])
+    extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
+    click.echo(f"{'test set':<12}{'n':>6}" + "".join(f"{f:>10}" for f in forms_done + extra))
+    for name, scores in summary["test_sets"].items():
+        cells = [scores["forms"][f]["accuracy"] for f in forms_done] + [scores[k]["accuracy"] for k in extra]
+        click.echo(f"{name:<12}{scores['n']:>6}" + "".join(f"{c:>10.1%}" for c in cells))
+    click.echo(f"eval/{summary['mix']}/summary.json written; MLflow run {summary['run_id']}")
+
 # --- register / promote ---------------------------------------------------------------------
+
+@main.command()
+@common_options
+@click.option("--mix", default="", metavar="MIX",
+              help="Which student: cot, pot, eot, etd or forms joined by '+' (default: mix.mix).")
+@click.option("--train-run-id", default="", metavar="RUN_ID",
+              help="The training run whose model to register (default: train_run_id of "
+                   "runs/<preset>/eval/<mix>/summary.json).")
+def register(cfg_args, mix, train_run_id):
+    """Register the evaluated student of MIX as a new version of the registered model (promote.model_name).
+
+    Reads runs/<preset>/eval/<mix>/summary.json and tags the version with the mix, forms and their
+    versions, data digests, teacher, every test-set accuracy and the git commit. A student that is
+    already registered gets its tags refreshed, not a second version.
+    """
+    from distill.stages import register as stage
+
+    cfg = load(*cfg_args, **{"mix.mix": mix})
+    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix, train_run_id=train_run_id or None,
+                        log=lambda line: click.echo(line, err=True))
+    click.echo(f"{summary['model_uri']} ({summary['model_name']} version {summary['version']}, "
+               f"train run {summary['train_run_id']})")
+
+
+@main.command()
+@common_options
+@click.option("--metric", default="", metavar="NAME",
+              help="Version tag to compare, e.g. gsm8k/eot/accuracy or svamp/vote/accuracy "
+                   "(default: promote.metric, gsm8k/best/accuracy).")
+@click.option("--mix", default="", metavar="MIX",
+              help="Candidates are the versions of this mix (default: promote.mix, etd).")
+def promote(cfg_args, metric, mix):
+    """Give the best registered student of MIX the alias `champion` if it beats the current champion.
+
+    Compares the versions' accuracy tags (written by `distill register`), logs the decision and its
+    reason in an MLflow run `promote` and prints them. Then serve it with
+    `mlflow models serve -m models:/distill-student@champion --env-manager local` (make serve).
+    """
+    from distill.stages import promote as stage
+
+    cfg = load(*cfg_args, **{"promote.metric": metric, "promote.mix": mix})
+    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), log=lambda line: None)
+    click.echo(f"{summary['decision']}: {summary['reason']}")
+    if summary["version"] is not None:
+        click.echo(f"models:/{summary['model_name']}@{summary['alias']} -> version {summary['version']}")
 # --- report / reproduce ---------------------------------------------------------------------
+
+@main.command()
+@common_options
+@click.option("--teacher", default="", help="Teacher for generate: gold (offline default), replay or openai.")
+@click.option("--fresh", is_flag=True, help="Start a new parent run and run every step again (ignore done-markers).")
+@click.option("--output-dir", type=click.Path(file_okay=False), default="reports", show_default=True,
+              help="Where the report step writes results.md and the plots.")
+def reproduce(cfg_args, teacher, fresh, output_dir):
+    """The whole study as one MLflow run tree: generate, verify, mix, train, evaluate and register the
+    CoTD/PoTD/EoTD/ETD students, promote the champion, write the report. A rerun resumes: finished
+    steps are skipped (markers in <run_dir>/reproduce/done/)."""
+    from distill.stages import reproduce as reproduce_mod
+
+    cfg = load(*cfg_args, **{"teacher.name": teacher})
+    reproduce_mod.offline_env(cfg)
+    reproduce_mod.run(cfg, cfg.run_path, tracker_for(cfg), fresh=fresh, report_dir=output_dir,
+                      log=lambda line: click.echo(line, err=False))
+
+
+@main.command()
+@common_options
+@click.option("--output-dir", type=click.Path(file_okay=False), default="reports", show_default=True,
+              help="Folder for results.md and the PNG plots.")
+@click.option("--run-id", "parent_run_id", default=None,
+              help="The reproduce run to report on (default: the newest reproduce-<preset> run).")
+def report(cfg_args, output_dir, parent_run_id):
+    """Write results.md (accuracy per form and student beside the paper, drop rates, a constant-answer
+    baseline, run ids) and plots, read from the MLflow store only."""
+    from distill.stages import report as report_mod
+
+    cfg = load(*cfg_args)
+    summary = report_mod.run(cfg, output_dir=output_dir, parent_run_id=parent_run_id)
+    for name in summary["files"]:
+        click.echo(f"{output_dir}/{name}")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ class Tracker:
             nested = False
         if run_id is None and self.mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
             # launched by `mlflow run`: log into the run it created, and give it our name
-            run_id = os.environ["MLFLOW_RUN_ID"]
+            # pop it: a nested start_run would otherwise pick the same id up again
+            run_id = os.environ.pop("MLFLOW_RUN_ID")
             tags = {"mlflow.runName": name, **(tags or {})}
         with self.mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested,
                                    tags={"distill.commit": git_commit(), **(tags or {})}) as run:

@@ -1,0 +1,289 @@
+"""The whole study as one MLflow run tree: generate -> verify -> mix x4 -> train x4 -> evaluate x4
+-> register x4 -> promote -> report.
+
+Data contract (everything under ``run_dir``, beside the stages' own outputs):
+  - ``reproduce/parent.json``: {"run_id", "preset", "config_digest"}: the parent run a rerun resumes.
+  - ``reproduce/done/<step>.json``: one done-marker per finished step, written atomically after the
+    step returns: {"step", "stage", "mix", "run_id" (the step's MLflow run or null), "parent_run_id",
+    "config_digest", "seconds", "summary" (what the stage returned)}.
+  - ``reproduce/timings.json``: {step: {"seconds", "skipped"}} of the latest invocation.
+
+MLflow: a parent run ``reproduce-<preset>`` (tags distill.stage=reproduce, distill.preset,
+distill.teacher, distill.student, distill.config_digest) holds every stage's run as a nested run.
+For each step it records the tag ``distill.step.<step>.run_id`` and the metric
+``wall_seconds/<step>``; ``wall_seconds/total`` is their sum (earlier invocations included). It also carries the
+constant-answer baseline (``baseline/<test_set>/accuracy``, param ``baseline.answer``) so that the
+students can be compared with it in the MLflow UI. ``distill report`` reads these tags to find the
+runs that produced the results.
+
+Resume (our choice, documented in the README): a rerun with the same preset and the same config
+resumes the *same* parent run, so the tree stays one tree, and skips every step whose marker was
+written with this config digest and whose runs (the step's and its parent's) still exist in the
+store; the report step also runs again when its results.md is missing. A changed config (another
+digest), a wiped or different store, or ``fresh=True`` starts a new parent; steps then run again,
+and each stage's own resume skips the work its files already hold. Under ``mlflow run`` the parent
+is the run that ``mlflow run`` created (MLFLOW_RUN_ID); markers of an earlier parent in the same
+store still count there, and the reused runs are named in the new parent's step tags.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from distill.config import Config, flatten, replace
+from distill.files import write_json
+
+MIXES = ("cot", "pot", "eot", "etd")
+"""The four students of the paper: CoTD, PoTD, EoTD and ETD (all three forms)."""
+
+StageFn = Callable[..., dict]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    """Step name: the stage's MLflow run name (generate, mix-cot, train-etd, register-eot...)."""
+    stage: str
+    """Module in distill/stages/."""
+    mix: str | None = None
+
+
+def plan(mixes: tuple[str, ...] = MIXES) -> list[Step]:
+    """The steps in order: each stage for every mix before the next stage starts."""
+    steps = [Step("generate", "generate"), Step("verify", "verify")]
+    for stage in ("mix", "train", "evaluate", "register"):
+        steps += [Step(f"{stage}-{m}", stage, m) for m in mixes]
+    return steps + [Step("promote", "promote"), Step("report", "report")]
+
+
+def config_digest(cfg: Config) -> str:
+    """What a result depends on; where files and runs are kept (tracking, paths) does not count."""
+    items = {k: v for k, v in flatten(cfg).items()
+             if not k.startswith("tracking.") and k not in ("run_dir", "data.data_dir")}
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def offline_env(cfg: Config) -> None:
+    """The embedded default needs no network: a tiny student is built locally and the data is on disk,
+    so stop huggingface_hub from trying to reach the hub (it would otherwise, quietly)."""
+    train_file = cfg.data_path / cfg.data.train_set
+    if cfg.train.student == "tiny" and train_file.exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def constant_baseline(cfg: Config) -> dict:
+    """Accuracy of always answering the most common answer of the training problems this run uses.
+
+    A student that learned only the prior scores this. Returns {"answer", "train_n",
+    "accuracy": {test_set: acc on the evaluated problems}, "n": {test_set: n}}; the evaluated
+    problems are the first ``evaluate.limit`` of each set, as the evaluate stage takes them.
+    Ties between equally common answers go to the smaller number, so the result is deterministic.
+    """
+    from collections import Counter
+
+    from distill.answers import answers_match
+    from distill.problems import load
+
+    train = load(cfg.data.train_set, "train", cfg.data_path, hub=cfg.data.hub).problems
+    if cfg.data.limit_train:
+        train = train[: cfg.data.limit_train]
+    counts = Counter(p.answer for p in train)
+    answer = min(counts, key=lambda a: (-counts[a], a))
+    accuracy, sizes = {}, {}
+    for name in cfg.evaluate.test_sets:
+        problems = load(name, "test", cfg.data_path, hub=cfg.data.hub).problems
+        if cfg.evaluate.limit:
+            problems = problems[: cfg.evaluate.limit]
+        sizes[name] = len(problems)
+        accuracy[name] = sum(answers_match(answer, p.answer) for p in problems) / max(len(problems), 1)
+    return {"answer": answer, "train_n": len(train), "accuracy": accuracy, "n": sizes}
+
+
+def _stage_fn(stage: str) -> StageFn:
+    try:
+        module = importlib.import_module(f"distill.stages.{stage}")
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(f"stage module distill/stages/{stage}.py is missing ({exc}); "
+                           "reproduce needs every stage of the pipeline") from None
+    return module.run
+
+
+def _call(fn: StageFn, cfg: Config, run_dir: Path, tracker, step: Step, extra: Mapping[str, Any]) -> dict:
+    """Call a stage with the arguments it accepts (mix=, output_dir=...); the mix is also put in
+    cfg.mix.mix so that a stage that reads it from the config sees the same mix."""
+    kwargs = dict(extra)
+    if step.mix:
+        kwargs["mix"] = step.mix
+        cfg = replace(cfg, mix={"mix": step.mix})
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(cfg, run_dir, tracker, **kwargs) or {}
+
+
+class _Store:
+    """The few read queries reproduce needs (the Tracker only logs)."""
+
+    def __init__(self, tracker):
+        self.client = tracker.mlflow.MlflowClient()
+        self.experiment_id = tracker.mlflow.get_experiment_by_name(tracker.experiment).experiment_id
+
+    def run(self, run_id: str | None):
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:  # not in this store (wiped, or another store): treated as absent
+            return None
+        return run if run.info.lifecycle_stage == "active" else None
+
+    def children(self, parent_id: str) -> dict[str, str]:
+        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'",
+                                       max_results=10000)
+        return {r.info.run_id: r.info.run_name for r in runs}
+
+
+def _marker_path(run_dir: Path, step: Step) -> Path:
+    return run_dir / "reproduce" / "done" / f"{step.name}.json"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
+        stages: Mapping[str, StageFn] | None = None, report_dir: str | Path = "reports",
+        log: Callable[[str], None] = print) -> dict:
+    """Run every step under one parent run; return {"parent_run_id", "steps": {step: {...}}, "seconds"}.
+
+    ``stages`` maps a stage name to its run function (tests pass fakes); missing names are imported
+    from distill/stages/. ``report_dir`` is where the report step writes results.md and the plots.
+    """
+    if tracker is None:
+        raise ValueError("reproduce needs a Tracker: its whole output is an MLflow run tree")
+    run_dir = Path(run_dir)
+    offline_env(cfg)
+    store = _Store(tracker)
+    digest = config_digest(cfg)
+    steps = plan()
+    state_dir = run_dir / "reproduce"
+
+    resume_id = None
+    previous = _read_json(state_dir / "parent.json")
+    if fresh:
+        log("reproduce: --fresh: a new parent run; every step runs again")
+    elif previous and not os.environ.get("MLFLOW_RUN_ID"):
+        if previous.get("config_digest") != digest:
+            log(f"reproduce: the config changed since parent run {previous.get('run_id')} "
+                f"(digest {previous.get('config_digest')} -> {digest}); starting a new parent run")
+        elif store.run(previous.get("run_id")) is None:
+            log(f"reproduce: parent run {previous.get('run_id')} is not in {tracker.uri}; starting a new one")
+        else:
+            resume_id = previous["run_id"]
+            log(f"reproduce: resuming parent run {resume_id}")
+
+    tags = {"distill.stage": "reproduce", "distill.preset": cfg.preset, "distill.teacher": cfg.teacher.name,
+            "distill.student": cfg.train.student, "distill.config_digest": digest}
+    timings: dict[str, dict] = {}
+    results: dict[str, dict] = {}
+    start_all = time.perf_counter()
+    with tracker.run(f"reproduce-{cfg.preset}", tags, nested=False, run_id=resume_id) as parent:
+        parent_id = parent.info.run_id
+        # Under `mlflow run` the parent is MLFLOW_RUN_ID's run. mlflow.start_run(nested=True) would
+        # otherwise take that variable again for the first stage and log the stage into the parent.
+        os.environ.pop("MLFLOW_RUN_ID", None)
+        write_json(state_dir / "parent.json", {"run_id": parent_id, "preset": cfg.preset,
+                                               "config_digest": digest})
+        if resume_id is None:
+            tracker.log_params(flatten(cfg))
+        baseline = constant_baseline(cfg)
+        tracker.log_params({"baseline.answer": f"{baseline['answer']:g}", "baseline.train_n": baseline["train_n"]})
+        tracker.log_metrics({f"baseline/{t}/accuracy": a for t, a in baseline["accuracy"].items()})
+        tracker.log_metrics({f"baseline/{t}/n": n for t, n in baseline["n"].items()})
+        log(f"reproduce: preset {cfg.preset}, teacher {cfg.teacher.name}, student {cfg.train.student}, "
+            f"run dir {run_dir}, parent run {parent_id}, store {tracker.uri}")
+
+        for i, step in enumerate(steps, 1):
+            marker = _read_json(_marker_path(run_dir, step))
+            report_missing = step.stage == "report" and not (Path(report_dir) / "results.md").exists()
+            if not fresh and not report_missing and _marker_valid(marker, digest, store):
+                timings[step.name] = {"seconds": marker.get("seconds", 0.0), "skipped": True}
+                results[step.name] = marker
+                if marker.get("run_id"):
+                    tracker.set_tags({f"distill.step.{step.name}.run_id": marker["run_id"]})
+                if marker.get("parent_run_id") != parent_id:  # reused by a new parent: keep its time beside it
+                    tracker.log_metrics({f"wall_seconds/{step.name}": marker.get("seconds", 0.0)})
+                log(f"[{i:2d}/{len(steps)}] {step.name:<16} skipped (done in {marker.get('seconds', 0):.1f} s, "
+                    f"run {marker.get('run_id') or '-'})")
+                continue
+
+            log(f"[{i:2d}/{len(steps)}] {step.name:<16} ...")
+            before = store.children(parent_id)
+            fn = (stages or {}).get(step.stage) or _stage_fn(step.stage)
+            extra = {"output_dir": report_dir, "parent_run_id": parent_id} if step.stage == "report" else {}
+            t0 = time.perf_counter()
+            try:
+                summary = _call(fn, cfg, run_dir, tracker, step, extra)
+            except BaseException:
+                log(f"[{i:2d}/{len(steps)}] {step.name:<16} FAILED after {time.perf_counter() - t0:.1f} s; "
+                    "rerun the same command to resume from this step")
+                raise
+            seconds = time.perf_counter() - t0
+            step_run = _step_run_id(summary, step, before, store.children(parent_id))
+            record = {"step": step.name, "stage": step.stage, "mix": step.mix, "run_id": step_run,
+                      "parent_run_id": parent_id, "config_digest": digest, "seconds": round(seconds, 3),
+                      "summary": _jsonable(summary)}
+            write_json(_marker_path(run_dir, step), record)
+            results[step.name] = record
+            timings[step.name] = {"seconds": round(seconds, 3), "skipped": False}
+            tracker.log_metrics({f"wall_seconds/{step.name}": seconds})
+            if step_run:
+                tracker.set_tags({f"distill.step.{step.name}.run_id": step_run})
+            log(f"[{i:2d}/{len(steps)}] {step.name:<16} done in {seconds:.1f} s (run {step_run or '-'})")
+
+        total = time.perf_counter() - start_all
+        # the study's cost: every step's time, whether it ran now or in an earlier invocation
+        study = sum(t["seconds"] for t in timings.values())
+        tracker.log_metrics({"wall_seconds/total": study})
+        write_json(state_dir / "timings.json", {"study_seconds": round(study, 3),
+                                                "invocation_seconds": round(total, 3), "steps": timings})
+    log(f"reproduce: done in {total:.1f} s (all steps together: {study:.1f} s); parent run {parent_id}")
+    log("reproduce: wall time per step (s): " + ", ".join(
+        f"{name} {t['seconds']:.1f}{' (skipped)' if t['skipped'] else ''}" for name, t in timings.items()))
+    return {"parent_run_id": parent_id, "seconds": round(total, 3), "study_seconds": round(study, 3),
+            "steps": results, "timings": timings}
+
+
+def _marker_valid(marker: dict | None, digest: str, store: _Store) -> bool:
+    """A step counts as done when it ran with this config and its runs are still in this store
+    (a wiped store, or another one, means the step must log again)."""
+    return (bool(marker) and marker.get("config_digest") == digest
+            and store.run(marker.get("parent_run_id")) is not None
+            and (marker.get("run_id") is None or store.run(marker["run_id"]) is not None))
+
+
+def _step_run_id(summary: Mapping, step: Step, before: Mapping[str, str], after: Mapping[str, str]) -> str | None:
+    """The MLflow run a step made: the run_id it returned, else the one new child run of the parent
+    (by name when there are several), else None (a step that opens no run, e.g. register)."""
+    if isinstance(summary, Mapping) and isinstance(summary.get("run_id"), str):
+        return summary["run_id"]
+    new = {rid: name for rid, name in after.items() if rid not in before}
+    named = sorted(rid for rid, name in new.items() if name == step.name)
+    if named:
+        return named[0]
+    return next(iter(new)) if len(new) == 1 else None
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
