@@ -64,6 +64,11 @@ class Form(Protocol):
         """Verdicts against gold answers."""
 
 
+def student_input(question: str, instruction: str) -> str:
+    """The student's input, exactly as the authors' released ETD model card builds it (METHOD.md)."""
+    return "Question: " + question + "\n" + instruction + "\n"
+
+
 FORM_NAMES = ("cot", "pot", "eot")
 MIXES = {"cot": ("cot",), "pot": ("pot",), "eot": ("eot",), "etd": FORM_NAMES}
 

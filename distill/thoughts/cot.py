@@ -16,7 +16,7 @@ import re
 from typing import Sequence
 
 from distill.answers import NUMBER_RE, last_number, parse_number
-from distill.thoughts import Extraction, Verdict, verdict_from
+from distill.thoughts import Extraction, Verdict, student_input, verdict_from
 from distill.thoughts.exemplars import messages
 
 INSTRUCTION = "Let's think step by step."
@@ -49,7 +49,7 @@ class CoT:
         return messages(SYSTEM, "cot", question)
 
     def student_input(self, question: str) -> str:
-        return "Question: " + question + "\n" + self.instruction + "\n"
+        return student_input(question, self.instruction)
 
     def student_target(self, completion: str) -> str:
         """The completion with blank lines and trailing spaces removed (the reasoning is kept whole)."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-from distill.thoughts import Extraction, Verdict, verdict_from
+from distill.thoughts import Extraction, Verdict, student_input, verdict_from
 from distill.thoughts import sandbox
 from distill.thoughts.exemplars import messages
 
@@ -407,7 +407,7 @@ class EoT:
         return messages(SYSTEM, "eot", question)
 
     def student_input(self, question: str) -> str:
-        return "Question: " + question + "\n" + self.instruction + "\n"
+        return student_input(question, self.instruction)
 
     def student_target(self, completion: str) -> str:
         return clean(completion)

@@ -17,7 +17,7 @@ import re
 from typing import Sequence
 
 from distill.answers import last_number, parse_number
-from distill.thoughts import Extraction, Verdict, verdict_from
+from distill.thoughts import Extraction, Verdict, student_input, verdict_from
 from distill.thoughts import sandbox
 from distill.thoughts.exemplars import messages
 
@@ -48,7 +48,7 @@ class PoT:
         return messages(SYSTEM, "pot", question)
 
     def student_input(self, question: str) -> str:
-        return "Question: " + question + "\n" + self.instruction + "\n"
+        return student_input(question, self.instruction)
 
     def student_target(self, completion: str) -> str:
         return clean(completion)
