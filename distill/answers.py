@@ -33,7 +33,20 @@ _WRAPPED = re.compile(r"^(?P<sign>[-+" + _MINUS + r"]?)\s*\(\s*(?P<inner>[^()]+?
 _UNIT_TAIL = re.compile(r"^(?:\s*\([^()]*\)|\s+[A-Za-z][A-Za-z .'-]*)?\s*\.?\s*$")
 
 
+MAX_DIGITS = 300
+"""A number written with more digits than this is not an answer (model output can ramble digits)."""
+
+
 def _value(m: re.Match) -> float | None:
+    if len(m.group(0)) > MAX_DIGITS:
+        return None
+    try:
+        return _exact_value(m)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return None  # beyond a float (1e400): no usable answer, never a crash
+
+
+def _exact_value(m: re.Match) -> float | None:
     body = m.group("body").replace(",", "")
     value = Fraction(body)
     if m.group("mixnum") is not None:

@@ -82,3 +82,12 @@ def test_asdiv_answers_split_into_numbers_ratios_times_and_words_as_read_by_hand
     numeric = [parse_number(a) for a in answers if parse_number(a) is not None]
     assert len(numeric) == 2093
     assert sum(v != int(v) for v in numeric) == 69  # 60 decimals, 8 fractions, -(1/3)
+
+
+def test_numbers_too_large_for_a_float_give_no_answer_instead_of_crashing():
+    # seen in a tiny student's CoT output during `make reproduce`: a 400-digit number over a fraction
+    huge = "9" * 400
+    assert last_number(f"so it is {huge} apples") is None
+    assert parse_number("1" + "0" * 200 + "/0.0000001") == pytest.approx(1e207)
+    assert parse_number("9" * 5000) is None
+    assert numbers_in(f"2 then {huge}/3 then 5") == [2.0, 5.0]
