@@ -129,3 +129,12 @@ def test_a_function_of_a_known_quantity_may_sit_in_an_equation_that_needs_solvin
     assert ans("people = 14\n4 * cars = 4 * ceil(people / 4)\nans = cars").answer == 4
     e = ans("x + 1 = 5\nans = ceil(x / 3)")
     assert e.status == "no_answer" and "only known after solving" in e.reason
+
+
+def test_an_answer_beyond_a_float_is_no_answer_not_a_crash():
+    from distill.thoughts.eot import FORM
+
+    (e,) = FORM.extract_many(["a = 10**100\nb = a * a * a * a\nans = b"])
+    assert e.status == "no_answer" and "too large" in e.reason
+    (c,) = FORM.extract_many(["a = 10**100 * 10**100 * 10**100 * 10**100\na = 1\nans = a"])
+    assert c.status == "no_answer" and "contradicts" in c.reason

@@ -327,7 +327,7 @@ def _resolve(eq: Equation, known: dict[str, Fraction]) -> bool:
     if lv is not None and rv is not None:
         if lv != rv:
             raise EotError("no_answer", f"line {eq.line} contradicts the lines above: {eq.text!r} gives "
-                                        f"{float(lv):g} on the left and {float(rv):g} on the right")
+                                        f"{_show(lv)} on the left and {_show(rv)} on the right")
         return True
     for side, value in ((eq.lhs, rv), (eq.rhs, lv)):
         if value is not None and side[0] == "name" and side[1] not in known:
@@ -387,10 +387,28 @@ def plan(eqs: list[Equation], *, strict: bool = False) -> Plan:
     return Plan(None, {"eqs": eqs_left, "target": target})
 
 
+def _show(value) -> str:
+    try:
+        return f"{float(value):g}"
+    except OverflowError:
+        return "a number beyond a float"
+
+
+def _answer(value) -> Extraction:
+    """An exact value as an answer; one beyond a float's range (1e308) is no answer, not a crash."""
+    try:
+        return Extraction(float(value), "ok", "")
+    except OverflowError:
+        return Extraction(None, "no_answer", "ans is too large for a float (over 1e308)")
+
+
 def _from_solver(result: dict) -> Extraction:
     if result["status"] != "ok":
         return Extraction(None, result["status"], result.get("reason", ""))
-    values = [float(v) for v in result["values"]]
+    try:
+        values = [float(v) for v in result["values"]]
+    except (OverflowError, ValueError):
+        return Extraction(None, "no_answer", "ans is not a finite number a float can hold")
     if len(values) != 1:
         shown = ", ".join(f"{v:g}" for v in values[:5])
         return Extraction(None, "no_answer", f"ans has {len(values)} solutions ({shown}); no rule picks one")
@@ -433,7 +451,7 @@ class EoT:
                 out[i] = Extraction(None, exc.status, exc.reason)
                 continue
             if p.value is not None:
-                out[i] = Extraction(float(p.value), "ok", "")
+                out[i] = _answer(p.value)
             else:
                 jobs.append(p.job)
                 where.append(i)
