@@ -145,6 +145,7 @@ def test_train_writes_model_card_checkpoints_and_summary(learned):
     assert card["forms"]["cot"]["instruction"] == "Let's think step by step."
     assert card["train_run_id"] == learned["summary"]["run_id"]
     assert card["best_val_loss"] == pytest.approx(learned["summary"]["best_val_loss"])
+    assert card["best_form"] == "cot"
     assert len(card["data_digest"]) == 16 and "byte-level BPE" in card["tokenizer"]
     assert card["training"]["optimizer"].startswith("AdamW") and card["training"]["precision"] == "fp32"
     for name in ("last", "best"):
@@ -297,3 +298,12 @@ def test_cli_train_rejects_a_bad_number_naming_the_flag():
 
     result = CliRunner().invoke(main, ["train", "--lr", "fast"])
     assert result.exit_code == 2 and "--lr" in result.output
+
+
+def test_the_served_default_form_is_the_best_on_validation_with_ties_to_eot_then_pot():
+    from distill.stages.train import best_form
+
+    assert best_form(("cot", "pot", "eot"), {"cot": 0.5, "pot": 0.25, "eot": 0.25}) == "cot"
+    assert best_form(("cot", "pot", "eot"), {"cot": 0.25, "pot": 0.25, "eot": 0.25}) == "eot"
+    assert best_form(("cot", "pot"), {"cot": 0.1, "pot": 0.1}) == "pot"
+    assert best_form(("cot", "pot", "eot"), {}) == "eot"

@@ -672,7 +672,10 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(best_dir, tmp, ignore=shutil.ignore_patterns("state.pt"))
         replace_dir(tmp, out / "model")
+        val_accuracy = {k.split("/")[1]: v for k, v in history.items()
+                        if k.startswith("val/") and k.endswith("/accuracy")}
         card = {"mix": mix, "forms": form_cards(forms, train_rows), "student": tcfg.student,
+                "best_form": best_form(forms, val_accuracy),
                 "tokenizer": tokenizer_desc, "data_digest": data_digest, "train_run_id": run_id,
                 "preset": cfg.preset, "best_val_loss": history.get("best_val_loss"),
                 "best_epoch": history.get("best_epoch"), "n_params": n_params,
@@ -681,8 +684,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
         summary.update({"run_id": run_id, "initial_val_loss": history.get("initial_val_loss"),
                         "best_val_loss": history.get("best_val_loss"),
                         "val_loss": history.get("val/loss"),
-                        "val_accuracy": {k.split("/")[1]: v for k, v in history.items()
-                                         if k.startswith("val/") and k.endswith("/accuracy")},
+                        "val_accuracy": val_accuracy,
                         "model_dir": str(out / "model"), "model_logged": False})
         if tracker:
             tracker.log_dict(card, "card.json")
@@ -692,6 +694,13 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     _say(f"student written to {out / 'model'} ({stopped}, {position.step} steps, {wall_s:.0f} s)")
     _finish(dist)
     return summary
+
+
+def best_form(forms, val_accuracy: dict) -> str:
+    """The form the served student answers in by default: the highest validation accuracy (never a
+    test set), ties to EoT, then PoT, then CoT, the order of the evaluate stage's fallback."""
+    order = ("eot", "pot", "cot")
+    return max(forms, key=lambda f: (val_accuracy.get(f, 0.0), -order.index(f) if f in order else -len(order)))
 
 
 def _log_model(tracker, student_dir: Path, run_id: str | None) -> dict:
