@@ -49,13 +49,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
     return atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def read_jsonl(path: str | Path, required: Iterable[str] = (), hint: str = "") -> list[dict]:
-    """All records of a JSONL file; a bad line stops with file, line number and what is wrong."""
+def iter_jsonl(path: str | Path, hint: str = "") -> Iterator[tuple[int, dict]]:
+    """(line number, record) of each non-blank line; a bad line stops with file, line and what is wrong."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found. {hint}".strip())
-    rows = []
-    required = tuple(required)
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -63,13 +59,24 @@ def read_jsonl(path: str | Path, required: Iterable[str] = (), hint: str = "") -
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}). {hint}".strip()) from None
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); is the file truncated? {hint}".strip()) from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}. {hint}".strip())
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise DataError(f"{path}:{lineno}: missing field {missing[0]!r}. {hint}".strip())
-            rows.append(row)
+            yield lineno, row
+
+
+def read_jsonl(path: str | Path, required: Iterable[str] = (), hint: str = "") -> list[dict]:
+    """All records of a JSONL file; a missing file or field names itself and the fix (hint)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found. {hint}".strip())
+    required = tuple(required)
+    rows = []
+    for lineno, row in iter_jsonl(path, hint):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise DataError(f"{path}:{lineno}: missing field {missing[0]!r}. {hint}".strip())
+        rows.append(row)
     return rows
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from distill.answers import parse_number
-from distill.files import DataError
+from distill.files import DataError, iter_jsonl
 
 HINT = (
     "Put the benchmark files under the data directory (see README 'Data'): "
@@ -106,17 +106,7 @@ def _json_records(path: Path) -> Iterator[tuple[int, int, dict]]:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with _need(path).open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); is the file truncated? {HINT}") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object. {HINT}")
-            yield lineno, row
+    return iter_jsonl(_need(path), HINT)
 
 
 def _field(row: dict, key: str, src, where) -> object:

@@ -85,10 +85,7 @@ def split_ids(problem_ids: list[str], fraction: float, seed: int) -> set[str]:
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> dict:
     run_dir = Path(run_dir)
     mix = mix or cfg.mix.mix
-    try:
-        forms = parse_mix(mix)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    forms = parse_mix(mix)
     if not 0 <= cfg.mix.val_fraction < 1:
         raise ConfigError(f"mix.val_fraction must be in [0, 1), got {cfg.mix.val_fraction}")
     out = run_dir / "mix" / mix

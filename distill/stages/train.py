@@ -502,10 +502,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
     run_dir = Path(run_dir)
     mix = mix or cfg.mix.mix
-    try:
-        forms = parse_mix(mix)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    forms = parse_mix(mix)
     tcfg = check_config(cfg.train)
 
     mix_dir = run_dir / "mix" / mix

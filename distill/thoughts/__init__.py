@@ -88,7 +88,9 @@ def parse_mix(mix: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in mix.split("+") if p.strip())
     bad = [p for p in parts if p not in FORM_NAMES]
     if not parts or bad:
-        raise ValueError(f"unknown mix {mix!r}; valid: {', '.join(MIXES)} or forms joined by '+' (e.g. cot+eot)")
+        from distill.config import ConfigError  # a mix is a config value: say so the CLI way
+
+        raise ConfigError(f"unknown mix {mix!r}; valid: {', '.join(MIXES)} or forms joined by '+' (e.g. cot+eot)")
     return tuple(f for f in FORM_NAMES if f in parts)
 
 
