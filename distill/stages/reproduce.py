@@ -200,9 +200,6 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
     start_all = time.perf_counter()
     with tracker.run(f"reproduce-{cfg.preset}", tags, nested=False, run_id=resume_id) as parent:
         parent_id = parent.info.run_id
-        # Under `mlflow run` the parent is MLFLOW_RUN_ID's run. mlflow.start_run(nested=True) would
-        # otherwise take that variable again for the first stage and log the stage into the parent.
-        os.environ.pop("MLFLOW_RUN_ID", None)
         write_json(state_dir / "parent.json", {"run_id": parent_id, "preset": cfg.preset,
                                                "config_digest": digest})
         if resume_id is None:
