@@ -22,10 +22,13 @@ def _find_data_dir() -> Path | None:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The real benchmark files (../shared/data here and in CI)."""
+    """The real benchmark files (../shared/data here and in CI). Missing data fails the test: a skip
+    would let a run without the data look like a passing one."""
     found = _find_data_dir()
     if found is None:
-        pytest.skip("benchmark data not found: set DISTILL_DATA_DIR (see README 'Data')")
+        pytest.fail("benchmark data not found (no gsm8k/train.jsonl in $DISTILL_DATA_DIR, ./data or ../shared/data): "
+                    "set DISTILL_DATA_DIR to the folder that holds gsm8k/, svamp/, asdiv/ and multiarith/ "
+                    "(see README 'Data'), or run the tests with `make test`", pytrace=False)
     return found
 
 

@@ -21,10 +21,6 @@ def store(tmp_path_factory):
     mlflow.set_tracking_uri(None)
 
 
-INSTRUCTIONS = {"cot": "Let's think step by step.", "pot": "Let\u2019s break down the code step by step",
-                "eot": "System of linear equations: (Do not simplify)"}
-
-
 def make_student(path: Path, *, mix: str = "etd", forms=("cot", "pot", "eot"), target: str | None = None,
                  steps: int = 150, seed: int = 0, **card_extra) -> Path:
     """Write a tiny student to ``path``; with ``target`` the model is overfitted to answer it to every input.
@@ -71,11 +67,8 @@ def make_student(path: Path, *, mix: str = "etd", forms=("cot", "pot", "eot"), t
 
 
 def form_card(name: str) -> dict:
-    """{"version", "instruction"} of a form as the train stage writes it (the real form when it exists)."""
-    try:
-        from distill.thoughts import get_form
+    """{"version", "instruction"} of the real form, as the train stage writes it into the card."""
+    from distill.thoughts import get_form
 
-        form = get_form(name)
-        return {"version": form.version, "instruction": form.instruction}
-    except ImportError:
-        return {"version": 1, "instruction": INSTRUCTIONS[name]}
+    form = get_form(name)
+    return {"version": form.version, "instruction": form.instruction}

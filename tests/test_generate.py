@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 
-import teacher_fakes
 from distill.config import load_config
 from distill.files import DataError, read_log
 from distill.stages import generate
 from fake_openai_server import FakeOpenAI
 
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True)
-def forms(monkeypatch):
-    teacher_fakes.install(monkeypatch)
 
 
 def config(tmp_path, data_dir, *overrides):
@@ -90,9 +84,9 @@ def test_batch_submit_then_collect_fills_the_store_and_the_samples(tmp_path, dat
 def test_kill_9_mid_run_then_rerun_finishes_without_asking_twice_for_what_was_stored(tmp_path, data_dir):
     store = tmp_path / "store" / "completions.jsonl"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "DISTILL_DATA_DIR": str(data_dir),
-           "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+           "PYTHONPATH": str(TESTS.parent)}
     with FakeOpenAI(latency=0.1) as server:
-        cmd = [sys.executable, str(TESTS / "teacher_fakes.py"), "generate", "--preset", "tiny", "--teacher", "openai",
+        cmd = [sys.executable, "-m", "distill.cli", "generate", "--preset", "tiny", "--teacher", "openai",
                "--base-url", server.url, "--limit", "40", "--forms", "pot", "--concurrency", "2",
                "--set", f"run_dir={tmp_path / 'run'}", "--set", f"teacher.store_dir={tmp_path / 'store'}",
                "--set", "data.hub=false"]

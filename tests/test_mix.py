@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-import teacher_fakes
 from distill.config import ConfigError, load_config
 from distill.files import DataError, read_jsonl, write_jsonl
 from distill.problems import Problem
@@ -18,16 +17,22 @@ LEAKED = "p07"
 
 
 @pytest.fixture(autouse=True)
-def forms(monkeypatch):
-    teacher_fakes.install(monkeypatch)
+def test_sets(monkeypatch):
     test_set = [Problem("t1", "gsm8k", "test", QUESTIONS[LEAKED], 15.0)]
     monkeypatch.setattr(mix, "load_problems", lambda name, split, data_dir, hub: test_set if name == "gsm8k" else [])
+
+
+def completion(form: str, i: int) -> str:
+    """A correct completion of question i (gold 2i + 1) in the form, as the verify stage keeps it."""
+    return {"cot": f"Tom has {i} and Ann {i + 1}: {i} + {i + 1} = {2 * i + 1}.\nThe answer is {2 * i + 1}.",
+            "pot": f"```python\ntom = {i}\nann = {i + 1}\nans = tom + ann\n```",
+            "eot": f"% Tom has {i} apples:\ntom = {i}\n% Ann has {i + 1}:\nann = {i + 1}\nans = tom + ann"}[form]
 
 
 def verified(run_dir, forms=("cot", "pot", "eot"), duplicate=True):
     for form in forms:
         rows = [{"problem_id": pid, "question": q, "gold": 2.0 * i + 1, "form": form, "version": 1, "sample_index": 0,
-                 "completion": f"{form} answer {i}", "verdict": {"status": "correct"}}
+                 "completion": completion(form, i), "verdict": {"status": "correct"}}
                 for i, (pid, q) in enumerate(QUESTIONS.items())]
         if duplicate:
             rows.append({**rows[0], "sample_index": 1})  # a second sample with the same text
@@ -50,6 +55,8 @@ def test_etd_holds_every_form_with_its_instruction_and_counts_what_it_removed(tm
     row = train[0]
     assert set(row) == {"id", "problem_id", "form", "version", "input", "target", "gold"}
     assert row["input"] == get_form(row["form"]).student_input(QUESTIONS[row["problem_id"]])
+    pot = next(r for r in train if r["form"] == "pot")
+    assert pot["target"].startswith("tom = ") and "```" not in pot["target"]  # the form's own target: the code
     assert LEAKED not in {r["problem_id"] for r in train + val}
 
 

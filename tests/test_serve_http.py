@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from distill.thoughts import get_form
 from serving_fakes import make_student
 
 LOOP = "while True:\n    pass\nans = 1"
@@ -140,9 +141,9 @@ def test_a_batch_keeps_its_order_and_answers_each_row_in_its_own_thought(server)
     assert rows[0]["status"] == "timeout"
     assert rows[1]["answer"] == 1 and rows[1]["status"] == "ok" and rows[1]["versions"].count("=") == 3
     assert rows[2]["answer"] == 1
-    assert rows[3]["versions"].startswith("eot=") and rows[3]["reasoning"] == LOOP
-    assert rows[3]["status"] in ("ok", "no_answer", "parse_error", "exec_error", "timeout", "unsafe")
-    assert (rows[3]["answer"] is None) == (rows[3]["status"] != "ok")
+    # EoT reads only the equation lines of the text: "ans = 1" (the loop's lines are prose to it)
+    assert rows[3] == {"answer": 1, "thought": "eot", "versions": f"eot={get_form('eot').version}",
+                       "reasoning": LOOP, "status": "ok", "reason": ""}
 
 
 def test_the_split_dataframe_format_is_accepted_too(server):

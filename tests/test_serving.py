@@ -239,7 +239,6 @@ def test_logged_model_holds_the_student_folder_a_signature_an_example_and_its_se
 def test_a_student_whose_form_version_differs_from_the_code_is_refused_at_load(tmp_path, store):
     import mlflow
 
-    pytest.importorskip("distill.thoughts.eot")
     folder = make_student(tmp_path / "old", steps=0)
     card = json.loads((folder / "card.json").read_text())
     card["forms"]["eot"]["version"] = 999
