@@ -1,19 +1,14 @@
-"""The verify stage: samples -> kept and dropped per form, drop rates and datasets in MLflow."""
+"""The verify stage: samples -> kept and dropped per form through the real verifiers (the PoT ones run in
+the sandbox), drop rates, repaired counts and datasets in MLflow."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-import teacher_fakes
 from distill.config import load_config
 from distill.files import DataError, read_jsonl, write_jsonl
 from distill.stages import verify
-
-
-@pytest.fixture(autouse=True)
-def forms(monkeypatch):
-    teacher_fakes.install(monkeypatch)
 
 
 def sample(pid, form, completion, gold=3.0, status="ok", reason="", index=0):
@@ -22,17 +17,20 @@ def sample(pid, form, completion, gold=3.0, status="ok", reason="", index=0):
             "reason": reason, "request_hash": f"h-{pid}-{form}-{index}"}
 
 
-# right and wrong under the real verifiers and under the stand-ins (which read the last number)
-GOOD = {"cot": "1 + 2 = 3\nThe answer is 3.", "pot": "x = 1\nans = x + 2 + 0 * 3", "eot": "x = 1\nans = x + 2 + 0 * 3"}
-BAD = {"cot": "1 + 2 = 4\nThe answer is 4.", "pot": "x = 1\nans = x + 3 + 0 * 5", "eot": "x = 1\nans = x + 3 + 0 * 5"}
+# right and wrong (gold 3) under each form's real verifier, in both modes
+GOOD = {"cot": "1 + 2 = 3\nThe answer is 3.", "pot": "x = 1\nans = x + 2", "eot": "x = 1\nans = x + 2"}
+BAD = {"cot": "1 + 2 = 4\nThe answer is 4.", "pot": "x = 1\nans = x + 3", "eot": "x = 1\nans = x + 3"}
+# right (gold 3) only through a named repair rule of the form: cot's last-number fallback, pot's
+# printed_answer, eot's reassignment_as_update; strict mode gives each no answer
+REPAIRED = {"cot": "She had 1 + 2 = 3 apples.", "pot": "print(1 + 2)", "eot": "total = 5\ntotal = total - 2\nans = total"}
 
 
-def samples(run_dir):
+def samples(run_dir, *extra):
     rows = []
     for form, good in GOOD.items():
         rows += [sample("p1", form, good), sample("p2", form, BAD[form]),
                  sample("p3", form, None, status="failed", reason="empty_choices")]
-    write_jsonl(run_dir / "samples.jsonl", rows)
+    write_jsonl(run_dir / "samples.jsonl", rows + list(extra))
 
 
 def test_kept_and_dropped_samples_are_written_per_form_with_their_reasons(tmp_path):
@@ -48,6 +46,30 @@ def test_kept_and_dropped_samples_are_written_per_form_with_their_reasons(tmp_pa
     dropped = read_jsonl(tmp_path / "verified" / "dropped.jsonl")
     assert len(dropped) == 6 and {d["verdict"]["reason"] for d in dropped if d["problem_id"] == "p3"} == {"empty_choices"}
     assert json.loads((tmp_path / "verified" / "summary.json").read_text()) == summary
+
+
+def test_kept_samples_that_only_the_repair_rules_rescued_are_counted_per_form(tmp_path):
+    rows = []
+    for form in GOOD:
+        rows += [sample("p1", form, GOOD[form]), sample("p2", form, REPAIRED[form]), sample("p3", form, BAD[form])]
+    write_jsonl(tmp_path / "samples.jsonl", rows)
+    summary = verify.run(load_config(None, []), tmp_path)
+    for form in GOOD:
+        kept = read_jsonl(tmp_path / "verified" / f"{form}.jsonl")
+        assert {r["problem_id"]: r["repaired"] for r in kept} == {"p1": False, "p2": True}, form
+        assert summary[form]["kept"] == 2 and summary[form]["repaired"] == 1, form
+    assert json.loads((tmp_path / "verified" / "summary.json").read_text())["eot"]["repaired"] == 1
+
+
+def test_in_strict_mode_the_rescued_samples_are_dropped_and_nothing_counts_as_repaired(tmp_path):
+    rows = []
+    for form in GOOD:
+        rows += [sample("p1", form, GOOD[form]), sample("p2", form, REPAIRED[form])]
+    write_jsonl(tmp_path / "samples.jsonl", rows)
+    summary = verify.run(load_config(None, ["verify.strict=true"]), tmp_path)
+    for form in GOOD:
+        assert summary[form]["kept"] == 1 and summary[form]["repaired"] == 0, form
+        assert summary[form]["reasons"] == {"no_answer": 1}, form
 
 
 def test_the_last_record_of_a_sample_is_the_one_verified(tmp_path):
@@ -73,14 +95,16 @@ def test_without_samples_the_error_says_to_run_generate(tmp_path):
 def test_drop_rates_reasons_the_dropped_table_and_the_datasets_go_to_mlflow(tmp_path, mlflow_uri):
     from distill.tracking import Tracker
 
-    samples(tmp_path)
+    samples(tmp_path, sample("p4", "eot", REPAIRED["eot"]))
     tracker = Tracker(mlflow_uri, "distill")
     summary = verify.run(load_config(None, []), tmp_path, tracker)
     client = tracker.mlflow.tracking.MlflowClient()
     run = tracker.mlflow.search_runs(experiment_names=["distill"], output_format="list")[0]
     assert run.info.run_name == "verify" and run.data.tags["distill.stage"] == "verify"
-    assert run.data.metrics["verify/eot/drop_rate"] == pytest.approx(2 / 3, abs=1e-5)
+    assert run.data.metrics["verify/eot/drop_rate"] == pytest.approx(2 / 4, abs=1e-5)
     assert run.data.metrics["verify/cot/dropped/teacher_failed"] == 1
+    assert run.data.metrics["verify/eot/repaired"] == 1 and run.data.metrics["verify/pot/repaired"] == 0
+    assert run.data.params["verify.strict"] == "False"
     names = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     assert set(names) == {"CoTD", "PoTD", "EoTD"} and names["EoTD"] == summary["eot"]["mlflow_digest"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "verify")}
