@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import pytest
 
+import keyword
+import re
+
 from distill.teachers import Job
-from distill.teachers.gold import GoldTeacher, StepError, cot_from, derive, format_number, program_from
+from distill.teachers.gold import (GoldTeacher, StepError, comment_for, cot_from, derive, equations_from,
+                                   format_number, program_from)
+from distill.thoughts import get_form
 
 NATALIA = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
            "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.")
@@ -45,17 +50,86 @@ def test_numbers_are_written_without_scientific_notation():
 def test_the_teacher_gives_a_failed_answer_with_a_reason_for_what_it_cannot_derive():
     jobs = [Job("a", "eot", 1, "q", 72.0, (), NATALIA), Job("b", "pot", 1, "q", 5.0, (), None)]
     got = {job.problem_id: answer for job, answer in GoldTeacher().answer(jobs)}
-    assert got["a"].completions == ["v1 = 48 / 2\nv2 = 48 + v1\nans = v2"]
+    assert got["a"].completions == [equations_from(NATALIA, 72.0)]
     assert got["b"].completions == [None] and got["b"].reasons[0].startswith("underivable")
+
+
+# Hand-checked: GSM8K train problems 1-3 and 7, their annotated solutions as the data set has them.
+WENG = ("Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\n"
+        "Working 50 minutes, she earned 0.2 x 50 = $<<0.2*50=10>>10.")
+BETTY = ("In the beginning, Betty has only 100 / 2 = $<<100/2=50>>50.\n"
+         "Betty's grandparents gave her 15 * 2 = $<<15*2=30>>30.\n"
+         "This means, Betty needs 100 - 50 - 30 - 15 = $<<100-50-30-15=5>>5 more.")
+PIZZA = ("He eats 32 from the largest pizzas because 2 x 16 = <<2*16=32>>32\n"
+         "He eats 16 from the small pizza because 2 x 8 = <<2*8=16>>16\n"
+         "He eats 48 pieces because 32 + 16 = <<32+16=48>>48")
+
+
+def test_eot_restates_each_step_as_a_comment_and_names_its_quantities_from_the_solution():
+    assert equations_from(NATALIA, 72.0) == ("% Natalia sold 24 clips in May.\n"
+                                             "clips_in_may = 48 / 2\n"
+                                             "% Natalia sold 72 clips altogether in April and May.\n"
+                                             "clips_altogether = 48 + clips_in_may\n"
+                                             "ans = clips_altogether")
+    assert equations_from(WENG, 10.0) == ("% Weng earns $0.2 per minute.\n"
+                                          "earns_per_minute = 12 / 60\n"
+                                          "% Working 50 minutes, she earned $10.\n"
+                                          "earned = earns_per_minute * 50\n"
+                                          "ans = earned")
+    assert equations_from(BETTY, 5.0).splitlines()[-2:] == ["betty_needs_more = 100 - betty - grandparents_gave - 15",
+                                                            "ans = betty_needs_more"]
+
+
+def test_a_result_at_the_end_of_its_sentence_is_named_from_the_words_before_its_calculation():
+    assert [line for line in equations_from(PIZZA, 48.0).splitlines() if not line.startswith("%")] == [
+        "largest_pizzas = 2 * 16", "small_pizza = 2 * 8", "pieces = largest_pizzas + small_pizza", "ans = pieces"]
+
+
+def test_a_repeated_name_gets_a_number_and_a_sentence_without_words_gives_vk():
+    text = "She has 3*4 = <<3*4=12>>12 apples.\nShe buys 12+1 = <<12+1=13>>13 apples.\n13*2 = <<13*2=26>>26"
+    assert [line for line in equations_from(text, 26.0).splitlines() if not line.startswith("%")] == [
+        "apples = 3 * 4", "apples_2 = apples + 1", "v3 = apples_2 * 2", "ans = v3"]
+
+
+def test_a_comment_is_one_line_without_the_annotation_or_an_equals_sign():
+    assert comment_for("Mary added 3 large stickers + 42 stickers = <<3+42=45>>45 stickers to her journal.") == (
+        "% Mary added 3 large stickers + 42 stickers is 45 stickers to her journal.")
+    assert comment_for("After buying a hat, Josh has $20 - $10 = $<<20-10=10>>10") == "% After buying a hat, Josh has $10"
+
+
+def test_the_three_forms_are_distinct_texts_that_give_the_same_answer():
+    texts = [derive(form, NATALIA, 72.0) for form in ("cot", "pot", "eot")]
+    assert len(set(texts)) == 3
+    assert [get_form(f).verify(t, 72.0, strict=True).status for f, t in zip(("cot", "pot", "eot"), texts)] == [
+        "correct"] * 3
+
+
+def test_on_the_first_200_training_problems_eot_names_are_valid_and_verify_strictly_where_pot_does(data_dir):
+    from distill.problems import load_problems
+
+    reserved = {"ans", "x", "ceil", "floor", "round", "abs", "print", *keyword.kwlist}
+    pots, eots, golds = [], [], []
+    for p in load_problems("gsm8k", "train", data_dir)[:200]:
+        try:
+            pots.append(derive("pot", p.rationale, p.answer))
+            eots.append(derive("eot", p.rationale, p.answer))
+            golds.append(p.answer)
+        except StepError:
+            pass
+    for eot, pot in zip(eots, pots):
+        lines = eot.splitlines()
+        names = [line.split(" = ")[0] for line in lines[:-1] if not line.startswith("% ")]
+        assert eot != pot and any(line.startswith("% ") for line in lines)
+        assert lines[-1].startswith("ans = ") and lines[-1][6:] in names
+        assert len(set(names)) == len(names) and not set(names) & reserved
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names), names
+    pot_verdicts = get_form("pot").verify_many(pots, golds)
+    eot_verdicts = get_form("eot").verify_many(eots, golds, strict=True)
+    assert [(v.correct, v.answer) for v in eot_verdicts] == [(v.correct, v.answer) for v in pot_verdicts]
 
 
 def test_most_of_the_first_200_training_problems_derive_and_verify_in_every_form(data_dir):
     from distill.problems import load_problems
-    from teacher_fakes import real_forms
-
-    if not real_forms():
-        pytest.skip("the thought forms are not written yet")
-    from distill.thoughts import get_form
 
     problems = load_problems("gsm8k", "train", data_dir)[:200]
     for name in ("cot", "pot", "eot"):

@@ -7,7 +7,17 @@ GSM8K solutions mark each calculator step as ``<<expr=result>>``:
 - PoT: one line per step, ``vK = expr``, where a number equal to an earlier step's result becomes
   that step's variable (``v2 = 48 + v1``), then ``ans = vK`` for the last step giving the gold answer.
 - EoT: the same steps as a forward-only system of equations (METHOD.md: "a forward-only problem needs
-  no x"), ending ``ans = vK``.
+  no x") written as real EoT is (METHOD.md "The EoT format"): each step is preceded by a ``% `` line
+  that restates its solution sentence (annotations and the ``expr =`` calculation removed, so no
+  comment holds an ``=``), and each quantity is named in snake_case from the words of that sentence
+  (the words after the result, ``24 clips in May`` -> ``clips_in_may``; else the words before the
+  calculation; ``vK`` when neither gives a name), ending ``ans = <name>``::
+
+      % Natalia sold 24 clips in May.
+      clips_in_may = 48 / 2
+      % Natalia sold 72 clips altogether in April and May.
+      clips_altogether = 48 + clips_in_may
+      ans = clips_altogether
 
 Steps are read with Python's ``ast`` against a whitelist and computed with exact fractions; nothing is
 evaluated. A problem without annotations (or with a step we cannot read) is a failed answer with a
@@ -17,12 +27,15 @@ the yield is measured by the real verifiers.
 from __future__ import annotations
 
 import ast
+import keyword
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Sequence
 
 from distill.answers import answers_match, parse_number
 from distill.teachers import Answer, Job, canonical_request, request_hash
+from distill.thoughts.eot import FUNCTIONS as _EOT_FUNCTIONS
 
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _TIMES = re.compile(r"(?<=[\d)\s])[x×X](?=[\s\d(.])")
@@ -100,27 +113,79 @@ _NUM = r"(?:\d[\d,]*(?:\.\d+)?|\.\d+)"
 _PLAIN_STEP = re.compile(rf"((?:\$?{_NUM}\s*[-+*/×x−]\s*)+\$?{_NUM})\s*=\s*\$?({_NUM})(?![\d/.,]*\d)")
 
 
-def raw_steps(rationale: str) -> list[str]:
-    """The ``expr=result`` steps of a solution in order: its annotations, and on a line without any,
-    a plain ``a op b = c`` calculation (GSM8K's annotators sometimes skipped the last step)."""
+@dataclass(frozen=True)
+class RawStep:
+    """One calculation of a solution and where it stands: ``before`` is the text of its sentence up to
+    the calculation, ``after`` the text after its result, ``sentence`` the whole sentence."""
+    raw: str
+    before: str
+    after: str
+    sentence: str
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\d])")
+_RESULT = re.compile(rf"\s*\$?\s*-?{_NUM}\s*%?")
+
+
+def _sentence_at(line: str, pos: int) -> tuple[int, int]:
+    """The span of the sentence of ``line`` that holds position ``pos``."""
+    start, end = 0, len(line)
+    for m in _SENTENCE_END.finditer(line):
+        if m.start() < pos:
+            start = m.end()
+        else:
+            end = m.start()
+            break
+    return start, end
+
+
+def raw_step_contexts(rationale: str) -> list[RawStep]:
+    """The ``expr=result`` steps of a solution in order, each with its sentence: its annotations, and on
+    a line without any, a plain ``a op b = c`` calculation (GSM8K's annotators sometimes skipped the
+    last step)."""
     steps = []
     for line in rationale.splitlines():
-        found = ANNOTATION.findall(line)
-        if not found:
-            found = [f"{m.group(1)}={m.group(2)}" for m in _PLAIN_STEP.finditer(line)]
-        steps.extend(found)
+        annotations = list(ANNOTATION.finditer(line))
+        matches = annotations or list(_PLAIN_STEP.finditer(line))
+        previous_end = 0
+        for m in matches:
+            if annotations:
+                raw = m.group(1)
+                result = _RESULT.match(line, m.end())
+                after_at = result.end() if result else m.end()
+            else:
+                raw = f"{m.group(1)}={m.group(2)}"
+                after_at = m.end()
+            start, end = _sentence_at(line, m.start())
+            before = line[max(start, previous_end):m.start()]
+            steps.append(RawStep(raw, before, line[after_at:max(end, after_at)], line[start:end]))
+            previous_end = after_at
     return steps
 
 
-def steps_from(rationale: str) -> list[tuple[str, Fraction]]:
-    """``[(line, value)]``: program lines ``vK = expr`` with their exact values."""
-    annotations = raw_steps(rationale)
-    if not annotations:
+def raw_steps(rationale: str) -> list[str]:
+    """The ``expr=result`` texts of :func:`raw_step_contexts`."""
+    return [step.raw for step in raw_step_contexts(rationale)]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A read calculation: ``expr`` names earlier steps ``v1``, ``v2``, ... (``v<k>`` is step k)."""
+    expr: ast.expr
+    value: Fraction
+    context: RawStep
+
+
+def read_steps(rationale: str) -> list[Step]:
+    """Every calculation of a solution read as arithmetic on earlier steps, with exact values."""
+    contexts = raw_step_contexts(rationale)
+    if not contexts:
         raise StepError("no <<expr=result>> annotations or plain calculations")
-    lines: list[tuple[str, Fraction]] = []
+    steps: list[Step] = []
     stated: list[tuple[str, Fraction]] = []
     env: dict[str, Fraction] = {}
-    for k, raw in enumerate(annotations, 1):
+    for k, context in enumerate(contexts, 1):
+        raw = context.raw
         expr, sep, result = raw.rpartition("=")
         if not sep or not expr.strip():
             raise StepError(f"annotation {raw!r} has no 'expr=result'")
@@ -132,21 +197,159 @@ def steps_from(rationale: str) -> list[tuple[str, Fraction]]:
         value = _value(tree.body, env)
         name = f"v{k}"
         env[name] = value
-        lines.append((f"{name} = {ast.unparse(tree.body)}", value))
+        steps.append(Step(tree.body, value, context))
         number = parse_number(result)
         stated.append((name, Fraction(repr(number)) if number is not None else value))
-    return lines
+    return steps
+
+
+def steps_from(rationale: str) -> list[tuple[str, Fraction]]:
+    """``[(line, value)]``: program lines ``vK = expr`` with their exact values."""
+    return [(f"v{k} = {ast.unparse(step.expr)}", step.value) for k, step in enumerate(read_steps(rationale), 1)]
+
+
+def _final_step(steps: Sequence[Step], gold: float) -> int:
+    """The number (1-based) of the last step whose value is the gold answer; else the last step."""
+    for k in range(len(steps), 0, -1):
+        if answers_match(float(steps[k - 1].value), gold):
+            return k
+    return len(steps)
 
 
 def program_from(rationale: str, gold: float) -> str:
-    """PoT/EoT lines for a rationale, ending ``ans = vK`` (the last step whose value is gold)."""
+    """PoT lines for a rationale, ending ``ans = vK`` (the last step whose value is gold)."""
     lines = steps_from(rationale)
-    final = len(lines)
-    for k in range(len(lines), 0, -1):
-        if answers_match(float(lines[k - 1][1]), gold):
-            final = k
-            break
+    final = _final_step(read_steps(rationale), gold)
     return "\n".join(line for line, _ in lines) + f"\nans = v{final}"
+
+
+# --- EoT: comments and names from the solution's sentences --------------------------------------
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d[\d,.]*|[^\sA-Za-z\d]")
+# Words that end the phrase a quantity is named from: a new clause starts.
+_BREAK = frozenset("because since so and but then which that while if when or where who after before until "
+                   "than leaving bringing making giving".split())
+# Words that carry no meaning in a name (articles, pronouns, auxiliaries).
+_FILLER = frozenset("a an the his her their its our my your he she they it we i you them him us me there here this "
+                    "these those is are was were be been being has have had will would can could should must "
+                    "does do did only just also now still means mean thus therefore hence".split())
+# Prepositions: kept inside a name (clips_in_may), trimmed from its ends.
+_EDGE = frozenset("to of in on at for from with by per into about as over each".split())
+# A phrase after the result that opens with one of these says what kind of amount it is, not of what:
+# the subject before the calculation goes in front (earns_per_minute, needs_more).
+_RELATIONAL = frozenset("per more less left each remaining fewer extra".split())
+_RESERVED = frozenset({"ans", "x", "print", *keyword.kwlist, *keyword.softkwlist})
+_ARITHMETIC_TAIL = re.compile(r"(?:[\d\s$.,+\-*/×÷()%^=−]|(?<=[\s\d])[xX](?=[\s\d]))*$")
+_CALCULATION = re.compile(r"(?:(?:\$\s*)?(?:\d[\d,]*(?:\.\d+)?|\.\d+|[()])\s*(?:[-+*/×÷x−^]\s*)?)+=\s*")
+MAX_NAME_WORDS = 3
+MAX_NAME_CHARS = 40
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case word tokens, numbers and punctuation marks of a text (``Mark's`` -> ``mark``)."""
+    out = []
+    for tok in _WORD.findall(text):
+        if tok[0].isalpha():
+            tok = re.sub(r"'s$", "", tok).replace("'", "").lower()
+        out.append(tok)
+    return out
+
+
+def _is_word(tok: str) -> bool:
+    return tok.isascii() and tok.isalpha()
+
+
+def _trim(words: list[str]) -> list[str]:
+    words = [w for w in words if w not in _FILLER]
+    while words and words[0] in _EDGE - {"per", "each"}:
+        words = words[1:]
+    while words and words[-1] in _EDGE:
+        words = words[:-1]
+    return words
+
+
+def _phrase_after(text: str) -> list[str]:
+    """The words right after a result, up to a number, punctuation or a new clause."""
+    words = []
+    for tok in _words(text):
+        if not _is_word(tok) or tok in _BREAK:
+            break
+        words.append(tok)
+    return _trim(words)
+
+
+def _phrase_before(text: str) -> list[str]:
+    """The words just before a calculation: of the last run of words (between numbers, marks and clause
+    words) that has any meaning, its last two; "He eats 32 from the largest pizzas because 2 x 16"
+    -> largest pizzas."""
+    runs: list[list[str]] = [[]]
+    for tok in _words(_ARITHMETIC_TAIL.sub("", text)):
+        if _is_word(tok) and tok not in _BREAK:
+            runs[-1].append(tok)
+        elif runs[-1]:
+            runs.append([])  # a number, a mark or a new clause starts a new run
+    meaningful = [trimmed for run in runs if (trimmed := _trim(run))]
+    return meaningful[-1][-2:] if meaningful else []
+
+
+def _name_for(step: RawStep) -> str | None:
+    after, before = _phrase_after(step.after), _phrase_before(step.before)
+    words = after if after and after[0] not in _RELATIONAL else [*before[-(MAX_NAME_WORDS - len(after)):], *after]
+    words = _trim(_trim(words)[:MAX_NAME_WORDS])
+    while words and len("_".join(words)) > MAX_NAME_CHARS:
+        words = words[:-1]
+    name = "_".join(words)
+    if not re.fullmatch(r"[a-z][a-z_]*", name) or name in _RESERVED or name in _EOT_FUNCTIONS:
+        return None
+    return name
+
+
+def quantity_names(steps: Sequence[Step]) -> list[str]:
+    """One distinct snake_case name per step: from its sentence, ``vK`` when the sentence gives none;
+    a name already taken gets ``_2``, ``_3``, ..."""
+    names: list[str] = []
+    for k, step in enumerate(steps, 1):
+        base = _name_for(step.context) or f"v{k}"
+        name, n = base, 1
+        while name in names or (name != f"v{k}" and re.fullmatch(r"v\d+", name)):
+            n += 1
+            name = f"{base}_{n}"
+        names.append(name)
+    return names
+
+
+def comment_for(sentence: str) -> str:
+    """A solution sentence as an EoT comment: one line, annotations and ``expr =`` calculations removed."""
+    text = _CALCULATION.sub("", strip_annotations(sentence))
+    text = re.sub(r"\s*=\s*", " is ", text)  # what is left of a calculation mixed with words
+    return "% " + " ".join(text.split())
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, names: dict[str, str]):
+        self.names = names
+
+    def visit_Name(self, node: ast.Name):
+        return ast.copy_location(ast.Name(id=self.names.get(node.id, node.id), ctx=node.ctx), node)
+
+
+def equations_from(rationale: str, gold: float) -> str:
+    """The EoT system of a rationale: per sentence a ``% `` comment, per step ``name = expr``, then
+    ``ans = name`` of the last step whose value is gold."""
+    steps = read_steps(rationale)
+    names = quantity_names(steps)
+    rename = _Rename({f"v{k}": name for k, name in enumerate(names, 1)})
+    lines, last_sentence = [], None
+    for step, name in zip(steps, names):
+        if step.context.sentence != last_sentence:
+            comment = comment_for(step.context.sentence)
+            if comment != "%":
+                lines.append(comment)
+            last_sentence = step.context.sentence
+        expr = rename.visit(ast.parse(ast.unparse(step.expr), mode="eval")).body
+        lines.append(f"{name} = {ast.unparse(expr)}")
+    lines.append(f"ans = {names[_final_step(steps, gold) - 1]}")
+    return "\n".join(lines)
 
 
 def derive(form: str, rationale: str | None, gold: float) -> str:
@@ -155,8 +358,10 @@ def derive(form: str, rationale: str | None, gold: float) -> str:
         raise StepError("no annotated rationale (only GSM8K has one)")
     if form == "cot":
         return cot_from(rationale, gold)
-    if form in ("pot", "eot"):
+    if form == "pot":
         return program_from(rationale, gold)
+    if form == "eot":
+        return equations_from(rationale, gold)
     raise StepError(f"the gold teacher knows cot, pot and eot, not {form!r}")
 
 
