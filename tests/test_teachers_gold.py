@@ -125,7 +125,9 @@ def test_on_the_first_200_training_problems_eot_names_are_valid_and_verify_stric
         assert all(re.fullmatch(r"[a-z][a-z0-9_]*", n) for n in names), names
     pot_verdicts = get_form("pot").verify_many(pots, golds)
     eot_verdicts = get_form("eot").verify_many(eots, golds, strict=True)
-    assert [(v.correct, v.answer) for v in eot_verdicts] == [(v.correct, v.answer) for v in pot_verdicts]
+    assert [v.correct for v in eot_verdicts] == [v.correct for v in pot_verdicts]
+    # EoT computes with exact fractions, the PoT program with floats
+    assert [v.answer for v in eot_verdicts] == pytest.approx([v.answer for v in pot_verdicts], rel=1e-9)
 
 
 def test_most_of_the_first_200_training_problems_derive_and_verify_in_every_form(data_dir):

@@ -218,9 +218,9 @@ def _final_step(steps: Sequence[Step], gold: float) -> int:
 
 def program_from(rationale: str, gold: float) -> str:
     """PoT lines for a rationale, ending ``ans = vK`` (the last step whose value is gold)."""
-    lines = steps_from(rationale)
-    final = _final_step(read_steps(rationale), gold)
-    return "\n".join(line for line, _ in lines) + f"\nans = v{final}"
+    steps = read_steps(rationale)
+    lines = [f"v{k} = {ast.unparse(step.expr)}" for k, step in enumerate(steps, 1)]
+    return "\n".join(lines) + f"\nans = v{_final_step(steps, gold)}"
 
 
 # --- EoT: comments and names from the solution's sentences --------------------------------------
@@ -293,9 +293,12 @@ def _phrase_before(text: str) -> list[str]:
 
 
 def _name_for(step: RawStep) -> str | None:
+    """A snake_case name from the words of the step's sentence, or None when they give no valid one."""
     after, before = _phrase_after(step.after), _phrase_before(step.before)
-    words = after if after and after[0] not in _RELATIONAL else [*before[-(MAX_NAME_WORDS - len(after)):], *after]
-    words = _trim(_trim(words)[:MAX_NAME_WORDS])
+    if not after or after[0] in _RELATIONAL:
+        room = max(0, MAX_NAME_WORDS - len(after))
+        after = [*before[max(0, len(before) - room):], *after]
+    words = _trim(after[:MAX_NAME_WORDS])
     while words and len("_".join(words)) > MAX_NAME_CHARS:
         words = words[:-1]
     name = "_".join(words)
@@ -306,12 +309,13 @@ def _name_for(step: RawStep) -> str | None:
 
 def quantity_names(steps: Sequence[Step]) -> list[str]:
     """One distinct snake_case name per step: from its sentence, ``vK`` when the sentence gives none;
-    a name already taken gets ``_2``, ``_3``, ..."""
+    a name already taken gets ``_2``, ``_3``, ... Every name is one the EoT parser reads as a quantity:
+    ASCII letters and underscores, not ``ans``, ``x``, a Python keyword or a function name."""
     names: list[str] = []
     for k, step in enumerate(steps, 1):
         base = _name_for(step.context) or f"v{k}"
         name, n = base, 1
-        while name in names or (name != f"v{k}" and re.fullmatch(r"v\d+", name)):
+        while name in names:  # a text name has no digit, so it never meets a vK
             n += 1
             name = f"{base}_{n}"
         names.append(name)
