@@ -8,8 +8,9 @@ GSM8K solutions mark each calculator step as ``<<expr=result>>``:
   that step's variable (``v2 = 48 + v1``), then ``ans = vK`` for the last step giving the gold answer.
 - EoT: the same steps as a forward-only system of equations (METHOD.md: "a forward-only problem needs
   no x") written as real EoT is (METHOD.md "The EoT format"): each step is preceded by a ``% `` line
-  that restates its solution sentence (annotations and the ``expr =`` calculation removed, so no
-  comment holds an ``=``), and each quantity is named in snake_case from the words of that sentence
+  that restates its solution sentence (annotations and the ``expr =`` calculation removed; an ``=``
+  left between words reads "is", so no comment holds an ``=``: METHOD.md lists ``%`` lines with ``=``
+  among real EoT's failure modes), and each quantity is named in snake_case from the words of that sentence
   (the words after the result, ``24 clips in May`` -> ``clips_in_may``; else the words before the
   calculation; ``vK`` when neither gives a name), ending ``ans = <name>``::
 
@@ -347,7 +348,7 @@ def equations_from(rationale: str, gold: float) -> str:
     for step, name in zip(steps, names):
         if step.context.sentence != last_sentence:
             comment = comment_for(step.context.sentence)
-            if comment != "%":
+            if comment[2:]:  # a sentence that is nothing but its calculation restates nothing
                 lines.append(comment)
             last_sentence = step.context.sentence
         expr = rename.visit(ast.parse(ast.unparse(step.expr), mode="eval")).body
