@@ -355,3 +355,53 @@ def test_as_an_ordinary_user_the_worker_runs_in_its_own_user_and_network_namespa
         assert net["ans"] != out["net"] and out["details"]["net_after"] == net["ans"]
     else:
         assert out["isolation"].startswith("rlimits only (no namespaces:")
+
+
+FALLBACK_PROBE = """
+import json
+from distill.thoughts import sandbox
+print(json.dumps({"isolation": sandbox.isolation(), "details": sandbox.worker("pot").isolation,
+                  "programs": sandbox.run_programs(["ans = 6 * 7", "while True:\\n    pass"], 1.0)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can take user namespaces away from another user")
+def test_where_the_kernel_refuses_namespaces_the_sandbox_falls_back_to_rlimits_and_says_why():
+    """A real refusal: nobody, in a user namespace whose limit of nested user namespaces is 0
+    (user.max_user_namespaces), starts the sandbox; its unshare() fails with ENOSPC."""
+    import ctypes
+    import json
+    import sys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    (go_r, go_w), (ready_r, ready_w), (out_r, out_w) = os.pipe(), os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a user namespace, ids 0 and 65534 mapped by the parent, then nobody
+        try:
+            os.dup2(out_w, 1)
+            assert libc.unshare(0x10000000) == 0  # CLONE_NEWUSER
+            os.write(ready_w, b"x")
+            os.read(go_r, 1)
+            with open("/proc/sys/user/max_user_namespaces", "w") as fh:
+                fh.write("0")
+            # one capability kept, reading files: this machine's Python lives under /root (mode 700)
+            os.execvp("setpriv", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+                                  sys.executable, "-c", FALLBACK_PROBE])
+        finally:
+            os._exit(99)
+    for fd in (out_w, ready_w, go_r):
+        os.close(fd)
+    assert os.read(ready_r, 1) == b"x"
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as fh:
+            fh.write("0 0 1\n65534 65534 1\n")
+    os.write(go_w, b"x")
+    with os.fdopen(out_r) as fh:
+        text = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    out = json.loads(text.splitlines()[-1])
+    assert out["isolation"].startswith("rlimits only (no namespaces: unshare(CLONE_NEWUSER|CLONE_NEWNET): ")
+    assert "No space left on device" in out["isolation"] and not out["details"]["netns"]
+    assert [r["status"] for r in out["programs"]] == ["ok", "timeout"]
