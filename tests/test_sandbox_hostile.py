@@ -352,6 +352,7 @@ def test_as_an_ordinary_user_the_worker_runs_in_its_own_user_and_network_namespa
     assert fork["status"] == "exec_error"
     if out["details"]["userns"]:  # the kernel grants unprivileged user namespaces (it does here)
         assert out["isolation"].startswith("user and network namespace") and out["details"]["netns"]
+        assert int(out["details"]["capabilities"], 16) == 0  # the namespace's capabilities are dropped
         assert net["ans"] != out["net"] and out["details"]["net_after"] == net["ans"]
     else:
         assert out["isolation"].startswith("rlimits only (no namespaces:")

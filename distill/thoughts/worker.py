@@ -495,6 +495,15 @@ def _drop_capabilities() -> None:
         raise OSError(ctypes.get_errno(), "capset: " + os.strerror(ctypes.get_errno()))
 
 
+def _capabilities() -> str:
+    """The effective capability set of this process (CapEff of /proc/self/status, hex), '' if unknown."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next((line.split()[1] for line in fh if line.startswith("CapEff:")), "")
+    except OSError:
+        return ""
+
+
 def _isolate() -> dict:
     """The strongest isolation the kernel grants this process without asking anyone; what is in force.
 
@@ -520,17 +529,21 @@ def _isolate() -> dict:
                                + ", ".join(p for p in parts if p != "rlimits"),
                 "nobody": False, "userns": False, "netns": False, "net_before": before, "net_after": _net_ns()}
     try:
-        # keep our own ids inside (unmapped, they would read as 65534 and setgroups would be open)
+        # keep our own ids inside; unmapped they read as 65534 (overflow), which is also unprivileged
         for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
             with open(f"/proc/self/{name}", "w") as fh:
                 fh.write(text)
+    except OSError:
+        pass
+    try:
         _drop_capabilities()
     except OSError as exc:
-        # the namespaces exist but the capabilities they grant could not be dropped: leave no doubt
-        raise SystemExit(f"sandbox worker: cannot finish the user namespace: {exc}") from None
+        # the namespace's capabilities could not be dropped: refuse to start rather than run programs with them
+        raise SystemExit(f"sandbox worker: cannot drop the user namespace's capabilities: {exc}") from None
+    uid = os.getuid()
     return {"description": ", ".join([f"user and network namespace (uid {uid}, no capabilities), no network"] + parts),
             "nobody": False, "userns": True, "netns": _net_ns() != before, "net_before": before,
-            "net_after": _net_ns()}
+            "net_after": _net_ns(), "capabilities": _capabilities()}
 
 
 def main() -> None:
