@@ -92,8 +92,9 @@ ALLOWED_NODES = frozenset({
 
 _REFUSED = {
     "Match": "match statements", "match_case": "match statements", "ClassDef": "class definitions",
-    "AsyncFunctionDef": "async functions", "Await": "await", "AsyncFor": "async for", "AsyncWith": "async with",
-    "With": "with blocks", "Yield": "yield", "YieldFrom": "yield from", "TryStar": "except* blocks",
+    "AsyncFunctionDef": "async functions", "Await": "await expressions", "AsyncFor": "async for loops",
+    "AsyncWith": "async with blocks", "With": "with blocks", "Yield": "yield expressions",
+    "YieldFrom": "yield from expressions", "TryStar": "except* blocks",
     "TypeAlias": "type aliases",
 }
 

@@ -302,7 +302,7 @@ def _confine(result_fd: int, devnull: int, timeout: float, memory_bytes: int) ->
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
-    if _LIBC is not None:
+    if _LIBC is not None and hasattr(_LIBC, "prctl"):
         # an exec of a setuid binary (su, passwd) or one with file capabilities gains nothing
         _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
@@ -514,7 +514,7 @@ def _isolate() -> dict:
     kernel refuses, the rlimits and the minimal environment still hold, and the description says why.
     """
     before = _net_ns()
-    parts = ["minimal environment", "rlimits", "no new privileges"]
+    parts = ["minimal environment", "rlimits"] + (["no new privileges"] if hasattr(_LIBC, "prctl") else [])
     if os.getuid() == 0:
         why = _unshare(CLONE_NEWNET)
         net = not why and _net_ns() != before
