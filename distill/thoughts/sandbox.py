@@ -121,7 +121,12 @@ SAFE_ATTRIBUTES = frozenset({
 frame or code attributes (gi_frame, f_globals) included, is refused; attributes are never assigned
 or deleted."""
 
-_BUILTIN_NAMES = frozenset(dir(builtins))
+_UNAVAILABLE_BUILTINS = frozenset(dir(builtins)) - set(SAFE_BUILTIN_NAMES) - {"print"}
+"""Python's builtins that a program does not get: reading one it does not define itself is refused
+by name (at run time it would only be a NameError, with a less helpful reason)."""
+_PLAIN = ALLOWED_NODES - {ast.Name, ast.Attribute, ast.Import, ast.ImportFrom, ast.alias, ast.FunctionDef, ast.arg,
+                          ast.keyword, ast.ExceptHandler, ast.Global, ast.Nonlocal, ast.comprehension}
+"""Allowed node types without a rule on their fields: allowed as they are."""
 
 
 class Unsafe(ValueError):
@@ -147,7 +152,19 @@ def _bound_names(tree: ast.AST) -> set[str]:
     return names
 
 
-def _check_node(node: ast.AST, bound: set[str]) -> str | None:
+class _BoundNames:
+    """``_bound_names(tree)``, computed on first use (only a program that reads a builtin it does not get)."""
+
+    def __init__(self, tree: ast.AST):
+        self.tree, self.names = tree, None
+
+    def __contains__(self, name: str) -> bool:
+        if self.names is None:
+            self.names = _bound_names(self.tree)
+        return name in self.names
+
+
+def _check_node(node: ast.AST, bound: _BoundNames) -> str | None:
     """Why ``node`` is refused (without its line), or None when it is allowed."""
     kind = type(node)
     if kind not in ALLOWED_NODES:
@@ -157,8 +174,7 @@ def _check_node(node: ast.AST, bound: set[str]) -> str | None:
     if isinstance(node, ast.Name):
         if node.id.startswith("__"):
             return f"the name {node.id!r} is not allowed"
-        if isinstance(node.ctx, ast.Load) and node.id not in bound and node.id not in SAFE_BUILTIN_NAMES \
-                and node.id != "print" and node.id in _BUILTIN_NAMES:
+        if node.id in _UNAVAILABLE_BUILTINS and isinstance(node.ctx, ast.Load) and node.id not in bound:
             return (f"the builtin {node.id!r} is not available in the sandbox "
                     "(only plain ones such as print, len, range, sum, round, int, float)")
     elif isinstance(node, ast.Attribute):
@@ -223,17 +239,22 @@ def check_program(src: str) -> ast.Module:
         raise Unsafe("program nested too deeply to read") from None
     except ValueError as exc:
         raise SyntaxError(str(exc)) from None
-    bound = _bound_names(tree)
-    # depth first in source order (an explicit stack: `1 + 1 + ...` nests thousands deep), so the
-    # reason names the first refused construct of the program
+    bound = _BoundNames(tree)
+    if all(type(node) in _PLAIN or _check_node(node, bound) is None for node in ast.walk(tree)):
+        return tree
+    # refused: find the first refused construct in source order, for the reason, depth first (an
+    # explicit stack: `1 + 1 + ...` nests thousands deep)
     stack = [(tree, 0)]
     while stack:
         node, line = stack.pop()
         line = getattr(node, "lineno", line)
-        why = _check_node(node, bound)
-        if why:
-            raise Unsafe(f"line {line}: {why}" if line else why)
-        stack.extend((child, line) for child in reversed(list(ast.iter_child_nodes(node))))
+        if type(node) not in _PLAIN:
+            why = _check_node(node, bound)
+            if why:
+                raise Unsafe(f"line {line}: {why}" if line else why)
+        children = list(ast.iter_child_nodes(node))
+        children.reverse()
+        stack.extend((child, line) for child in children)
     return tree
 
 
