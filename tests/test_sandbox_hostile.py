@@ -306,7 +306,8 @@ def test_isolation_says_what_is_in_force_for_the_user_running_it():
     if os.geteuid() == 0:
         assert text.startswith("uid nobody (dropped from root)")
     else:
-        assert text.startswith(("user and network namespace", "rlimits only (no namespaces:"))
+        assert text.startswith(("user, network and PID namespace", "user and network namespace",
+                                "rlimits only (no namespaces:"))
     assert "minimal environment" in text and "rlimits" in text
 
 
@@ -319,7 +320,8 @@ out = {{"uid": os.getuid(), "net": os.readlink("/proc/self/ns/net"), "isolation"
        "programs": sandbox.run_programs(["ans = 6 * 7", "import os\\nans = 1"], 2.0),
        "escaped": sandbox.worker("pot").run([{{"task": "pot", "src": escape + s}} for s in (
            "ans = os.getuid()", "ans = os.readlink('/proc/self/ns/net')", "ans = ','.join(sorted(os.environ))",
-           "ans = os.fork()")], 2.0),
+           "ans = os.fork()", "os.kill(%d, 0)\\nans = 1" % os.getpid(), "os.kill(1, 9)\\nans = 2")], 2.0),
+       "after": sandbox.run_programs(["ans = 3"], 2.0),
        "system": sandbox.solve_systems([{{"eqs": [[["pow", ["name", "x"], ["num", ["3", "1"]]], ["num", ["8", "1"]]],
                                                   [["name", "ans"], ["name", "x"]]], "target": "ans"}}], 10.0)}}
 print(json.dumps(out))
@@ -347,13 +349,18 @@ def test_as_an_ordinary_user_the_worker_runs_in_its_own_user_and_network_namespa
     assert out["uid"] != 0
     assert [r["status"] for r in out["programs"]] == ["ok", "unsafe"] and out["programs"][0]["ans"] == "42.0"
     assert out["system"][0] == {"status": "ok", "values": ["2.0"]}
-    uid, net, env, fork = out["escaped"]
+    uid, net, env, fork, signal_us, signal_init = out["escaped"]
     assert uid["ans"] == f"{float(out['uid'])}" and env["ans"] == "LANG,PATH"
     assert fork["status"] == "exec_error"
     if out["details"]["userns"]:  # the kernel grants unprivileged user namespaces (it does here)
-        assert out["isolation"].startswith("user and network namespace") and out["details"]["netns"]
+        assert out["isolation"].startswith("user, network and PID namespace") and out["details"]["netns"]
         assert int(out["details"]["capabilities"], 16) == 0  # the namespace's capabilities are dropped
         assert net["ans"] != out["net"] and out["details"]["net_after"] == net["ans"]
+        # in its own PID namespace a program cannot even name a process outside, and the worker,
+        # its namespace's init, ignores it
+        assert out["details"]["pidns"] and out["details"]["pid"] == 1
+        assert signal_us["status"] == "exec_error" and "ProcessLookupError" in signal_us["reason"]
+        assert signal_init["status"] == "ok" and out["after"][0]["ans"] == "3.0"
     else:
         assert out["isolation"].startswith("rlimits only (no namespaces:")
 

@@ -18,8 +18,8 @@ Two layers, so that one mistake does not open the machine:
    fds or processes (rlimits), no new privileges, and an environment built for the worker
    (worker.ENV: PATH and LANG, nothing of ours such as OPENAI_API_KEY). As root the child drops to
    the user nobody and the worker leaves the network namespace; as an ordinary user the worker
-   enters a new user and network namespace (no privilege needed where the kernel allows it) and
-   drops the capabilities it grants; where the kernel refuses, the rest still holds. ``isolation()``
+   enters a new user, network and PID namespace (no privilege needed where the kernel allows it)
+   and drops the capabilities it grants; where the kernel refuses, the rest still holds. ``isolation()``
    says which is in force (``distill verify`` prints it). A program that hangs or crashes takes down
    only itself: the worker kills that child and runs the jobs queued behind it in a fresh one.
 
@@ -31,8 +31,10 @@ children run side by side.
 
 What the OS layer gives depends on the user: as root the child is nobody, so RLIMIT_NPROC and file
 permissions apply and it cannot signal the worker; as an ordinary user it keeps that user's id (in
-its own user namespace), so a program that got past layer 1 could still signal that user's
-processes (no new processes, files, fds or network either way). Layer 1 is what stops that.
+its own user namespace) but, in its own PID namespace, sees no process outside it and cannot signal
+the worker (the namespace's init). Where the kernel grants no PID namespace, a program that got past
+layer 1 could still signal that user's processes (no new processes, files, fds or network either
+way); layer 1 is what stops that.
 
 Jobs and results cross the process boundary as JSON lines, never pickle. Workers are started lazily,
 one per kind (``pot``: a lean process for programs; ``sympy``: one with sympy imported, for equation
@@ -344,11 +346,18 @@ class Worker:
         proc, self._proc = self._proc, None
         if proc is None or self._owner != os.getpid():
             return
+        # SIGTERM first: in a PID namespace the worker is that namespace's init, and the process we
+        # started waits for it; asked to end, it kills and reaps the worker (ending every child in the
+        # namespace) rather than leave it to whoever adopts orphans. SIGKILL to the group when that fails.
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        proc.wait()
+            proc.terminate()
+            proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()
@@ -389,8 +398,10 @@ def worker(kind: str) -> Worker:
 
 def isolation() -> str:
     """What the OS gives the sandbox's programs here, in words, e.g. "uid nobody (dropped from root),
-    no network (network namespace), minimal environment, rlimits, no new privileges", or "rlimits only
-    (no namespaces: <why>), ..." when the kernel refuses namespaces. Starts the program worker."""
+    no network (network namespace), minimal environment, rlimits, no new privileges" (root), "user,
+    network and PID namespace (uid 1000, no capabilities), no network, ..." (an ordinary user), or
+    "rlimits only (no namespaces: <why>), ..." when the kernel refuses namespaces. Starts the program
+    worker."""
     return worker("pot").describe()
 
 

@@ -21,7 +21,8 @@ pipe, sets rlimits (CPU, address space, file size 0, no new fds (sympy children:
 use), no new processes, no core dumps), drops to nobody (65534) when it runs as root, because
 RLIMIT_NPROC is ignored for root (../shared/docs/STYLE.md, "Known traps"), and sets no_new_privs.
 The worker itself leaves the network namespace at start (as root: unshare(CLONE_NEWNET); otherwise a
-new user namespace with a network namespace, its capabilities dropped), so children have no network.
+new user namespace with a network and a PID namespace, its capabilities dropped, the worker going on
+as that PID namespace's init), so children have no network.
 The child's result is capped in size; a child that runs past its wall-clock limit is killed with its
 process group and only that job fails.
 """
@@ -41,6 +42,7 @@ import types  # noqa: F401 - preloaded for the children
 NOBODY = 65534
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 PR_SET_NO_NEW_PRIVS = 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
@@ -509,9 +511,10 @@ def _isolate() -> dict:
 
     As root: a new network namespace (children also drop to nobody, see _confine). Otherwise: a new
     user namespace (needs no privilege where the kernel allows unprivileged user namespaces) holding
-    a new network namespace; our own uid and gid are mapped to themselves and the capabilities the
-    namespace grants are dropped at once, so a child is an ordinary user without network. When the
-    kernel refuses, the rlimits and the minimal environment still hold, and the description says why.
+    a new network namespace and, where granted, a new PID namespace; our own uid and gid are mapped
+    to themselves and the capabilities the namespace grants are dropped at once, so a child is an
+    ordinary user without network who sees only its namespace's processes. When the kernel refuses,
+    the rlimits and the minimal environment still hold, and the description says why.
     """
     before = _net_ns()
     parts = ["minimal environment", "rlimits"] + (["no new privileges"] if hasattr(_LIBC, "prctl") else [])
@@ -523,7 +526,10 @@ def _isolate() -> dict:
         return {"description": ", ".join([desc] + parts), "nobody": True, "userns": False, "netns": net,
                 "net_before": before, "net_after": _net_ns()}
     uid, gid = os.getuid(), os.getgid()
-    why = _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    # a PID namespace too where the kernel grants it: a child then sees and can signal only the
+    # processes of its namespace, and none of those it may signal (we are its init) outside it
+    pid_ns = not _unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID)
+    why = "" if pid_ns else _unshare(CLONE_NEWUSER | CLONE_NEWNET)
     if why:
         return {"description": f"rlimits only (no namespaces: unshare(CLONE_NEWUSER|CLONE_NEWNET): {why}), "
                                + ", ".join(p for p in parts if p != "rlimits"),
@@ -540,10 +546,34 @@ def _isolate() -> dict:
     except OSError as exc:
         # the namespace's capabilities could not be dropped: refuse to start rather than run programs with them
         raise SystemExit(f"sandbox worker: cannot drop the user namespace's capabilities: {exc}") from None
+    if pid_ns:
+        _become_init()
     uid = os.getuid()
-    return {"description": ", ".join([f"user and network namespace (uid {uid}, no capabilities), no network"] + parts),
-            "nobody": False, "userns": True, "netns": _net_ns() != before, "net_before": before,
-            "net_after": _net_ns(), "capabilities": _capabilities()}
+    spaces = "user, network and PID namespace" if pid_ns else "user and network namespace"
+    return {"description": ", ".join([f"{spaces} (uid {uid}, no capabilities), no network"] + parts),
+            "nobody": False, "userns": True, "netns": _net_ns() != before, "pidns": pid_ns, "pid": os.getpid(),
+            "net_before": before, "net_after": _net_ns(), "capabilities": _capabilities()}
+
+
+def _become_init() -> None:
+    """Go on as the first process (pid 1) of the new PID namespace: a fork; this process only waits.
+
+    The parent's pipes are inherited, and the sandbox kills the whole process group, so the waiting
+    process needs no part in the protocol; it exits with the worker's status.
+    """
+    pid = os.fork()
+    if pid == 0:
+        return
+    # SIGTERM (sandbox.Worker.close) or the end of our parent: end the worker and reap it; an init
+    # in its namespace takes only SIGKILL from outside
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def main() -> None:
