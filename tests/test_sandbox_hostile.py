@@ -210,10 +210,13 @@ def test_an_escaped_program_can_start_no_process_open_no_file_and_reach_no_modul
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to nobody happens only when the worker runs as root")
 def test_an_escaped_program_runs_as_nobody_and_cannot_kill_the_worker():
     results = _unchecked([ESCAPE + "ans = os.getuid()", ESCAPE + "os.kill(os.getppid(), 9)\nans = 1",
-                          "ans = 7"])
+                          "ans = 7", ESCAPE + f"os.kill({os.getpid()}, 0)\nans = 1"])
     assert results[0]["ans"] == "65534.0"
     assert results[1]["status"] == "exec_error" and "PermissionError" in results[1]["reason"]
     assert results[2]["ans"] == "7.0"
+    # in the worker's PID namespace no process outside it (we, other users' sandboxes) can be named
+    assert sandbox.worker("pot").isolation["pidns"]
+    assert results[3]["status"] == "exec_error" and "ProcessLookupError" in results[3]["reason"]
 
 
 def test_a_program_that_kills_itself_takes_down_only_itself():

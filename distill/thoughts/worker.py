@@ -20,7 +20,7 @@ the whole group can be killed), points fds 0-2 at /dev/null and closes every oth
 pipe, sets rlimits (CPU, address space, file size 0, no new fds (sympy children: a few, read-only
 use), no new processes, no core dumps), drops to nobody (65534) when it runs as root, because
 RLIMIT_NPROC is ignored for root (../shared/docs/STYLE.md, "Known traps"), and sets no_new_privs.
-The worker itself leaves the network namespace at start (as root: unshare(CLONE_NEWNET); otherwise a
+The worker itself leaves the network namespace at start (as root: unshare(CLONE_NEWNET|CLONE_NEWPID); otherwise a
 new user namespace with a network and a PID namespace, its capabilities dropped, the worker going on
 as that PID namespace's init), so children have no network.
 The child's result is capped in size; a child that runs past its wall-clock limit is killed with its
@@ -509,7 +509,7 @@ def _capabilities() -> str:
 def _isolate() -> dict:
     """The strongest isolation the kernel grants this process without asking anyone; what is in force.
 
-    As root: a new network namespace (children also drop to nobody, see _confine). Otherwise: a new
+    As root: a new network and PID namespace (children also drop to nobody, see _confine). Otherwise: a new
     user namespace (needs no privilege where the kernel allows unprivileged user namespaces) holding
     a new network namespace and, where granted, a new PID namespace; our own uid and gid are mapped
     to themselves and the capabilities the namespace grants are dropped at once, so a child is an
@@ -519,12 +519,18 @@ def _isolate() -> dict:
     before = _net_ns()
     parts = ["minimal environment", "rlimits"] + (["no new privileges"] if hasattr(_LIBC, "prctl") else [])
     if os.getuid() == 0:
-        why = _unshare(CLONE_NEWNET)
+        # a PID namespace as well: an escaped program, nobody, could otherwise signal every process
+        # of nobody on the machine (other sandboxes' children)
+        pid_ns = not _unshare(CLONE_NEWNET | CLONE_NEWPID)
+        why = "" if pid_ns else _unshare(CLONE_NEWNET)
         net = not why and _net_ns() != before
-        desc = ("uid nobody (dropped from root), no network (network namespace)" if net
+        if pid_ns:
+            _become_init()
+        spaces = "network and PID namespace" if pid_ns else "network namespace"
+        desc = (f"uid nobody (dropped from root), no network ({spaces})" if net
                 else f"uid nobody (dropped from root); network NOT isolated (unshare(CLONE_NEWNET): {why or 'no effect'})")
         return {"description": ", ".join([desc] + parts), "nobody": True, "userns": False, "netns": net,
-                "net_before": before, "net_after": _net_ns()}
+                "pidns": pid_ns, "pid": os.getpid(), "net_before": before, "net_after": _net_ns()}
     uid, gid = os.getuid(), os.getgid()
     # a PID namespace too where the kernel grants it: a child then sees and can signal only the
     # processes of its namespace, and none of those it may signal (we are its init) outside it
