@@ -20,10 +20,10 @@ the whole group can be killed), points fds 0-2 at /dev/null and closes every oth
 pipe, sets rlimits (CPU, address space, file size 0, no new fds (sympy children: a few, read-only
 use), no new processes, no core dumps), drops to nobody (65534) when it runs as root, because
 RLIMIT_NPROC is ignored for root (../shared/docs/STYLE.md, "Known traps"), and sets no_new_privs.
-The worker itself leaves the network namespace at start (as root: unshare(CLONE_NEWNET|CLONE_NEWPID); otherwise a
-new user namespace with a network and a PID namespace, its capabilities dropped, the worker going on
-as that PID namespace's init), so children have no network.
-The child's result is capped in size; a child that runs past its wall-clock limit is killed with its
+The worker itself leaves the network namespace at start (as root: a new network and PID namespace;
+otherwise a new user namespace with a network and a PID namespace, its capabilities dropped), going
+on as that PID namespace's init, so children have no network and see no process outside. The
+child's result is capped in size; a child that runs past its wall-clock limit is killed with its
 process group and only that job fails.
 """
 from __future__ import annotations
