@@ -162,3 +162,9 @@ def test_real_roots_whose_realness_sympy_cannot_decide_are_evaluated_numerically
     e = EOT.extract("x**3 - 3*x + 1 = 0\nans = x", timeout=SOLVE)
     assert e.status == "no_answer" and "3 solutions" in e.reason
     assert all(f"{v:g}" in e.reason for v in (-1.87939, 0.347296, 1.53209))
+
+
+def test_a_value_the_solver_finds_beyond_a_float_is_no_answer_not_infinity():
+    # x * y = ... is no definition for the forward pass: sympy solves it, to 1e900
+    e = EOT.extract("a = 10**100\nb = a*a*a\nx * 1 = b\nx * y = b * b * b * b\nans = y*1", timeout=SOLVE)
+    assert e.status == "no_answer" and "too large for a float" in e.reason

@@ -238,6 +238,8 @@ def solve_system(job: dict) -> dict:
             # a complex root (x**3 = 8 has two) is not a quantity of a word problem: look at the next one
             complex_values.append(str(value)[:60])
             continue
+        if not math.isfinite(real):
+            return {"status": "no_answer", "reason": f"{job['target']} is too large for a float (over 1e308)"}
         values.append(repr(real))
     if free:
         return {"status": "no_answer",
