@@ -170,6 +170,28 @@ def _reasons_table(verdicts) -> str:
     return "\n".join(lines)
 
 
+def _check_verify_files(file: str, output: str | None, hint: str) -> None:
+    """File mode's input must be UTF-8 JSONL text with a record, and --output must not be the input;
+    otherwise one DataError line (exit 2) before anything is read further or written."""
+    from pathlib import Path
+
+    src = Path(file)
+    if output and (Path(output).resolve() == src.resolve()
+                   or (Path(output).exists() and os.path.samefile(output, src))):
+        raise DataError(f"--output {output} is the input file; verdicts would replace the completions. "
+                        "Give another path, e.g. --output verdicts.jsonl")
+    data = src.read_bytes()
+    if b"\x00" in data:
+        raise DataError(f"{file}: a binary file (it contains NUL bytes), not JSONL text. {hint}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save it as UTF-8 JSONL") from None
+    if not text.strip():
+        raise DataError(f"{file}: no records (the file is empty). {hint}")
+
+
 @main.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False, exists=True))
 @common_options
@@ -199,8 +221,11 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
             raise click.UsageError("--thought, --output and --json need a FILE; without FILE "
                                    "`distill verify` runs the pipeline stage on runs/<preset>/samples.jsonl")
         from distill.stages import verify as stage
+        from distill.thoughts import sandbox
 
         cfg = load(*cfg_args, **overrides)
+        sandbox.configure(workers=cfg.verify.workers)
+        click.echo(f"sandbox: {sandbox.isolation()}")
         summary = stage.run(cfg, cfg.run_path, tracker_for(cfg))
         for name, s in summary.items():
             reasons = ", ".join(f"{r} {c}" for r, c in s["reasons"].items()) or "none"
@@ -213,10 +238,11 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
 
     from distill.answers import parse_number
     from distill.files import read_jsonl, write_jsonl
-    from distill.thoughts import get_form
+    from distill.thoughts import get_form, sandbox
 
     cfg = load(*cfg_args, **overrides)
     hint = 'Each line needs {"question", "completion", "answer"} and optionally "id".'
+    _check_verify_files(file, output, hint)
     rows = read_jsonl(file, required=("completion",), hint=hint)
     golds = []
     for lineno, row in enumerate(rows, 1):
@@ -228,6 +254,9 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
             raise DataError(f"{file}: record {lineno}: answer {raw!r} is not a number")
         golds.append(gold)
     form = get_form(thought)
+    sandbox.configure(workers=cfg.verify.workers)
+    # cot reads a number from text; pot and eot run in the sandbox, whose isolation the reader should know
+    isolation = sandbox.isolation() if thought in ("pot", "eot") else f"not used ({thought} runs no program)"
     verdicts = []
     step = 512  # batches keep the sandbox's workers busy and the progress bar moving
     with tqdm(total=len(rows), desc=f"verify {thought}", unit="line", disable=None) as bar:
@@ -247,8 +276,9 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
     if as_json:
         click.echo(json.dumps({"n": n, "correct": correct, "accuracy": correct / n if n else 0.0,
                                "reasons": dict(sorted(counts.items())), "form": thought, "version": form.version,
-                               "strict": cfg.verify.strict, "output": output}))
+                               "strict": cfg.verify.strict, "output": output, "sandbox": isolation}))
     else:
+        click.echo(f"sandbox: {isolation}")
         click.echo(f"{thought} v{form.version}: {correct}/{n} correct ({correct / n if n else 0:.1%})")
         click.echo(_reasons_table(verdicts))
         if output:

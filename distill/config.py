@@ -96,6 +96,13 @@ class VerifyConfig:
     """Switch off the named EoT repair rules (see distill/thoughts/eot.py)."""
     timeout: float = 5.0
     """Seconds per program or equation system."""
+    workers: int = 0
+    """Programs or systems the sandbox runs side by side (forked children per worker); 0 = auto: one
+    per CPU, at most 4 (distill/thoughts/sandbox.py, ``configure``)."""
+
+    def __post_init__(self):
+        if self.workers < 0:
+            raise ConfigError(f"verify.workers: expected 0 (auto) or a positive number, got {self.workers}")
 
 
 @dataclass(frozen=True)

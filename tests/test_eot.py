@@ -138,3 +138,33 @@ def test_an_answer_beyond_a_float_is_no_answer_not_a_crash():
     assert e.status == "no_answer" and "too large" in e.reason
     (c,) = FORM.extract_many(["a = 10**100 * 10**100 * 10**100 * 10**100\na = 1\nans = a"])
     assert c.status == "no_answer" and "contradicts" in c.reason
+
+
+SOLVE = 30.0  # sympy needs about 0.5-2 s for a general cubic here; a loaded machine must not turn that into a timeout
+
+
+def test_a_complex_first_solution_does_not_end_the_search_for_the_real_one():
+    # sympy lists x = 2 and two complex cube roots of 8; only the real one is a quantity
+    e = EOT.extract("% the volume of a cube of side x is 8:\nx**3 = 8\nans = x", timeout=SOLVE, strict=True)
+    assert e.status == "ok" and e.answer == 2 and e.reason == "solved with sympy"
+    # here the two complex roots come first (sympy cannot even decide that they are not real)
+    e = EOT.extract("x**3 + x + 1 = 0\nans = x", timeout=SOLVE)
+    assert e.status == "ok" and e.answer == pytest.approx(-0.6823278038280194)
+
+
+def test_a_system_with_only_complex_solutions_has_no_answer_naming_them():
+    e = EOT.extract("x**2 = -4\nans = x", timeout=SOLVE)
+    assert e.status == "no_answer" and "not a real number" in e.reason and "I" in e.reason
+
+
+def test_real_roots_whose_realness_sympy_cannot_decide_are_evaluated_numerically():
+    # casus irreducibilis: three real roots written with complex radicals, is_real None for each
+    e = EOT.extract("x**3 - 3*x + 1 = 0\nans = x", timeout=SOLVE)
+    assert e.status == "no_answer" and "3 solutions" in e.reason
+    assert all(f"{v:g}" in e.reason for v in (-1.87939, 0.347296, 1.53209))
+
+
+def test_a_value_the_solver_finds_beyond_a_float_is_no_answer_not_infinity():
+    # x * y = ... is no definition for the forward pass: sympy solves it, to 1e900
+    e = EOT.extract("a = 10**100\nb = a*a*a\nx * 1 = b\nx * y = b * b * b * b\nans = y*1", timeout=SOLVE)
+    assert e.status == "no_answer" and "too large for a float" in e.reason

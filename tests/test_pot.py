@@ -77,3 +77,28 @@ def test_flexible_mode_calls_solution_and_reads_printed_numbers_and_strict_mode_
 def test_an_empty_completion_is_no_answer_without_running_anything():
     assert POT.extract("", timeout=T).status == "no_answer"
     assert POT.extract(None, timeout=T).status == "no_answer"
+
+
+@pytest.mark.parametrize("program, reason", [
+    ("x = 1\ny = 2\nmatch x:\n    case 1:\n        ans = y", "line 3: match statements are not allowed"),
+    ("class A:\n    pass", "line 1: class definitions are not allowed"),
+    ("ans = 1\nwith x:\n    pass", "line 2: with blocks are not allowed"),
+    ("ans = 1\nans = '{}'.format(2)", "line 2: the attribute 'format' is not allowed"),
+    ("def g():\n    yield 1\nans = 1", "line 2: yield expressions are not allowed"),
+    ("ans = 1\nimport numpy", "line 2: import of 'numpy' is not allowed (allowed: math, fractions, decimal, datetime)"),
+    ("from math import sys", "line 1: 'sys' is not an allowed name of math"),
+    ("x = [1]\nx.foo = 2", "line 2: the attribute 'foo' is not allowed"),
+    ("ans = getattr(1, 'real')", "line 1: the builtin 'getattr' is not available in the sandbox"),
+])
+def test_a_refused_program_is_unsafe_with_its_line_and_construct(program, reason):
+    e = POT.extract(program, timeout=T, strict=True)
+    assert e.status == "unsafe" and e.reason.startswith(reason)
+
+
+def test_ordinary_methods_f_strings_and_the_allowed_module_api_pass_the_check():
+    program = ("import math\nfrom decimal import Decimal, ROUND_HALF_UP\nprices = {'pen': 2, 'book': 5}\n"
+               "names = sorted(prices.keys())\nnames.append('x')\ntotal = sum(v for k, v in prices.items())\n"
+               "price = Decimal('2.675').quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)\n"
+               "print(f'total {total:.2f} and {price}')\nans = math.floor(total * 1.5) + len(names)")
+    e = POT.extract(program, timeout=T, strict=True)
+    assert e.status == "ok" and e.answer == 13

@@ -50,7 +50,7 @@ HOSTILE_PROGRAMS = [
     ("import importlib\nos = importlib.import_module('os')", {"unsafe"}),
     ("import ctypes\nctypes.CDLL(None).abort()", {"unsafe"}),
     ("import sys\nsys.setrecursionlimit(10 ** 9)", {"unsafe"}),
-    ("import fractions\nans = fractions.sys.modules['os']", {"exec_error"}),
+    ("import fractions\nans = fractions.sys.modules['os']", {"unsafe"}),
     ("import math\nans = math.__loader__", {"unsafe"}),
     ("import decimal\ndecimal.getcontext().prec = 10 ** 9\nans = 1", {"unsafe"}),
     ("class Evil:\n    pass\nans = 1", {"unsafe"}),
@@ -58,7 +58,7 @@ HOSTILE_PROGRAMS = [
     ("ans = 10 ** 10 ** 8", {"timeout"}),
     ("import math\nans = math.factorial(10 ** 8)", {"timeout", "exec_error"}),
     ("exit(3)", {"unsafe"}),
-    ("raise SystemExit(0)", {"exec_error"}),
+    ("raise SystemExit(0)", {"unsafe"}),
     ("ans = globals()['__builtins__']", {"unsafe"}),
     ("ans = type(1).mro()", {"unsafe"}),
     ("breakpoint()", {"unsafe"}),
@@ -68,6 +68,46 @@ HOSTILE_PROGRAMS = [
     ("ans = 1\x00", {"parse_error"}),
     ("ans = float('nan')", {"no_answer"}),
     ("ans = 10 ** 400", {"no_answer"}),
+    # pattern matching binds attributes by keyword, with no attribute node in the tree
+    ("match print:\n    case str(format=f):\n        ans = f('{0.__globals__}', print)", {"unsafe"}),
+    ("match print:\n    case object(__globals__=g):\n        ans = g['os'].environ", {"unsafe"}),
+    ("match 42:\n    case int(real=r):\n        ans = r", {"unsafe"}),
+    ("match {'a': print}:\n    case {'a': p}:\n        ans = p", {"unsafe"}),
+    ("match [1, 2]:\n    case [a, *rest]:\n        ans = a", {"unsafe"}),
+    # format strings whose fields walk attributes
+    ("ans = '{0.__globals__}'.format(print)", {"unsafe"}),
+    ("ans = '{.__self__}'.format(print)", {"unsafe"}),
+    ("ans = '{a.__globals__[os]}'.format_map({'a': print})", {"unsafe"}),
+    ("ans = str.format('{0.__globals__}', print)", {"unsafe"}),
+    ("fmt = '{0.__globals__}'\nf = fmt.format\nans = f(print)", {"unsafe"}),
+    ("ans = format(print, '{0.__globals__}')", {"exec_error"}),  # format() reads a spec, never fields
+    ("ans = f'{print:{print}}'", {"exec_error"}),
+    ("ans = f'{print.__globals__}'", {"unsafe"}),
+    ("ans = f'{42:>{print.__self__}}'", {"unsafe"}),
+    # reading the environment
+    ("import os\nans = os.environ['OPENAI_API_KEY']", {"unsafe"}),
+    ("ans = __builtins__['__import__']('os').environ", {"unsafe"}),
+    ("ans = print.__self__", {"unsafe"}),
+    ("ans = print.__globals__['os'].environ", {"unsafe"}),
+    ("ans = open('/proc/self/environ').read()", {"unsafe"}),
+    ("import decimal\nans = decimal.getcontext.__self__", {"unsafe"}),
+    ("e = Exception()\nans = e.__traceback__.tb_frame.f_globals", {"unsafe"}),
+    ("try:\n    1 / 0\nexcept Exception as e:\n    ans = e.with_traceback", {"unsafe"}),
+    ("import datetime\nans = datetime.datetime_CAPI", {"unsafe"}),
+    ("from fractions import sys\nans = sys.modules", {"unsafe"}),
+    ("from decimal import DefaultContext\nans = DefaultContext", {"unsafe"}),
+    ("import math as __builtins__\nans = 1", {"unsafe"}),
+    ("from math import *\nans = pi", {"unsafe"}),
+    ("ans = vars()", {"unsafe"}),
+    ("ans = dir()", {"unsafe"}),
+    ("def f(**kw):\n    return kw\nans = f(**{'__globals__': 1})", {"unsafe"}),
+    ("@print\ndef f():\n    pass\nans = 1", {"unsafe"}),
+    # pushing a secret into the verdict text (its reason, a print, ans)
+    ("raise ValueError(open('/proc/self/environ').read())", {"unsafe"}),
+    ("import os\nraise Exception(os.environ.get('OPENAI_API_KEY'))", {"unsafe"}),
+    ("print(__import__('os').environ)", {"unsafe"}),
+    ("ans = str(print.__globals__)", {"unsafe"}),
+    ("ans = ''.join(open('/proc/1/environ'))", {"unsafe"}),
 ]
 
 HOSTILE_EQUATIONS = [
@@ -170,10 +210,13 @@ def test_an_escaped_program_can_start_no_process_open_no_file_and_reach_no_modul
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to nobody happens only when the worker runs as root")
 def test_an_escaped_program_runs_as_nobody_and_cannot_kill_the_worker():
     results = _unchecked([ESCAPE + "ans = os.getuid()", ESCAPE + "os.kill(os.getppid(), 9)\nans = 1",
-                          "ans = 7"])
+                          "ans = 7", ESCAPE + f"os.kill({os.getpid()}, 0)\nans = 1"])
     assert results[0]["ans"] == "65534.0"
     assert results[1]["status"] == "exec_error" and "PermissionError" in results[1]["reason"]
     assert results[2]["ans"] == "7.0"
+    # in the worker's PID namespace no process outside it (we, other users' sandboxes) can be named
+    assert sandbox.worker("pot").isolation["pidns"]
+    assert results[3]["status"] == "exec_error" and "ProcessLookupError" in results[3]["reason"]
 
 
 def test_a_program_that_kills_itself_takes_down_only_itself():
@@ -192,14 +235,25 @@ def test_a_dead_worker_is_replaced_and_the_next_batch_runs():
 
 
 def test_a_program_cannot_leave_state_for_the_next_program_of_its_chunk():
+    # the static check already refuses `.traps` and `DefaultContext`; bypassed, the worker's fresh
+    # decimal context and module proxies per program still hold
     programs = ["import decimal\ndecimal.getcontext().traps[decimal.DivisionByZero] = False\nans = 1",
                 "import decimal\nans = decimal.Decimal(1) / decimal.Decimal(0)",
                 "import decimal\nans = decimal.DefaultContext",
                 "import math\nans = math.pi"] * 3
-    results = sandbox.run_programs(programs, LIMIT)
+    assert [r["status"] for r in sandbox.run_programs(programs[:4], LIMIT)] == ["unsafe", "exec_error", "unsafe", "ok"]
+    results = _unchecked(programs)
     assert [r["status"] for r in results[:4]] == ["ok", "exec_error", "exec_error", "ok"]
     assert "DivisionByZero" in results[1]["reason"] and results[3]["ans"].startswith("3.14")
+    assert "DefaultContext" in results[2]["reason"]
     assert [r["status"] for r in results] == [r["status"] for r in results[:4]] * 3
+
+
+def test_the_module_proxies_hold_only_the_allowed_names_when_the_check_is_bypassed():
+    results = _unchecked(["import fractions\nans = fractions.sys", "from fractions import Fraction\nans = Fraction(1, 2)",
+                          "import datetime\nans = datetime.datetime_CAPI"])
+    assert [r["status"] for r in results] == ["exec_error", "ok", "exec_error"]
+    assert "AttributeError" in results[0]["reason"] and results[1]["ans"] == "0.5"
 
 
 def test_an_escaped_program_that_ignores_every_catchable_signal_is_still_stopped_at_its_limit():
@@ -209,3 +263,156 @@ def test_an_escaped_program_that_ignores_every_catchable_signal_is_still_stopped
                "while True:\n    pass")
     results = _unchecked([program, "ans = 5"])
     assert results[0]["status"] == "timeout" and results[1]["ans"] == "5.0"
+
+
+# --- the environment and the namespaces -----------------------------------------------------------
+
+SECRET = "sk-test-SECRET123-" + uuid.uuid4().hex
+ENV_READS = [
+    ESCAPE + "ans = ','.join(sorted(os.environ))",
+    ESCAPE + "ans = os.environ.get('OPENAI_API_KEY') or os.environ.get('DISTILL_FAKE_TOKEN') or 'none'",
+    ESCAPE + "raise ValueError(str(dict(os.environ)))",
+    ESCAPE + "print(os.environ)\nans = None",
+    ESCAPE + "fd = os.open('/proc/self/environ', os.O_RDONLY)\nans = os.read(fd, 65536).decode()",
+    ESCAPE + "fd = os.open('/proc/%d/environ' % os.getppid(), os.O_RDONLY)\nans = os.read(fd, 65536).decode()",
+    ESCAPE + "ans = os.readlink('/proc/self/ns/net')",
+]
+
+
+@pytest.fixture
+def secret_env(monkeypatch):
+    """A fake API key and another variable in our environment, with workers started after they were set."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("DISTILL_FAKE_TOKEN", SECRET[::-1])
+    sandbox.close_all()
+    yield
+    sandbox.close_all()
+
+
+def test_an_escaped_program_sees_only_the_environment_built_for_the_worker(secret_env):
+    results = _unchecked(ENV_READS)
+    text = repr(results)
+    assert SECRET not in text and SECRET[::-1] not in text
+    assert results[0] == {**results[0], "status": "ok", "ans": "LANG,PATH"}
+    assert results[1]["ans"] == "none"
+    assert results[2]["status"] == "exec_error" and "PATH" in results[2]["reason"]
+    assert "PATH" in results[3]["printed"]
+    # no file may be opened at all, so neither our /proc/<pid>/environ nor the worker's
+    assert [r["status"] for r in results[4:6]] == ["exec_error", "exec_error"]
+    assert "Too many open files" in results[4]["reason"] or "Permission" in results[4]["reason"]
+    # and the children live in another network namespace than ours
+    assert results[6]["status"] == "ok" and results[6]["ans"] != os.readlink("/proc/self/ns/net")
+
+
+def test_isolation_says_what_is_in_force_for_the_user_running_it():
+    text = sandbox.isolation()
+    if os.geteuid() == 0:
+        assert text.startswith("uid nobody (dropped from root)")
+    else:
+        assert text.startswith(("user, network and PID namespace", "user and network namespace",
+                                "rlimits only (no namespaces:"))
+    assert "minimal environment" in text and "rlimits" in text
+
+
+NON_ROOT_PROBE = f"""
+import json, os
+from distill.thoughts import sandbox
+escape = {ESCAPE!r}
+out = {{"uid": os.getuid(), "net": os.readlink("/proc/self/ns/net"), "isolation": sandbox.worker("pot").describe(),
+       "details": sandbox.worker("pot").isolation,
+       "programs": sandbox.run_programs(["ans = 6 * 7", "import os\\nans = 1"], 2.0),
+       "escaped": sandbox.worker("pot").run([{{"task": "pot", "src": escape + s}} for s in (
+           "ans = os.getuid()", "ans = os.readlink('/proc/self/ns/net')", "ans = ','.join(sorted(os.environ))",
+           "ans = os.fork()", "os.kill(%d, 0)\\nans = 1" % os.getpid(), "os.kill(1, 9)\\nans = 2")], 2.0),
+       "after": sandbox.run_programs(["ans = 3"], 2.0),
+       "system": sandbox.solve_systems([{{"eqs": [[["pow", ["name", "x"], ["num", ["3", "1"]]], ["num", ["8", "1"]]],
+                                                  [["name", "ans"], ["name", "x"]]], "target": "ans"}}], 10.0)}}
+print(json.dumps(out))
+"""
+
+
+def test_as_an_ordinary_user_the_worker_runs_in_its_own_user_and_network_namespace(monkeypatch):
+    """The non-root path for real. Run as root (here, CI), the probe runs as nobody; setpriv keeps one
+    capability, reading files, because this machine's Python lives under /root (mode 700)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    command = [sys.executable, "-c", NON_ROOT_PROBE]
+    if os.geteuid() == 0:
+        assert shutil.which("setpriv"), "setpriv (util-linux) runs the probe as nobody"
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+dac_read_search",
+                   "--ambient-caps=+dac_read_search"] + command
+    done = subprocess.run(command, cwd="/", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert SECRET not in done.stdout + done.stderr
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["uid"] != 0
+    assert [r["status"] for r in out["programs"]] == ["ok", "unsafe"] and out["programs"][0]["ans"] == "42.0"
+    assert out["system"][0] == {"status": "ok", "values": ["2.0"]}
+    uid, net, env, fork, signal_us, signal_init = out["escaped"]
+    assert uid["ans"] == f"{float(out['uid'])}" and env["ans"] == "LANG,PATH"
+    assert fork["status"] == "exec_error"
+    if out["details"]["userns"]:  # the kernel grants unprivileged user namespaces (it does here)
+        assert out["isolation"].startswith("user, network and PID namespace") and out["details"]["netns"]
+        assert int(out["details"]["capabilities"], 16) == 0  # the namespace's capabilities are dropped
+        assert net["ans"] != out["net"] and out["details"]["net_after"] == net["ans"]
+        # in its own PID namespace a program cannot even name a process outside, and the worker,
+        # its namespace's init, ignores it
+        assert out["details"]["pidns"] and out["details"]["pid"] == 1
+        assert signal_us["status"] == "exec_error" and "ProcessLookupError" in signal_us["reason"]
+        assert signal_init["status"] == "ok" and out["after"][0]["ans"] == "3.0"
+    else:
+        assert out["isolation"].startswith("rlimits only (no namespaces:")
+
+
+FALLBACK_PROBE = """
+import json
+from distill.thoughts import sandbox
+print(json.dumps({"isolation": sandbox.isolation(), "details": sandbox.worker("pot").isolation,
+                  "programs": sandbox.run_programs(["ans = 6 * 7", "while True:\\n    pass"], 1.0)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can take user namespaces away from another user")
+def test_where_the_kernel_refuses_namespaces_the_sandbox_falls_back_to_rlimits_and_says_why():
+    """A real refusal: nobody, in a user namespace whose limit of nested user namespaces is 0
+    (user.max_user_namespaces), starts the sandbox; its unshare() fails with ENOSPC."""
+    import ctypes
+    import json
+    import sys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    (go_r, go_w), (ready_r, ready_w), (out_r, out_w) = os.pipe(), os.pipe(), os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a user namespace, ids 0 and 65534 mapped by the parent, then nobody
+        try:
+            os.dup2(out_w, 1)
+            assert libc.unshare(0x10000000) == 0  # CLONE_NEWUSER
+            os.write(ready_w, b"x")
+            os.read(go_r, 1)
+            with open("/proc/sys/user/max_user_namespaces", "w") as fh:
+                fh.write("0")
+            # one capability kept, reading files: this machine's Python lives under /root (mode 700)
+            os.execvp("setpriv", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                  "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+                                  sys.executable, "-c", FALLBACK_PROBE])
+        finally:
+            os._exit(99)
+    for fd in (out_w, ready_w, go_r):
+        os.close(fd)
+    assert os.read(ready_r, 1) == b"x"
+    for name in ("uid_map", "gid_map"):
+        with open(f"/proc/{pid}/{name}", "w") as fh:
+            fh.write("0 0 1\n65534 65534 1\n")
+    os.write(go_w, b"x")
+    with os.fdopen(out_r) as fh:
+        text = fh.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    out = json.loads(text.splitlines()[-1])
+    assert out["isolation"].startswith("rlimits only (no namespaces: unshare(CLONE_NEWUSER|CLONE_NEWNET): ")
+    assert "No space left on device" in out["isolation"] and not out["details"]["netns"]
+    assert [r["status"] for r in out["programs"]] == ["ok", "timeout"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -78,7 +79,7 @@ def test_without_file_it_runs_the_pipeline_stage_with_the_preset(monkeypatch, tm
     assert result.exit_code == 0, result.output
     cfg, run_dir = calls[0]
     assert cfg.verify.timeout == 3 and cfg.verify.strict is True and run_dir == cfg.run_path
-    assert "eot: kept 1/2" in result.output
+    assert "eot: kept 1/2" in result.output and "sandbox: " in result.output
 
 
 def test_stage_mode_refuses_file_mode_flags():
@@ -94,3 +95,61 @@ def test_a_samples_file_of_the_pipeline_reads_as_is(tmp_path):
     result = CliRunner().invoke(main, ["verify", "--thought", "eot", str(path), "--output", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["id"] == "gsm8k-train-0"
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "a binary file (it contains NUL bytes)"),
+    ('{"completion": "caf\u00e9 = 1", "answer": 1}\n'.encode("latin-1"), "not UTF-8 text (byte 0xe9 at offset"),
+    (b"", "no records (the file is empty)"),
+    (b"\n  \n", "no records (the file is empty)"),
+])
+def test_an_unreadable_or_empty_file_gets_one_line_and_a_non_zero_exit(tmp_path, content, message):
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(main, ["verify", "--thought", "pot", str(path), "--output", str(out)])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not out.exists() and path.read_bytes() == content
+
+
+def test_output_equal_to_the_input_is_refused_and_the_input_is_kept(tmp_path, monkeypatch):
+    path = _file(tmp_path, "pot")
+    before = path.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(path)
+    for output in (str(path), "./pot.jsonl", f"{tmp_path}/../{tmp_path.name}/pot.jsonl", str(link)):
+        result = CliRunner().invoke(main, ["verify", "--thought", "pot", str(path), "--output", output])
+        assert result.exit_code == 2 and "is the input file" in result.output, output
+        assert len(result.output.strip().splitlines()) == 1
+    assert path.read_bytes() == before
+
+
+def test_file_mode_says_which_sandbox_isolation_is_in_force(tmp_path):
+    from distill.thoughts import sandbox
+
+    table = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")), "--timeout", "2"])
+    assert table.exit_code == 0 and f"sandbox: {sandbox.isolation()}" in table.output
+    report = json.loads(CliRunner().invoke(main, ["verify", "--thought", "eot", str(_file(tmp_path, "eot")),
+                                                  "--json"]).output)
+    assert report["sandbox"] == sandbox.isolation() and "rlimits" in report["sandbox"]
+    cot = json.loads(CliRunner().invoke(main, ["verify", "--thought", "cot", str(_file(tmp_path, "cot")),
+                                               "--json"]).output)
+    assert cot["sandbox"] == "not used (cot runs no program)"
+
+
+def test_verify_workers_sets_the_sandbox_parallelism(tmp_path):
+    from distill.config import ConfigError, load_config
+    from distill.thoughts import sandbox
+
+    try:
+        result = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")),
+                                           "--set", "verify.workers=1", "--json"])
+        assert result.exit_code == 0, result.output
+        assert sandbox.worker("pot").parallel == 1 and sandbox.default_workers() == 1
+    finally:
+        sandbox.configure(workers=0)
+    assert sandbox.worker("pot").parallel == min(4, os.cpu_count() or 1)
+    with pytest.raises(ConfigError, match="verify.workers"):
+        load_config(None, ["verify.workers=-1"])

@@ -29,7 +29,7 @@ from pathlib import Path
 from distill.config import Config
 from distill.files import DataError, read_jsonl, write_json, write_jsonl
 from distill.stages.generate import SAMPLES, latest_samples
-from distill.thoughts import FORM_NAMES, get_form
+from distill.thoughts import FORM_NAMES, get_form, sandbox
 
 DATASET_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD"}
 TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl
@@ -97,6 +97,7 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     if unknown:
         raise DataError(f"{samples_path}: unknown form {unknown[0]!r}; valid forms: {', '.join(FORM_NAMES)}")
     forms = [f for f in FORM_NAMES if f in by_form]
+    sandbox.configure(workers=cfg.verify.workers)
     out = run_dir / "verified"
     teacher = next(iter(latest.values()), {}).get("teacher", "")
     tags = {"distill.stage": "verify", "distill.preset": cfg.preset, "distill.forms": ",".join(forms),

@@ -1,9 +1,10 @@
 """Program-of-Thought: a Python program that assigns ``ans``, run in the sandbox (distill/thoughts/sandbox.py).
 
 Extraction: the program (the first fenced code block when there is one, else the whole text) is
-checked against the sandbox's whitelist (``unsafe`` with the reason when it fails, ``parse_error``
-when it is not Python) and run in a forked, confined child with a wall-clock and CPU limit
-(``timeout``, default 5 s). The answer is the value of ``ans`` after the program ends.
+checked against the sandbox's allowlist of constructs, modules, attributes and builtins (``unsafe``
+with the line and construct when it fails, ``parse_error`` when it is not Python) and run in a
+forked, confined child with a wall-clock and CPU limit (``timeout``, default 5 s). The answer is
+the value of ``ans`` after the program ends.
 
 Flexible mode (default) adds two documented fallbacks, both switched off by ``strict=True``:
 - ``solution_function``: a program that assigns no ``ans`` but defines ``solution()`` (the PAL style)

@@ -6,21 +6,25 @@ This file is run as a script (``python -I worker.py pot|sympy PARALLEL``) by dis
 and imports only the standard library (plus sympy in ``sympy`` mode), never the distill package.
 
 Protocol (stdin/stdout of the worker, one JSON object per line, never pickle):
-- the worker writes ``{"ready": true}`` once its imports are done;
+- the worker writes ``{"ready": true, "isolation": {"description": str, "nobody", "userns", "netns": bool,
+  ...}}`` once its imports are done and its namespaces are set up (``_isolate``);
 - the parent writes a batch ``{"jobs": [{"i": k, "task": "pot"|"eot", ...}], "timeout": s,
   "memory_mb": m, "output_bytes": b}``;
 - the worker answers one line per job, in completion order: ``{"i": k, "status": "ok"|FAILURE,
   "reason": str, ...}`` (``ok`` results carry ``ans`` and ``printed`` for programs, ``values`` for
   equation systems), then ``{"done": true}``.
 
-Each child, before it touches the job: starts its own session (so the whole group can be killed),
-points fds 0-2 at /dev/null and closes every other fd but its result pipe, sets rlimits (CPU, address
-space, file size 0, no new fds (sympy children: a few, read-only use), no new processes, no core
-dumps), and drops to nobody (65534) when
-it runs as root, because RLIMIT_NPROC is ignored for root (../shared/docs/STYLE.md, "Known traps").
-The worker itself leaves the network namespace at start when it may (unshare(CLONE_NEWNET) as root),
-so children have no network either. The child's result is capped in size; a child that runs past its
-wall-clock limit is killed with its process group and only that job fails.
+The worker keeps only ``ENV`` of its environment (the parent passes nothing else), so no variable of
+the parent process reaches a child. Each child, before it touches the job: starts its own session (so
+the whole group can be killed), points fds 0-2 at /dev/null and closes every other fd but its result
+pipe, sets rlimits (CPU, address space, file size 0, no new fds (sympy children: a few, read-only
+use), no new processes, no core dumps), drops to nobody (65534) when it runs as root, because
+RLIMIT_NPROC is ignored for root (../shared/docs/STYLE.md, "Known traps"), and sets no_new_privs.
+The worker itself leaves the network namespace at start (as root: a new network and PID namespace;
+otherwise a new user namespace with a network and a PID namespace, its capabilities dropped), going
+on as that PID namespace's init, so children have no network and see no process outside. The
+child's result is capped in size; a child that runs past its wall-clock limit is killed with its
+process group and only that job fails.
 """
 from __future__ import annotations
 
@@ -37,9 +41,16 @@ import types  # noqa: F401 - preloaded for the children
 
 NOBODY = 65534
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+PR_SET_NO_NEW_PRIVS = 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+"""The whole environment of the worker and its children: nothing of the parent's (no API keys)."""
 MAX_REASON = 300
 ALLOWED_MODULES = ("math", "fractions", "decimal", "datetime")
 MODE = "pot"
+_LIBC = None
 
 
 class OutputLimit(Exception):
@@ -48,28 +59,55 @@ class OutputLimit(Exception):
 
 # --- programs (PoT) ------------------------------------------------------------------------------
 
-_SAFE_BUILTIN_NAMES = (
+SAFE_BUILTIN_NAMES = (
+    # No attribute access by name (getattr, vars, dir), no code (eval, exec, compile), no files, no
+    # introspection (type, object, globals). ``format(value, spec)`` stays: it reads ``spec`` only
+    # as the format mini-language of the value's type (numbers, Decimal, datetime's strftime codes),
+    # never as field names, unlike ``str.format`` and ``format_map`` (which the attribute
+    # allowlist of sandbox.check_program refuses); PoT programs use it to round (format(x, ".2f")).
     "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "format",
     "frozenset", "hex", "int", "isinstance", "len", "list", "map", "max", "min", "oct", "ord", "pow", "range",
     "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip", "True", "False", "None",
     "Exception", "ArithmeticError", "ValueError", "TypeError", "ZeroDivisionError", "KeyError", "IndexError",
     "OverflowError", "NameError", "StopIteration",
 )
+"""The builtins a program sees (``print`` and ``__import__`` are replaced by our own)."""
+
+MODULE_API = {
+    # every public name of math is a pure function or a constant
+    "math": None,
+    "fractions": ("Fraction",),
+    # no module-level contexts (DefaultContext...: shared mutable state between the programs of a
+    # chunk), no localcontext (needs `with`, which is refused)
+    "decimal": ("Decimal", "getcontext", "ROUND_05UP", "ROUND_CEILING", "ROUND_DOWN", "ROUND_FLOOR",
+                "ROUND_HALF_DOWN", "ROUND_HALF_EVEN", "ROUND_HALF_UP", "ROUND_UP", "DecimalException",
+                "DivisionByZero", "InvalidOperation", "Overflow", "Inexact", "Rounded", "MAX_PREC"),
+    "datetime": ("date", "datetime", "time", "timedelta", "timezone", "MINYEAR", "MAXYEAR"),
+}
+"""Module -> the names a program may use from it (None: every public name); the allowlist of both the
+static check (imports, attributes) and the module proxies a program gets at run time."""
+
+
+def module_api(name: str) -> tuple[str, ...]:
+    """The names of ``MODULE_API[name]``, resolved (math: its public functions and constants)."""
+    import types
+
+    names = MODULE_API[name]
+    if names is None:
+        module = __import__(name)
+        names = tuple(sorted(k for k, v in vars(module).items()
+                             if not k.startswith("_") and not isinstance(v, types.ModuleType)))
+    return names
 
 
 def _module_proxy(name: str):
-    """A namespace with a module's public, non-module attributes: ``fractions.sys`` must not exist."""
+    """A namespace with only the allowed names of a module (MODULE_API): ``fractions.sys`` must not exist."""
     import types
 
     module = __import__(name)
-    public = {k: v for k, v in vars(module).items()
-              if not k.startswith("_") and not isinstance(v, types.ModuleType) and k not in _SHARED_STATE}
-    return types.SimpleNamespace(**public)
+    return types.SimpleNamespace(**{k: getattr(module, k) for k in module_api(name)})
 
 
-# Module-level mutable objects a program could change for the next program of its chunk
-# (``decimal.Context()`` copies DefaultContext); left out of the proxies.
-_SHARED_STATE = frozenset({"DefaultContext", "BasicContext", "ExtendedContext"})
 _PRISTINE_DECIMAL = None
 
 
@@ -113,7 +151,7 @@ def run_program(job: dict, output_bytes: int) -> dict:
             raise OutputLimit(f"the program printed more than {output_bytes} bytes")
         printed.append(text)
 
-    safe = {name: getattr(builtins, name) for name in _SAFE_BUILTIN_NAMES}
+    safe = {name: getattr(builtins, name) for name in SAFE_BUILTIN_NAMES}
     safe.update(print=_print, __import__=_safe_import)
     env = {"__builtins__": safe, "__name__": "__main__"}
     decimal.setcontext(_PRISTINE_DECIMAL.copy() if _PRISTINE_DECIMAL else decimal.Context())
@@ -187,7 +225,7 @@ def solve_system(job: dict) -> dict:
     solutions = sp.solve(eqs, unknowns, dict=True)
     if not solutions:
         return {"status": "no_answer", "reason": "the system has no solution"}
-    values, free = [], set()
+    values, free, complex_values = [], set(), []
     for sol in solutions:
         value = sol.get(target, target)
         for _ in range(3):
@@ -195,13 +233,39 @@ def solve_system(job: dict) -> dict:
         if value.free_symbols:
             free |= {s.name for s in value.free_symbols}
             continue
-        if not value.is_real:
-            return {"status": "no_answer", "reason": f"{job['target']} is not a real number ({value})"}
-        values.append(repr(float(value)))
+        real = _real_value(value, sp)
+        if real is None:
+            # a complex root (x**3 = 8 has two) is not a quantity of a word problem: look at the next one
+            complex_values.append(str(value)[:60])
+            continue
+        if not math.isfinite(real):
+            return {"status": "no_answer", "reason": f"{job['target']} is too large for a float (over 1e308)"}
+        values.append(repr(real))
     if free:
         return {"status": "no_answer",
                 "reason": f"{job['target']} depends on unconstrained unknown(s): {', '.join(sorted(free))}"}
+    if not values:
+        return {"status": "no_answer",
+                "reason": f"{job['target']} is not a real number ({', '.join(complex_values[:3])})"}
     return {"status": "ok", "values": sorted(set(values), key=float)}
+
+
+IMAGINARY_TOLERANCE = 1e-12
+"""Relative imaginary part below which a numerically evaluated value counts as real: sympy leaves
+``is_real`` None for some real roots (casus irreducibilis: cubic roots written with complex radicals)."""
+
+
+def _real_value(value, sp) -> float | None:
+    """The value as a float when it is real; None when it is (or cannot be shown not to be) complex."""
+    if value.is_real:
+        return float(value)
+    if value.is_real is False:
+        return None
+    # is_real is None: sympy cannot decide symbolically; decide from 30 digits
+    z = complex(sp.N(value, 30))
+    if abs(z.imag) <= IMAGINARY_TOLERANCE * max(1.0, abs(z.real)):
+        return z.real
+    return None
 
 
 # --- the child ---------------------------------------------------------------------------------
@@ -242,6 +306,9 @@ def _confine(result_fd: int, devnull: int, timeout: float, memory_bytes: int) ->
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+    if _LIBC is not None and hasattr(_LIBC, "prctl"):
+        # an exec of a setuid binary (su, passwd) or one with file capabilities gains nothing
+        _LIBC.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 
 def _run_one(job: dict, batch: dict) -> bytes:
@@ -390,22 +457,141 @@ def _kill(pid: int) -> None:
             pass
 
 
-def _leave_network() -> None:
-    """No network for any child: a new, empty network namespace (needs root; skipped otherwise)."""
-    if os.getuid() != 0:
-        return
+def _libc():
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET)
+        return ctypes.CDLL(None, use_errno=True)
     except (OSError, AttributeError):
+        return None
+
+
+def _unshare(flags: int) -> str:
+    """'' when unshare(flags) worked, else why not."""
+    import ctypes
+
+    if _LIBC is None or not hasattr(_LIBC, "unshare"):
+        return "no unshare() in this C library"
+    if _LIBC.unshare(flags) != 0:
+        return os.strerror(ctypes.get_errno())
+    return ""
+
+
+def _net_ns() -> str:
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return ""
+
+
+def _drop_capabilities() -> None:
+    """No capabilities left (those a new user namespace grants its first process): capset(0, 0, 0)."""
+    import ctypes
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    data = (Data * 2)()
+    if _LIBC.capset(ctypes.byref(Header(_LINUX_CAPABILITY_VERSION_3, 0)), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset: " + os.strerror(ctypes.get_errno()))
+
+
+def _capabilities() -> str:
+    """The effective capability set of this process (CapEff of /proc/self/status, hex), '' if unknown."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next((line.split()[1] for line in fh if line.startswith("CapEff:")), "")
+    except OSError:
+        return ""
+
+
+def _isolate() -> dict:
+    """The strongest isolation the kernel grants this process without asking anyone; what is in force.
+
+    As root: a new network and PID namespace (children also drop to nobody, see _confine). Otherwise: a new
+    user namespace (needs no privilege where the kernel allows unprivileged user namespaces) holding
+    a new network namespace and, where granted, a new PID namespace; our own uid and gid are mapped
+    to themselves and the capabilities the namespace grants are dropped at once, so a child is an
+    ordinary user without network who sees only its namespace's processes. When the kernel refuses,
+    the rlimits and the minimal environment still hold, and the description says why.
+    """
+    before = _net_ns()
+    parts = ["minimal environment", "rlimits"] + (["no new privileges"] if hasattr(_LIBC, "prctl") else [])
+    if os.getuid() == 0:
+        # a PID namespace as well: an escaped program, nobody, could otherwise signal every process
+        # of nobody on the machine (other sandboxes' children)
+        pid_ns = not _unshare(CLONE_NEWNET | CLONE_NEWPID)
+        why = "" if pid_ns else _unshare(CLONE_NEWNET)
+        net = not why and _net_ns() != before
+        if pid_ns:
+            _become_init()
+        spaces = "network and PID namespace" if pid_ns else "network namespace"
+        desc = (f"uid nobody (dropped from root), no network ({spaces})" if net
+                else f"uid nobody (dropped from root); network NOT isolated (unshare(CLONE_NEWNET): {why or 'no effect'})")
+        return {"description": ", ".join([desc] + parts), "nobody": True, "userns": False, "netns": net,
+                "pidns": pid_ns, "pid": os.getpid(), "net_before": before, "net_after": _net_ns()}
+    uid, gid = os.getuid(), os.getgid()
+    # a PID namespace too where the kernel grants it: a child then sees and can signal only the
+    # processes of its namespace, and none of those it may signal (we are its init) outside it
+    pid_ns = not _unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID)
+    why = "" if pid_ns else _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    if why:
+        return {"description": f"rlimits only (no namespaces: unshare(CLONE_NEWUSER|CLONE_NEWNET): {why}), "
+                               + ", ".join(p for p in parts if p != "rlimits"),
+                "nobody": False, "userns": False, "netns": False, "net_before": before, "net_after": _net_ns()}
+    try:
+        # keep our own ids inside; unmapped they read as 65534 (overflow), which is also unprivileged
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as fh:
+                fh.write(text)
+    except OSError:
         pass
+    try:
+        _drop_capabilities()
+    except OSError as exc:
+        # the namespace's capabilities could not be dropped: refuse to start rather than run programs with them
+        raise SystemExit(f"sandbox worker: cannot drop the user namespace's capabilities: {exc}") from None
+    if pid_ns:
+        _become_init()
+    uid = os.getuid()
+    spaces = "user, network and PID namespace" if pid_ns else "user and network namespace"
+    return {"description": ", ".join([f"{spaces} (uid {uid}, no capabilities), no network"] + parts),
+            "nobody": False, "userns": True, "netns": _net_ns() != before, "pidns": pid_ns, "pid": os.getpid(),
+            "net_before": before, "net_after": _net_ns(), "capabilities": _capabilities()}
+
+
+def _become_init() -> None:
+    """Go on as the first process (pid 1) of the new PID namespace: a fork; this process only waits.
+
+    The parent's pipes are inherited, and the sandbox kills the whole process group, so the waiting
+    process needs no part in the protocol; it exits with the worker's status.
+    """
+    pid = os.fork()
+    if pid == 0:
+        return
+    # SIGTERM (sandbox.Worker.close) or the end of our parent: end the worker and reap it; an init
+    # in its namespace takes only SIGKILL from outside
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
 def main() -> None:
-    global MODE
+    global MODE, _LIBC
     mode, parallel = sys.argv[1], int(sys.argv[2])
     MODE = mode
+    # the parent starts us with ENV already; this holds whoever starts us (children fork from us)
+    for key in [k for k in os.environ if k not in ENV]:
+        del os.environ[key]
+    _LIBC = _libc()
     import datetime  # noqa: F401 - preloaded so a child's `import` never touches the file system
     import decimal
     import fractions  # noqa: F401
@@ -421,13 +607,13 @@ def main() -> None:
         sympy.solve([x**2 - 16, y - 2 * x], [x, y], dict=True)
         sympy.solve([sympy.Eq(x * y, 6), x + y - 5], [x, y], dict=True)
         sympy.solve([x ** sympy.Rational(1, 2) - 3], [x], dict=True)
-    _leave_network()
+    isolation = _isolate()
     devnull = os.open(os.devnull, os.O_RDWR)
     vm_base = _vm_bytes()
     gc.collect()
     gc.freeze()  # fewer copy-on-write page faults in the children
     out = sys.stdout
-    out.write(json.dumps({"ready": True}) + "\n")
+    out.write(json.dumps({"ready": True, "isolation": isolation}) + "\n")
     out.flush()
     for line in sys.stdin:
         if line.strip():
