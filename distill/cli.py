@@ -24,8 +24,8 @@ def common_options(fn):
                   help="Override a config value, e.g. --set train.epochs=2 (repeatable).")
     @click.option("--overrides", "override_list", default="", metavar="K=V,K=V",
                   help="Comma-separated overrides (the MLproject form of --set).")
-    @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                  help="Benchmark data folder (default: $DISTILL_DATA_DIR, else data.data_dir).")
+    @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
+                  help="Benchmark data folder, an existing directory (default: $DISTILL_DATA_DIR, else data.data_dir).")
     @functools.wraps(fn)
     def wrapper(*args, preset, overrides, override_list, data_dir, **kwargs):
         items = list(overrides) + [o for o in override_list.split(",") if o.strip()]
@@ -83,8 +83,8 @@ def main():
 @click.argument("dataset", required=False)
 @click.option("--split", default="test", show_default=True, help="train or test (gsm8k has both).")
 @click.option("--head", type=int, default=0, help="Show the first N records.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Benchmark data folder (default: $DISTILL_DATA_DIR, else ./data).")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Benchmark data folder, an existing directory (default: $DISTILL_DATA_DIR, else ./data).")
 @click.option("--json", "as_json", is_flag=True, help="Print records as JSON lines.")
 def problems(dataset, split, head, data_dir, as_json):
     """List the data sets with their counts, or show records of one (DATASET)."""

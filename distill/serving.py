@@ -392,15 +392,18 @@ def log_student(student_dir: Path, artifact_path: str = "model", **settings: Any
         # loading it runs no pickled bytes and always uses the installed distill's StudentModel
         code = Path(tmp) / "student_model.py"
         code.write_text(MODEL_CODE)
-        return mlflow.pyfunc.log_model(
-            name=artifact_path,
-            python_model=str(code),
-            artifacts={STUDENT_ARTIFACT: str(staged)},
-            signature=signature(),
-            input_example=input_example(card),
-            model_config={**DEFAULTS, **settings},
-            pip_requirements=pip_requirements(),
-            metadata={"distill": {"mix": card.get("mix"), "default_thought": default_thought(card),
-                                  "forms": {f: (c or {}).get("version") for f, c in (card.get("forms") or {}).items()},
-                                  "data_digest": card.get("data_digest"), "train_run_id": card.get("train_run_id")}},
-        )
+        from distill.tracking import INTEGER_SCHEMA_HINT, expected_warnings
+
+        with expected_warnings(INTEGER_SCHEMA_HINT):  # the input example's int columns: never missing
+            return mlflow.pyfunc.log_model(
+                name=artifact_path,
+                python_model=str(code),
+                artifacts={STUDENT_ARTIFACT: str(staged)},
+                signature=signature(),
+                input_example=input_example(card),
+                model_config={**DEFAULTS, **settings},
+                pip_requirements=pip_requirements(),
+                metadata={"distill": {"mix": card.get("mix"), "default_thought": default_thought(card),
+                                      "forms": {f: (c or {}).get("version") for f, c in (card.get("forms") or {}).items()},
+                                      "data_digest": card.get("data_digest"), "train_run_id": card.get("train_run_id")}},
+            )
