@@ -53,7 +53,8 @@ def wilson(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # at 0 (or n) correct the bound is exactly 0 (or 1); rounding would leave 1e-18
+    return (0.0 if p == 0 else max(0.0, centre - half), 1.0 if p == 1 else min(1.0, centre + half))
 
 
 def accuracy_cells(results: "Results") -> dict[tuple[str, str, str], dict]:
@@ -90,7 +91,7 @@ def _bar_keys(results: "Results") -> list[tuple[str, str]]:
     return [(m, f) for m in _order({m for m, _ in acc}, MIXES) for f in _order({f for mm, f in acc if mm == m}, FORM_ORDER)]
 
 
-def plot_accuracy(results: "Results", path: Path) -> Path:
+def accuracy_figure(results: "Results"):
     """One panel per test set (n in its title): a bar per (student, form) with its 95% interval, the
     constant answer as a dashed line; "0" over a bar that scored nothing, "n/a" where nothing was measured."""
     from distill.stages.report import STUDENT_NAMES, sets_of
@@ -167,13 +168,14 @@ def plot_accuracy(results: "Results", path: Path) -> Path:
         handles.append(Line2D([], [], color="gray", marker="o", markeredgecolor="black", linestyle="none",
                               markersize=5, label="scored 0 (n/a = not evaluated)"))
     fig.suptitle(f"Test accuracy by student and form, preset {results.preset}", fontsize=10)
-    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.965), fontsize=7,
-               ncol=min(len(handles), 4), frameon=False)
+    if handles:
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.965), fontsize=7,
+                   ncol=min(len(handles), 4), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
-    return _save(fig, path)
+    return fig
 
 
-def plot_drop_rates(results: "Results", path: Path) -> Path:
+def drop_rates_figure(results: "Results"):
     """A stacked bar per form (n samples in its label): the share of teacher samples dropped, by reason."""
     from distill.stages.report import FORM_ORDER, _order, drop_rates
 
@@ -204,7 +206,7 @@ def plot_drop_rates(results: "Results", path: Path) -> Path:
         ax.text(0.5, 0.5, "no verify run yet", transform=ax.transAxes, ha="center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def ema(values: list[float], weight: float) -> list[float]:
@@ -244,7 +246,7 @@ def val_points(run, train_points: list[tuple[int, float]]) -> tuple[list[tuple[i
     return points, "at its logged step"
 
 
-def plot_training(results: "Results", path: Path) -> Path:
+def training_figure(results: "Results"):
     """One panel per student: train/loss raw (faint) and smoothed, val/loss as markers, on one step axis."""
     from distill.stages.report import MIXES, STUDENT_NAMES, _order
 
@@ -300,7 +302,22 @@ def plot_training(results: "Results", path: Path) -> Path:
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()),
                fontsize=7, ncol=3, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    return _save(fig, path)
+    return fig
+
+
+def plot_accuracy(results: "Results", path: Path) -> Path:
+    """accuracy_figure as a PNG at path."""
+    return _save(accuracy_figure(results), path)
+
+
+def plot_drop_rates(results: "Results", path: Path) -> Path:
+    """drop_rates_figure as a PNG at path."""
+    return _save(drop_rates_figure(results), path)
+
+
+def plot_training(results: "Results", path: Path) -> Path:
+    """training_figure as a PNG at path."""
+    return _save(training_figure(results), path)
 
 
 PLOTS = {"accuracy.png": plot_accuracy, "drop_rates.png": plot_drop_rates, "training_curves.png": plot_training}
