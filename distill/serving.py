@@ -39,9 +39,10 @@ import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -393,6 +394,26 @@ mlflow.models.set_model(StudentModel())
 """
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow's artifact-download bar and transformers' weight-loading bar off inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before, bars = os.environ.get(name), hf_logging.is_progress_bar_enabled()
+    os.environ[name] = "false"
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def log_student(student_dir: Path, artifact_path: str = "model", **settings: Any):
     """Log ``student_dir`` (model/ + card.json) as a pyfunc model in the active MLflow run; returns ModelInfo.
 
@@ -421,7 +442,9 @@ def log_student(student_dir: Path, artifact_path: str = "model", **settings: Any
         code.write_text(MODEL_CODE)
         from distill.tracking import INTEGER_SCHEMA_HINT, expected_warnings
 
-        with expected_warnings(INTEGER_SCHEMA_HINT):  # the input example's int columns: never missing
+        # the input example's int columns are never missing; and the two progress bars of loading
+        # back the copy just written (to check the input example) are noise in `make reproduce`
+        with expected_warnings(INTEGER_SCHEMA_HINT), _no_progress_bars():
             return mlflow.pyfunc.log_model(
                 name=artifact_path,
                 python_model=str(code),
