@@ -8,7 +8,7 @@ and by ``distill compare`` / ``make compare``.
 
 The headline's number per student is the form chosen on the validation split (the evaluate run's
 ``<test_set>/selected/*`` metrics and ``distill.selected_form`` tag), else the student's only form, else
-the form the served model answers in by default (eot); never the best form on a test set.
+eot (the default of a student without a validation choice); never the best form on a test set.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
     if selected in forms:
         return selected, f"{selected} (chosen on validation)"
     if "eot" in forms:
-        return "eot", "eot (served default)"
+        return "eot", "eot (no validation choice logged)"
     return (trained[0], trained[0]) if trained else None
 
 
