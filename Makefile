@@ -21,7 +21,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 TEACHER_OPT := $(if $(TEACHER),--teacher $(TEACHER),)
 
-.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate promote report serve ui bench clean
+.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate promote report compare serve ui bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ promote: install ## give the best ETD student the alias `champion`
 
 report: install ## write reports/results.md and plots from the MLflow store
 	$(BIN)/distill report --preset $(PRESET)
+
+compare: install ## the four students side by side (95% intervals) and the MLflow UI link to them
+	$(BIN)/distill compare --preset $(PRESET)
 
 serve: install ## serve models:/distill-student@champion on PORT
 	$(BIN)/mlflow models serve -m models:/distill-student@champion --env-manager local --host 127.0.0.1 --port $(PORT)

@@ -24,8 +24,8 @@ def common_options(fn):
                   help="Override a config value, e.g. --set train.epochs=2 (repeatable).")
     @click.option("--overrides", "override_list", default="", metavar="K=V,K=V",
                   help="Comma-separated overrides (the MLproject form of --set).")
-    @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-                  help="Benchmark data folder (default: $DISTILL_DATA_DIR, else data.data_dir).")
+    @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
+                  help="Benchmark data folder, an existing directory (default: $DISTILL_DATA_DIR, else data.data_dir).")
     @functools.wraps(fn)
     def wrapper(*args, preset, overrides, override_list, data_dir, **kwargs):
         items = list(overrides) + [o for o in override_list.split(",") if o.strip()]
@@ -83,8 +83,8 @@ def main():
 @click.argument("dataset", required=False)
 @click.option("--split", default="test", show_default=True, help="train or test (gsm8k has both).")
 @click.option("--head", type=int, default=0, help="Show the first N records.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="Benchmark data folder (default: $DISTILL_DATA_DIR, else ./data).")
+@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Benchmark data folder, an existing directory (default: $DISTILL_DATA_DIR, else ./data).")
 @click.option("--json", "as_json", is_flag=True, help="Print records as JSON lines.")
 def problems(dataset, split, head, data_dir, as_json):
     """List the data sets with their counts, or show records of one (DATASET)."""
@@ -519,6 +519,36 @@ def report(cfg_args, output_dir, parent_run_id):
     summary = report_mod.run(cfg, output_dir=output_dir, parent_run_id=parent_run_id)
     for name in summary["files"]:
         click.echo(f"{output_dir}/{name}")
+
+
+@main.command()
+@common_options
+@click.option("--run-id", "parent_run_id", default=None,
+              help="The reproduce run whose students to compare (default: the newest reproduce-<preset> run).")
+@click.option("--ui-url", default="http://127.0.0.1:5000", show_default=True,
+              help="Where the MLflow UI runs (`make ui`).")
+@click.option("--all-forms", is_flag=True, help="Also print every student x form x test set with n and its 95% interval.")
+def compare(cfg_args, parent_run_id, ui_url, all_forms):
+    """The four students side by side: accuracy per test set with 95% intervals, read from the store,
+    and the MLflow UI links that open the same evaluate runs (table and chart view)."""
+    import mlflow
+
+    from distill import compare as compare_mod
+    from distill.stages import report as report_mod
+
+    cfg = load(*cfg_args)
+    results = report_mod.collect(cfg, parent_run_id)
+    for line in compare_mod.headline(results):
+        click.echo(line)
+    if all_forms:
+        click.echo("")
+        click.echo(compare_mod.markdown(compare_mod.comparison_rows(results)), nl=False)
+    experiment = mlflow.MlflowClient(cfg.tracking_uri).get_experiment_by_name(results.experiment)
+    parent = results.parent.run_id if results.parent else None
+    click.echo("")
+    click.echo(f"MLflow UI (`make ui` first), the evaluate runs{' of reproduce run ' + parent if parent else ''}:")
+    click.echo(f"  table:  {compare_mod.ui_link(experiment.experiment_id, parent, cfg.preset, base=ui_url)}")
+    click.echo(f"  charts: {compare_mod.ui_link(experiment.experiment_id, parent, cfg.preset, base=ui_url, charts=True)}")
 
 
 if __name__ == "__main__":

@@ -168,4 +168,18 @@ def format_table(report: dict) -> str:
         )
     dups = ", ".join(f"{name} {s['internal_duplicates']}" for name, s in report["sets"].items())
     lines.append(f"duplicates inside a set (exact, normalised): {dups}")
+    lines += ["", *column_notes(n)]
     return "\n".join(lines)
+
+
+def column_notes(n: int = 8) -> list[str]:
+    """What each column of format_table means (printed under the table, and quoted in the README)."""
+    return ["columns:",
+            "  set A, set B   the two sets compared (gsm8k-train is the training set; the others are test sets)",
+            "  |A|, |B|       problems in each set",
+            "  exact A/B      problems of A whose normalised text is also in B / problems of B whose text is in A",
+            f"  {n}-gram A/B     problems of A sharing at least one {n}-word sequence with a problem of B / the same for B",
+            "  any A/B        problems of A (/ of B) that overlap the other set either way (exact or n-gram)",
+            "  B %            any B / |B| in percent: the share of B's problems that overlap A",
+            "  (the mix stage holds the overlapping training problems out of training, with n = mix.overlap_n)",
+            f"  normalised = {NORMALISATION}"]

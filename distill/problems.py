@@ -26,10 +26,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
+from urllib.parse import urlparse
 
 from distill.answers import parse_number
 from distill.files import DataError, iter_jsonl
@@ -334,12 +337,42 @@ def load(name: str, split: str = "test", data_dir: str | Path = "data", hub: boo
         return bench.loader(Path(data_dir), split)
     except FileNotFoundError as exc:
         if hub and _hub_allowed():
+            # the hub client retries for about 25 s offline before it gives up: ask first whether
+            # the hub answers at all, so a wrong data folder on an offline machine fails at once
+            reachable, why_not = hub_reachable()
+            if not reachable:
+                raise DataError(f"{exc.filename}: file not found, and the Hugging Face hub is not reachable "
+                                f"({why_not}). {HINT} Offline, set HF_HUB_OFFLINE=1 (or data.hub=false) "
+                                "to skip the hub.") from None
             try:
                 return load_from_hub(name, split)
             except Exception as hub_exc:  # network, auth or schema: say both what and how
                 raise DataError(f"{exc.filename}: file not found, and the hub copy failed ({hub_exc}). {HINT}") from None
         why = "hub fallback is off" if not hub else "HF_HUB_OFFLINE is set, so the hub is not tried"
         raise DataError(f"{exc.filename}: file not found ({why}). {HINT}") from None
+
+
+def hub_reachable(timeout: float = 1.5) -> tuple[bool, str]:
+    """Whether a TCP connection to the hub's endpoint (HF_ENDPOINT, default huggingface.co:443)
+    opens within ``timeout`` seconds; (False, why) otherwise. Name lookup is bounded too: it runs
+    in a daemon thread, since getaddrinfo itself takes no timeout."""
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    outcome: dict[str, str] = {}
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome["ok"] = ""
+        except OSError as exc:
+            outcome["error"] = f"{host}:{port}: {exc.strerror or exc}"
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    if "ok" in outcome:
+        return True, ""
+    return False, outcome.get("error", f"{host}:{port}: no answer within {timeout:g} s")
 
 
 def load_problems(name: str, split: str = "test", data_dir: str | Path = "data", hub: bool = True) -> list[Problem]:

@@ -27,8 +27,8 @@ The answer is taken by the same form module that verified the training data (``g
 with a timeout, so a looping program ends as a ``timeout`` row and never hangs the server. Model
 output is never evaluated here.
 
-Bad input raises ``MlflowException(INVALID_PARAMETER_VALUE)``, which the scoring server answers
-with HTTP 400 and the message. Calls that arrive while the model is busy are answered together in
+Bad input raises ``BadRequest`` (an ``MlflowException(INVALID_PARAMETER_VALUE)``), which the scoring
+server answers with HTTP 400 and just our message: what is wrong and how to fix it, no echo of the input. Calls that arrive while the model is busy are answered together in
 one batch (``Student.start_batching``); benchmarks/serve.py measures what that buys.
 """
 from __future__ import annotations
@@ -39,9 +39,10 @@ import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -95,9 +96,32 @@ def default_thought(card: Mapping[str, Any]) -> str:
     return forms[0]
 
 
+class BadRequest(MlflowException):
+    """A bad request: the scoring server answers HTTP 400 with exactly ``message``.
+
+    MLflow 3.17's scoring server rewrites the message of an MlflowException raised in predict to
+    "Failed to predict data '<the whole input table>'. Error: <message>" (pyfunc/scoring_server,
+    ``invocations``): the sentence that says what is wrong and how to fix it came last, after every
+    row of the request (17 of them for a request that was too long). The message here ignores that
+    rewrite, so the answer starts with what is wrong and echoes no input.
+    """
+
+    def __init__(self, message: str):
+        self._text = str(message)
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._text
+
+    @message.setter
+    def message(self, value: str) -> None:  # MlflowException.__init__ and the server's rewrite
+        pass
+
+
 def bad_input(message: str) -> MlflowException:
-    """The error the scoring server turns into HTTP 400 with ``message``."""
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    """The error the scoring server turns into HTTP 400 with ``message`` (and nothing else)."""
+    return BadRequest(message)
 
 
 def parse_requests(model_input: Any, forms: Sequence[str], default: str, *, max_chars: int,
@@ -117,23 +141,27 @@ def parse_requests(model_input: Any, forms: Sequence[str], default: str, *, max_
     if len(model_input) == 0:
         raise bad_input("no rows: send at least one record with a 'question'")
     if "question" not in model_input.columns:
-        columns = ", ".join(map(str, model_input.columns)) or "none"
-        raise bad_input(f"missing column 'question' (got columns: {columns})")
+        names = [str(c)[:40] for c in model_input.columns]
+        columns = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
+        raise bad_input(f"missing column 'question' (got columns: {columns}); send records like "
+                        '{"question": "...", "thought": "eot"}')
     if len(model_input) > max_rows:
-        raise bad_input(f"{len(model_input)} rows in one request; send at most {max_rows}")
+        raise bad_input(f"{len(model_input)} rows in one request; send at most {max_rows} rows per request "
+                        "(split the rest into further requests)")
     unknown = sorted(set(map(str, model_input.columns)) - {"question", "thought"})
     if unknown:
-        raise bad_input(f"unknown column {unknown[0]!r}; valid columns: question, thought")
+        raise bad_input(f"unknown column {unknown[0][:40]!r}; valid columns: question, thought")
     valid = list(forms) + ([VOTE] if len(forms) > 1 else [])
     thoughts = model_input["thought"] if "thought" in model_input.columns else [None] * len(model_input)
     requests = []
     for i, (question, thought) in enumerate(zip(model_input["question"], thoughts)):
         if not isinstance(question, str):
-            raise bad_input(f"row {i}: 'question' must be a string, got {_describe(question)}")
+            raise bad_input(f"row {i}: 'question' must be a string, got {_describe(question)}; send the question as text")
         if not question.strip():
-            raise bad_input(f"row {i}: 'question' is empty")
+            raise bad_input(f"row {i}: 'question' is empty; send the text of the question")
         if len(question) > max_chars:
-            raise bad_input(f"row {i}: 'question' has {len(question)} characters; at most {max_chars} are accepted")
+            raise bad_input(f"row {i}: 'question' has {len(question)} characters; at most {max_chars} are accepted, "
+                            "shorten it")
         if _missing(thought):
             thought = default
         elif not isinstance(thought, str) or thought not in valid:
@@ -366,6 +394,26 @@ mlflow.models.set_model(StudentModel())
 """
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow's artifact-download bar and transformers' weight-loading bar off inside the block."""
+    from transformers.utils import logging as hf_logging
+
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before, bars = os.environ.get(name), hf_logging.is_progress_bar_enabled()
+    os.environ[name] = "false"
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def log_student(student_dir: Path, artifact_path: str = "model", **settings: Any):
     """Log ``student_dir`` (model/ + card.json) as a pyfunc model in the active MLflow run; returns ModelInfo.
 
@@ -392,15 +440,20 @@ def log_student(student_dir: Path, artifact_path: str = "model", **settings: Any
         # loading it runs no pickled bytes and always uses the installed distill's StudentModel
         code = Path(tmp) / "student_model.py"
         code.write_text(MODEL_CODE)
-        return mlflow.pyfunc.log_model(
-            name=artifact_path,
-            python_model=str(code),
-            artifacts={STUDENT_ARTIFACT: str(staged)},
-            signature=signature(),
-            input_example=input_example(card),
-            model_config={**DEFAULTS, **settings},
-            pip_requirements=pip_requirements(),
-            metadata={"distill": {"mix": card.get("mix"), "default_thought": default_thought(card),
-                                  "forms": {f: (c or {}).get("version") for f, c in (card.get("forms") or {}).items()},
-                                  "data_digest": card.get("data_digest"), "train_run_id": card.get("train_run_id")}},
-        )
+        from distill.tracking import INTEGER_SCHEMA_HINT, expected_warnings
+
+        # the input example's int columns are never missing; and the two progress bars of loading
+        # back the copy just written (to check the input example) are noise in `make reproduce`
+        with expected_warnings(INTEGER_SCHEMA_HINT), _no_progress_bars():
+            return mlflow.pyfunc.log_model(
+                name=artifact_path,
+                python_model=str(code),
+                artifacts={STUDENT_ARTIFACT: str(staged)},
+                signature=signature(),
+                input_example=input_example(card),
+                model_config={**DEFAULTS, **settings},
+                pip_requirements=pip_requirements(),
+                metadata={"distill": {"mix": card.get("mix"), "default_thought": default_thought(card),
+                                      "forms": {f: (c or {}).get("version") for f, c in (card.get("forms") or {}).items()},
+                                      "data_digest": card.get("data_digest"), "train_run_id": card.get("train_run_id")}},
+            )

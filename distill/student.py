@@ -47,19 +47,42 @@ def build_tiny(texts: Iterable[str], *, d_model: int = 128, layers: int = 2, hea
                vocab: int = 2000, dropout: float = 0.1, seed: int = 0):
     """(model, tokenizer): a T5 built from a config, its tokenizer trained on ``texts``."""
     import torch
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
     tokenizer = train_tokenizer(texts, vocab)
-    config = T5Config(
-        # len(tokenizer), not vocab_size: the latter undercounts added special ids (STYLE.md)
-        vocab_size=len(tokenizer), d_model=d_model, d_kv=d_model // heads, d_ff=d_ff,
-        num_layers=layers, num_decoder_layers=layers, num_heads=heads, dropout_rate=dropout,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        # a T5 built from a config has no decoder start; T5 uses the pad id (STYLE.md)
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
+    # len(tokenizer), not vocab_size: the latter undercounts added special ids (STYLE.md)
+    config = tiny_config(len(tokenizer), d_model=d_model, layers=layers, heads=heads, d_ff=d_ff, dropout=dropout,
+                         pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
     return T5ForConditionalGeneration(config), tokenizer
+
+
+def tiny_config(vocab_size: int, *, d_model: int = 128, layers: int = 2, heads: int = 4, d_ff: int = 512,
+                dropout: float = 0.1, pad_id: int = 0, eos_id: int = 1):
+    """The T5Config of a tiny student (SPECIAL_TOKENS give pad 0 and eos 1)."""
+    from transformers import T5Config
+
+    return T5Config(
+        vocab_size=vocab_size, d_model=d_model, d_kv=d_model // heads, d_ff=d_ff,
+        num_layers=layers, num_decoder_layers=layers, num_heads=heads, dropout_rate=dropout,
+        pad_token_id=pad_id, eos_token_id=eos_id,
+        # a T5 built from a config has no decoder start; T5 uses the pad id (STYLE.md)
+        decoder_start_token_id=pad_id,
+    )
+
+
+def tiny_parameters(train_cfg) -> int:
+    """Parameters of the tiny student that ``train_cfg`` (a TrainConfig) builds, without training a
+    tokenizer: the BPE vocabulary fills up to ``tiny_vocab`` (special tokens included) on the GSM8K
+    training texts, so the model's vocabulary is ``tiny_vocab``. The README and mlprojects/tiny.yaml
+    quote this number (tests/test_student.py checks that they do)."""
+    import torch
+    from transformers import T5ForConditionalGeneration
+
+    config = tiny_config(train_cfg.tiny_vocab, d_model=train_cfg.tiny_d_model, layers=train_cfg.tiny_layers,
+                         heads=train_cfg.tiny_heads, d_ff=train_cfg.tiny_d_ff)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        return count_parameters(T5ForConditionalGeneration(config))
 
 
 def load_student(path: str | Path):

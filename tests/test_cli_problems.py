@@ -65,6 +65,13 @@ def test_distill_problems_on_a_missing_data_dir_says_how_to_provide_the_data(tmp
     assert "--data-dir" in result.output and "DISTILL_DATA_DIR" in result.output
 
 
+def test_a_data_dir_that_does_not_exist_is_refused_before_anything_runs(tmp_path):
+    for args in (["problems"], ["overlap", "--preset", "smoke"]):
+        result = CliRunner().invoke(main, [*args, "--data-dir", str(tmp_path / "nope")])
+        assert result.exit_code == 2
+        assert f"Directory '{tmp_path / 'nope'}' does not exist" in result.output
+
+
 def test_every_command_has_help_text():
     result = CliRunner().invoke(main, ["problems", "--help"])
     assert result.exit_code == 0 and "--head" in result.output and "Show the first N records" in result.output

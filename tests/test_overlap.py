@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli import main
-from distill.overlap import contaminated_ids, format_table, overlap_report, tokens
+from distill.overlap import column_notes, contaminated_ids, format_table, overlap_report, tokens
 from distill.problems import Problem, load
 
 
@@ -74,7 +74,15 @@ def test_the_report_is_the_same_on_every_run_and_prints_as_a_table():
     assert first == overlap_report(TRAIN, TESTS)
     table = format_table(first)
     assert "8-gram A/B" in table and "toy" not in table and "train" in table
-    assert len(table.splitlines()) == 2 + 6 + 1
+    assert len(table.splitlines()) == 2 + 6 + 1 + 1 + len(column_notes())
+
+
+def test_the_table_explains_every_column_it_prints():
+    table = format_table(overlap_report(TRAIN, TESTS, n=5))
+    header = table.splitlines()[0]
+    notes = "\n".join(column_notes(5))
+    for column in ("set A", "set B", "|A|", "|B|", "exact A/B", "5-gram A/B", "any A/B", "B %"):
+        assert column in header and column in notes.split("\n", 1)[1]
 
 
 def test_n_below_one_is_refused():
@@ -150,6 +158,7 @@ def test_distill_overlap_writes_under_the_presets_run_folder_by_default(data_dir
 
 def test_distill_overlap_on_a_missing_data_dir_says_how_to_fix_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = CliRunner().invoke(main, ["overlap", "--data-dir", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o.json")])
+    (tmp_path / "empty").mkdir()  # an existing folder without the files (a missing one is refused by click)
+    result = CliRunner().invoke(main, ["overlap", "--data-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "o.json")])
     assert result.exit_code == 2
     assert "file not found" in result.output and "--data-dir" in result.output

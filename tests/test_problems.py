@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import sys
 import types
 import xml.etree.ElementTree as ET
@@ -127,7 +128,7 @@ def _hub_rows(data_dir: Path) -> dict:
 
 
 @pytest.fixture
-def fake_hub(monkeypatch, data_dir):
+def fake_hub(monkeypatch, data_dir, hub_endpoint):
     """A fake `datasets` module whose load_dataset serves _hub_rows and records its calls."""
     rows, calls = _hub_rows(data_dir), []
 
@@ -140,6 +141,44 @@ def fake_hub(monkeypatch, data_dir):
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return calls
+
+
+@pytest.fixture
+def hub_endpoint(monkeypatch):
+    """HF_ENDPOINT pointed at a socket listening here, so the reachability check before the hub
+    client passes without internet."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        yield
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_hub_fails_at_once_with_the_fix_instead_of_retrying(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(DataError) as caught:
+        load("svamp", "test", tmp_path, hub=True)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'svamp' / 'SVAMP.json'}: file not found, and the Hugging Face hub is not reachable")
+    assert "HF_HUB_OFFLINE=1" in message and "DISTILL_DATA_DIR" in message and "--data-dir" in message
+    assert fake_hub == []  # the hub client was never called, so none of its retries ran
+
+
+def test_hub_reachable_says_yes_to_a_listening_endpoint_and_no_to_a_closed_one(monkeypatch):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+        assert problems.hub_reachable() == (True, "")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    reachable, why = problems.hub_reachable(timeout=1.0)
+    assert not reachable and why.startswith("127.0.0.1:")
 
 
 @pytest.mark.parametrize("name, split", [("gsm8k", "train"), ("gsm8k", "test"), ("svamp", "test"),
@@ -176,7 +215,7 @@ def test_the_hub_is_not_called_when_the_config_switches_it_off(fake_hub, tmp_pat
     assert fake_hub == []
 
 
-def test_a_failing_hub_says_both_what_is_missing_and_why_the_hub_failed(monkeypatch, tmp_path):
+def test_a_failing_hub_says_both_what_is_missing_and_why_the_hub_failed(monkeypatch, tmp_path, hub_endpoint):
     def load_dataset(*args, **kwargs):
         raise ConnectionError("no route to huggingface.co")
 

@@ -206,6 +206,18 @@ def test_make_reproduce_on_the_smoke_preset_builds_the_run_tree_champion_and_rep
     assert f"reproduce run: `{parent_id}`" in text and "ETD (`etd`)" in text and "constant answer" in text
     assert all((tmp_path / "reports" / name).stat().st_size > 0 for name in ("accuracy.png", "drop_rates.png",
                                                                                   "training_curves.png"))
+    # the parent carries the four students side by side, and the run ends saying what to open next
+    artifacts = {f.path for f in client.list_artifacts(parent_id, "comparison")}
+    assert artifacts == {"comparison/accuracy.md", "comparison/accuracy.json", "comparison/accuracy.png"}
+    rows = json.loads((smoke.run_path / "reproduce" / "comparison" / "accuracy.json").read_text())
+    assert {r["student"] for r in rows} == {"CoTD", "PoTD", "EoTD", "ETD"}
+    assert all(r["n"] == 3 and r["ci_low"] is not None for r in rows)
+    closing = result.output[result.output.index("report: "):]
+    assert f"report: {(tmp_path / 'reports' / 'results.md').resolve()}" in closing
+    assert "gsm8k (n=3)" in closing and "ETD" in closing and "constant" in closing
+    assert "make ui" in closing and f"parentRunId%20%3D%20%27{parent_id}%27" in closing
+    assert "make serve" in closing and "curl -s http://127.0.0.1:5005/invocations" in closing
+    assert "UserWarning" not in result.output  # the expected MLflow warnings are silenced at their calls
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 0, again.output
     step_lines = [line for line in again.output.splitlines() if line.startswith("[")]

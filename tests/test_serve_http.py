@@ -164,3 +164,16 @@ def test_bad_input_gets_a_400_that_says_what_is_wrong(server, records, message):
     status, body = post(server, {"dataframe_records": records})
     assert status == 400
     assert message in body["message"]
+
+
+@pytest.mark.parametrize("records, start", [
+    ([{"question": "How many?"}] * 17, "17 rows in one request; send at most 16 rows per request"),
+    ([{"question": "How many?", "thought": "tot"}], "row 0: unknown thought 'tot'"),
+    ([{"question": "   "}], "row 0: 'question' is empty; send the text of the question"),
+])
+def test_our_bad_input_message_comes_first_and_does_not_echo_the_request(server, records, start):
+    status, body = post(server, {"dataframe_records": records})
+    assert status == 400
+    # MLflow's scoring server would prefix "Failed to predict data '<every row>'"; serving.BadRequest keeps it out
+    assert body["message"].startswith(start)
+    assert "How many?" not in body["message"] and len(body["message"]) < 200

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from distill.config import ConfigError, load_config
-from distill.student import build_student, build_tiny, count_parameters, load_student, save_student, train_tokenizer
+from distill.student import (build_student, build_tiny, count_parameters, load_student, save_student, tiny_parameters,
+                             train_tokenizer)
 
 TEXTS = [f"Question: Tom has {a} apples and buys {b}.\nSystem of linear equations: (Do not simplify)\n"
          f"% Tom has {a} apples\napples = {a}\nans = apples + {b}" for a in range(40) for b in range(5)]
@@ -59,3 +60,23 @@ def test_tiny_students_built_with_the_same_seed_are_identical():
 def test_a_student_that_cannot_be_loaded_says_what_to_give_instead(tmp_path):
     with pytest.raises(ConfigError, match="train.student=tiny"):
         load_student(tmp_path / "no-such-model")
+
+
+def test_tiny_parameters_counts_the_student_that_build_student_makes(data_dir):
+    from distill.problems import load
+
+    cfg = load_config("smoke", []).train
+    texts = [p.question + " " + (p.rationale or "") for p in load("gsm8k", "train", data_dir, hub=False).problems[:200]]
+    model, tokenizer = build_student("tiny", texts, train_cfg=cfg)
+    assert len(tokenizer) == cfg.tiny_vocab  # the vocabulary fills up on GSM8K text
+    assert count_parameters(model) == tiny_parameters(cfg)
+
+
+def test_the_readme_and_the_tiny_preset_state_the_size_the_code_computes():
+    from pathlib import Path
+
+    n = tiny_parameters(load_config("tiny", []).train)
+    root = Path(__file__).resolve().parent.parent
+    readme, preset = (root / "README.md").read_text(), (root / "mlprojects" / "tiny.yaml").read_text()
+    assert f"{n:,} parameters ({n / 1e6:.1f}M" in readme
+    assert f"{n:,} params" in preset

@@ -408,95 +408,17 @@ def _runs_table(results: Results) -> list[str]:
 
 
 # --- plots --------------------------------------------------------------------------------------
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_accuracy(results: Results, path: Path) -> Path:
-    """One panel per test set: a bar per (student, form), the constant answer as a dashed line."""
-    plt = _pyplot()
-    acc = accuracies(results)
-    sets = sets_of(results) or ["gsm8k"]
-    keys = [(m, f) for m in _order({m for m, _ in acc}, MIXES) for f in _order({f for mm, f in acc if mm == m}, FORM_ORDER)]
-    fig, axes = plt.subplots(1, len(sets), figsize=(3.2 * len(sets), 3.6), sharey=True, squeeze=False)
-    for ax, ts in zip(axes[0], sets):
-        values = [100 * acc[k].get(ts, 0.0) for k in keys]
-        ax.bar(range(len(keys)), values, color=[COLORS.get(m, "gray") for m, _ in keys])
-        ax.set_xticks(range(len(keys)), [f"{m}/{f}" for m, f in keys], rotation=60, ha="right", fontsize=7)
-        base = results.baseline.get("accuracy", {}).get(ts)
-        if base is not None:
-            ax.axhline(100 * base, color="black", linestyle="--", linewidth=1, label="constant answer")
-            ax.legend(fontsize=7)
-        ax.set_title(ts)
-    axes[0][0].set_ylabel("accuracy (%)")
-    fig.suptitle(f"Accuracy by student/form and test set ({results.preset})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
-
-
-def plot_drop_rates(results: Results, path: Path) -> Path:
-    """A stacked bar per form: the share of teacher samples dropped, split by reason."""
-    plt = _pyplot()
-    drops = drop_rates(results)
-    forms = _order(drops, FORM_ORDER)
-    reasons = sorted({r for d in drops.values() for r in d["reasons"]})
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    bottom = [0.0] * len(forms)
-    for reason in reasons:
-        shares = []
-        for form in forms:
-            d = drops[form]
-            n = (d["kept"] or 0) + sum(d["reasons"].values())
-            shares.append(100 * d["reasons"].get(reason, 0) / n if n else 0.0)
-        ax.bar(forms, shares, bottom=bottom, label=reason)
-        bottom = [b + s for b, s in zip(bottom, shares)]
-    ax.set_ylabel("dropped samples (%)")
-    ax.set_title(f"Verification drop rate by form and reason ({results.preset})")
-    if reasons:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
-
-
-def plot_training(results: Results, path: Path) -> Path:
-    """train/loss per step and val/loss per epoch for each student."""
-    plt = _pyplot()
-    trains = {name.split("-", 1)[1]: run for name, run in results.steps.items() if name.startswith("train-")}
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for mix in _order(trains, MIXES):
-        for ax, key in zip(axes, ("train/loss", "val/loss")):
-            points = trains[mix].history.get(key, [])
-            if points:
-                ax.plot([s for s, _ in points], [v for _, v in points], marker="." if key == "val/loss" else None,
-                        label=STUDENT_NAMES.get(mix, mix), color=COLORS.get(mix))
-    for ax, key, xlabel in zip(axes, ("train/loss", "val/loss"), ("step", "epoch")):
-        ax.set_title(key)
-        ax.set_xlabel(xlabel)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    fig.suptitle(f"Training curves ({results.preset})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+# drawn by distill/plots.py (legends, n, 95% intervals, the baseline line, smoothed losses)
 
 
 def write(results: Results, output_dir: str | Path) -> list[Path]:
+    from distill import plots
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [atomic_write_text(out / "results.md", render(results))]
-    for name, plot in zip(PLOTS, (plot_accuracy, plot_drop_rates, plot_training)):
-        paths.append(plot(results, out / name))
+    for name in PLOTS:
+        paths.append(plots.PLOTS[name](results, out / name))
     return paths
 
 

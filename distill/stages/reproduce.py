@@ -13,8 +13,11 @@ distill.teacher, distill.student, distill.config_digest) holds every stage's run
 For each step it records the tag ``distill.step.<step>.run_id`` and the metric
 ``wall_seconds/<step>``; ``wall_seconds/total`` is their sum (earlier invocations included). It also carries the
 constant-answer baseline (``baseline/<test_set>/accuracy``, param ``baseline.answer``) so that the
-students can be compared with it in the MLflow UI. ``distill report`` reads these tags to find the
-runs that produced the results.
+students can be compared with it in the MLflow UI, and the four students side by side as artifacts
+``comparison/accuracy.{md,json,png}`` (student x test set x form with n and a 95% interval; also
+written to ``<run_dir>/reproduce/comparison/``). ``distill report`` reads these tags to find the runs
+that produced the results. The run ends by printing where the report is, the headline table and
+the commands to run next (``make ui`` with the link to the evaluate runs, ``make serve``, curl).
 
 Resume (our choice, documented in the README): a rerun with the same preset and the same config
 resumes the *same* parent run, so the tree stays one tree, and skips every step whose marker was
@@ -255,11 +258,44 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
         tracker.log_metrics({"wall_seconds/total": study})
         write_json(state_dir / "timings.json", {"study_seconds": round(study, 3),
                                                 "invocation_seconds": round(total, 3), "steps": timings})
+        headline = _log_comparison(cfg, tracker, parent_id, state_dir / "comparison")
     log(f"reproduce: done in {total:.1f} s (all steps together: {study:.1f} s); parent run {parent_id}")
     log("reproduce: wall time per step (s): " + ", ".join(
         f"{name} {t['seconds']:.1f}{' (skipped)' if t['skipped'] else ''}" for name, t in timings.items()))
+    for line in next_steps(Path(report_dir), headline, store.experiment_id, parent_id):
+        log(line)
     return {"parent_run_id": parent_id, "seconds": round(total, 3), "study_seconds": round(study, 3),
             "steps": results, "timings": timings}
+
+
+def _log_comparison(cfg: Config, tracker, parent_id: str, out_dir: Path) -> list[str]:
+    """The students side by side on the parent run: comparison/accuracy.{md,json,png} as artifacts
+    (students x test sets x forms with n and 95% intervals, and its chart); returns the headline."""
+    from distill import compare
+    from distill.stages.report import collect
+
+    results = collect(cfg, parent_id)
+    for path in compare.write(results, out_dir):
+        tracker.log_artifact(path, "comparison")
+    return compare.headline(results)
+
+
+SERVE_PORT = 5005
+"""`make serve`'s port (the Makefile's PORT)."""
+
+
+def next_steps(report_dir: Path, headline: list[str], experiment_id: str, parent_id: str) -> list[str]:
+    """What a user reads last: where the report is, the headline table, and what to run next."""
+    from distill import compare
+
+    question = "Tom has 3 boxes of 12 pencils and gives away 7 pencils. How many pencils does he have left?"
+    return ["", f"report: {(report_dir / 'results.md').resolve()} (plots beside it)", "", *headline, "",
+            "next:",
+            f"  make ui       # then open {compare.ui_link(experiment_id, parent_id)}",
+            "  make compare  # this table again, and the UI link",
+            f"  make serve    # serves models:/distill-student@champion on 127.0.0.1:{SERVE_PORT}; then ask it:",
+            f"  curl -s http://127.0.0.1:{SERVE_PORT}/invocations -H 'Content-Type: application/json' "
+            f"-d '{{\"dataframe_records\": [{{\"question\": \"{question}\"}}]}}'"]
 
 
 def _marker_valid(marker: dict | None, digest: str, store: _Store) -> bool:
