@@ -391,8 +391,10 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens):
     """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
 
-    Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy, failure counts, prediction
-    tables) and writes runs/<preset>/eval/<mix>/. A rerun resumes: answered problems are skipped.
+    Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy with 95% Wilson bounds
+    ci_low/ci_high and <test_set>/n, <test_set>/selected/* for the form chosen on validation, failure
+    counts, prediction tables, per-problem correct.json) and writes runs/<preset>/eval/<mix>/.
+    A rerun resumes: answered problems are skipped.
     """
     from distill.stages import evaluate as stage
 
@@ -402,10 +404,18 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix, student=student or None)
     forms_done = list(summary["forms"])
     extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
-    click.echo(f"{'test set':<12}{'n':>6}" + "".join(f"{f:>10}" for f in forms_done + extra))
+    selected = summary.get("selected_form")
+    click.echo(f"{'test set':<12}{'n':>6}" + "".join(f"{f:>10}" for f in forms_done + extra)
+               + (f"  selected ({selected}) [95% CI]" if selected else ""))
     for name, scores in summary["test_sets"].items():
         cells = [scores["forms"][f]["accuracy"] for f in forms_done] + [scores[k]["accuracy"] for k in extra]
-        click.echo(f"{name:<12}{scores['n']:>6}" + "".join(f"{c:>10.1%}" for c in cells))
+        line = f"{name:<12}{scores['n']:>6}" + "".join(f"{c:>10.1%}" for c in cells)
+        if "selected" in scores:
+            s = scores["selected"]
+            line += f"  {s['accuracy']:.1%} [{s['ci_low']:.1%}, {s['ci_high']:.1%}]"
+        click.echo(line)
+    if selected:
+        click.echo(f"selected form {selected}: chosen on the validation split (the card's best_form), not on a test set")
     click.echo(f"eval/{summary['mix']}/summary.json written; MLflow run {summary['run_id']}")
 
 # --- register / promote ---------------------------------------------------------------------
