@@ -72,8 +72,8 @@ class _Group(click.Group):
 def main():
     """Distill math reasoning (CoT, PoT, EoT) from a teacher LLM into a small seq2seq student.
 
-    Stages, in order: generate -> verify -> mix -> train -> evaluate -> promote -> report.
-    `distill reproduce` runs them all as one MLflow run tree.
+    Stages, in order: generate -> verify -> mix -> train -> evaluate -> register -> promote -> report.
+    `distill reproduce` runs them all as one MLflow run tree; `make serve` then serves the champion.
     """
 
 
@@ -430,8 +430,9 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 def register(cfg_args, mix, train_run_id):
     """Register the evaluated student of MIX as a new version of the registered model (promote.model_name).
 
-    Reads runs/<preset>/eval/<mix>/summary.json and tags the version with the mix, forms and their
-    versions, data digests, teacher, every test-set accuracy and the git commit. A student that is
+    Reads runs/<preset>/eval/<mix>/summary.json and tags the version with the mix, preset, evaluation
+    limit, the form selected on validation and its validation accuracy (val/selected/accuracy, from
+    the train run), each test set's selected accuracy, run ids and the git commit. A student that is
     already registered gets its tags refreshed, not a second version.
     """
     from distill.stages import register as stage
@@ -446,15 +447,16 @@ def register(cfg_args, mix, train_run_id):
 @main.command()
 @common_options
 @click.option("--metric", default="", metavar="NAME",
-              help="Version tag to compare, e.g. gsm8k/eot/accuracy or svamp/vote/accuracy "
-                   "(default: promote.metric, gsm8k/best/accuracy).")
+              help="Validation accuracy tag to rank on, val/<...>/accuracy (default: promote.metric, "
+                   "val/selected/accuracy); a test-set metric is refused.")
 @click.option("--mix", default="", metavar="MIX",
               help="Candidates are the versions of this mix (default: promote.mix, etd).")
 def promote(cfg_args, metric, mix):
     """Give the best registered student of MIX the alias `champion` if it beats the current champion.
 
-    Compares the versions' accuracy tags (written by `distill register`), logs the decision and its
-    reason in an MLflow run `promote` and prints them. Then serve it with
+    Ranks the versions of the same preset and evaluation limit that cover every test set on their
+    validation accuracy tag (written by `distill register`), logs the decision and its reason in an
+    MLflow run `promote` and prints them. Then serve it with
     `mlflow models serve -m models:/distill-student@champion --env-manager local` (make serve).
     """
     from distill.stages import promote as stage
