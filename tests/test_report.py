@@ -36,7 +36,7 @@ def _store(uri: str, with_parent: bool = True) -> dict:
                                    "verify/eot/dropped/wrong_answer": 6, "verify/eot/dropped/timeout": 4,
                                    "verify/cot/kept": 40, "verify/cot/drop_rate": 0.0})
         for mix, loss in (("eot", 2.0), ("etd", 1.5)):
-            stage(f"train-{mix}", "train", {}, mix,
+            stage(f"train-{mix}", "train", {"val/cot/accuracy": 0.25, "val/eot/accuracy": 0.125}, mix,
                   history={"train/loss": [(1, loss + 1), (2, loss)], "val/loss": [(1, loss + 0.5)]},
                   params={"train.lr": "0.001", "train.epochs": "1", "train.max_steps": "2",
                           "train.n_params": "1412352"})
@@ -100,6 +100,7 @@ def test_report_writes_the_tables_and_plots_from_the_store(tmp_path, mlflow_uri)
     assert "`mix.val_fraction=0.1` of the training *questions*" in text
     assert "kept samples that strict mode would have dropped, per form: not recorded" in text
     assert "lose tokens on the left" in text and "lowest validation loss" in text
+    assert "here cot 25.00%, eot 12.50% (train run of ETD), selected cot." in text
     assert "| eot | 40 | 30 | 25.00 | 4 | 6 |" in text  # samples, kept, drop rate, timeout, wrong_answer
     assert "| EoTD | eot | 2 parse_error | 0 |" in text
     assert f"| train-etd | train-etd | `{ids['train-etd']}` | 12.0 |" in text

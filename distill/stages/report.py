@@ -531,9 +531,13 @@ def _choices(results: Results) -> list[str]:
         out.append("- **Checkpoint selection**: the student is the checkpoint with the lowest validation loss "
                    f"(evaluated each epoch); budget `train.max_steps={run.params.get('train.max_steps') or 'none'}`, "
                    f"`train.max_minutes={run.params.get('train.max_minutes') or 'none'}`.")
+        val = {k.split("/")[1]: v for k, v in run.metrics.items() if k.startswith("val/") and k.endswith("/accuracy")}
+        shown = ", ".join(f"{f} {_pct(val[f])}%" for f in _order(val, FORM_ORDER)) or "not logged"
         out.append("- **Form selection**: the ETD student's `selected` form is the one with the highest "
                    f"validation accuracy on `train.val_generate_limit={run.params.get('train.val_generate_limit', '?')}` "
-                   "validation rows (ties to EoT, PoT, CoT); promotion ranks on that validation accuracy.")
+                   f"validation rows (ties to EoT, PoT, CoT); here {shown} (train run of "
+                   f"{STUDENT_NAMES.get(run.tags.get('distill.mix', ''), 'the student')}), selected "
+                   f"{selected_forms(results).get('etd', '?')}. Promotion ranks on that validation accuracy.")
     evals = results.evaluations()
     if evals:
         run = evals.get("etd") or next(iter(evals.values()))
