@@ -373,3 +373,12 @@ def test_cli_evaluate_prints_a_table_and_writes_the_summary(tmp_path, data_dir, 
     assert "svamp" in result.output and "100.0%" in result.output
     summary = json.loads((tmp_path / "runs" / "smoke" / "eval" / "eot+pot" / "summary.json").read_text())
     assert summary["test_sets"]["multiarith"]["n"] == 2 and set(summary["forms"]) == {"eot", "pot"}
+
+
+def test_the_selected_form_is_the_cards_validation_choice_never_a_test_pick():
+    from distill.stages.evaluate import selected_form
+
+    assert selected_form({"best_form": "pot"}, ("cot", "pot", "eot")) == "pot"
+    assert selected_form({"best_form": "pot"}, ("cot", "eot")) is None  # not asked for: no selected score
+    assert selected_form({}, ("cot", "pot", "eot")) is None  # no validation choice: none made here
+    assert selected_form({}, ("eot",)) == "eot"  # a one-form student has nothing to choose
