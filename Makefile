@@ -21,7 +21,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 TEACHER_OPT := $(if $(TEACHER),--teacher $(TEACHER),)
 
-.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate promote report compare serve ui bench clean
+.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate register promote report compare serve ui bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -67,7 +67,10 @@ train: install ## fine-tune a student on MIX
 evaluate: install ## evaluate the student trained on MIX on the four test sets
 	$(BIN)/distill evaluate --preset $(PRESET) --mix $(MIX)
 
-promote: install ## give the best ETD student the alias `champion`
+register: install ## register the evaluated student of MIX as a version of distill-student
+	$(BIN)/distill register --preset $(PRESET) --mix $(MIX)
+
+promote: install ## give the best ETD student (on validation accuracy) the alias `champion`
 	$(BIN)/distill promote --preset $(PRESET)
 
 report: install ## write reports/results.md and plots from the MLflow store

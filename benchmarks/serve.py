@@ -187,13 +187,16 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = uri
         cfg = load_config(None, [])
         tracker = Tracker(uri, cfg.tracking.experiment)
+        card = json.loads((student / "card.json").read_text())
+        selected = card.get("best_form") or next(iter(card["forms"]))
         with tracker.run("train-etd", {"distill.stage": "train"}):
             info = log_student(student, **({"max_rows": 1} if args.no_combine else {}))
+            tracker.log_metrics({f"val/{selected}/accuracy": 0.0})  # promote ranks on validation accuracy
             run_id = tracker.run_id
-        card = json.loads((student / "card.json").read_text())
         register.run(cfg, tmp / "runs", tracker, train_run_id=run_id, log=lambda _: None,
                      eval_summary={"mix": card["mix"], "forms": card["forms"], "train_run_id": run_id,
-                                   "metrics": {"gsm8k/best/accuracy": 0.0}})
+                                   "selected_form": selected,
+                                   "metrics": {f"{t}/selected/accuracy": 0.0 for t in cfg.evaluate.test_sets}})
         promote.run(cfg, tmp / "runs", tracker, mix=card["mix"], log=lambda _: None)
 
         def record(i: int) -> dict:

@@ -72,8 +72,8 @@ class _Group(click.Group):
 def main():
     """Distill math reasoning (CoT, PoT, EoT) from a teacher LLM into a small seq2seq student.
 
-    Stages, in order: generate -> verify -> mix -> train -> evaluate -> promote -> report.
-    `distill reproduce` runs them all as one MLflow run tree.
+    Stages, in order: generate -> verify -> mix -> train -> evaluate -> register -> promote -> report.
+    `distill reproduce` runs them all as one MLflow run tree; `make serve` then serves the champion.
     """
 
 
@@ -421,8 +421,10 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens):
     """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
 
-    Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy, failure counts, prediction
-    tables) and writes runs/<preset>/eval/<mix>/. A rerun resumes: answered problems are skipped.
+    Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy with 95% Wilson bounds
+    ci_low/ci_high and <test_set>/n, <test_set>/selected/* for the form chosen on validation, failure
+    counts, prediction tables, per-problem correct.json) and writes runs/<preset>/eval/<mix>/.
+    A rerun resumes: answered problems are skipped.
     """
     from distill.stages import evaluate as stage
 
@@ -432,10 +434,18 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix, student=student or None)
     forms_done = list(summary["forms"])
     extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
-    click.echo(f"{'test set':<12}{'n':>6}" + "".join(f"{f:>10}" for f in forms_done + extra))
+    selected = summary.get("selected_form")
+    click.echo(f"{'test set':<12}{'n':>6}" + "".join(f"{f:>10}" for f in forms_done + extra)
+               + (f"  selected ({selected}) [95% CI]" if selected else ""))
     for name, scores in summary["test_sets"].items():
         cells = [scores["forms"][f]["accuracy"] for f in forms_done] + [scores[k]["accuracy"] for k in extra]
-        click.echo(f"{name:<12}{scores['n']:>6}" + "".join(f"{c:>10.1%}" for c in cells))
+        line = f"{name:<12}{scores['n']:>6}" + "".join(f"{c:>10.1%}" for c in cells)
+        if "selected" in scores:
+            s = scores["selected"]
+            line += f"  {s['accuracy']:.1%} [{s['ci_low']:.1%}, {s['ci_high']:.1%}]"
+        click.echo(line)
+    if selected:
+        click.echo(f"selected form {selected}: chosen on the validation split (the card's best_form), not on a test set")
     click.echo(f"eval/{summary['mix']}/summary.json written; MLflow run {summary['run_id']}")
 
 # --- register / promote ---------------------------------------------------------------------
@@ -450,8 +460,9 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 def register(cfg_args, mix, train_run_id):
     """Register the evaluated student of MIX as a new version of the registered model (promote.model_name).
 
-    Reads runs/<preset>/eval/<mix>/summary.json and tags the version with the mix, forms and their
-    versions, data digests, teacher, every test-set accuracy and the git commit. A student that is
+    Reads runs/<preset>/eval/<mix>/summary.json and tags the version with the mix, preset, evaluation
+    limit, the form selected on validation and its validation accuracy (val/selected/accuracy, from
+    the train run), each test set's selected accuracy, run ids and the git commit. A student that is
     already registered gets its tags refreshed, not a second version.
     """
     from distill.stages import register as stage
@@ -466,15 +477,16 @@ def register(cfg_args, mix, train_run_id):
 @main.command()
 @common_options
 @click.option("--metric", default="", metavar="NAME",
-              help="Version tag to compare, e.g. gsm8k/eot/accuracy or svamp/vote/accuracy "
-                   "(default: promote.metric, gsm8k/best/accuracy).")
+              help="Validation accuracy tag to rank on, val/<...>/accuracy (default: promote.metric, "
+                   "val/selected/accuracy); a test-set metric is refused.")
 @click.option("--mix", default="", metavar="MIX",
               help="Candidates are the versions of this mix (default: promote.mix, etd).")
 def promote(cfg_args, metric, mix):
     """Give the best registered student of MIX the alias `champion` if it beats the current champion.
 
-    Compares the versions' accuracy tags (written by `distill register`), logs the decision and its
-    reason in an MLflow run `promote` and prints them. Then serve it with
+    Ranks the versions of the same preset and evaluation limit that cover every test set on their
+    validation accuracy tag (written by `distill register`), logs the decision and its reason in an
+    MLflow run `promote` and prints them. Then serve it with
     `mlflow models serve -m models:/distill-student@champion --env-manager local` (make serve).
     """
     from distill.stages import promote as stage

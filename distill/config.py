@@ -192,10 +192,12 @@ class PromoteConfig:
     """Registered model that every evaluated student becomes a version of."""
     alias: str = "champion"
     """Alias given to the best version (`mlflow models serve -m models:/distill-student@champion`)."""
-    metric: str = "gsm8k/best/accuracy"
-    """Version tag compared (any <test_set>/<form|vote|fallback|best>/accuracy); higher wins."""
+    metric: str = "val/selected/accuracy"
+    """Version tag compared, higher wins; must be a validation accuracy (val/.../accuracy): a
+    champion is never chosen on a test set. Default: the validation accuracy of the form chosen on
+    validation (the card's best_form), tagged by register from the train run's metrics."""
     mix: str = "etd"
-    """Only versions tagged with this mix are candidates."""
+    """Only versions tagged with this mix (and this preset and evaluate.limit) are candidates."""
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,19 @@ its ETD numbers were obtained) and carry their own metric names (``vote``, ``fal
   match within the 1e-3 tolerance. Ties are broken by ``COMBINE_ORDER``: among the answers with the
   most votes, the one given by the earliest form in EoT > PoT > CoT wins. So with all three forms
   answering differently the vote equals EoT's answer, and with only failures there is no answer.
+
+Both are fixed rules, decided before any test set was seen; nothing here looks at a test label to
+choose. **selected** is the form chosen on the validation split (the train stage's card,
+``best_form``): its test accuracy is reported under its own name, so a multi-form student has one
+headline number that no test set helped to pick.
+
+Uncertainty: every accuracy comes with its 95% Wilson score interval (``wilson``), and two sets of
+answers to the same problems are compared with the exact McNemar test on the discordant pairs
+(``mcnemar``).
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Mapping, Sequence
 
@@ -30,6 +40,51 @@ from distill.thoughts import STATUSES, Verdict
 COMBINE_ORDER = ("eot", "pot", "cot")
 """Fixed order of the fallback, and the tie-break of the vote (earlier wins)."""
 FAILURE_STATUSES = tuple(s for s in STATUSES if s != "correct")
+Z95 = 1.959963984540054
+"""The two-sided 95% normal quantile used by ``wilson``."""
+
+
+def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval (low, high) of a proportion ``correct / n``.
+
+    Unlike the normal ("Wald") interval it stays inside [0, 1] and is not empty at 0 or n correct,
+    which matters for small students that get few problems right. ``n == 0`` gives (0.0, 1.0):
+    nothing observed, nothing known.
+    """
+    if n < 0 or not 0 <= correct <= n:
+        raise ValueError(f"wilson needs 0 <= correct <= n, got correct={correct}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def mcnemar(a: Sequence[int | bool], b: Sequence[int | bool]) -> dict:
+    """Exact McNemar test of two paired 0/1 correctness lists over the same problems.
+
+    Only discordant problems carry information: ``a_only`` (a right, b wrong) and ``b_only``.
+    Under the null (both equally accurate) each discordant problem is a fair coin, so the two-sided
+    p-value is ``min(1, 2 * P(X <= min(a_only, b_only)))`` for X ~ Binomial(a_only + b_only, 1/2);
+    no discordant pair gives p = 1. Exact integer arithmetic, so large n does not overflow.
+    Returns {"n", "a_only", "b_only", "p_value"}.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired lists differ in length ({len(a)} vs {len(b)}); pair the same problems")
+    a_only = sum(1 for x, y in zip(a, b) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b) if y and not x)
+    m = a_only + b_only
+    tail = sum(math.comb(m, i) for i in range(min(a_only, b_only) + 1))
+    p_value = min(1.0, 2 * tail / 2 ** m) if m else 1.0
+    return {"n": len(a), "a_only": a_only, "b_only": b_only, "p_value": p_value}
+
+
+def interval(correct: int, n: int) -> dict:
+    """{"accuracy", "correct", "n", "ci_low", "ci_high"} of ``correct`` out of ``n``."""
+    low, high = wilson(correct, n)
+    return {"accuracy": correct / n if n else 0.0, "correct": correct, "n": n, "ci_low": low, "ci_high": high}
 
 
 def ordered(forms: Sequence[str]) -> list[str]:
@@ -106,37 +161,52 @@ def combine(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float]) -
     return out
 
 
-def score_test_set(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float]) -> dict:
-    """Every number of one test set.
-
-    Returns {"n", "forms": {form: {"accuracy", "correct", "n", "failures": {status: count}}},
-    "best": {"form", "accuracy"}, and, with two or more forms, "vote"/"fallback": {"accuracy", "correct"}}.
-    ``best`` is the highest single-form accuracy; a tie goes to the earlier form in COMBINE_ORDER.
-    """
-    forms = {
-        form: {"accuracy": accuracy(items), "correct": sum(v.correct for v in items), "n": len(items),
-               "failures": failures(items)}
-        for form, items in verdicts.items()
-    }
-    result: dict = {"n": len(golds), "forms": forms}
-    if forms:
-        best = max(ordered(list(forms)), key=lambda f: forms[f]["accuracy"])
-        result["best"] = {"form": best, "accuracy": forms[best]["accuracy"]}
+def correctness(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float],
+                selected: str | None = None) -> dict[str, list[int]]:
+    """Per problem 0/1 for every form, for vote and fallback (two or more forms) and for the
+    selected form (when it is one of ``verdicts``): the data of the paired tests (``mcnemar``)."""
+    out = {form: [int(v.correct) for v in items] for form, items in verdicts.items()}
     if len(verdicts) > 1:
         for name, rows in combine(verdicts, golds).items():
-            correct = sum(r["correct"] for r in rows)
-            result[name] = {"accuracy": correct / len(rows) if rows else 0.0, "correct": correct}
+            out[name] = [int(r["correct"]) for r in rows]
+    if selected in verdicts:
+        out["selected"] = list(out[selected])
+    return out
+
+
+def score_test_set(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float],
+                   selected: str | None = None) -> dict:
+    """Every number of one test set.
+
+    Returns {"n", "forms": {form: {"accuracy", "correct", "n", "ci_low", "ci_high", "failures": {status: count}}},
+    with two or more forms "vote"/"fallback": {"accuracy", "correct", "n", "ci_low", "ci_high"}, and,
+    when ``selected`` (the form chosen on the validation split) is one of the forms,
+    "selected": {"form", "accuracy", "correct", "n", "ci_low", "ci_high"}}.
+    Nothing here is chosen by its accuracy on this test set.
+    """
+    forms = {form: {**interval(sum(v.correct for v in items), len(items)), "failures": failures(items)}
+             for form, items in verdicts.items()}
+    result: dict = {"n": len(golds), "forms": forms}
+    if len(verdicts) > 1:
+        for name, rows in combine(verdicts, golds).items():
+            result[name] = interval(sum(r["correct"] for r in rows), len(rows))
+    if selected in forms:
+        result["selected"] = {"form": selected, **{k: v for k, v in forms[selected].items() if k != "failures"}}
     return result
 
 
 def metrics_of(test_set: str, scores: Mapping) -> dict[str, float]:
-    """The MLflow metric names of one test set's scores (contract: <test_set>/<form>/accuracy, ...)."""
-    out: dict[str, float] = {}
-    for form, s in scores["forms"].items():
-        out[f"{test_set}/{form}/accuracy"] = s["accuracy"]
-        for reason, count in s["failures"].items():
-            out[f"{test_set}/{form}/failures/{reason}"] = count
-    for name in ("vote", "fallback", "best"):
+    """The MLflow metric names of one test set's scores (contract: ``<test_set>/n``,
+    ``<test_set>/<form|vote|fallback|selected>/{accuracy,ci_low,ci_high}``,
+    ``<test_set>/<form>/failures/<status>``)."""
+    out: dict[str, float] = {f"{test_set}/n": scores["n"]}
+    named = dict(scores["forms"])
+    for name in ("vote", "fallback", "selected"):
         if name in scores:
-            out[f"{test_set}/{name}/accuracy"] = scores[name]["accuracy"]
+            named[name] = scores[name]
+    for name, s in named.items():
+        for key in ("accuracy", "ci_low", "ci_high"):
+            out[f"{test_set}/{name}/{key}"] = s[key]
+        for reason, count in s.get("failures", {}).items():
+            out[f"{test_set}/{name}/failures/{reason}"] = count
     return out

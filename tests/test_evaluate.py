@@ -42,7 +42,8 @@ def tiny_model(seed: int = 0):
     return T5ForConditionalGeneration(config), tokenizer
 
 
-def save_student(folder: Path, forms=FORM_NAMES, seed: int = 0, versions: dict | None = None) -> Path:
+def save_student(folder: Path, forms=FORM_NAMES, seed: int = 0, versions: dict | None = None,
+                 best_form: str | None = None) -> Path:
     from distill.thoughts import get_form
 
     model, tokenizer = tiny_model(seed)
@@ -53,6 +54,8 @@ def save_student(folder: Path, forms=FORM_NAMES, seed: int = 0, versions: dict |
                           "instruction": get_form(f).instruction} for f in forms},
             "student": "tiny-test", "tokenizer": "byt5", "data_digest": "d1g3st", "train_run_id": None,
             "preset": "test", "best_val_loss": 9.9}
+    if best_form:
+        card["best_form"] = best_form  # the train stage's choice on the validation split
     (folder / "card.json").write_text(json.dumps(card))
     return folder
 
@@ -214,10 +217,12 @@ def test_an_unknown_test_set_lists_the_valid_ones(tmp_path, data_dir):
 
 # --- the stage with stub forms: numbers checked by hand ------------------------------------------
 
-def test_stage_scores_forms_vote_fallback_and_best_as_computed_by_hand(tmp_path, data_dir, stub_forms):
+def test_stage_scores_forms_vote_fallback_and_selected_as_computed_by_hand(tmp_path, data_dir, stub_forms):
+    from distill.scoring import wilson
     from distill.stages import evaluate as stage
 
-    save_student(tmp_path / "students" / "etd")
+    # chosen on validation: cot, although eot is the best form on these test sets
+    save_student(tmp_path / "students" / "etd", best_form="cot")
     cfg = make_cfg(data_dir, limit=3, test_sets=("svamp", "multiarith"))
     summary = stage.run(cfg, tmp_path, mix="etd")
 
@@ -228,9 +233,12 @@ def test_stage_scores_forms_vote_fallback_and_best_as_computed_by_hand(tmp_path,
         assert m[f"{t}/eot/accuracy"] == 1.0 and m[f"{t}/pot/accuracy"] == 0.0 and m[f"{t}/cot/accuracy"] == 0.0
         assert m[f"{t}/pot/failures/exec_error"] == 3 and m[f"{t}/cot/failures/wrong_answer"] == 3
         assert m[f"{t}/vote/accuracy"] == 1.0 and m[f"{t}/fallback/accuracy"] == 1.0
-        assert m[f"{t}/best/accuracy"] == 1.0
-        assert summary["test_sets"][t]["best"]["form"] == "eot"
-        assert summary["test_sets"][t]["n"] == 3
+        assert m[f"{t}/selected/accuracy"] == 0.0 and summary["test_sets"][t]["selected"]["form"] == "cot"
+        assert (m[f"{t}/selected/ci_low"], m[f"{t}/selected/ci_high"]) == pytest.approx(wilson(0, 3))
+        assert (m[f"{t}/eot/ci_low"], m[f"{t}/eot/ci_high"]) == pytest.approx(wilson(3, 3))
+        assert m[f"{t}/n"] == 3 and summary["test_sets"][t]["n"] == 3
+        assert not any("/best/" in k for k in m)
+    assert summary["selected_form"] == "cot"
     saved = json.loads((tmp_path / "eval" / "etd" / "summary.json").read_text())
     assert saved["metrics"] == m and saved["train_run_id"] is None and saved["data_digest"] == "d1g3st"
 
@@ -244,7 +252,7 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
     from distill.stages import evaluate as stage
     from distill.tracking import Tracker
 
-    save_student(tmp_path / "students" / "etd")
+    save_student(tmp_path / "students" / "etd", best_form="pot")
     cfg = make_cfg(data_dir, limit=2)
     summary = stage.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"), mix="etd")
     assert count_generations == [2] * 12  # 4 test sets x 3 forms, 2 problems each
@@ -261,9 +269,10 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
             assert 0.0 <= m[f"{t}/{f}/accuracy"] <= 1.0
             assert sum(v for k, v in m.items() if k.startswith(f"{t}/{f}/failures/")) == \
                 2 - round(2 * m[f"{t}/{f}/accuracy"])
-        for combo in ("vote", "fallback", "best"):
-            assert f"{t}/{combo}/accuracy" in m
-        assert f"distill.best_form.{t}" in tags
+        for name in (*FORM_NAMES, "vote", "fallback", "selected"):
+            assert m[f"{t}/{name}/ci_low"] <= m[f"{t}/{name}/accuracy"] <= m[f"{t}/{name}/ci_high"]
+        assert m[f"{t}/selected/accuracy"] == m[f"{t}/pot/accuracy"] and m[f"{t}/n"] == 2
+    assert tags["distill.selected_form"] == "pot" and not any("best" in k for k in [*tags, *m])
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "eval/gsm8k")}
     assert {"eval/gsm8k/eot.json", "eval/gsm8k/pot.json", "eval/gsm8k/cot.json", "eval/gsm8k/combined.json"} <= artifacts
@@ -271,6 +280,12 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
         run_id=run.info.run_id, artifact_path="eval/gsm8k/eot.json", dst_path=str(tmp_path / "dl"))).read_text())
     assert {"question", "output", "answer", "gold", "status", "reason"} <= set(table["columns"])
     assert len(table["data"]) == 2
+    correct = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="eval/gsm8k/correct.json", dst_path=str(tmp_path / "dl"))).read_text())
+    assert correct["problem_ids"] == [r[table["columns"].index("problem_id")] for r in table["data"]]
+    assert set(correct["correct"]) == {*FORM_NAMES, "vote", "fallback", "selected"}
+    assert sum(correct["correct"]["eot"]) == round(2 * m["gsm8k/eot/accuracy"])
+    assert correct["correct"]["selected"] == correct["correct"]["pot"]
 
     saved = json.loads((tmp_path / "eval" / "etd" / "summary.json").read_text())
     assert saved["metrics"] == pytest.approx({k: v for k, v in m.items()})
@@ -358,3 +373,12 @@ def test_cli_evaluate_prints_a_table_and_writes_the_summary(tmp_path, data_dir, 
     assert "svamp" in result.output and "100.0%" in result.output
     summary = json.loads((tmp_path / "runs" / "smoke" / "eval" / "eot+pot" / "summary.json").read_text())
     assert summary["test_sets"]["multiarith"]["n"] == 2 and set(summary["forms"]) == {"eot", "pot"}
+
+
+def test_the_selected_form_is_the_cards_validation_choice_never_a_test_pick():
+    from distill.stages.evaluate import selected_form
+
+    assert selected_form({"best_form": "pot"}, ("cot", "pot", "eot")) == "pot"
+    assert selected_form({"best_form": "pot"}, ("cot", "eot")) is None  # not asked for: no selected score
+    assert selected_form({}, ("cot", "pot", "eot")) is None  # no validation choice: none made here
+    assert selected_form({}, ("eot",)) == "eot"  # a one-form student has nothing to choose

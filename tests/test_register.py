@@ -22,24 +22,33 @@ def env(tmp_path, store, request):
     return cfg, tmp_path / "runs", Tracker(cfg.tracking_uri, cfg.tracking.experiment)
 
 
-def train_run(tracker, student, log_model: bool = True) -> str:
+def train_run(tracker, student, log_model: bool = True, val_eot: float | None = 0.375) -> str:
+    """A train run as the train stage leaves it: the logged student and its validation accuracies."""
     from distill.serving import log_student
 
     with tracker.run("train-etd", {"distill.stage": "train", "distill.teacher": "gold"}):
         if log_model:
             log_student(student, max_new_tokens=32)
+        if val_eot is not None:
+            tracker.log_metrics({"val/eot/accuracy": val_eot, "val/pot/accuracy": 0.5, "val/loss": 1.5})
         return tracker.run_id
 
 
-def eval_summary(train_run_id: str, gsm8k_best: float = 0.25) -> dict:
+TEST_SETS = ("gsm8k", "asdiv", "svamp", "multiarith")
+
+
+def eval_summary(train_run_id: str, gsm8k_selected: float = 0.25) -> dict:
     forms = {f: {"version": 1, "instruction": "..."} for f in ("cot", "pot", "eot")}
-    return {"mix": "etd", "preset": "tiny", "run_id": "e" * 32, "limit": 8, "forms": forms,
-            "student": {"source": "x", "digest": "abc", "card": {"student": "tiny", "data_digest": "mixdigest"}},
+    metrics = {"gsm8k/eot/accuracy": gsm8k_selected, "gsm8k/pot/accuracy": 0.125, "gsm8k/cot/accuracy": 0.0,
+               "gsm8k/vote/accuracy": 0.125, "gsm8k/eot/failures/timeout": 1.0, "gsm8k/n": 8,
+               "gsm8k/selected/ci_low": 0.05}
+    metrics |= {f"{t}/selected/accuracy": gsm8k_selected if t == "gsm8k" else 0.0 for t in TEST_SETS}
+    return {"mix": "etd", "preset": "tiny", "run_id": "e" * 32, "limit": 8, "forms": forms, "selected_form": "eot",
+            "student": {"source": "x", "digest": "abc",
+                        "card": {"student": "tiny", "data_digest": "mixdigest", "best_form": "eot"}},
             "train_run_id": train_run_id, "data_digest": "mixdigest",
-            "test_sets": {"gsm8k": {"n": 8, "best": {"form": "eot", "accuracy": gsm8k_best}}},
-            "metrics": {"gsm8k/eot/accuracy": gsm8k_best, "gsm8k/pot/accuracy": 0.125, "gsm8k/cot/accuracy": 0.0,
-                        "gsm8k/best/accuracy": gsm8k_best, "gsm8k/vote/accuracy": 0.125,
-                        "gsm8k/eot/failures/timeout": 1.0}}
+            "test_sets": {"gsm8k": {"n": 8, "selected": {"form": "eot", "accuracy": gsm8k_selected}}},
+            "metrics": metrics}
 
 
 def quiet(_line):
@@ -63,9 +72,14 @@ def test_register_tags_the_version_with_mix_forms_digests_teacher_accuracies_and
     assert tags["distill.form_versions"] == "cot=1,eot=1,pot=1"
     assert tags["distill.data_digest"] == "mixdigest" and tags["distill.data_digest.eot"] == "eotdigest"
     assert tags["distill.teacher"] == "gold" and tags["distill.train_run_id"] == run_id
-    assert tags["distill.commit"] == git_commit() and tags["distill.best_form.gsm8k"] == "eot"
-    assert float(tags["gsm8k/best/accuracy"]) == 0.25 and float(tags["gsm8k/pot/accuracy"]) == 0.125
-    assert "gsm8k/eot/failures/timeout" not in tags
+    assert tags["distill.commit"] == git_commit()
+    assert tags["distill.preset"] == "tiny" and tags["distill.eval_limit"] == "8"
+    # the validation choice and its validation accuracy (from the train run), which promote ranks on
+    assert tags["distill.selected_form"] == "eot" and float(tags["val/selected/accuracy"]) == 0.375
+    # the four test sets' selected accuracies are reported; per-form, CI and failure metrics are not tags
+    assert {k for k in tags if "/" in k and not k.startswith("val/")} == {f"{t}/selected/accuracy" for t in TEST_SETS}
+    assert float(tags["gsm8k/selected/accuracy"]) == 0.25
+    assert not any("best" in k for k in tags)
     assert json.loads((run_dir / "register" / "etd.json").read_text())["version"] == 1
 
 
@@ -79,9 +93,19 @@ def test_registering_the_same_student_again_refreshes_tags_instead_of_adding_a_v
     assert again["version"] == 1
     client, name = mlflow.MlflowClient(), cfg.promote.model_name
     assert len(client.search_model_versions(f"name='{name}'")) == 1
-    assert float(client.get_model_version(name, "1").tags["gsm8k/best/accuracy"]) == 0.5
+    assert float(client.get_model_version(name, "1").tags["gsm8k/selected/accuracy"]) == 0.5
     other = train_run(tracker, student)
     assert register.run(cfg, run_dir, tracker, eval_summary=eval_summary(other), log=quiet)["version"] == 2
+
+
+def test_a_train_run_without_validation_accuracy_gives_no_val_tag_so_promote_cannot_rank_it(env, student):
+    import mlflow
+
+    cfg, run_dir, tracker = env
+    run_id = train_run(tracker, student, val_eot=None)
+    register.run(cfg, run_dir, tracker, train_run_id=run_id, eval_summary=eval_summary(run_id), log=quiet)
+    tags = mlflow.MlflowClient().get_model_version(cfg.promote.model_name, "1").tags
+    assert tags["distill.selected_form"] == "eot" and "val/selected/accuracy" not in tags
 
 
 def test_register_without_an_evaluation_says_to_evaluate_first(env):

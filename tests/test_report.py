@@ -6,7 +6,6 @@ from click.testing import CliRunner
 
 from distill.cli import main
 from distill.config import load_config
-from distill.files import DataError
 from distill.stages import report
 from distill.tracking import Tracker
 
@@ -16,7 +15,7 @@ def _store(uri: str, with_parent: bool = True) -> dict:
     tracker = Tracker(uri, "distill")
     ids = {}
 
-    def stage(name, stage_name, metrics, mix=None, history=None, params=None, tags=None):
+    def stage(name, stage_name, metrics, mix=None, history=None, params=None, tags=None, correct=None):
         run_tags = {"distill.stage": stage_name, "distill.preset": "smoke", **(tags or {})}
         if mix:
             run_tags["distill.mix"] = mix
@@ -27,6 +26,9 @@ def _store(uri: str, with_parent: bool = True) -> dict:
                     tracker.log_metrics({key: value}, step=step)
             if params:
                 tracker.log_params(params)
+            for ts, table in (correct or {}).items():  # as the evaluate stage logs it
+                tracker.log_dict({"problem_ids": [f"{ts}-{i}" for i in range(10)], "correct": table},
+                                 f"eval/{ts}/correct.json")
             ids[name] = run.info.run_id
 
     def all_stages():
@@ -34,25 +36,33 @@ def _store(uri: str, with_parent: bool = True) -> dict:
                                    "verify/eot/dropped/wrong_answer": 6, "verify/eot/dropped/timeout": 4,
                                    "verify/cot/kept": 40, "verify/cot/drop_rate": 0.0})
         for mix, loss in (("eot", 2.0), ("etd", 1.5)):
-            stage(f"train-{mix}", "train", {}, mix,
+            stage(f"train-{mix}", "train", {"val/cot/accuracy": 0.25, "val/eot/accuracy": 0.125}, mix,
                   history={"train/loss": [(1, loss + 1), (2, loss)], "val/loss": [(1, loss + 0.5)]},
                   params={"train.lr": "0.001", "train.epochs": "1", "train.max_steps": "2",
                           "train.n_params": "1412352"})
-        stage("evaluate-eot", "evaluate", {"gsm8k/eot/accuracy": 0.1, "svamp/eot/accuracy": 0.2,
-                                           "gsm8k/eot/failures/parse_error": 2, "gsm8k/best/accuracy": 0.1},
-              "eot", params={"evaluate.limit": "3"})
-        stage("evaluate-etd", "evaluate", {"gsm8k/cot/accuracy": 0.0, "gsm8k/eot/accuracy": 1 / 3,
-                                           "gsm8k/vote/accuracy": 1 / 3, "gsm8k/best/accuracy": 1 / 3,
-                                           "svamp/eot/accuracy": 0.0, "svamp/best/accuracy": 0.0},
-              "etd", params={"evaluate.limit": "3"}, tags={"distill.best_form.gsm8k": "eot"})
+        stage("mix-etd", "mix", {"mix/overlap/gsm8k": 2, "mix/overlap/svamp": 0, "mix/removed_overlap": 6}, "etd",
+              params={"mix.val_fraction": "0.1", "mix.decontaminate": "True", "mix.overlap_n": "13", "mix.seed": "0"})
+        stage("evaluate-eot", "evaluate", {"gsm8k/eot/accuracy": 0.1, "svamp/eot/accuracy": 0.2, "gsm8k/n": 10,
+                                           "svamp/n": 10, "gsm8k/eot/ci_low": 0.0179, "gsm8k/eot/ci_high": 0.4042,
+                                           "gsm8k/eot/failures/parse_error": 2},
+              "eot", params={"evaluate.limit": "10"}, tags={"distill.selected_form": "eot"},
+              correct={"gsm8k": {"eot": [1] + [0] * 9}})
+        stage("evaluate-etd", "evaluate", {"gsm8k/cot/accuracy": 0.0, "gsm8k/eot/accuracy": 0.9,
+                                           "gsm8k/vote/accuracy": 0.5, "gsm8k/selected/accuracy": 0.0,
+                                           "gsm8k/selected/ci_low": 0.0, "gsm8k/selected/ci_high": 0.2775,
+                                           "svamp/eot/accuracy": 0.0, "svamp/selected/accuracy": 0.0,
+                                           "gsm8k/n": 10, "svamp/n": 10},
+              "etd", params={"evaluate.limit": "10"}, tags={"distill.selected_form": "cot"},
+              correct={"gsm8k": {"cot": [0] * 10, "eot": [1] * 9 + [0], "vote": [1] * 5 + [0] * 5,
+                                 "selected": [0] * 10}})
 
     if with_parent:
         with tracker.run("reproduce-smoke", {"distill.stage": "reproduce", "distill.preset": "smoke",
                                              "distill.teacher": "gold", "distill.student": "tiny"}) as parent:
             all_stages()
             tracker.set_tags({f"distill.step.{name}.run_id": rid for name, rid in ids.items()})
-            tracker.log_metrics({"baseline/gsm8k/accuracy": 0.0, "baseline/svamp/accuracy": 1 / 3,
-                                 "baseline/gsm8k/n": 3, "baseline/svamp/n": 3,
+            tracker.log_metrics({"baseline/gsm8k/accuracy": 0.0, "baseline/svamp/accuracy": 0.3,
+                                 "baseline/gsm8k/n": 10, "baseline/svamp/n": 10,
                                  "wall_seconds/verify": 1.25, "wall_seconds/train-etd": 12.0})
             tracker.log_params({"baseline.answer": "4", "baseline.train_n": 40, "evaluate.limit": 3})
             ids["parent"] = parent.info.run_id
@@ -69,12 +79,28 @@ def test_report_writes_the_tables_and_plots_from_the_store(tmp_path, mlflow_uri)
     assert summary["parent_run_id"] == ids["parent"]
     assert summary["students"] == ["eot", "etd"]
     assert f"reproduce run: `{ids['parent']}`" in text
-    assert "| ETD (`etd`) | eot | 33.33 | 0.00 |" in text
-    assert "| EoTD (`eot`) | eot | 10.00 | 20.00 |" in text
-    assert "| constant answer 4 | — | 0.00 | 33.33 |" in text
-    assert "the first 3 problems of each test set" in text
+    assert "| ETD (`etd`) | eot | 90.00 | 0.00 |" in text  # no interval logged: the number alone
+    assert "| ETD (`etd`) | selected = cot — the form chosen on the validation split | 0.00 [0.0, 27.8] | 0.00 |" in text
+    assert "| EoTD (`eot`) | eot | 10.00 [1.8, 40.4] | 20.00 |" in text
+    assert "gsm8k (n=10)" in text and "n per test set: gsm8k 10, svamp 10" in text
+    assert "| constant answer 4 | — | 0.00 [0.0, 27.8] | 30.00 [10.8, 60.3] |" in text
+    assert "the first 10 problems of each test set" in text
+    assert "best" not in text.lower().replace("best val/loss", "")
     assert "| CodeT5-Small (60M), paper | 1.10 | – | – | 18.87 | 33.58 |" in text
-    assert "| ours: `tiny` (1.4M params), preset `smoke` | 0.00 (constant answer) | – | – | 10.00 | 33.33 (eot) |" in text
+    assert "arXiv 2401.11864" in text and "METHOD.md" not in text
+    assert ("| ours: `tiny` (1.4M params), preset `smoke` | 0.00 [0.0, 27.8] (constant answer) | – | – | "
+            "10.00 [1.8, 40.4] | 0.00 [0.0, 27.8] (cot) |") in text
+    # paired tests: EoTD's eot (1/10) vs ETD's selected cot (0/10): 1 discordant -> p = 1;
+    # ETD eot (9/10) vs cot (0/10): 9 discordant, all one way -> p = 2/2**9
+    assert "| students | EoTD (eot) | ETD (cot) | +10.0 (1/0) p 1 |" in text
+    assert "| ETD forms | cot | eot | -90.0 (0/9) p 0.0039 **sig** |" in text
+    assert "| ETD forms | eot | vote | +40.0 (4/0) p 0.12 |" in text
+    # choices of ours
+    assert "training questions overlapping a test set, per test set: gsm8k 2, svamp 0; 6 training rows removed" in text
+    assert "`mix.val_fraction=0.1` of the training *questions*" in text
+    assert "kept samples that strict mode would have dropped, per form: not recorded" in text
+    assert "lose tokens on the left" in text and "lowest validation loss" in text
+    assert "here cot 25.00%, eot 12.50% (train run of ETD), selected cot." in text
     assert "| eot | 40 | 30 | 25.00 | 4 | 6 |" in text  # samples, kept, drop rate, timeout, wrong_answer
     assert "| EoTD | eot | 2 parse_error | 0 |" in text
     assert f"| train-etd | train-etd | `{ids['train-etd']}` | 12.0 |" in text
@@ -101,9 +127,12 @@ def test_report_without_a_reproduce_run_uses_the_newest_run_of_each_stage(tmp_pa
     assert "computed from the data files" in text
 
 
-def test_report_on_an_empty_store_says_to_run_reproduce_first(tmp_path, mlflow_uri):
-    with pytest.raises(DataError, match="make reproduce"):
-        report.run(load_config("smoke"), output_dir=tmp_path)
+def test_report_on_an_empty_store_says_there_is_nothing_to_report_yet(tmp_path, mlflow_uri):
+    summary = report.run(load_config("smoke"), output_dir=tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    assert summary["files"] == ["results.md"]
+    assert "Nothing to report yet" in text and "make reproduce" in text
+    assert "evaluated on" not in text and "limit" not in text  # no claim about a protocol nothing ran under
 
 
 def test_report_command_writes_to_the_output_dir_it_is_given(tmp_path, mlflow_uri):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from distill.scoring import (COMBINE_ORDER, accuracy, combine, failures, fallback_answer, metrics_of,
-                             score_test_set, vote_answer)
+from distill.scoring import (COMBINE_ORDER, accuracy, combine, correctness, failures, fallback_answer, mcnemar,
+                             metrics_of, score_test_set, vote_answer, wilson)
 from distill.thoughts import Verdict
 
 
@@ -99,31 +99,84 @@ def test_combine_refuses_verdicts_that_do_not_align_with_golds():
         combine({"eot": TABLE["eot"][:3]}, GOLDS)
 
 
-def test_score_test_set_gives_forms_vote_fallback_and_best_by_hand():
+def test_score_test_set_gives_forms_vote_fallback_by_hand_and_no_test_chosen_best():
     scores = score_test_set(TABLE, GOLDS)
     assert scores["n"] == 6
-    assert scores["forms"]["pot"]["correct"] == 5
-    assert scores["vote"] == {"accuracy": pytest.approx(3 / 6), "correct": 3}
-    assert scores["fallback"] == {"accuracy": pytest.approx(2 / 6), "correct": 2}
-    assert scores["best"] == {"form": "pot", "accuracy": pytest.approx(5 / 6)}
+    assert scores["forms"]["pot"]["correct"] == 5 and scores["forms"]["pot"]["n"] == 6
+    assert scores["vote"]["accuracy"] == pytest.approx(3 / 6) and scores["vote"]["correct"] == 3
+    assert scores["fallback"]["accuracy"] == pytest.approx(2 / 6) and scores["fallback"]["correct"] == 2
+    # nothing is picked by its accuracy on this test set, and no form was selected on validation here
+    assert "best" not in scores and "selected" not in scores
 
 
-def test_best_form_tie_goes_to_the_earlier_form():
-    scores = score_test_set({"cot": [ok("cot", 1, 1)], "eot": [ok("eot", 1, 1)]}, [1])
-    assert scores["best"]["form"] == "eot"
+def test_selected_is_the_validation_choice_even_when_another_form_is_better_on_this_test_set():
+    scores = score_test_set(TABLE, GOLDS, selected="eot")  # pot is best here (5/6), eot was chosen on val
+    assert scores["selected"]["form"] == "eot"
+    assert scores["selected"]["accuracy"] == pytest.approx(1 / 6)
+    assert (scores["selected"]["ci_low"], scores["selected"]["ci_high"]) == pytest.approx(wilson(1, 6))
+
+
+def test_a_selected_form_the_student_was_not_asked_for_gives_no_selected_score():
+    assert "selected" not in score_test_set({"pot": TABLE["pot"]}, GOLDS, selected="eot")
 
 
 def test_a_single_form_student_has_no_vote_or_fallback():
-    scores = score_test_set({"eot": TABLE["eot"]}, GOLDS)
+    scores = score_test_set({"eot": TABLE["eot"]}, GOLDS, selected="eot")
     assert "vote" not in scores and "fallback" not in scores
-    assert scores["best"] == {"form": "eot", "accuracy": pytest.approx(1 / 6)}
+    assert scores["selected"]["accuracy"] == pytest.approx(1 / 6)
 
 
 def test_metric_names_follow_the_contract():
-    metrics = metrics_of("gsm8k", score_test_set(TABLE, GOLDS))
+    metrics = metrics_of("gsm8k", score_test_set(TABLE, GOLDS, selected="cot"))
+    assert metrics["gsm8k/n"] == 6
     assert metrics["gsm8k/eot/accuracy"] == pytest.approx(1 / 6)
     assert metrics["gsm8k/eot/failures/timeout"] == 1
     assert metrics["gsm8k/pot/failures/unsafe"] == 0
     assert metrics["gsm8k/vote/accuracy"] == pytest.approx(0.5)
     assert metrics["gsm8k/fallback/accuracy"] == pytest.approx(1 / 3)
-    assert metrics["gsm8k/best/accuracy"] == pytest.approx(5 / 6)
+    assert metrics["gsm8k/selected/accuracy"] == pytest.approx(2 / 6)
+    for name in ("eot", "pot", "cot", "vote", "fallback", "selected"):
+        low, high = metrics[f"gsm8k/{name}/ci_low"], metrics[f"gsm8k/{name}/ci_high"]
+        assert 0 <= low <= metrics[f"gsm8k/{name}/accuracy"] <= high <= 1
+    assert not any("/best/" in k for k in metrics)
+
+
+# Wilson score intervals (no continuity correction) published by Newcombe, Statistics in Medicine 17
+# (1998) 857-872, Table I, method 3, and the textbook 0/10 and 5/10 cases.
+@pytest.mark.parametrize("correct,n,low,high", [
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+    (0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0)])
+def test_wilson_matches_published_values(correct, n, low, high):
+    assert wilson(correct, n) == pytest.approx((low, high), abs=6e-5)
+
+
+def test_wilson_of_nothing_is_the_whole_range_and_bad_counts_are_refused():
+    assert wilson(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="correct <= n"):
+        wilson(3, 2)
+
+
+def test_exact_mcnemar_by_hand():
+    # 1 vs 9 discordant: 2 * (C(10,0) + C(10,1)) / 2**10 = 22 / 1024
+    a, b = [1] + [0] * 9 + [1, 0], [0] + [1] * 9 + [1, 0]
+    assert mcnemar(a, b) == {"n": 12, "a_only": 1, "b_only": 9, "p_value": pytest.approx(22 / 1024)}
+    assert mcnemar([0] * 5, [1] * 5)["p_value"] == pytest.approx(2 / 32)
+    assert mcnemar([1, 0, 1], [1, 0, 1])["p_value"] == 1.0  # no discordant pair
+    assert mcnemar([1, 0] * 3, [0, 1] * 3)["p_value"] == 1.0  # balanced: capped at 1
+    # large n stays exact (2**m overflows a float) and symmetric
+    big = mcnemar([1] * 700 + [0] * 619, [0] * 700 + [1] * 619)
+    assert 0 < big["p_value"] < 0.05 and big["p_value"] == mcnemar([0] * 700 + [1] * 619, [1] * 700 + [0] * 619)["p_value"]
+
+
+def test_mcnemar_refuses_unpaired_lists():
+    with pytest.raises(ValueError, match="pair the same problems"):
+        mcnemar([1, 0], [1])
+
+
+def test_correctness_lists_align_with_the_scores():
+    table = correctness(TABLE, GOLDS, selected="pot")
+    scores = score_test_set(TABLE, GOLDS, selected="pot")
+    assert table["pot"] == [1, 1, 1, 1, 0, 1] and table["selected"] == table["pot"]
+    for name in ("eot", "cot"):
+        assert sum(table[name]) == scores["forms"][name]["correct"]
+    assert sum(table["vote"]) == scores["vote"]["correct"] and sum(table["fallback"]) == scores["fallback"]["correct"]

@@ -79,12 +79,15 @@ def publish_student(tmp: Path, uri: str, *, best: float = 0.25, **student) -> di
     folder = make_student(tmp / f"student{best}", **student)
     cfg = load_config(None, [])
     tracker = Tracker(uri, cfg.tracking.experiment)
+    card = json.loads((folder / "card.json").read_text())
+    selected = card.get("best_form") or next(iter(card["forms"]))
     with tracker.run("train-etd", {"distill.stage": "train", "distill.teacher": "gold"}):
         log_student(folder, timeout=1.0, max_new_tokens=48)
+        tracker.log_metrics({f"val/{selected}/accuracy": best})  # promote ranks on validation accuracy
         run_id = tracker.run_id
-    card = json.loads((folder / "card.json").read_text())
     summary = {"mix": card["mix"], "forms": card["forms"], "train_run_id": run_id, "data_digest": "d",
-               "metrics": {"gsm8k/best/accuracy": best}}
+               "selected_form": selected,
+               "metrics": {f"{t}/selected/accuracy": best for t in cfg.evaluate.test_sets}}
     register.run(cfg, tmp / "runs", tracker, train_run_id=run_id, eval_summary=summary, log=lambda _: None)
     result = promote.run(cfg, tmp / "runs", tracker, log=lambda _: None)
     mlflow.set_tracking_uri(None)  # back to MLFLOW_TRACKING_URI for the tests that follow

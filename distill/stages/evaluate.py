@@ -17,17 +17,21 @@ Data contract, under ``<run_dir>/eval/<mix>/``:
     A rerun skips problems already answered by the same student digest (resume); records of another
     student or form version are dropped from the log before new ones are appended.
   - ``summary.json``: {"mix", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
-    "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "decoding", "test_sets":
+    "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding", "test_sets":
     {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
     describes the latest invocation (its test sets, forms and limit), which registration reads.
 
 MLflow run ``evaluate-<mix>``: params evaluate.* and student; tags distill.stage=evaluate, distill.preset,
 distill.mix, distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
 run the artifacts came from), distill.data_digest, distill.student_source, distill.student_digest,
-distill.best_form.<test_set>; metrics <test_set>/<form>/accuracy, <test_set>/<form>/failures/<status>,
-<test_set>/{vote,fallback,best}/accuracy (vote and fallback are this project's own combinations,
-see distill/scoring.py); tables ``eval/<test_set>/<form>.json`` (question, output, extracted answer,
-gold, status, reason) and, for several forms, ``eval/<test_set>/combined.json`` with the forms side by side.
+distill.selected_form (the card's ``best_form``: the form chosen on the validation split, never on a
+test set); metrics ``<test_set>/n``, ``<test_set>/<name>/accuracy`` with its 95% Wilson interval
+``<test_set>/<name>/ci_low`` and ``ci_high`` for every form and for vote, fallback (this project's
+own combinations, see distill/scoring.py) and selected (the selected form's answers again, under one
+name for every student), ``<test_set>/<form>/failures/<status>``; tables ``eval/<test_set>/<form>.json``
+(question, output, extracted answer, gold, status, reason), for several forms ``eval/<test_set>/combined.json``
+with the forms side by side, and ``eval/<test_set>/correct.json`` {"problem_ids": [...], "correct":
+{name: [0/1 per problem]}} (names as in the metrics), which the report's paired tests read.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ from typing import Mapping, Sequence
 
 from distill.config import Config
 from distill.files import DataError, append_log, read_log, write_json, write_jsonl
-from distill.scoring import combine, metrics_of, score_test_set
+from distill.scoring import combine, correctness, metrics_of, score_test_set
 from distill.thoughts import FORM_NAMES, Verdict, get_form
 
 RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -80,6 +84,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
         if mix != requested_mix and student:
             log(f"evaluate: the student's card says mix {mix!r}; results go to eval/{mix}/ (not {requested_mix!r})")
         forms = choose_forms(cfg.evaluate.forms, card, found)
+        selected = selected_form(card, forms)
         model, tokenizer = _load(found.model_dir, cfg)
         digest = student_digest(found.model_dir, cfg)
 
@@ -92,6 +97,11 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
             "distill.student_source": found.source, "distill.student_digest": digest}
     if train_run_id:
         tags["distill.train_run_id"] = train_run_id
+    if selected:
+        tags["distill.selected_form"] = selected
+    else:
+        log(f"evaluate: no selected form (the card's best_form {card.get('best_form')!r} is not among the forms "
+            f"asked for, {', '.join(forms)}); <test_set>/selected/* is not logged")
     if card.get("data_digest"):
         tags["distill.data_digest"] = card["data_digest"]
 
@@ -106,18 +116,23 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
                                      digest, cfg, desc=f"{test_set}/{form}") for form in forms}
             verdicts = {form: [_verdict(r) for r in rows[form]] for form in forms}
             golds = [p.answer for p in problems]
-            scores = score_test_set(verdicts, golds)
+            scores = score_test_set(verdicts, golds, selected=selected)
             results[test_set] = scores
             metrics.update(metrics_of(test_set, scores))
             log(f"evaluate {mix}: {test_set} ({len(problems)} problems) " + ", ".join(
                 f"{f} {s['accuracy']:.1%}" for f, s in scores["forms"].items())
-                + "".join(f", {k} {scores[k]['accuracy']:.1%}" for k in ("vote", "fallback") if k in scores))
+                + "".join(f", {k} {scores[k]['accuracy']:.1%}" for k in ("vote", "fallback") if k in scores)
+                + (f", selected ({selected}) {scores['selected']['accuracy']:.1%} "
+                   f"[{scores['selected']['ci_low']:.1%}, {scores['selected']['ci_high']:.1%}]"
+                   if "selected" in scores else ""))
             if tracker is not None:
                 _log_tables(tracker, test_set, rows, verdicts, golds)
-                if "best" in scores:
-                    tracker.set_tags({f"distill.best_form.{test_set}": scores["best"]["form"]})
+                tracker.log_dict({"problem_ids": [p.id for p in problems],
+                                  "correct": correctness(verdicts, golds, selected)},
+                                 f"eval/{test_set}/correct.json")
         summary = {
             "mix": mix, "preset": cfg.preset, "run_id": run_id, "limit": cfg.evaluate.limit,
+            "selected_form": selected,
             "forms": {f: {"version": versions[f], "instruction": get_form(f).instruction} for f in forms},
             "student": {"source": found.source, "digest": digest, "card": card},
             "train_run_id": train_run_id, "data_digest": card.get("data_digest"),
@@ -137,6 +152,14 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
         tracker.log_params({f"evaluate.{k}": v for k, v in _evaluate_params(cfg).items()}
                            | {"student": found.source})
         return body(tracker.run_id)
+
+
+def selected_form(card: Mapping, forms: Sequence[str]) -> str | None:
+    """The form chosen on the validation split: the card's ``best_form`` (distill/stages/train.py),
+    or the only form of a one-form student whose card predates ``best_form``; None when the chosen
+    form is not among ``forms`` (never a pick by test accuracy)."""
+    chosen = card.get("best_form") or (forms[0] if len(forms) == 1 else None)
+    return chosen if chosen in forms else None
 
 
 # --- finding and loading the student ---------------------------------------------------------

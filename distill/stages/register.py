@@ -11,9 +11,12 @@ MLflow 3 registers it by its id, models:/m-...) as a new version of ``cfg.promot
   ``distill.mix``, ``distill.forms`` ("cot,pot,eot"), ``distill.form_versions`` ("cot=1,eot=1,pot=1"),
   ``distill.data_digest`` (the training mix), ``distill.data_digest.<form>`` (the verified sets),
   ``distill.teacher``, ``distill.preset``, ``distill.train_run_id``, ``distill.eval_run_id``,
-  ``distill.commit`` (git commit of the code registering it), ``distill.best_form.<test_set>``, and one
-  tag per accuracy, named like its metric: ``gsm8k/eot/accuracy``, ``gsm8k/best/accuracy``, ...
-  (distill promote compares versions on these).
+  ``distill.eval_limit`` (the evaluation protocol: first N problems of each test set, or "all"),
+  ``distill.commit`` (git commit of the code registering it), ``distill.selected_form`` (the form
+  chosen on the validation split), ``val/selected/accuracy`` (that form's validation accuracy, read
+  from the train run's metric ``val/<form>/accuracy``: what distill promote ranks on), and
+  ``<test_set>/selected/accuracy`` per test set (reported, and checked by promote for complete
+  coverage; never used to rank).
 
 Resume: a train run that already has a version gets its tags refreshed, not a second version.
 Opens no MLflow run of its own. Writes ``register/<mix>.json`` {"model_name", "version", "model_uri",
@@ -52,7 +55,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, tra
         raise DataError(f"training run {train_run_id} is not in the tracking store {cfg.tracking_uri} ({exc}); "
                         "register against the store the student was trained with (MLFLOW_TRACKING_URI)") from None
     model_uri = f"runs:/{train_run_id}/model"
-    tags = version_tags(cfg, run_dir, mix, train_run_id, eval_summary, train_run.data.tags)
+    tags = version_tags(cfg, run_dir, mix, train_run_id, eval_summary, train_run.data.tags, train_run.data.metrics)
 
     name = cfg.promote.model_name
     existing = _version_of_run(client, name, train_run_id)
@@ -78,8 +81,10 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, tra
 
 
 def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_summary: Mapping[str, Any],
-                 train_tags: Mapping[str, str]) -> dict[str, str]:
-    """Every tag a registered version carries (see the module docstring)."""
+                 train_tags: Mapping[str, str], val_metrics: Mapping[str, float] | None = None) -> dict[str, str]:
+    """Every tag a registered version carries (see the module docstring); ``val_metrics`` are the
+    train run's metrics (``val/<form>/accuracy``)."""
+    val_metrics = val_metrics or {}
     from distill.tracking import git_commit
 
     card = (eval_summary.get("student") or {}).get("card") or {}
@@ -103,11 +108,13 @@ def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_s
         for form, info in json.loads(verified.read_text()).items():
             if form in forms and isinstance(info, Mapping) and info.get("digest"):
                 tags[f"distill.data_digest.{form}"] = str(info["digest"])
-    for test_set, scores in (eval_summary.get("test_sets") or {}).items():
-        if isinstance(scores, Mapping) and scores.get("best"):
-            tags[f"distill.best_form.{test_set}"] = str(scores["best"]["form"])
+    selected = eval_summary.get("selected_form") or card.get("best_form")
+    if selected:
+        tags["distill.selected_form"] = str(selected)
+        if val_metrics.get(f"val/{selected}/accuracy") is not None:
+            tags["val/selected/accuracy"] = repr(float(val_metrics[f"val/{selected}/accuracy"]))
     for key, value in (eval_summary.get("metrics") or {}).items():
-        if key.endswith("/accuracy"):
+        if key.endswith("/selected/accuracy"):
             tags[key] = repr(float(value))
     return tags
 
