@@ -550,6 +550,10 @@ def compare(cfg_args, parent_run_id, ui_url, all_forms):
 
     cfg = load(*cfg_args)
     results = report_mod.collect(cfg, parent_run_id)
+    if results.empty:
+        raise DataError(f"nothing to compare yet: no run of preset {cfg.preset!r} in {cfg.tracking_uri}; "
+                        "run `make reproduce` (or `distill reproduce`) first, or point MLFLOW_TRACKING_URI "
+                        "at the store that holds the runs")
     for line in compare_mod.headline(results):
         click.echo(line)
     if all_forms:
