@@ -51,8 +51,10 @@ def load(preset: str, overrides=(), data_dir: str | None = None, **extra: object
 
 
 def tracker_for(cfg: Config):
+    from distill.server import check_tracking_uri
     from distill.tracking import Tracker
 
+    check_tracking_uri(cfg.tracking_uri)  # an unreachable server: one line naming the URI, before any work
     return Tracker(cfg.tracking_uri, cfg.tracking.experiment)
 
 
@@ -277,7 +279,12 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
                    "into the completion store and write their samples.")
 @click.option("--budget", default="", metavar="AMOUNT",
               help="Stop cleanly before spending more than this (needs teacher.prices for the model).")
-def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit, forms, concurrency, batch, budget):
+@click.option("--shard", default="", metavar="I/N",
+              help="Only shard I of N (0 <= I < N) of the (problem, form) pairs, into samples.shard-I-of-N.jsonl; "
+                   "run N of them at once (verify reads them all); with several --base-url URL,URL shard I uses "
+                   "URL number I mod their count. Each shard gets 1/N of --budget.")
+def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit, forms, concurrency, batch, budget,
+             shard):
     """Ask the teacher for every training problem in every form; appends runs/<preset>/samples.jsonl.
 
     Every API response is stored raw (teacher.store_dir) before use, so a rerun, also after a crash,
@@ -287,24 +294,26 @@ def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit
     Exit status: 0 when every item has a sample; 1 when some requests still failed after the retries
     (rerun to retry only those); 3 when --budget stopped the run (everything paid for is kept).
     """
+    from distill.shards import parse_shard
     from distill.stages import generate as stage
     from distill.teachers import TEACHERS, TeacherError
 
     if teacher and teacher not in TEACHERS:  # before the tracker starts: a typo should fail at once
         raise ConfigError(f"unknown teacher {teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+    shard = parse_shard(shard)
     cfg = load(*cfg_args, **{"teacher.name": teacher, "teacher.model": model, "teacher.base_url": base_url,
                              "teacher.api_key_env": api_key_env, "teacher.replay_file": replay_file,
                              "data.limit_train": _number(limit, int, "--limit"),
                              "generate.forms": forms, "teacher.concurrency": _number(concurrency, int, "--concurrency"),
                              "teacher.budget": _number(budget, float, "--budget")})
     try:
-        summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), batch=batch or None)
+        summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), batch=batch or None, shard=shard)
     except TeacherError as exc:
         raise click.ClickException(str(exc)) from None
     if "batch" in summary:
         click.echo(f"batch: {json.dumps(summary['batch'])}")
     click.echo(f"{summary['answered']}/{summary['items']} items answered ({summary['samples_ok']} samples ok, "
-               f"{summary['samples_failed']} failed); {cfg.run_path / stage.SUMMARY}")
+               f"{summary['samples_failed']} failed); {shard.path(cfg.run_path / stage.SUMMARY) if shard else cfg.run_path / stage.SUMMARY}")
     if summary["stopped"]:
         click.echo(f"stopped: {summary['stopped']}", err=True)
         sys.exit(3)
