@@ -397,7 +397,13 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 @click.option("--limit", default="", metavar="N", help="Only the first N problems of each test set.")
 @click.option("--batch-size", default="", metavar="N", help="Problems per generate call (default: evaluate.batch_size).")
 @click.option("--max-new-tokens", default="", metavar="N", help="Greedy decoding length limit (default: 256).")
-def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens):
+@click.option("--shard", default="", metavar="I/N",
+              help="Score only shard I of N (0 <= I < N) of each test set, into eval/<mix>/shard-I-of-N/ (files only, "
+                   "no MLflow run); then `--merge` logs the whole.")
+@click.option("--merge", is_flag=True,
+              help="Join the shard folders of eval/<mix>/ (all N needed, same student and settings) and log "
+                   "the evaluate-<mix> run with the metrics one process would log.")
+def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens, shard, merge):
     """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
 
     Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy, failure counts, prediction
@@ -408,13 +414,26 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "evaluate.test_sets": test_sets,
                              "evaluate.limit": limit, "evaluate.batch_size": batch_size,
                              "evaluate.max_new_tokens": max_new_tokens})
-    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix, student=student or None)
+    from distill.shards import merge_evaluation, parse_shard
+
+    shard = parse_shard(shard)
+    if shard and merge:
+        raise click.UsageError("--shard and --merge do not go together: run each shard, then --merge once")
+    if merge:
+        merged = merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
+        click.echo(f"merged {merged['shards']} shards ({merged['records']} answers imported)")
+    summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), mix=cfg.mix.mix,
+                        student=student or None, shard=shard)
     forms_done = list(summary["forms"])
     extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
     click.echo(f"{'test set':<12}{'n':>6}" + "".join(f"{f:>10}" for f in forms_done + extra))
     for name, scores in summary["test_sets"].items():
         cells = [scores["forms"][f]["accuracy"] for f in forms_done] + [scores[k]["accuracy"] for k in extra]
         click.echo(f"{name:<12}{scores['n']:>6}" + "".join(f"{c:>10.1%}" for c in cells))
+    if shard:
+        click.echo(f"eval/{summary['mix']}/{shard.tag}/summary.json written; merge all {shard.count} shards with "
+                   "`distill evaluate --merge` (same options, without --shard)")
+        return
     click.echo(f"eval/{summary['mix']}/summary.json written; MLflow run {summary['run_id']}")
 
 # --- register / promote ---------------------------------------------------------------------

@@ -93,3 +93,67 @@ def pick(values: str | Sequence[str] | None, shard: Shard | None) -> str | None:
     if not values:
         return None
     return values[(shard.index if shard else 0) % len(values)]
+
+
+# --- evaluate --shard: the merge ----------------------------------------------------------------
+
+def merge_evaluation(cfg, run_dir: Path, mix: str, student: str | None = None) -> dict:
+    """Join the shards of ``<run_dir>/eval/<mix>/shard-<i>-of-<n>/`` into the unsharded logs
+    ``<run_dir>/eval/<mix>/<test_set>/<form>.jsonl``, after checking that all n shards scored every
+    problem of ``cfg.evaluate.test_sets`` (first ``evaluate.limit``) with this very student (same weight
+    and decoding digest). The evaluate stage run after it finds every problem answered, so it logs
+    the metrics one process would have logged, computed by the same code, without generating again.
+
+    Returns ``{"shards": n, "records": records imported}``; a missing shard or problem is a DataError
+    naming the command that fills it.
+    """
+    from contextlib import ExitStack
+
+    from distill.files import DataError, read_log, write_jsonl
+    from distill.problems import load_problems
+    from distill.stages.evaluate import choose_forms, resolve_student, student_digest
+
+    with ExitStack() as stack:
+        found_student = resolve_student(student, Path(run_dir), mix, cfg.tracking_uri, stack)
+        digest = student_digest(found_student.model_dir, cfg)
+    mix = found_student.card.get("mix") or mix  # as the evaluate stage names the folder
+    out = Path(run_dir) / "eval" / mix
+    found = sorted((int(m.group(2)), int(m.group(1)), d) for d in (out.glob("shard-*-of-*") if out.exists() else [])
+                   if (m := re.fullmatch(r"shard-(\d+)-of-(\d+)", d.name)))
+    if not found:
+        raise DataError(f"{out}: no shard folders (shard-I-of-N/): run `distill evaluate --shard I/N` for each I first")
+    counts = sorted({n for n, _, _ in found})
+    if len(counts) > 1:
+        raise DataError(f"{out}: shards of {counts[0]} and of {counts[1]} are mixed: remove the folders of the count "
+                        "you do not want to merge")
+    count = counts[0]
+    missing = sorted(set(range(count)) - {i for _, i, _ in found})
+    if missing:
+        raise DataError(f"{out}: shard {missing[0]}/{count} has not run: `distill evaluate --shard {missing[0]}/{count}`")
+
+    forms = choose_forms(cfg.evaluate.forms, found_student.card, found_student)
+    imported = 0
+    for test_set in cfg.evaluate.test_sets:
+        problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
+        if cfg.evaluate.limit:
+            problems = problems[: cfg.evaluate.limit]
+        for form in forms:
+            records: dict[str, dict] = {}
+            target = out / test_set / f"{form}.jsonl"
+            for record in read_log(target):
+                if record.get("student") == digest:
+                    records[record["problem_id"]] = record
+            for _, index, folder in found:
+                for record in read_log(folder / test_set / f"{form}.jsonl"):
+                    if record.get("student") == digest and record.get("problem_id") not in records:
+                        records[record["problem_id"]] = record
+                        imported += 1
+            absent = [p.id for p in problems if p.id not in records]
+            if absent:
+                shard = shard_of(absent[0], count)
+                raise DataError(f"{out}: {len(absent)} problems of {test_set}/{form} have no answer by this student "
+                                f"(first: {absent[0]}, shard {shard}/{count}): run `distill evaluate --shard "
+                                f"{shard}/{count}` with the same student and settings, then merge again")
+            ids = {p.id for p in problems}
+            write_jsonl(target, [records[p.id] for p in problems] + [r for pid, r in records.items() if pid not in ids])
+    return {"shards": count, "records": imported}
