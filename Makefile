@@ -18,6 +18,8 @@ SERVER_PORT ?= 5001
 # Artifact store of the server: empty means $(SERVER_DIR)/artifacts; s3://bucket/prefix for an
 # S3-compatible bucket (export MLFLOW_S3_ENDPOINT_URL and AWS_* credentials; pip install boto3).
 SERVER_ARTIFACTS ?=
+# More `mlflow server` options, e.g. SERVER_OPTS="--allowed-hosts mlflow.lab.example" for a host name.
+SERVER_OPTS ?=
 
 # Data: ./data if present, else the shared copy beside this checkout (see README "Data").
 DISTILL_DATA_DIR ?= $(firstword $(wildcard data) $(wildcard ../shared/data) data)
@@ -88,7 +90,7 @@ ui: install ## the MLflow UI on 127.0.0.1:5000 (one worker, about 0.5 GB)
 
 server: install ## MLflow tracking server on PostgreSQL (.server/) at http://SERVER_HOST:SERVER_PORT
 	$(BIN)/python -m distill.server start --dir $(SERVER_DIR) --host $(SERVER_HOST) --port $(SERVER_PORT) \
-		$(if $(SERVER_ARTIFACTS),--artifacts $(SERVER_ARTIFACTS),)
+		$(if $(SERVER_ARTIFACTS),--artifacts $(SERVER_ARTIFACTS),) $(if $(SERVER_OPTS),-- $(SERVER_OPTS),)
 
 server-stop: ## stop the tracking server of `make server` and its PostgreSQL (the data stays in .server/)
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m distill.server stop --dir $(SERVER_DIR)

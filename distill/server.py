@@ -231,8 +231,9 @@ def _artifacts(server_dir: Path, artifacts: str | None) -> str:
 
 
 def start(server_dir: Path, host: str = "127.0.0.1", port: int = 5001, artifacts: str | None = None,
-          timeout: float = START_TIMEOUT) -> dict:
-    """Start PostgreSQL and the MLflow server (or find them running); returns the state (``url``, ``pid``)."""
+          timeout: float = START_TIMEOUT, extra: list[str] | None = None) -> dict:
+    """Start PostgreSQL and the MLflow server (or find them running); returns the state (``url``, ``pid``).
+    ``extra``: more ``mlflow server`` options, e.g. ``["--allowed-hosts", "mlflow.lab.example"]``."""
     server_dir = Path(server_dir).resolve()
     server_dir.mkdir(parents=True, exist_ok=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
@@ -250,7 +251,7 @@ def start(server_dir: Path, host: str = "127.0.0.1", port: int = 5001, artifacts
     mlflow = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--backend-store-uri", backend_uri(socket_dir),
            "--artifacts-destination", destination, "--serve-artifacts", "--host", host, "--port", str(port),
-           "--workers", "1"]
+           "--workers", "1", *(extra or [])]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     log = server_dir / "mlflow.log"
     with log.open("ab") as fh:
@@ -320,11 +321,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a team network)")
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--artifacts", default="", help="artifact store: default <dir>/artifacts; s3://bucket/prefix")
-    args = parser.parse_args(argv)
+    parser.epilog = "After --: more `mlflow server` options, e.g. -- --allowed-hosts mlflow.lab.example"
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     server_dir = Path(args.dir)
     try:
         if args.action == "start":
-            state = start(server_dir, args.host, args.port, args.artifacts or None)
+            state = start(server_dir, args.host, args.port, args.artifacts or None, extra=extra)
             note = " (already running)" if state.get("already_running") else ""
             print(f"MLflow tracking server on PostgreSQL at {state['url']}{note}; logs in {server_dir}/\n"
                   f"  export MLFLOW_TRACKING_URI={state['url']}")
