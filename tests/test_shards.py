@@ -60,7 +60,9 @@ def test_two_evaluate_shards_merged_log_the_metrics_of_one_unsharded_run(tmp_pat
     from distill.stages import evaluate
 
     monkeypatch.setenv("DISTILL_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)  # an earlier test in this process may have set another store
     student = save_student(tmp_path / "student", seed=3)
     whole = evaluate.run(_cfg(tmp_path, data_dir, "whole"), tmp_path / "whole", student=str(student))
 
