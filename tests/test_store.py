@@ -59,6 +59,22 @@ def test_a_hash_already_stored_keeps_its_first_response(tmp_path):
     assert store.get("a")["raw"] == "first" and len(store) == 1
 
 
+def test_an_export_is_a_jsonl_the_replay_teacher_reads(tmp_path):
+    from distill.teachers import Job
+    from distill.teachers.replay import ReplayTeacher
+
+    store = CompletionStore(tmp_path / "store")
+    job = Job("p1", "cot", 1, "q", 1.0, ({"role": "user", "content": "q"},))
+    request = canonical_request("m", job.messages, 0.0, 1, 512)
+    raw = '{"choices": [{"index": 0, "message": {"content": "The answer is 1."}}]}'
+    store.put(request_hash(request), request, raw)
+    assert store.export_jsonl(tmp_path / "out.jsonl") == 1
+    record = json.loads((tmp_path / "out.jsonl").read_text())
+    assert record["hash"] == request_hash(request) and record["raw"] == raw and record["request"] == request
+    [(_, answer)] = list(ReplayTeacher(tmp_path / "out.jsonl", "m").answer([job]))
+    assert answer.completions == ["The answer is 1."]
+
+
 def _writer(store_dir: str, start: int, count: int) -> None:
     store = CompletionStore(store_dir)
     for i in range(start, start + count, 5):

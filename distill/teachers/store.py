@@ -136,6 +136,21 @@ class CompletionStore:
                 raise
             self._db.execute("COMMIT")
 
+    def export_jsonl(self, path: str | Path) -> int:
+        """Write every record as one JSON line (the former completions.jsonl format, which the replay
+        teacher reads: ``--teacher replay --replay-file PATH``), streamed and atomic; returns the count."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        count = 0
+        with self._lock:
+            cursor = self._db.execute("SELECT * FROM completions ORDER BY rowid")
+            with tmp.open("w", encoding="utf-8") as out:
+                for row in cursor:
+                    out.write(json.dumps(_record(row), ensure_ascii=False) + "\n")
+                    count += 1
+        tmp.replace(path)
+        return count
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -151,3 +166,12 @@ def _record(row: tuple) -> dict:
     record["request"] = json.loads(record["request"])
     record["usage"] = json.loads(record["usage"])
     return record
+
+
+if __name__ == "__main__":  # python -m distill.teachers.store export OUT.jsonl [STORE_DIR]
+    import sys
+
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "export":
+        sys.exit("usage: python -m distill.teachers.store export OUT.jsonl [STORE_DIR (default .cache/completions)]")
+    n = CompletionStore(sys.argv[3] if len(sys.argv) == 4 else ".cache/completions").export_jsonl(sys.argv[2])
+    print(f"{n} responses written to {sys.argv[2]}")
