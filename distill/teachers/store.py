@@ -20,7 +20,8 @@ The former ``<store_dir>/completions.jsonl`` is still read: on opening, the line
 last import (its byte offset is kept in table ``meta``) are imported, so an existing cache keeps
 working and an older writer appending to it is picked up on the next open. A torn line (a crash
 mid-write) is skipped and counted in ``skipped_lines``; a last line without its newline is left
-for later (its writer may still be live).
+for later (its writer may still be live). ``export_jsonl`` (``python -m distill.teachers.store export
+OUT.jsonl``) writes the records back out in that format, for the replay teacher.
 """
 from __future__ import annotations
 
