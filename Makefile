@@ -11,6 +11,15 @@ PRESET      ?= tiny
 TEACHER     ?=
 MIX         ?= etd
 PORT        ?= 5005
+# The team's tracking server (`make server`): MLflow on PostgreSQL, everything under SERVER_DIR.
+SERVER_DIR  ?= .server
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+# Artifact store of the server: empty means $(SERVER_DIR)/artifacts; s3://bucket/prefix for an
+# S3-compatible bucket (export MLFLOW_S3_ENDPOINT_URL and AWS_* credentials; pip install boto3).
+SERVER_ARTIFACTS ?=
+# More `mlflow server` options, e.g. SERVER_OPTS="--allowed-hosts mlflow.lab.example" for a host name.
+SERVER_OPTS ?=
 
 # Data: ./data if present, else the shared copy beside this checkout (see README "Data").
 DISTILL_DATA_DIR ?= $(firstword $(wildcard data) $(wildcard ../shared/data) data)
@@ -21,7 +30,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 TEACHER_OPT := $(if $(TEACHER),--teacher $(TEACHER),)
 
-.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate register promote report compare serve ui bench clean
+.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate register promote report compare serve ui server server-stop bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -84,6 +93,13 @@ serve: install ## serve models:/distill-student@champion on PORT
 
 ui: install ## the MLflow UI on 127.0.0.1:5000 (one worker, about 0.5 GB)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --workers 1 --host 127.0.0.1 --port 5000
+
+server: install ## MLflow tracking server on PostgreSQL (.server/) at http://SERVER_HOST:SERVER_PORT
+	$(BIN)/python -m distill.server start --dir $(SERVER_DIR) --host $(SERVER_HOST) --port $(SERVER_PORT) \
+		$(if $(SERVER_ARTIFACTS),--artifacts $(SERVER_ARTIFACTS),) $(if $(SERVER_OPTS),-- $(SERVER_OPTS),)
+
+server-stop: ## stop the tracking server of `make server` and its PostgreSQL (the data stays in .server/)
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m distill.server stop --dir $(SERVER_DIR)
 
 bench: install ## run the speed benchmarks in benchmarks/ (each prints a ratio)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -51,8 +51,10 @@ def load(preset: str, overrides=(), data_dir: str | None = None, **extra: object
 
 
 def tracker_for(cfg: Config):
+    from distill.server import check_tracking_uri
     from distill.tracking import Tracker
 
+    check_tracking_uri(cfg.tracking_uri)  # an unreachable server: one line naming the URI, before any work
     return Tracker(cfg.tracking_uri, cfg.tracking.experiment)
 
 
@@ -307,7 +309,12 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
                    "into the completion store and write their samples.")
 @click.option("--budget", default="", metavar="AMOUNT",
               help="Stop cleanly before spending more than this (needs teacher.prices for the model).")
-def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit, forms, concurrency, batch, budget):
+@click.option("--shard", default="", metavar="I/N",
+              help="Only shard I of N (0 <= I < N) of the (problem, form) pairs, into samples.shard-I-of-N.jsonl; "
+                   "run N of them at once (verify reads them all); with several --base-url URL,URL shard I uses "
+                   "URL number I mod their count. Each shard gets 1/N of --budget.")
+def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit, forms, concurrency, batch, budget,
+             shard):
     """Ask the teacher for every training problem in every form; appends runs/<preset>/samples.jsonl.
 
     Every API response is stored raw (teacher.store_dir) before use, so a rerun, also after a crash,
@@ -317,24 +324,26 @@ def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit
     Exit status: 0 when every item has a sample; 1 when some requests still failed after the retries
     (rerun to retry only those); 3 when --budget stopped the run (everything paid for is kept).
     """
+    from distill.shards import parse_shard
     from distill.stages import generate as stage
     from distill.teachers import TEACHERS, TeacherError
 
     if teacher and teacher not in TEACHERS:  # before the tracker starts: a typo should fail at once
         raise ConfigError(f"unknown teacher {teacher!r}; valid teachers: {', '.join(TEACHERS)}")
+    shard = parse_shard(shard)
     cfg = load(*cfg_args, **{"teacher.name": teacher, "teacher.model": model, "teacher.base_url": base_url,
                              "teacher.api_key_env": api_key_env, "teacher.replay_file": replay_file,
                              "data.limit_train": _number(limit, int, "--limit"),
                              "generate.forms": forms, "teacher.concurrency": _number(concurrency, int, "--concurrency"),
                              "teacher.budget": _number(budget, float, "--budget")})
     try:
-        summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), batch=batch or None)
+        summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), batch=batch or None, shard=shard)
     except TeacherError as exc:
         raise click.ClickException(str(exc)) from None
     if "batch" in summary:
         click.echo(f"batch: {json.dumps(summary['batch'])}")
     click.echo(f"{summary['answered']}/{summary['items']} items answered ({summary['samples_ok']} samples ok, "
-               f"{summary['samples_failed']} failed); {cfg.run_path / stage.SUMMARY}")
+               f"{summary['samples_failed']} failed); {shard.path(cfg.run_path / stage.SUMMARY) if shard else cfg.run_path / stage.SUMMARY}")
     if summary["stopped"]:
         click.echo(f"stopped: {summary['stopped']}", err=True)
         sys.exit(3)
@@ -418,7 +427,13 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 @click.option("--limit", default="", metavar="N", help="Only the first N problems of each test set.")
 @click.option("--batch-size", default="", metavar="N", help="Problems per generate call (default: evaluate.batch_size).")
 @click.option("--max-new-tokens", default="", metavar="N", help="Greedy decoding length limit (default: 256).")
-def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens):
+@click.option("--shard", default="", metavar="I/N",
+              help="Score only shard I of N (0 <= I < N) of each test set, into eval/<mix>/shard-I-of-N/ (files only, "
+                   "no MLflow run); then `--merge` logs the whole.")
+@click.option("--merge", is_flag=True,
+              help="Join the shard folders of eval/<mix>/ (all N needed, same student and settings) and log "
+                   "the evaluate-<mix> run with the metrics one process would log.")
+def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens, shard, merge):
     """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
 
     Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy with 95% Wilson bounds
@@ -431,7 +446,16 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "evaluate.test_sets": test_sets,
                              "evaluate.limit": limit, "evaluate.batch_size": batch_size,
                              "evaluate.max_new_tokens": max_new_tokens})
-    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix, student=student or None)
+    from distill.shards import merge_evaluation, parse_shard
+
+    shard = parse_shard(shard)
+    if shard and merge:
+        raise click.UsageError("--shard and --merge do not go together: run each shard, then --merge once")
+    if merge:
+        merged = merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
+        click.echo(f"merged {merged['shards']} shards ({merged['records']} answers imported)")
+    summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), mix=cfg.mix.mix,
+                        student=student or None, shard=shard)
     forms_done = list(summary["forms"])
     extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
     selected = summary.get("selected_form")
@@ -444,6 +468,10 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
             s = scores["selected"]
             line += f"  {s['accuracy']:.1%} [{s['ci_low']:.1%}, {s['ci_high']:.1%}]"
         click.echo(line)
+    if shard:
+        click.echo(f"eval/{summary['mix']}/{shard.tag}/summary.json written; merge all {shard.count} shards with "
+                   "`distill evaluate --merge` (same options, without --shard)")
+        return
     if selected:
         click.echo(f"selected form {selected}: chosen on the validation split (the card's best_form), not on a test set")
     click.echo(f"eval/{summary['mix']}/summary.json written; MLflow run {summary['run_id']}")

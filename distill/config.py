@@ -48,8 +48,10 @@ class TeacherConfig:
     """gold (derived from GSM8K annotations, offline), replay (from a JSONL file), openai (any compatible API)."""
     model: str = "gpt-3.5-turbo"
     """The paper's teacher; any model name the endpoint serves."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp: http://host:port/v1); None means OpenAI."""
+    base_url: str | tuple[str, ...] | None = None
+    """OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp: http://host:port/v1); None means OpenAI.
+    A list of endpoints spreads shards over them: `generate --shard i/n` uses base_url[i % len]
+    (an unsharded run the first), e.g. --set 'teacher.base_url=[http://a:8000/v1,http://b:8000/v1]'."""
     api_key_env: str = "OPENAI_API_KEY"
     """Name of the environment variable that holds the key; the key itself is never stored."""
     temperature: float = 0.0

@@ -82,7 +82,7 @@ def test_batch_submit_then_collect_fills_the_store_and_the_samples(tmp_path, dat
 
 
 def test_kill_9_mid_run_then_rerun_finishes_without_asking_twice_for_what_was_stored(tmp_path, data_dir):
-    store = tmp_path / "store" / "completions.jsonl"
+    store = tmp_path / "store"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "DISTILL_DATA_DIR": str(data_dir),
            "PYTHONPATH": str(TESTS.parent)}
     with FakeOpenAI(latency=0.1) as server:
@@ -93,13 +93,13 @@ def test_kill_9_mid_run_then_rerun_finishes_without_asking_twice_for_what_was_st
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:
-            if store.exists() and store.read_text().count("\n") >= 6:
+            if len(_stored(store)) >= 6:
                 break
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         out = proc.communicate()[0].decode()
         assert proc.returncode == -signal.SIGKILL, out
-        stored_at_kill = {r["hash"] for r in read_log(store)}
+        stored_at_kill = _stored(store)
         seen_first = len(server.requests)
         assert 0 < len(stored_at_kill) < 40
 
@@ -111,6 +111,18 @@ def test_kill_9_mid_run_then_rerun_finishes_without_asking_twice_for_what_was_st
     assert len({r["problem_id"] for r in samples}) == 40 and all(r["status"] == "ok" for r in samples)
     assert not set(second) & stored_at_kill
     assert len(second) == len(set(second)) == 40 - len(stored_at_kill)
+
+
+def _stored(store_dir: Path) -> set[str]:
+    from distill.teachers.store import CompletionStore
+
+    if not (store_dir / CompletionStore.DB).exists():
+        return set()
+    store = CompletionStore(store_dir)
+    try:
+        return set(store.hashes())
+    finally:
+        store.close()
 
 
 def test_the_cli_lists_the_valid_teachers_for_a_bad_name(tmp_path, data_dir):
@@ -135,3 +147,117 @@ def test_a_budget_stops_the_run_cleanly_and_a_rerun_with_more_budget_finishes_wi
         done = generate.run(config(tmp_path, data_dir, *base, "teacher.budget=100000"), tmp_path / "run")
         assert done["answered"] == 10 and not done["stopped"]
         assert not set(server.chat_hashes()[len(first):]) & first
+
+
+# --- shards ----------------------------------------------------------------------------------
+
+def _gold_responder(data_dir, limit: int):
+    """Replies that cot and pot both read ('ans = N  # The answer is N.'): right for some problems,
+    wrong for others, so the verified sets and the dropped ones are both non-empty."""
+    from distill.problems import load_problems
+
+    golds = {p.question: p.answer for p in load_problems("gsm8k", "train", data_dir, hub=False)[:limit]}
+
+    def respond(body: dict) -> list[str]:
+        question = next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+        gold = next(g for q, g in golds.items() if q in question)
+        value = gold if len(question) % 3 else gold + 1
+        return [f"ans = {value:g}  # The answer is {value:g}."]
+
+    return respond
+
+
+def _generate_cmd(url: str, run_dir: Path, store: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(TESTS / "teacher_fakes.py"), "generate", "--preset", "tiny", "--teacher", "openai",
+            "--base-url", url, "--limit", "30", "--forms", "cot,pot", "--concurrency", "2",
+            "--set", f"run_dir={run_dir}", "--set", f"teacher.store_dir={store}", "--set", "data.hub=false", *extra]
+
+
+def _env(tmp_path, data_dir, name: str) -> dict:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / (name + '.db')}",
+            "DISTILL_DATA_DIR": str(data_dir), "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
+
+
+def _verified(run_dir: Path) -> dict:
+    from distill.stages import verify
+
+    cfg = load_config(None, [f"run_dir={run_dir}", "data.hub=false"])
+    verify.run(cfg, run_dir)
+    return {form: (run_dir / "verified" / f"{form}.jsonl").read_text() for form in ("cot", "pot")}
+
+
+def test_two_shard_processes_at_once_then_verify_give_the_unsharded_sets_and_send_no_request_twice(tmp_path, data_dir):
+    store = tmp_path / "store"
+    with FakeOpenAI(latency=0.05, responder=_gold_responder(data_dir, 30)) as server:
+        shards = [subprocess.Popen(_generate_cmd(server.url, tmp_path / "sharded", store, "--shard", f"{k}/2"),
+                                   env=_env(tmp_path, data_dir, f"shard{k}"), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT) for k in range(2)]
+        outputs = [p.communicate(timeout=180)[0].decode() for p in shards]
+        assert [p.returncode for p in shards] == [0, 0], outputs
+        sharded_hashes = server.chat_hashes()
+        single = subprocess.run(_generate_cmd(server.url, tmp_path / "single", tmp_path / "store-single"),
+                                env=_env(tmp_path, data_dir, "single"), capture_output=True, text=True, timeout=180)
+        assert single.returncode == 0, single.stdout + single.stderr
+    assert len(sharded_hashes) == len(set(sharded_hashes)) == 60  # 30 problems x 2 forms, each asked once
+    files = sorted(p.name for p in (tmp_path / "sharded").glob("samples*.jsonl"))
+    assert files == ["samples.shard-0-of-2.jsonl", "samples.shard-1-of-2.jsonl"]
+    per_shard = [{(r["problem_id"], r["form"]) for r in read_log(tmp_path / "sharded" / f)} for f in files]
+    assert per_shard[0] and per_shard[1] and not per_shard[0] & per_shard[1]
+    sharded, unsharded = _verified(tmp_path / "sharded"), _verified(tmp_path / "single")
+    assert sharded == unsharded and all(sharded[f].count("\n") > 0 for f in sharded)
+    assert any(r["status"] == "ok" for r in read_log(tmp_path / "single" / "samples.jsonl"))
+
+
+def test_a_killed_shard_resumes_alone_without_asking_twice_for_what_was_stored(tmp_path, data_dir):
+    store = tmp_path / "store"
+    with FakeOpenAI(latency=0.1) as server:
+        other = subprocess.run(_generate_cmd(server.url, tmp_path / "run", store, "--shard", "1/2"),
+                               env=_env(tmp_path, data_dir, "a"), capture_output=True, text=True, timeout=180)
+        assert other.returncode == 0, other.stdout + other.stderr
+        other_rows = (tmp_path / "run" / "samples.shard-1-of-2.jsonl").read_text()
+        before = len(server.requests)
+        cmd = _generate_cmd(server.url, tmp_path / "run", store, "--shard", "0/2")
+        proc = subprocess.Popen(cmd, env=_env(tmp_path, data_dir, "b"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and len(server.completed) < before + 6:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        stored_at_kill = _stored(store)
+        seen_first = len(server.requests)
+        rerun = subprocess.run(cmd, env=_env(tmp_path, data_dir, "b"), capture_output=True, text=True, timeout=180)
+        assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+        second = server.chat_hashes()[seen_first:]
+    assert not set(second) & stored_at_kill and len(second) == len(set(second))
+    assert (tmp_path / "run" / "samples.shard-1-of-2.jsonl").read_text() == other_rows  # the other shard untouched
+    keys = {(r["problem_id"], r["form"]) for f in (tmp_path / "run").glob("samples*.jsonl") for r in read_log(f)}
+    assert len(keys) == 60
+
+
+def test_shard_i_asks_endpoint_i_mod_the_number_of_endpoints(tmp_path, data_dir):
+    from distill.shards import parse_shard
+
+    with FakeOpenAI() as a, FakeOpenAI() as b:
+        cfg = config(tmp_path, data_dir, "data.limit_train=8", "teacher.name=openai", "generate.forms=[cot]",
+                     f"teacher.base_url=[{a.url},{b.url}]")
+        asked = []
+        for k in range(3):
+            before = (len(a.requests), len(b.requests))
+            summary = generate.run(cfg, cfg.run_path, shard=parse_shard(f"{k}/3"))
+            assert summary["pending"] == 0
+            asked.append((len(a.requests) - before[0], len(b.requests) - before[1]))
+    assert asked[0][1] == asked[1][0] == asked[2][1] == 0  # shards 0 and 2 ask a, shard 1 asks b
+    assert asked[0][0] + asked[1][1] + asked[2][0] == 8 and all(sum(n) > 0 for n in asked)
+
+
+def test_a_bad_shard_spec_is_one_line_that_gives_the_format(tmp_path, data_dir):
+    from click.testing import CliRunner
+
+    from distill.cli import main
+
+    for spec in ("3/2", "a/b", "2", "-1/2", "0/0"):
+        result = CliRunner().invoke(main, ["generate", "--shard", spec, "--data-dir", str(data_dir),
+                                           "--set", f"run_dir={tmp_path}", "--limit", "1"])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().count("\n") == 0 and "i/n with 0 <= i < n" in result.output
+    assert not (tmp_path / "samples.jsonl").exists()

@@ -204,3 +204,18 @@ def test_abandoning_the_answers_midway_cancels_the_requests_in_flight(server, tm
     next(answers_iter)
     answers_iter.close()  # as on Ctrl-C: the hanging requests are cancelled, not awaited and stored
     assert len(t.store) == 1 and t.stats["calls"] == 1
+
+
+def test_from_config_gives_shard_i_endpoint_i_mod_n_its_own_ledger_and_a_share_of_the_budget(tmp_path):
+    from distill.config import load_config
+    from distill.shards import parse_shard
+
+    cfg = load_config(None, ["teacher.name=openai", "teacher.base_url=[http://a:1/v1,http://b:2/v1]",
+                             f"teacher.store_dir={tmp_path / 'store'}", "teacher.model=m", "teacher.budget=9",
+                             "teacher.prices={m: {input: 1, output: 1}}"])
+    whole = OpenAITeacher.from_config(cfg, tmp_path)
+    assert whole.base_url == "http://a:1/v1" and whole.ledger.budget == 9 and whole.ledger.path == tmp_path / "ledger.jsonl"
+    shard = OpenAITeacher.from_config(cfg, tmp_path, shard=parse_shard("1/3"))
+    assert shard.base_url == "http://b:2/v1" and shard.ledger.budget == 3
+    assert shard.ledger.path == tmp_path / "ledger.shard-1-of-3.jsonl"
+    assert OpenAITeacher.from_config(cfg, tmp_path, shard=parse_shard("2/3")).base_url == "http://a:1/v1"

@@ -67,8 +67,11 @@ class Student:
 
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
-        log=None) -> dict:
-    """Evaluate one student on ``cfg.evaluate.test_sets``; return the summary dict (also in summary.json)."""
+        log=None, shard=None) -> dict:
+    """Evaluate one student on ``cfg.evaluate.test_sets``; return the summary dict (also in summary.json).
+
+    ``shard`` (a distill.shards.Shard): only that share of each test set's problems, written under
+    ``eval/<mix>/shard-<i>-of-<n>/``; ``distill.shards.merge_evaluation`` joins the shards."""
     from distill.problems import LOADERS, load_problems
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -89,6 +92,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
         digest = student_digest(found.model_dir, cfg)
 
     out_dir = run_dir / "eval" / mix
+    if shard is not None:
+        out_dir = out_dir / shard.tag  # one writer per folder; merged by `distill evaluate --merge`
     train_run_id = card.get("train_run_id") or found.run_id
     versions = {name: get_form(name).version for name in forms}
     tags = {"distill.stage": "evaluate", "distill.preset": cfg.preset, "distill.mix": mix,
@@ -112,6 +117,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
             problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
             if cfg.evaluate.limit:
                 problems = problems[: cfg.evaluate.limit]
+            if shard is not None:
+                problems = shard.select(problems, key=lambda p: p.id)
             rows = {form: answer_all(model, tokenizer, form, problems, out_dir / test_set / f"{form}.jsonl",
                                      digest, cfg, desc=f"{test_set}/{form}") for form in forms}
             verdicts = {form: [_verdict(r) for r in rows[form]] for form in forms}

@@ -6,10 +6,15 @@ Data contract:
   ``{"problem_id", "question", "gold", "form", "version", "teacher", "model", "sample_index",
   "completion" (str | None), "status" ("ok" | "failed"), "reason", "request_hash"}``.
 - writes ``<run_dir>/generate_summary.json`` (counts, store hits, tokens, cost, why it stopped).
+- with ``shard`` i/n (``distill generate --shard i/n``, see ``distill.shards``): only the (problem, form)
+  pairs of that shard, appended to ``<run_dir>/samples.shard-<i>-of-<n>.jsonl`` (one writer per
+  file, so shards in several processes or hosts share the run folder), with its own
+  ``generate_summary.shard-<i>-of-<n>.json`` and ``ledger.shard-<i>-of-<n>.jsonl``. Readers
+  (``latest_samples``, so ``verify``) take the union of samples.jsonl and every shard file.
 - MLflow run ``generate`` (tags distill.stage, distill.preset, distill.forms, distill.teacher):
   params, metrics ``generate/*`` and ``teacher/*`` (calls, store hits, retries, tokens, cost).
 
-Resume: an item (problem, form) with a record in samples.jsonl is done; a rerun asks only for the
+Resume: an item (problem, form) with a record in any of these sample files is done; a rerun asks only for the
 rest, and the completion store answers any request already paid for. Items that outlived the
 retries have no record, so a rerun retries them.
 """
@@ -22,9 +27,10 @@ from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
-from distill.config import Config, flatten
+from distill.config import Config, flatten, replace
 from distill.files import DataError, append_log, read_log, write_json
 from distill.problems import load_problems
+from distill.shards import Shard, pick, shard_files
 from distill.teachers import BudgetReached, Job, get_teacher
 from distill.thoughts import get_form
 
@@ -32,19 +38,23 @@ SAMPLES = "samples.jsonl"
 SUMMARY = "generate_summary.json"
 
 
-def build_jobs(cfg: Config) -> list[Job]:
+def build_jobs(cfg: Config, shard: Shard | None = None) -> list[Job]:
+    """Every (problem, form) job, or only those of ``shard`` (by a hash of the pair, see distill.shards)."""
     problems = load_problems(cfg.data.train_set, "train", cfg.data_path, cfg.data.hub)
     if cfg.data.limit_train is not None:
         problems = problems[: cfg.data.limit_train]
     forms = [get_form(name) for name in cfg.generate.forms]
-    return [Job(p.id, form.name, form.version, p.question, p.answer, tuple(form.teacher_messages(p.question)),
+    jobs = [Job(p.id, form.name, form.version, p.question, p.answer, tuple(form.teacher_messages(p.question)),
                 p.rationale)
             for p in problems for form in forms]
+    return shard.select(jobs, key=lambda j: j.key) if shard else jobs
 
 
 def latest_samples(path: Path) -> dict[tuple[str, str, int], dict]:
-    """The last record of every (problem_id, form, sample_index) in a samples log."""
-    return {(r["problem_id"], r["form"], int(r.get("sample_index", 0))): r for r in read_log(path)}
+    """The last record of every (problem_id, form, sample_index) in a samples log and its shard files
+    (``samples.shard-*-of-*.jsonl`` beside it; the union, in a fixed file order)."""
+    return {(r["problem_id"], r["form"], int(r.get("sample_index", 0))): r
+            for file in shard_files(path) for r in read_log(file)}
 
 
 def _check_teacher(samples: dict, teacher_name: str, path: Path) -> None:
@@ -92,30 +102,35 @@ def _rows(job: Job, answer, teacher) -> list[dict]:
     return rows
 
 
-def run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None) -> dict:
-    """Ask the teacher for every (problem, form) without a sample yet; ``batch`` is submit or collect."""
+def run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, shard: Shard | None = None) -> dict:
+    """Ask the teacher for every (problem, form) without a sample yet; ``batch`` is submit or collect;
+    ``shard`` restricts the run to its share of the pairs."""
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
     samples_path = run_dir / SAMPLES
-    jobs = build_jobs(cfg)
+    jobs = build_jobs(cfg, shard)
     if batch not in (None, "", "submit", "collect"):
         raise ValueError(f"--batch must be submit or collect, not {batch!r}")
     if batch and cfg.teacher.name != "openai":
         raise DataError(f"--batch needs --teacher openai (the Batch API), not {cfg.teacher.name!r}")
-    if batch == "collect":
+    if batch and shard:
+        raise DataError("--batch and --shard do not go together: one batch already holds every request; drop --shard")
+    if cfg.teacher.name == "openai":
         from distill.teachers.api import OpenAITeacher
 
-        teacher = OpenAITeacher.from_config(cfg, run_dir)
+        teacher = OpenAITeacher.from_config(cfg, run_dir, shard=shard)
     else:
-        teacher = get_teacher(cfg, run_dir)
-    existing = latest_samples(samples_path)
+        teacher = get_teacher(replace(cfg, teacher={"base_url": pick(cfg.teacher.base_url, shard)}), run_dir)
+    existing = latest_samples(samples_path)  # every shard's samples: what any shard answered is done
     _check_teacher(existing, teacher.name, samples_path)
     done = {(pid, form) for pid, form, _ in existing}
     versions = {(r["problem_id"], r["form"]): r.get("version") for r in existing.values()}
     todo = [j for j in jobs if j.key not in done or versions.get(j.key) != j.version]
     tags = {"distill.stage": "generate", "distill.preset": cfg.preset, "distill.forms": ",".join(cfg.generate.forms),
-            "distill.teacher": teacher.name}
+            "distill.teacher": teacher.name, **({"distill.shard": str(shard)} if shard else {})}
+    out_path = shard.path(samples_path) if shard else samples_path
+    summary_path = shard.path(run_dir / SUMMARY) if shard else run_dir / SUMMARY
     summary: dict = {}
     with tracker.run("generate", tags, nested=True) if tracker else nullcontext():
         if tracker:
@@ -131,7 +146,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None) -
             summary["batch"] = batch_api.collect(teacher, run_dir, cfg.generate.batch_poll, cfg.generate.batch_wait)
             teacher.offline = True  # only what the batches brought back; never a live call here
         stopped = ""
-        with _SampleLog(samples_path) as log, tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="item",
+        with _SampleLog(out_path) as log, tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="item",
                                                    desc=f"generate ({teacher.name})", disable=None) as bar:
             try:
                 for job, answer in teacher.answer(todo):
@@ -140,13 +155,15 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None) -
             except BudgetReached as exc:
                 stopped = str(exc)
         summary.update(_summarise(cfg, jobs, samples_path, teacher, stopped))
-        write_json(run_dir / SUMMARY, summary)
+        if shard:
+            summary["shard"] = str(shard)
+        write_json(summary_path, summary)
         if tracker:
             tracker.log_metrics({f"generate/{k}": summary[k] for k in ("items", "answered", "pending",
                                                                         "samples_ok", "samples_failed")})
             tracker.log_metrics({f"teacher/{k}": v for k, v in summary["teacher_stats"].items()
                                  if isinstance(v, (int, float)) and v is not None})
-            tracker.log_artifact(run_dir / SUMMARY)
+            tracker.log_artifact(summary_path)
     return summary
 
 

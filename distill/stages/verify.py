@@ -28,6 +28,7 @@ from pathlib import Path
 
 from distill.config import Config
 from distill.files import DataError, read_jsonl, write_json, write_jsonl
+from distill.shards import shard_files
 from distill.stages.generate import SAMPLES, latest_samples
 from distill.thoughts import FORM_NAMES, get_form, sandbox
 
@@ -88,7 +89,7 @@ def verify_form(form_name: str, rows: list[dict], cfg: Config) -> tuple[list[dic
 def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     run_dir = Path(run_dir)
     samples_path = run_dir / SAMPLES
-    if not samples_path.exists():
+    if not shard_files(samples_path):  # samples.jsonl or the files of `generate --shard`
         raise DataError(f"{samples_path}: file not found. Run `distill generate --preset {cfg.preset}` first.")
     by_form: dict[str, list[dict]] = defaultdict(list)
     for key in sorted(latest := latest_samples(samples_path)):

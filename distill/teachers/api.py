@@ -104,16 +104,27 @@ class OpenAITeacher:
         self._running: tuple = (None, [])
 
     @classmethod
-    def from_config(cls, cfg, run_dir: Path, offline: bool = False) -> "OpenAITeacher":
+    def from_config(cls, cfg, run_dir: Path, offline: bool = False, shard=None) -> "OpenAITeacher":
+        """The teacher of ``cfg.teacher``; with a list of ``base_url``s, shard i asks base_url[i % len]."""
+        from distill.shards import pick
+
         t = cfg.teacher
+        base_url = pick(t.base_url, shard)
         key = os.environ.get(t.api_key_env, "")
         if not key:
-            if not t.base_url and not offline:
+            if not base_url and not offline:
                 raise TeacherError(f"no API key: set the environment variable {t.api_key_env} (teacher.api_key_env "
                                    "names it), or point --base-url at a server that needs none")
             key = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) accept any key
-        return cls(model=t.model, base_url=t.base_url, api_key=key, store=CompletionStore(t.store_dir),
-                   ledger=Ledger(Path(run_dir) / "ledger.jsonl", t.prices, t.budget, t.model),
+        ledger_path = Path(run_dir) / "ledger.jsonl"
+        budget = t.budget
+        if shard is not None:
+            # each shard keeps its own ledger (one writer per file) and a 1/n share of the budget, so
+            # shards running at once never spend more than teacher.budget together
+            ledger_path = shard.path(ledger_path)
+            budget = None if budget is None else budget / shard.count
+        return cls(model=t.model, base_url=base_url, api_key=key, store=CompletionStore(t.store_dir),
+                   ledger=Ledger(ledger_path, t.prices, budget, t.model),
                    temperature=t.temperature, n=t.n, max_tokens=t.max_tokens, concurrency=t.concurrency,
                    timeout=t.timeout, max_retries=t.max_retries, backoff_base=t.backoff_base,
                    backoff_cap=t.backoff_cap, offline=offline, api_key_env=t.api_key_env)

@@ -1,91 +1,178 @@
-"""The completion store: every raw teacher response, appended and fsynced before it is used.
+"""The completion store: every raw teacher response, committed durably before it is used.
 
-Data contract: ``<store_dir>/completions.jsonl``, one record per API response:
-``{"hash", "request" (the canonical request), "raw" (the response body exactly as received),
-"usage", "source" ("api" | "batch"), "time"}``. ``hash`` is ``request_hash(request)``: sha256 of
-the canonical model, messages, temperature, n and max_tokens. The store is shared by every run
+Data contract: ``<store_dir>/completions.sqlite3``, an SQLite database in WAL mode with one row per
+API response in table ``completions``: ``hash`` (primary key), ``request`` (the canonical request,
+JSON), ``raw`` (the response body exactly as received), ``usage`` (JSON), ``source`` ("api" |
+"batch"), ``time``. ``hash`` is ``request_hash(request)``: sha256 of the canonical model, messages,
+temperature, n and max_tokens. The store is shared by every run and every shard
 (``teacher.store_dir``), so a request answered once is never paid for again; a rerun after
-``kill -9`` finds every response that reached the disk.
+``kill -9`` finds every response whose commit returned.
 
-Each record (or group of records, see ``put_many``) is written with one ``os.write`` on an ``O_APPEND`` descriptor and fsynced, so two
-processes appending at once do not interleave lines; a torn last line (a crash mid-write) is
-skipped on reading and fenced off with a newline before the next append.
+Why SQLite and not the former append-only JSONL read into a dict: a lookup is one primary-key read
+from disk, so memory no longer grows with the store (``benchmarks/teacher.py --store`` measures it
+at 100,000 responses), and several processes (the shards of ``generate --shard``) write to it at
+once safely: SQLite serialises writers with its lock (``busy_timeout`` waits for it), WAL lets
+readers go on meanwhile, and ``synchronous=FULL`` fsyncs every commit. WAL needs every process on
+one host (it uses shared memory): shards on several hosts give each host its own ``store_dir``
+(shards never share a request, so nothing is paid twice).
+
+The former ``<store_dir>/completions.jsonl`` is still read: on opening, the lines appended since the
+last import (its byte offset is kept in table ``meta``) are imported, so an existing cache keeps
+working and an older writer appending to it is picked up on the next open. A torn line (a crash
+mid-write) is skipped and counted in ``skipped_lines``; a last line without its newline is left
+for later (its writer may still be live). ``export_jsonl`` (``python -m distill.teachers.store export
+OUT.jsonl``) writes the records back out in that format, for the replay teacher.
 """
 from __future__ import annotations
 
 import json
-import os
+import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+BUSY_TIMEOUT_MS = 60_000  # a writer waits this long for another shard's commit before failing loudly
+_COLUMNS = ("hash", "request", "raw", "usage", "source", "time")
 
 
 class CompletionStore:
+    DB = "completions.sqlite3"
     FILE = "completions.jsonl"
+    """The former store, imported on open (read-through of existing caches)."""
 
     def __init__(self, store_dir: str | Path):
         self.dir = Path(store_dir)
-        self.path = self.dir / self.FILE
-        self._records: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self._fd: int | None = None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / self.DB
+        self.legacy_path = self.dir / self.FILE
         self.skipped_lines = 0
-        self._load()
+        self._lock = threading.Lock()  # one connection, used by the event loop's commit thread and the caller
+        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # fsync each commit: "stored" means on disk
+        with self._transaction():
+            self._db.execute("CREATE TABLE IF NOT EXISTS completions (hash TEXT PRIMARY KEY, request TEXT NOT NULL, "
+                             "raw TEXT NOT NULL, usage TEXT NOT NULL, source TEXT NOT NULL, time REAL NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        self._import_legacy()
 
-    def _load(self) -> None:
-        if not self.path.exists():
+    # -- the former JSONL store ------------------------------------------------------------------
+
+    def _import_legacy(self) -> None:
+        if not self.legacy_path.exists():
             return
-        with self.path.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    self.skipped_lines += 1  # a torn line from a crash: that request is simply asked again
-                    continue
-                if isinstance(record, dict) and "hash" in record:
-                    self._records[record["hash"]] = record
+        with self._transaction():  # IMMEDIATE: two processes opening at once import each line once
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'jsonl_offset'").fetchone()
+            offset = int(row[0]) if row else 0
+            with self.legacy_path.open("rb") as fh:
+                fh.seek(offset)
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break  # an unfinished last line: its writer may still be live
+                    offset += len(line)
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        self.skipped_lines += 1  # a torn line from a crash: that request is simply asked again
+                        continue
+                    if isinstance(record, dict) and "hash" in record:
+                        # last one wins, as the in-memory store read it
+                        self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+                                         _row(record))
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('jsonl_offset', ?)", (str(offset),))
+
+    # -- reading -----------------------------------------------------------------------------------
 
     def __contains__(self, request_hash: str) -> bool:
-        return request_hash in self._records
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM completions WHERE hash = ?", (request_hash,)).fetchone() is not None
 
     def __len__(self) -> int:
-        return len(self._records)
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM completions").fetchone()[0]
 
     def get(self, request_hash: str) -> dict | None:
-        return self._records.get(request_hash)
+        """The stored record ``{"hash", "request", "raw", "usage", "source", "time"}``, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM completions WHERE hash = ?", (request_hash,)).fetchone()
+        return _record(row) if row else None
 
-    def _open(self) -> int:
-        if self._fd is None:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            size = os.fstat(fd).st_size
-            if size:
-                with self.path.open("rb") as fh:
-                    fh.seek(size - 1)
-                    if fh.read(1) != b"\n":
-                        os.write(fd, b"\n")  # fence off a torn tail instead of truncating: another writer may be live
-            self._fd = fd
-        return self._fd
+    def hashes(self) -> Iterator[str]:
+        """Every stored request hash (streamed, not loaded at once)."""
+        with self._lock:
+            rows = self._db.execute("SELECT hash FROM completions").fetchall()
+        return (r[0] for r in rows)
+
+    # -- writing -----------------------------------------------------------------------------------
 
     def put(self, request_hash: str, request: dict, raw: str, usage: dict | None = None, source: str = "api") -> dict:
-        """Append one response durably (write + fsync) and return its record."""
+        """Store one response durably (commit + fsync) and return its record."""
         return self.put_many([(request_hash, request, raw, usage, source)])[0]
 
     def put_many(self, items: list[tuple]) -> list[dict]:
-        """Append ``(hash, request, raw, usage[, source])`` items with one write and one fsync (group commit)."""
+        """Store ``(hash, request, raw, usage[, source])`` items in one transaction (group commit).
+
+        A hash already stored keeps its first response: samples may already refer to it.
+        """
         records = [{"hash": it[0], "request": it[1], "raw": it[2], "usage": it[3] or {},
                     "source": it[4] if len(it) > 4 else "api", "time": time.time()} for it in items]
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-        with self._lock:
-            fd = self._open()
-            os.write(fd, data)
-            os.fsync(fd)
-            for record in records:
-                self._records[record["hash"]] = record
+        with self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+                                 [_row(r) for r in records])
         return records
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE: take SQLite's write lock at once (waiting for another process's commit)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def export_jsonl(self, path: str | Path) -> int:
+        """Write every record as one JSON line (the former completions.jsonl format, which the replay
+        teacher reads: ``--teacher replay --replay-file PATH``), streamed and atomic; returns the count."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        count = 0
+        with self._lock:
+            cursor = self._db.execute("SELECT * FROM completions ORDER BY rowid")
+            with tmp.open("w", encoding="utf-8") as out:
+                for row in cursor:
+                    out.write(json.dumps(_record(row), ensure_ascii=False) + "\n")
+                    count += 1
+        tmp.replace(path)
+        return count
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._db.close()
+
+
+def _row(record: dict) -> tuple:
+    return (record["hash"], json.dumps(record.get("request", {}), ensure_ascii=False), str(record.get("raw", "")),
+            json.dumps(record.get("usage") or {}), record.get("source", "api"), float(record.get("time", 0.0)))
+
+
+def _record(row: tuple) -> dict:
+    record = dict(zip(_COLUMNS, row))
+    record["request"] = json.loads(record["request"])
+    record["usage"] = json.loads(record["usage"])
+    return record
+
+
+if __name__ == "__main__":  # python -m distill.teachers.store export OUT.jsonl [STORE_DIR]
+    import sys
+
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "export":
+        sys.exit("usage: python -m distill.teachers.store export OUT.jsonl [STORE_DIR (default .cache/completions)]")
+    n = CompletionStore(sys.argv[3] if len(sys.argv) == 4 else ".cache/completions").export_jsonl(sys.argv[2])
+    print(f"{n} responses written to {sys.argv[2]}")
