@@ -168,7 +168,7 @@ def _gold_responder(data_dir, limit: int):
 
 
 def _generate_cmd(url: str, run_dir: Path, store: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(TESTS / "teacher_fakes.py"), "generate", "--preset", "tiny", "--teacher", "openai",
+    return [sys.executable, "-m", "distill.cli", "generate", "--preset", "tiny", "--teacher", "openai",
             "--base-url", url, "--limit", "30", "--forms", "cot,pot", "--concurrency", "2",
             "--set", f"run_dir={run_dir}", "--set", f"teacher.store_dir={store}", "--set", "data.hub=false", *extra]
 
