@@ -160,8 +160,8 @@ def test_train_run_in_mlflow_has_params_loss_curve_validation_dataset_and_tags(l
     assert sorted(m.step for m in client.get_metric_history(run_id, "val/cot/accuracy")) == [38, 76, 114, 152]
     # the learning rate warms up (5 steps: 3% of 152) and then decays linearly towards 0
     lr = [m.value for m in sorted(client.get_metric_history(run_id, "train/lr"), key=lambda m: m.step)]
-    assert lr[0] < lr[4] == pytest.approx(max(lr)) and max(lr) <= 1e-3
-    assert all(a >= b for a, b in zip(lr[5:], lr[6:])) and lr[-1] < 1e-4
+    assert lr[0] < lr[4] < lr[5] == pytest.approx(max(lr)) == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(lr[5:], lr[6:])) and lr[-1] < 1e-4
     contexts = {d.dataset.name: d.tags[0].value for d in run.inputs.dataset_inputs}
     assert contexts == {"mix-cot-train": "training", "mix-cot-val": "validation"}
     assert "card.json" in {a.path for a in client.list_artifacts(run_id)}

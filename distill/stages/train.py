@@ -544,7 +544,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
             return summary
 
         # the student: the best checkpoint's weights (load_best_model_at_end), merged or as an adapter
-        final, base_model, base_dir = trainer.model, None, None
+        final, base_model = trainer.model, None
         if lora:
             if tcfg.lora_merge:
                 final = final.merge_and_unload()
@@ -557,9 +557,13 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
                 "base_model": base_model}
         with quiet_transformers():
             save_student(final, tokenizer, tmp, info)
-            if lora and not tcfg.lora_merge and tcfg.student in TINY_STUDENTS:
-                base_dir = tmp / "base"  # no hub copy of a base built here: the adapter needs it beside
-                save_student(final.unload(), tokenizer, base_dir, {**info, "adapter": False})
+            if lora and not tcfg.lora_merge:
+                # the base's config.json beside the adapter marks the folder as a model for the stages that
+                # look for one (evaluate); distill.student.load_student sees adapter_config.json first
+                final.get_base_model().config.save_pretrained(tmp)
+                if tcfg.student in TINY_STUDENTS:
+                    # no hub copy of a base built here: the adapter needs it beside
+                    save_student(final.unload(), tokenizer, tmp / "base", {**info, "adapter": False})
         replace_dir(tmp, out / "model")
         best_val_loss = state.best_metric if has_val else None
         card = {"mix": mix, "forms": form_cards(forms), "student": tcfg.student,
