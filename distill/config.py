@@ -248,7 +248,8 @@ def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ())
     raw: dict[str, Any] = {}
     if preset is not None:
         path = Path(preset)
-        if not path.suffix:
+        # a name, not a file: "qwen2.5-0.5b" has a dot but no .yaml/.yml suffix
+        if path.suffix not in (".yaml", ".yml"):
             path = PRESET_DIR / f"{preset}.yaml"
             if not path.exists():
                 raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(presets())}")
