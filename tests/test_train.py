@@ -306,3 +306,61 @@ def test_the_served_default_form_is_the_best_on_validation_with_ties_to_eot_then
     assert best_form(("cot", "pot", "eot"), {"cot": 0.25, "pot": 0.25, "eot": 0.25}) == "eot"
     assert best_form(("cot", "pot"), {"cot": 0.1, "pot": 0.1}) == "pot"
     assert best_form(("cot", "pot", "eot"), {}) == "eot"
+
+
+# --- any student kind: a causal LM from a local folder, with its chat template ------------------------
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def local_causal_lm(path: Path, texts, chat: bool) -> Path:
+    """A decoder-only model saved like a hub checkpoint (config.json + weights + tokenizer), no student.json."""
+    from distill.student import build_tiny_causal
+
+    model, tokenizer = build_tiny_causal(texts, d_model=32, layers=1, heads=2, d_ff=64, vocab=400, seed=0)
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_causal_lm_from_a_folder_is_recognised_by_its_config_and_trained_on_its_chat_template(tmp_path):
+    from distill.decoding import encode_prompts
+    from distill.student import load_student
+
+    train, val = counting_rows(48, 4)
+    write_mix(tmp_path, train, val)
+    folder = local_causal_lm(tmp_path / "hub-like", [r["input"] + r["target"] for r in train], chat=True)
+    summary = T.run(tiny_cfg(tmp_path, f"train.student={folder}", "train.chat_template=true", "train.max_steps=2",
+                             "train.val_generate_limit=2"), tmp_path, None, mix="cot")
+    assert (summary["kind"], summary["steps"]) == ("causal", 2)
+    out = tmp_path / "students" / "cot"
+    card = json.loads((out / "card.json").read_text())
+    assert (card["kind"], card["architecture"], card["chat_template"]) == ("causal", "LlamaForCausalLM", True)
+    model, tokenizer = load_student(out / "model")
+    assert model.config.distill_chat_template is True  # decoding applies the template to this student
+    ids = encode_prompts(tokenizer, [val[0]["input"]], causal=True, max_len=256, chat_template=True)[0]
+    assert tokenizer.decode(ids).startswith("<|user|>\nQuestion:") and tokenizer.decode(ids).endswith("<|assistant|>\n")
+
+
+def test_the_chat_template_is_refused_for_a_tokenizer_that_has_none(tmp_path):
+    train, val = counting_rows(16, 2)
+    write_mix(tmp_path, train, val)
+    folder = local_causal_lm(tmp_path / "base-lm", [r["input"] + r["target"] for r in train], chat=False)
+    with pytest.raises(ConfigError, match="train.chat_template"):
+        T.run(tiny_cfg(tmp_path, f"train.student={folder}", "train.chat_template=true"), tmp_path, None, mix="cot")
+
+
+def test_a_lora_student_of_the_tiny_causal_kind_is_saved_merged_by_default(tmp_path):
+    from distill.student import load_student, read_student_info
+
+    summary = small_run(tmp_path, "train.student=tiny-causal", "train.lora_r=8", "train.max_steps=2")
+    out = tmp_path / "students" / "cot"
+    card = json.loads((out / "card.json").read_text())
+    assert card["lora"] == {"r": 8, "alpha": 16, "dropout": 0.05, "targets": "all-linear", "merged": True}
+    assert summary["trainable_params"] < summary["n_params"] / 4
+    assert not (out / "model" / "adapter_config.json").exists() and not read_student_info(out / "model")["adapter"]
+    model, _ = load_student(out / "model")
+    assert type(model).__name__ == "LlamaForCausalLM"  # a plain model: no peft needed to serve it
