@@ -179,7 +179,8 @@ def build_student(name: str, texts: Iterable[str] = (), *, train_cfg=None, seed:
         if name == TINY:
             return build_tiny(texts, seed=seed, **shape)
         if t is not None:
-            shape["max_positions"] = t.max_source_len + t.max_target_len
+            # room for the evaluate stage's 256 new tokens (the paper's decoding) past the longest prompt
+            shape["max_positions"] = t.max_source_len + max(t.max_target_len, 256)
         model, tokenizer = build_tiny_causal(texts, seed=seed, **shape)
         model.config.distill_chat_template = False
         return model, tokenizer
