@@ -1,4 +1,5 @@
-"""The train stage: batching, the loop's guarantees (learns, reproducible, resumable, budgets), files and MLflow.
+"""The train stage on transformers' trainers: encoding of both student kinds, the guarantees (learns,
+reproducible, resumable, budgets, best checkpoint), files and MLflow, causal and LoRA students.
 
 Fixture task (made here, no benchmark data): "Question: There are 13 black cows. How many?" ->
 "13 black cows. The answer is 13." in two phrasings, so the student must copy content by kind, not
@@ -364,3 +365,19 @@ def test_a_lora_student_of_the_tiny_causal_kind_is_saved_merged_by_default(tmp_p
     assert not (out / "model" / "adapter_config.json").exists() and not read_student_info(out / "model")["adapter"]
     model, _ = load_student(out / "model")
     assert type(model).__name__ == "LlamaForCausalLM"  # a plain model: no peft needed to serve it
+
+
+def test_tiny_causal_student_learns_to_answer_held_back_questions(tmp_path):
+    """The causal path end to end on a task it can learn: completion-only loss, EOS to stop, left-padded
+    batched decoding that returns only the completion."""
+    from distill.decoding import decode
+    from distill.student import load_student
+
+    train, val = counting_rows(600)
+    write_mix(tmp_path, train, val)
+    summary = T.run(tiny_cfg(tmp_path, "train.student=tiny-causal", "train.epochs=6", "train.dropout=0.0",
+                             "train.val_generate_limit=8"), tmp_path, None, mix="cot")
+    assert summary["best_val_loss"] < summary["initial_val_loss"] / 10, summary
+    model, tokenizer = load_student(tmp_path / "students" / "cot" / "model")
+    outputs = decode(model, tokenizer, [r["input"] for r in val], max_new_tokens=32, batch_size=8)
+    assert sum(o == r["target"] for o, r in zip(outputs, val)) >= 18, outputs

@@ -149,7 +149,10 @@ def _callbacks():
     class TimeBudget(TrainerCallback):
         """Stops cleanly after train.max_minutes of training; the epoch-end evaluation and checkpoint
         still run, so the budget's last weights are scored and can become the student. Under several
-        processes they agree on the slowest clock, or the ranks would stop at different steps (DDP hangs)."""
+        processes they agree on the slowest clock, or the ranks would stop at different steps (DDP hangs).
+        The clock counts this invocation (evaluations included): a resumed run gets the budget afresh.
+        Unlike the old hand loop, the learning-rate schedule follows the step budget (max_steps), not the
+        clock, so a preset's max_steps should fit its max_minutes (tiny.yaml: 1200 steps, 6 minutes)."""
 
         def __init__(self, minutes: float | None):
             self.budget_s = minutes * 60 if minutes else None
