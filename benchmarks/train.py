@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distill.config import load_config, replace  # noqa: E402
+from distill.config import load_config  # noqa: E402
 from distill.files import read_jsonl, write_jsonl  # noqa: E402
 from distill.stages import train as T  # noqa: E402
 from distill.student import build_student, student_kind  # noqa: E402

@@ -381,3 +381,12 @@ def test_tiny_causal_student_learns_to_answer_held_back_questions(tmp_path):
     model, tokenizer = load_student(tmp_path / "students" / "cot" / "model")
     outputs = decode(model, tokenizer, [r["input"] for r in val], max_new_tokens=32, batch_size=8)
     assert sum(o == r["target"] for o, r in zip(outputs, val)) >= 18, outputs
+
+
+def test_lora_targets_that_the_model_lacks_are_named_in_the_error():
+    from distill.student import build_student
+
+    tcfg = TrainConfig(student="tiny-causal", lora_r=4, lora_targets=("no_such_proj",))
+    model, _ = build_student("tiny-causal", ["a b c"] * 4, train_cfg=TrainConfig(tiny_vocab=300))
+    with pytest.raises(ConfigError, match="train.lora_targets"):
+        T.apply_lora(model, tcfg, "causal")

@@ -449,13 +449,10 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
         logging_steps=tcfg.log_every, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         remove_unused_columns=False, save_only_model=False, ddp_find_unused_parameters=False)
 
-    if main:
-        with training_args.main_process_first(local=False):
-            if not last:  # a stale checkpoint must not become the student or be resumed
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
-    elif world > 1:
-        with training_args.main_process_first(local=False):
-            pass
+    # the other processes wait here until the main one has cleared what is stale
+    with training_args.main_process_first(local=False):
+        if main and not last:  # a stale checkpoint must not become the student or be resumed
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
 
     tags = {"distill.stage": "train", "distill.mix": mix, "distill.forms": ",".join(forms),
             "distill.preset": cfg.preset, "distill.student": tcfg.student, "distill.student_kind": kind}
