@@ -27,6 +27,8 @@ def pipeline(tmp_path_factory, data_dir):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
+        # register sets the registry URI process-wide (and in MLFLOW_REGISTRY_URI): undone at teardown
+        mp.setenv("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
         for key, value in env.items():
             mp.setenv(key, value)
         cli("generate")
@@ -39,8 +41,15 @@ def pipeline(tmp_path_factory, data_dir):
         evaluated = {mix: cli("evaluate", "--mix", mix).output for mix in ("etd", "eot")}
         registered = {mix: cli("register", "--mix", mix).output for mix in ("etd", "eot")}
         promoted = cli("promote").output
-        yield {"root": root, "run": root / "run", "full": full, "lora": lora, "evaluated": evaluated,
-               "registered": registered, "promoted": promoted, "uri": env["MLFLOW_TRACKING_URI"]}
+        try:
+            yield {"root": root, "run": root / "run", "full": full, "lora": lora, "evaluated": evaluated,
+                   "registered": registered, "promoted": promoted, "uri": env["MLFLOW_TRACKING_URI"]}
+        finally:
+            import mlflow
+
+            # the stages (register) set this store process-wide; later tests use their own
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
 
 
 def test_the_causal_student_is_trained_and_its_card_says_what_it_is(pipeline):
@@ -70,7 +79,7 @@ def test_the_promoted_causal_champion_and_the_lora_version_answer_through_pyfunc
     import mlflow
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", pipeline["uri"])
-    mlflow.set_tracking_uri(pipeline["uri"])
+    mlflow.set_tracking_uri(pipeline["uri"])  # reset by the pipeline fixture's teardown
     client = mlflow.MlflowClient()
     champion = client.get_model_version_by_alias("distill-student", "champion")
     versions = client.search_model_versions("name = 'distill-student'")
