@@ -1,7 +1,8 @@
 """Problems per second of the evaluate stage's decoding: batched and length-sorted vs one generate
-call per problem, same model, same problems, same greedy settings.
+call per problem, same model, same problems, same greedy settings; seq2seq or causal students.
 
     python benchmarks/evaluate.py                       # tiny-preset-shaped random T5, 200 GSM8K test questions
+    python benchmarks/evaluate.py --kind causal         # the tiny-causal shape (Llama), left-padded batches
     python benchmarks/evaluate.py --student runs/tiny/students/etd --problems 100
 
 Default model: the tiny preset's student shape (d_model 128, 2+2 layers, BPE tokenizer trained on the
@@ -62,12 +63,32 @@ def random_tiny(data_dir: str):
     return T5ForConditionalGeneration(config), tokenizer
 
 
+def random_tiny_causal(data_dir: str):
+    """The tiny-causal student's shape (distill.student.build_tiny_causal: a Llama decoder, 2 x tiny_layers
+    layers) with 5x the default initialisation range, for the same reason as random_tiny."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from distill.student import build_tiny_causal
+
+    t = load_config("tiny").train
+    train = [p.question for p in load_problems("gsm8k", "train", data_dir, hub=False)[:2000]]
+    model, tokenizer = build_tiny_causal(train, d_model=t.tiny_d_model, layers=t.tiny_layers, heads=t.tiny_heads,
+                                         d_ff=t.tiny_d_ff, vocab=t.tiny_vocab, max_positions=1024)
+    config = model.config
+    config.initializer_range = 0.1
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config), tokenizer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problems", type=int, default=200, help="GSM8K test questions to decode")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--student", default="", help="a trained student folder (default: random tiny T5)")
+    parser.add_argument("--kind", choices=("seq2seq", "causal"), default="seq2seq",
+                        help="the random default student: tiny T5 (seq2seq) or tiny Llama (causal, left padding)")
     parser.add_argument("--data-dir", default=os.environ.get("DISTILL_DATA_DIR", "../shared/data"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -87,6 +108,11 @@ def main() -> None:
             sys.exit(f"no student folder under {args.student}")
         model, tokenizer = load_student(found[0])
         label = f"student {args.student}"
+    elif args.kind == "causal":
+        model, tokenizer = random_tiny_causal(args.data_dir)
+        t = load_config("tiny").train
+        label = (f"random tiny Llama (d_model {t.tiny_d_model}, {2 * t.tiny_layers} layers, BPE {len(tokenizer)}; "
+                 "batches padded on the left, prompts cut off the outputs)")
     else:
         model, tokenizer = random_tiny(args.data_dir)
         t = load_config("tiny").train
@@ -111,13 +137,9 @@ def main() -> None:
                                                 **kwargs))
 
     def one_by_one():
-        outs = []
-        for text in inputs:
-            enc = tokenizer(text, return_tensors="pt", truncation=True, max_length=256)
-            with torch.inference_mode():
-                out = model.generate(**enc, do_sample=False, num_beams=1, max_new_tokens=args.max_new_tokens)
-            outs.append(tokenizer.decode(out[0], skip_special_tokens=True))
-        return outs
+        # one generate call per problem, no padding at all: the baseline, and for a causal student the
+        # check that left padding changes no output
+        return [decode(model, tokenizer, [text], batch_size=1, **kwargs)[0] for text in inputs]
 
     single, t_single = timed(one_by_one)
     n = len(inputs)

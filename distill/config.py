@@ -125,7 +125,11 @@ class MixConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     student: str = "tiny"
-    """`tiny` (built from a config, local tokenizer) or a hub name / local path such as Salesforce/codet5-small."""
+    """`tiny` (a T5 built from a config, local tokenizer), `tiny-causal` (a Llama-shaped decoder built
+    the same way), or a hub name / local folder of a seq2seq model (Salesforce/codet5-small) or a
+    causal LM (Qwen/Qwen2.5-0.5B-Instruct); the kind is read from the model's config."""
+    chat_template: bool = False
+    """Causal students: wrap each input in the tokenizer's chat template (instruct models)."""
     # Paper: lr 5e-4, 10 epochs, 256 tokens in and out. The rest are our choices.
     lr: float = 5e-4
     epochs: int = 10
@@ -159,7 +163,17 @@ class TrainConfig:
     """Dropout of the tiny student (hub students keep their own)."""
     threads: int = 0
     """torch CPU threads (0: torch's default). 1 suits tiny students on a small or busy CPU."""
-    # tiny student's shape
+    lora_r: int = 0
+    """LoRA rank through peft; 0 trains every weight (full fine-tuning)."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ()
+    """Module names LoRA wraps (q_proj,v_proj); empty means every linear layer but the output head."""
+    lora_merge: bool = True
+    """Save the LoRA student merged into its base (a plain model); false saves the adapter only,
+    with its base model named in the card (a base built here is saved beside it, under base/)."""
+    # tiny students' shape (tiny-causal: a decoder of 2 x tiny_layers layers)
     tiny_d_model: int = 128
     tiny_layers: int = 2
     tiny_heads: int = 4
@@ -245,7 +259,8 @@ def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ())
     raw: dict[str, Any] = {}
     if preset is not None:
         path = Path(preset)
-        if not path.suffix:
+        # a name, not a file: "qwen2.5-0.5b" has a dot but no .yaml/.yml suffix
+        if path.suffix not in (".yaml", ".yml"):
             path = PRESET_DIR / f"{preset}.yaml"
             if not path.exists():
                 raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(presets())}")

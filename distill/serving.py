@@ -199,22 +199,21 @@ class _Call:
 
 
 class Student:
-    """The logic of the pyfunc model: a seq2seq student, its tokenizer and its forms' extractors."""
+    """The logic of the pyfunc model: a student (seq2seq or causal), its tokenizer and its forms' extractors."""
 
     def load_context(self, context) -> None:
         # everything is in the artifacts: never let transformers or the hub try the network
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
+        from distill.student import load_student
         from distill.thoughts import get_form
 
         root = Path(context.artifacts[STUDENT_ARTIFACT])
         self.card = json.loads((root / "card.json").read_text())
         self.settings = {**DEFAULTS, **(getattr(context, "model_config", None) or {})}
-        self.tokenizer = AutoTokenizer.from_pretrained(str(root / "model"), local_files_only=True)
-        self.model = AutoModelForSeq2SeqLM.from_pretrained(str(root / "model"), local_files_only=True)
+        # any kind of student (seq2seq, causal, a LoRA adapter): distill.student reads its folder
+        self.model, self.tokenizer = load_student(root / "model", local_files_only=True)
         device = str(self.settings["device"])
         if device == "auto":
             import torch
@@ -376,7 +375,7 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for name in ("mlflow", "torch", "transformers", "tokenizers", "pandas", "sympy"):
+    for name in ("mlflow", "torch", "transformers", "tokenizers", "peft", "pandas", "sympy"):
         try:
             out.append(f"{name}=={version(name)}")
         except PackageNotFoundError:

@@ -1,27 +1,41 @@
-"""Students: a seq2seq model and its tokenizer, built from a config or loaded by name.
+"""Students: a seq2seq or decoder-only (causal) model and its tokenizer, built from a config or loaded.
 
-- ``tiny``: a T5-shaped model built from ``T5Config`` (d_model 128, 2+2 layers by default) with a
-  byte-level BPE tokenizer trained here on the training texts, so nothing is downloaded.
+- ``tiny``: a T5-shaped seq2seq model built from ``T5Config`` (d_model 128, 2+2 layers by default)
+  with a byte-level BPE tokenizer trained here on the training texts, so nothing is downloaded.
   Byte-level BPE gives sequences several times shorter than raw bytes (STYLE.md), and being
   byte-level it can still spell any character the student meets at test time.
-- anything else: a hub name (``Salesforce/codet5-small``) or a local folder, loaded with
-  ``AutoModelForSeq2SeqLM`` and ``AutoTokenizer``.
+- ``tiny-causal``: a Llama-shaped decoder-only model built from ``LlamaConfig`` with the same kind
+  of locally trained tokenizer (without the appended ``</s>``: a causal prompt must not end in EOS;
+  the train stage appends EOS to every target itself).
+- anything else: a hub name (``Salesforce/codet5-small``, ``Qwen/Qwen2.5-0.5B-Instruct``) or a local
+  folder. The kind is read from the model's config (``is_encoder_decoder``), never from a flag:
+  ``AutoModelForSeq2SeqLM`` for encoder-decoders, ``AutoModelForCausalLM`` for the rest.
 
-Both kinds are saved with ``save_pretrained`` (model and tokenizer in one folder), so every student,
-tiny or not, loads back with ``load_student(path)`` or the two Auto classes.
+Every student folder is written with ``save_pretrained`` (model and tokenizer in one folder) plus
+``student.json`` = {"kind": "seq2seq"|"causal", "architecture", "chat_template": bool,
+"adapter": bool, "base_model"}; a LoRA student saved unmerged holds the peft adapter
+(``adapter_config.json``) and, for a base built here (tiny-*), the base model under ``base/``.
+``load_student(path)`` loads any of them.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
 TINY = "tiny"
+TINY_CAUSAL = "tiny-causal"
+TINY_STUDENTS = (TINY, TINY_CAUSAL)
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 """T5's conventions: pad id 0 (also the decoder start), eos id 1, unk id 2."""
+STUDENT_FILE = "student.json"
+"""Beside config.json in a student folder: kind, architecture, chat template, adapter (see module doc)."""
+KINDS = ("seq2seq", "causal")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
-    """A byte-level BPE tokenizer trained on ``texts``; appends ``</s>`` like T5's tokenizer.
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, append_eos: bool = True):
+    """A byte-level BPE tokenizer trained on ``texts``; appends ``</s>`` like T5's tokenizer unless
+    ``append_eos`` is False (causal students: the prompt continues into the completion).
 
     Returns a transformers fast tokenizer (saved as tokenizer.json, loads with AutoTokenizer).
     """
@@ -36,9 +50,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     bpe.train_from_iterator(list(texts), trainer=trainer)
-    eos_id = bpe.token_to_id("</s>")
-    bpe.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
-                                                       special_tokens=[("</s>", eos_id)])
+    if append_eos:
+        eos_id = bpe.token_to_id("</s>")
+        bpe.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                           special_tokens=[("</s>", eos_id)])
     return PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
                                    clean_up_tokenization_spaces=False)
 
@@ -85,47 +100,134 @@ def tiny_parameters(train_cfg) -> int:
         return count_parameters(T5ForConditionalGeneration(config))
 
 
-def load_student(path: str | Path):
-    """(model, tokenizer) from a hub name or a folder written by save_pretrained.
+def build_tiny_causal(texts: Iterable[str], *, d_model: int = 128, layers: int = 2, heads: int = 4,
+                      d_ff: int = 512, vocab: int = 2000, dropout: float = 0.1, max_positions: int = 512,
+                      seed: int = 0):
+    """(model, tokenizer): a Llama-shaped decoder built from a config, its tokenizer trained on ``texts``.
 
-    Raises ConfigError (a ValueError) naming the path and the fix when it cannot be loaded (e.g. a hub name offline).
+    ``layers`` is the tiny T5's layers per stack; the decoder gets twice as many, so the two tiny
+    students have about the same depth and parameter count.
     """
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForSeq2SeqLM.from_pretrained(str(path))
-    except (OSError, ValueError) as exc:
-        from distill.config import ConfigError
-
-        raise ConfigError(
-            f"cannot load student {str(path)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
-            "Give a folder written by save_pretrained, a hub name with internet access (unset HF_HUB_OFFLINE), "
-            f"or train.student={TINY} to build one from a config."
-        ) from exc
-    if model.config.decoder_start_token_id is None:
-        model.config.decoder_start_token_id = tokenizer.pad_token_id
+    tokenizer = train_tokenizer(texts, vocab, append_eos=False)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=2 * layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_positions,
+        attention_dropout=dropout, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    tokenizer.padding_side = "left"  # generation pads on the left (distill/decoding.py)
     return model, tokenizer
 
 
+def student_kind(model) -> str:
+    """seq2seq or causal, from the model's config (``is_encoder_decoder``)."""
+    config = getattr(model, "config", None)
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def read_student_info(path: str | Path) -> dict:
+    """student.json of a folder, {} for a hub name or a folder written before it existed."""
+    file = Path(path) / STUDENT_FILE
+    if file.is_file():
+        return json.loads(file.read_text())
+    return {}
+
+
+def _load_error(path, exc):
+    from distill.config import ConfigError
+
+    return ConfigError(
+        f"cannot load student {str(path)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+        "Give a folder written by save_pretrained, a hub name with internet access (unset HF_HUB_OFFLINE), "
+        f"or train.student={TINY} / {TINY_CAUSAL} to build one from a config.")
+
+
+def load_student(path: str | Path, *, local_files_only: bool = False):
+    """(model, tokenizer) from a hub name or a folder written by save_pretrained (any kind, or a LoRA adapter).
+
+    Raises ConfigError (a ValueError) naming the path and the fix when it cannot be loaded (e.g. a hub name offline).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    info = read_student_info(path) if Path(str(path)).is_dir() else {}
+    kwargs = {"local_files_only": True} if local_files_only else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
+        adapter = Path(str(path)) / "adapter_config.json"
+        if adapter.is_file():
+            from peft import PeftModel
+
+            local_base = Path(str(path)) / "base"
+            base_name = str(local_base) if local_base.is_dir() else json.loads(adapter.read_text())[
+                "base_model_name_or_path"]
+            base_config = AutoConfig.from_pretrained(base_name, **kwargs)
+            auto = AutoModelForSeq2SeqLM if base_config.is_encoder_decoder else AutoModelForCausalLM
+            model = PeftModel.from_pretrained(auto.from_pretrained(base_name, **kwargs), str(path), **kwargs)
+        else:
+            config = AutoConfig.from_pretrained(str(path), **kwargs)
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            model = auto.from_pretrained(str(path), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(path, exc) from exc
+    prepare_tokenizer(model, tokenizer)
+    model.config.distill_chat_template = bool(info.get("chat_template", False))
+    return model, tokenizer
+
+
+def prepare_tokenizer(model, tokenizer) -> None:
+    """Fill what a student needs and a hub checkpoint may lack: a pad token (the EOS for many causal
+    LMs, harmless: padded positions are masked and labelled -100), left padding for causal
+    generation, T5's decoder start."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if student_kind(model) == "causal":
+        tokenizer.padding_side = "left"
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    elif model.config.decoder_start_token_id is None:
+        model.config.decoder_start_token_id = tokenizer.pad_token_id
+
+
 def build_student(name: str, texts: Iterable[str] = (), *, train_cfg=None, seed: int = 0):
-    """(model, tokenizer) for ``train.student``: ``tiny`` built from train_cfg's tiny_* fields, else loaded."""
-    if name == TINY:
+    """(model, tokenizer) for ``train.student``: ``tiny``/``tiny-causal`` built from train_cfg's tiny_* fields, else loaded."""
+    if name in TINY_STUDENTS:
         t = train_cfg
         shape = {} if t is None else dict(d_model=t.tiny_d_model, layers=t.tiny_layers, heads=t.tiny_heads,
                                           d_ff=t.tiny_d_ff, vocab=t.tiny_vocab, dropout=t.dropout)
-        return build_tiny(texts, seed=seed, **shape)
-    return load_student(name)
+        if name == TINY:
+            return build_tiny(texts, seed=seed, **shape)
+        if t is not None:
+            # room for the evaluate stage's 256 new tokens (the paper's decoding) past the longest prompt
+            shape["max_positions"] = t.max_source_len + max(t.max_target_len, 256)
+        model, tokenizer = build_tiny_causal(texts, seed=seed, **shape)
+        model.config.distill_chat_template = False
+        return model, tokenizer
+    model, tokenizer = load_student(name)
+    model.config.distill_chat_template = bool(getattr(train_cfg, "chat_template", False))
+    return model, tokenizer
 
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save_student(model, tokenizer, path: str | Path) -> Path:
-    """save_pretrained of model and tokenizer into one folder (not atomic; callers write to a temp dir)."""
+def save_student(model, tokenizer, path: str | Path, info: dict | None = None) -> Path:
+    """save_pretrained of model and tokenizer into one folder, plus student.json (``info`` overrides
+    what is read from the model). Not atomic; callers write to a temp dir."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+    config = model.config
+    described = {"kind": student_kind(model), "architecture": (getattr(config, "architectures", None) or
+                                                              [type(model).__name__])[0],
+                 "chat_template": bool(getattr(config, "distill_chat_template", False)),
+                 "adapter": (path / "adapter_config.json").is_file(), "base_model": None,
+                 **(info or {})}
+    (path / STUDENT_FILE).write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
     return path

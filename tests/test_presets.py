@@ -35,3 +35,23 @@ def test_tiny_preset_is_a_small_cpu_student_with_a_time_budget():
     train = load_config("tiny").train
     assert train.student == "tiny" and (train.tiny_d_model, train.tiny_layers) == (128, 2)
     assert train.max_minutes is not None and train.epochs == 10
+
+
+DECODER_STUDENTS = {"qwen2.5-0.5b": ("Qwen/Qwen2.5-0.5B-Instruct", 0), "qwen2.5-0.5b-lora": ("Qwen/Qwen2.5-0.5B-Instruct", 16),
+                    "smollm2-360m": ("HuggingFaceTB/SmolLM2-360M-Instruct", 0)}
+
+
+@pytest.mark.parametrize("preset,expected", DECODER_STUDENTS.items())
+def test_decoder_presets_use_the_chat_template_the_papers_lengths_and_note_their_gpu_memory(preset, expected):
+    from distill.config import PRESET_DIR
+
+    train = load_config(preset).train
+    assert (train.student, train.lora_r) == expected
+    assert train.chat_template and (train.max_source_len, train.max_target_len) == (256, 256)
+    assert train.batch_size * train.grad_accum == 32 and train.max_steps is None
+    assert "GPU memory" in (PRESET_DIR / f"{preset}.yaml").read_text()
+
+
+def test_the_lora_preset_keeps_a_merged_student_so_it_serves_like_any_other():
+    train = load_config("qwen2.5-0.5b-lora").train
+    assert train.lora_merge and train.lora_alpha == 2 * train.lora_r and train.lr > load_config("qwen2.5-0.5b").train.lr

@@ -80,3 +80,74 @@ def test_the_readme_and_the_tiny_preset_state_the_size_the_code_computes():
     readme, preset = (root / "README.md").read_text(), (root / "mlprojects" / "tiny.yaml").read_text()
     assert f"{n:,} parameters ({n / 1e6:.1f}M" in readme
     assert f"{n:,} params" in preset
+
+
+# --- causal students -------------------------------------------------------------------------------
+
+def test_tiny_causal_student_is_a_llama_decoder_about_the_size_of_the_tiny_t5():
+    from distill.student import student_kind
+
+    model, tokenizer = build_student("tiny-causal", TEXTS, train_cfg=load_config("tiny").train)
+    assert student_kind(model) == "causal" and type(model).__name__ == "LlamaForCausalLM"
+    assert 0.5e6 < count_parameters(model) < 2e6
+    assert model.config.vocab_size == len(tokenizer) and tokenizer.padding_side == "left"
+    # a causal prompt must not end the sequence: this tokenizer appends no </s>
+    assert tokenizer.eos_token_id not in tokenizer("ans = 3").input_ids
+
+
+def test_a_saved_causal_student_loads_back_by_its_config_and_gives_the_same_output(tmp_path):
+    import torch
+
+    from distill.student import build_tiny_causal, read_student_info
+
+    model, tokenizer = build_tiny_causal(TEXTS, d_model=32, layers=1, heads=2, d_ff=64, vocab=300, seed=1)
+    save_student(model, tokenizer, tmp_path / "student")
+    loaded, loaded_tok = load_student(tmp_path / "student")
+    assert type(loaded).__name__ == "LlamaForCausalLM" and loaded_tok.padding_side == "left"
+    assert read_student_info(tmp_path / "student") == {"kind": "causal", "architecture": "LlamaForCausalLM",
+                                                       "chat_template": False, "adapter": False, "base_model": None}
+    ids = tokenizer(TEXTS[0], return_tensors="pt").input_ids
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_causal_decoding_pads_on_the_left_and_returns_only_the_completion():
+    import torch
+
+    from distill.decoding import decode
+    from distill.student import build_tiny_causal
+
+    model, tokenizer = build_tiny_causal(TEXTS, d_model=32, layers=1, heads=2, d_ff=64, vocab=300, seed=2)
+    with torch.no_grad():  # larger random weights, so the random model writes varied tokens
+        for p in model.parameters():
+            p.mul_(8)
+    inputs = ["Question: Tom has 3 apples.\nSystem:\n", "Question: 2?\n", "Question: Tom has 12 apples and buys 4.\n"]
+    batched = decode(model, tokenizer, inputs, batch_size=3, max_new_tokens=8)
+    single = [decode(model, tokenizer, [x], batch_size=1, max_new_tokens=8)[0] for x in inputs]
+    assert batched == single and any(batched)
+    assert not any(out.startswith("Question") for out in batched)  # the prompt is cut off
+
+
+def test_a_lora_adapter_folder_loads_onto_its_base_with_the_trained_weights(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from distill.student import build_tiny_causal
+
+    base, tokenizer = build_tiny_causal(TEXTS, d_model=32, layers=1, heads=2, d_ff=64, vocab=300, seed=1)
+    save_student(base, tokenizer, tmp_path / "student" / "base")
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            task_type="CAUSAL_LM"))
+    with torch.no_grad():  # a trained adapter: B is no longer zero
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    save_student(model, tokenizer, tmp_path / "student")
+    loaded, _ = load_student(tmp_path / "student")
+    ids = tokenizer(TEXTS[0], return_tensors="pt").input_ids
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids).logits, model(ids).logits)
+        plain_base = load_student(tmp_path / "student" / "base")[0].eval()
+        assert not torch.allclose(loaded(ids).logits, plain_base(ids).logits)  # the adapter is applied

@@ -1,4 +1,5 @@
-"""The train stage: batching, the loop's guarantees (learns, reproducible, resumable, budgets), files and MLflow.
+"""The train stage on transformers' trainers: encoding of both student kinds, the guarantees (learns,
+reproducible, resumable, budgets, best checkpoint), files and MLflow, causal and LoRA students.
 
 Fixture task (made here, no benchmark data): "Question: There are 13 black cows. How many?" ->
 "13 black cows. The answer is 13." in two phrasings, so the student must copy content by kind, not
@@ -42,34 +43,33 @@ def tiny_cfg(run_dir: Path, *overrides: str):
     return load_config("tiny", [f"run_dir={run_dir}", "train.max_minutes=null", *overrides])
 
 
-# --- batching ---------------------------------------------------------------------------------------
+# --- data: encoding, plan --------------------------------------------------------------------------
 
-def test_make_batches_puts_similar_lengths_together_and_reshuffles_each_epoch():
-    rng = random.Random(1)
-    lengths = [rng.randint(5, 200) for _ in range(512)]
-    epoch0 = T.make_batches(lengths, 16, seed=3, epoch=0)
-    assert sorted(i for b in epoch0 for i in b) == list(range(512))
-    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in epoch0) / len(epoch0)
-    random_spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b)
-                        for b in T.make_batches(lengths, 16, 3, 0, group_by_length=False)) / len(epoch0)
-    assert spread < random_spread / 4
-    assert T.make_batches(lengths, 16, seed=3, epoch=0) == epoch0
-    assert T.make_batches(lengths, 16, seed=3, epoch=1) != epoch0
+def test_causal_features_mask_the_prompt_and_end_every_target_with_eos():
+    from distill.student import build_student
 
-
-def test_shard_gives_every_rank_the_same_number_of_different_batches():
-    batches = [[i] for i in range(7)]
-    ranks = [T.shard(batches, r, 2) for r in range(2)]
-    assert len(ranks[0]) == len(ranks[1]) == 3
-    assert not set(map(tuple, ranks[0])) & set(map(tuple, ranks[1]))
-    assert [len(T.shard([[0]], r, 2)) for r in range(2)] == [1, 1]
+    train, _ = counting_rows(8, 0)
+    tcfg = TrainConfig(student="tiny-causal", max_target_len=64)
+    model, tokenizer = build_student("tiny-causal", [r["input"] + r["target"] for r in train], train_cfg=tcfg)
+    features = T.encode(tokenizer, train, tcfg, causal=True)
+    for row, f in zip(train, features):
+        prompt = tokenizer(row["input"], add_special_tokens=False)["input_ids"]
+        target = tokenizer(row["target"], add_special_tokens=False)["input_ids"]
+        assert f["input_ids"] == prompt + target + [tokenizer.eos_token_id]
+        assert f["labels"] == [-100] * len(prompt) + target + [tokenizer.eos_token_id]
+        assert tokenizer.eos_token_id not in prompt  # a prompt never ends the sequence early
 
 
-def test_collate_pads_only_to_the_longest_row_of_the_batch():
-    batch = T.collate([([5, 6, 1], [7, 1]), ([5, 1], [7, 8, 9, 1])], pad_id=0)
-    assert batch["input_ids"].tolist() == [[5, 6, 1], [5, 1, 0]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert batch["labels"].tolist() == [[7, 1, -100, -100], [7, 8, 9, 1]]
+def test_seq2seq_features_keep_the_instruction_when_the_input_is_cut():
+    from distill.student import build_student
+
+    train, _ = counting_rows(4, 0)
+    tcfg = TrainConfig(max_source_len=8, max_target_len=64)
+    _, tokenizer = build_student("tiny", [r["input"] + r["target"] for r in train], train_cfg=tcfg)
+    f = T.encode(tokenizer, train[:1], tcfg, causal=False)[0]
+    assert len(f["input_ids"]) == 8 and f["input_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(f["input_ids"], skip_special_tokens=True).endswith("step by step.\n")
+    assert tokenizer.decode(f["labels"], skip_special_tokens=True) == train[0]["target"]
 
 
 def test_plan_counts_steps_with_accumulation_processes_and_max_steps():
@@ -80,29 +80,10 @@ def test_plan_counts_steps_with_accumulation_processes_and_max_steps():
     assert T.plan(40, TrainConfig(batch_size=4, max_steps=4), 1)["total_steps"] == 4
 
 
-def test_learning_rate_warms_up_then_decays_to_zero_at_the_step_budget():
-    import torch
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    model = T5ForConditionalGeneration(T5Config(vocab_size=16, d_model=8, d_kv=4, d_ff=8, num_layers=1, num_heads=2,
-                                                decoder_start_token_id=0))
-    pairs = [([3, 4, 1], [5, 1])] * 40
-    tcfg = TrainConfig(batch_size=4, epochs=1, lr=1e-3, warmup_ratio=0.2, scheduler="linear")
-    rates = []
-    position, stopped = T.train_loop(model, pairs, tcfg, pad_id=0, device=torch.device("cpu"), precision="fp32",
-                                     dist=T.Dist(), on_step=lambda step, loss, lr: rates.append(lr))
-    assert (position.step, position.epoch, stopped) == (10, 1, "epochs")
-    assert rates[0] < rates[1] < rates[2] == pytest.approx(1e-3)  # 2 warm-up steps
-    assert all(a > b for a, b in zip(rates[2:], rates[3:])) and rates[-1] < 2e-4
-
-
 def test_precision_is_fp32_on_cpu_whatever_is_asked():
-    import torch
-
-    cpu = torch.device("cpu")
-    assert [T.resolve_precision(p, cpu) for p in ("auto", "bf16", "fp16", "fp32")] == ["fp32"] * 4
+    assert [T.resolve_precision(p, cuda=False) for p in ("auto", "bf16", "fp16", "fp32")] == ["fp32"] * 4
     with pytest.raises(ConfigError, match="train.precision"):
-        T.resolve_precision("fp8", cpu)
+        T.resolve_precision("fp8", cuda=False)
 
 
 # --- the tiny student learns (one run shared by the tests below) --------------------------------------
@@ -148,9 +129,14 @@ def test_train_writes_model_card_checkpoints_and_summary(learned):
     assert card["best_form"] == "cot"
     assert len(card["data_digest"]) == 16 and "byte-level BPE" in card["tokenizer"]
     assert card["training"]["optimizer"].startswith("AdamW") and card["training"]["precision"] == "fp32"
-    for name in ("last", "best"):
-        assert (out / "checkpoints" / name / "model.safetensors").exists()
-    assert (out / "checkpoints" / "last" / "state.pt").exists()
+    assert card["training"]["trainer"] == "transformers.Seq2SeqTrainer"
+    assert (card["kind"], card["architecture"], card["chat_template"], card["lora"]) == (
+        "seq2seq", "T5ForConditionalGeneration", False, None)
+    assert card["best_step"] == 4 * 38  # the loss fell every epoch: the last checkpoint is the best
+    assert json.loads((out / "model" / "student.json").read_text())["kind"] == "seq2seq"
+    # the Trainer's checkpoints (best and last are one here), with optimizer state to resume from
+    assert [p.name for p in (out / "checkpoints").glob("checkpoint-*")] == [f"checkpoint-{4 * 38}"]
+    assert (out / "checkpoints" / f"checkpoint-{4 * 38}" / "optimizer.pt").exists()
     assert json.loads((out / "summary.json").read_text())["run_id"] == learned["summary"]["run_id"]
 
 
@@ -167,10 +153,16 @@ def test_train_run_in_mlflow_has_params_loss_curve_validation_dataset_and_tags(l
         "distill.student": "tiny"}
     params = run.data.params
     assert params["train.lr"] == "0.001" and params["train.optimizer"] == "adamw"
-    assert int(params["train.total_steps"]) == 4 * 38
+    assert int(params["train.total_steps"]) == 4 * 38 and params["train.kind"] == "seq2seq"
     assert len(client.get_metric_history(run_id, "train/loss")) == 4 * 38
+    # validation on the same axis as train/loss (optimizer steps), from the untrained model on
     val_loss = client.get_metric_history(run_id, "val/loss")
-    assert sorted(m.step for m in val_loss) == [0, 1, 2, 3, 4]
+    assert sorted(m.step for m in val_loss) == [0, 38, 76, 114, 152]
+    assert sorted(m.step for m in client.get_metric_history(run_id, "val/cot/accuracy")) == [38, 76, 114, 152]
+    # the learning rate warms up (5 steps: 3% of 152) and then decays linearly towards 0
+    lr = [m.value for m in sorted(client.get_metric_history(run_id, "train/lr"), key=lambda m: m.step)]
+    assert lr[0] < lr[4] < lr[5] == pytest.approx(max(lr)) == pytest.approx(1e-3)
+    assert all(a > b for a, b in zip(lr[5:], lr[6:])) and lr[-1] < 1e-4
     contexts = {d.dataset.name: d.tags[0].value for d in run.inputs.dataset_inputs}
     assert contexts == {"mix-cot-train": "training", "mix-cot-val": "validation"}
     assert "card.json" in {a.path for a in client.list_artifacts(run_id)}
@@ -190,34 +182,43 @@ def small_run(run_dir: Path, *overrides: str) -> dict:
 
 
 def last_weights(run_dir: Path) -> str:
-    from distill.student import load_student
+    """Digest of the newest Trainer checkpoint's weights."""
+    from safetensors.torch import load_file
 
-    return T.weights_digest(load_student(run_dir / "students" / "cot" / "checkpoints" / "last")[0])
+    ckpts = sorted((run_dir / "students" / "cot" / "checkpoints").glob("checkpoint-*"),
+                   key=lambda p: int(p.name.split("-")[1]))
+    return T.weights_digest(load_file(ckpts[-1] / "model.safetensors"))
 
 
-def test_training_is_reproducible_and_resumes_after_an_interruption_to_the_same_weights(tmp_path, monkeypatch):
-    first = small_run(tmp_path / "a")
-    second = small_run(tmp_path / "b")
-    assert last_weights(tmp_path / "a") == last_weights(tmp_path / "b")
-    assert first["best_val_loss"] == second["best_val_loss"]
+def crash_at_evaluation(monkeypatch, n: int) -> None:
+    """Make the n-th validation-accuracy pass raise, as a kill would: after epoch n's loss, before its checkpoint."""
+    real, calls = T.validation_accuracy, []
 
-    # a crash while validating epoch 2: epoch 1's checkpoint is the last one written
-    calls = []
-    real = T.validation_loss
-
-    def crash_on_epoch_two(*args, **kwargs):
+    def crash(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # call 1 is the untrained model's loss, 2 is epoch 1
+        if len(calls) == n:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(T, "validation_loss", crash_on_epoch_two)
+    monkeypatch.setattr(T, "validation_accuracy", crash)
+
+
+def test_training_is_reproducible_and_resumes_after_an_interruption_to_the_same_weights(tmp_path, monkeypatch):
+    first = small_run(tmp_path / "a", "train.val_generate_limit=2")
+    second = small_run(tmp_path / "b", "train.val_generate_limit=2")
+    assert last_weights(tmp_path / "a") == last_weights(tmp_path / "b")
+    assert first["best_val_loss"] == second["best_val_loss"]
+
+    crash_at_evaluation(monkeypatch, 2)  # killed while validating epoch 2: epoch 1's checkpoint is the last
     with pytest.raises(KeyboardInterrupt):
-        small_run(tmp_path / "c")
-    monkeypatch.setattr(T, "validation_loss", real)
+        small_run(tmp_path / "c", "train.val_generate_limit=2")
+    monkeypatch.undo()
     assert not (tmp_path / "c" / "students" / "cot" / "summary.json").exists()
-    resumed = small_run(tmp_path / "c")
-    assert resumed["steps"] == first["steps"]
+    assert [p.name for p in (tmp_path / "c" / "students" / "cot" / "checkpoints").glob("checkpoint-*")] == [
+        "checkpoint-8"]
+    resumed = small_run(tmp_path / "c", "train.val_generate_limit=2")
+    assert resumed["steps"] == first["steps"] == 24
+    assert resumed["best_val_loss"] == pytest.approx(first["best_val_loss"], rel=1e-4)
     assert last_weights(tmp_path / "c") == last_weights(tmp_path / "a")
 
 
@@ -230,9 +231,10 @@ def test_max_steps_stops_early_and_a_larger_budget_continues_from_the_checkpoint
     assert (continued["stopped"], continued["steps"]) == ("max_steps", 9)
 
 
-def test_a_time_budget_spent_before_the_first_step_still_writes_a_student(tmp_path):
+def test_a_time_budget_spent_at_the_first_step_still_writes_a_scored_student(tmp_path):
     summary = small_run(tmp_path, "train.max_minutes=0.000001")
-    assert (summary["stopped"], summary["steps"]) == ("max_minutes", 0)
+    assert (summary["stopped"], summary["steps"]) == ("max_minutes", 1)
+    assert summary["best_val_loss"] is not None and summary["best_step"] == 1
     assert (tmp_path / "students" / "cot" / "model" / "model.safetensors").exists()
 
 
@@ -242,25 +244,23 @@ def test_a_resumed_run_logs_into_the_same_mlflow_run(tmp_path, mlflow_uri, monke
     from distill.tracking import Tracker
 
     write_mix(tmp_path, *counting_rows(120, 10))
-    cfg = tiny_cfg(tmp_path, "train.epochs=2", "train.batch_size=16", "train.val_generate_limit=0")
-    real = T.validation_loss
-    calls = []
-
-    def crash_on_epoch_two(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(T, "validation_loss", crash_on_epoch_two)
+    cfg = tiny_cfg(tmp_path, "train.epochs=2", "train.batch_size=16", "train.val_generate_limit=2")
+    crash_at_evaluation(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         T.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"), mix="cot")
-    monkeypatch.setattr(T, "validation_loss", real)
+    monkeypatch.undo()
     summary = T.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"), mix="cot")
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("distill").experiment_id])
     assert [r.info.run_id for r in runs] == [summary["run_id"]]
-    assert sorted(m.step for m in client.get_metric_history(summary["run_id"], "val/loss")) == [0, 1, 2]
+    # epoch 2's val/loss was logged before the crash and again after the resume, at the same step
+    assert sorted(set(m.step for m in client.get_metric_history(summary["run_id"], "val/loss"))) == [0, 8, 16]
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    small_run(tmp_path, "train.max_steps=5")
+    again = small_run(tmp_path, "train.max_steps=5", "train.lr=2e-3")
+    assert again["steps"] == 5 and again["initial_val_loss"] is not None  # a fresh start measures step 0
 
 
 # --- errors and the command line ------------------------------------------------------------------------
@@ -307,3 +307,86 @@ def test_the_served_default_form_is_the_best_on_validation_with_ties_to_eot_then
     assert best_form(("cot", "pot", "eot"), {"cot": 0.25, "pot": 0.25, "eot": 0.25}) == "eot"
     assert best_form(("cot", "pot"), {"cot": 0.1, "pot": 0.1}) == "pot"
     assert best_form(("cot", "pot", "eot"), {}) == "eot"
+
+
+# --- any student kind: a causal LM from a local folder, with its chat template ------------------------
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def local_causal_lm(path: Path, texts, chat: bool) -> Path:
+    """A decoder-only model saved like a hub checkpoint (config.json + weights + tokenizer), no student.json."""
+    from distill.student import build_tiny_causal
+
+    model, tokenizer = build_tiny_causal(texts, d_model=32, layers=1, heads=2, d_ff=64, vocab=400, seed=0)
+    if chat:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_causal_lm_from_a_folder_is_recognised_by_its_config_and_trained_on_its_chat_template(tmp_path):
+    from distill.decoding import encode_prompts
+    from distill.student import load_student
+
+    train, val = counting_rows(48, 4)
+    write_mix(tmp_path, train, val)
+    folder = local_causal_lm(tmp_path / "hub-like", [r["input"] + r["target"] for r in train], chat=True)
+    summary = T.run(tiny_cfg(tmp_path, f"train.student={folder}", "train.chat_template=true", "train.max_steps=2",
+                             "train.val_generate_limit=2"), tmp_path, None, mix="cot")
+    assert (summary["kind"], summary["steps"]) == ("causal", 2)
+    out = tmp_path / "students" / "cot"
+    card = json.loads((out / "card.json").read_text())
+    assert (card["kind"], card["architecture"], card["chat_template"]) == ("causal", "LlamaForCausalLM", True)
+    model, tokenizer = load_student(out / "model")
+    assert model.config.distill_chat_template is True  # decoding applies the template to this student
+    ids = encode_prompts(tokenizer, [val[0]["input"]], causal=True, max_len=256, chat_template=True)[0]
+    assert tokenizer.decode(ids).startswith("<|user|>\nQuestion:") and tokenizer.decode(ids).endswith("<|assistant|>\n")
+
+
+def test_the_chat_template_is_refused_for_a_tokenizer_that_has_none(tmp_path):
+    train, val = counting_rows(16, 2)
+    write_mix(tmp_path, train, val)
+    folder = local_causal_lm(tmp_path / "base-lm", [r["input"] + r["target"] for r in train], chat=False)
+    with pytest.raises(ConfigError, match="train.chat_template"):
+        T.run(tiny_cfg(tmp_path, f"train.student={folder}", "train.chat_template=true"), tmp_path, None, mix="cot")
+
+
+def test_a_lora_student_of_the_tiny_causal_kind_is_saved_merged_by_default(tmp_path):
+    from distill.student import load_student, read_student_info
+
+    summary = small_run(tmp_path, "train.student=tiny-causal", "train.lora_r=8", "train.max_steps=2")
+    out = tmp_path / "students" / "cot"
+    card = json.loads((out / "card.json").read_text())
+    assert card["lora"] == {"r": 8, "alpha": 16, "dropout": 0.05, "targets": "all-linear", "merged": True}
+    assert summary["trainable_params"] < summary["n_params"] / 4
+    assert not (out / "model" / "adapter_config.json").exists() and not read_student_info(out / "model")["adapter"]
+    model, _ = load_student(out / "model")
+    assert type(model).__name__ == "LlamaForCausalLM"  # a plain model: no peft needed to serve it
+
+
+def test_tiny_causal_student_learns_to_answer_held_back_questions(tmp_path):
+    """The causal path end to end on a task it can learn: completion-only loss, EOS to stop, left-padded
+    batched decoding that returns only the completion."""
+    from distill.decoding import decode
+    from distill.student import load_student
+
+    train, val = counting_rows(600)
+    write_mix(tmp_path, train, val)
+    summary = T.run(tiny_cfg(tmp_path, "train.student=tiny-causal", "train.epochs=6", "train.dropout=0.0",
+                             "train.val_generate_limit=8"), tmp_path, None, mix="cot")
+    assert summary["best_val_loss"] < summary["initial_val_loss"] / 10, summary
+    model, tokenizer = load_student(tmp_path / "students" / "cot" / "model")
+    outputs = decode(model, tokenizer, [r["input"] for r in val], max_new_tokens=32, batch_size=8)
+    assert sum(o == r["target"] for o, r in zip(outputs, val)) >= 18, outputs
+
+
+def test_lora_targets_that_the_model_lacks_are_named_in_the_error():
+    from distill.student import build_student
+
+    tcfg = TrainConfig(student="tiny-causal", lora_r=4, lora_targets=("no_such_proj",))
+    model, _ = build_student("tiny-causal", ["a b c"] * 4, train_cfg=TrainConfig(tiny_vocab=300))
+    with pytest.raises(ConfigError, match="train.lora_targets"):
+        T.apply_lora(model, tcfg, "causal")

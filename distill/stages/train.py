@@ -1,22 +1,33 @@
-"""Train stage: fine-tune a seq2seq student on one mix of verified thoughts.
+"""Train stage: fine-tune a student (seq2seq or causal, full or LoRA) on one mix of verified thoughts.
 
 Reads  ``<run_dir>/mix/<mix>/train.jsonl`` and ``val.jsonl``
        (rows {"id","problem_id","form","version","input","target","gold"}, written by the mix stage).
 Writes ``<run_dir>/students/<mix>/``
-  - ``model/``            the student with the lowest validation loss (save_pretrained model + tokenizer)
-  - ``card.json``         {"mix","forms":{form:{"version","instruction"}},"student","tokenizer","data_digest",
-                          "train_run_id","preset","best_val_loss","training":{hyper-parameters as chosen}}
-  - ``checkpoints/last/`` resume point, replaced atomically after every epoch (and at a budget stop):
-                          model + tokenizer + ``state.pt`` (optimizer, schedule, scaler, RNG, position)
-  - ``checkpoints/best/`` the weights with the lowest validation loss so far
+  - ``model/``            the student with the lowest validation loss (save_pretrained model + tokenizer
+                          + student.json; a LoRA student merged, or its adapter: distill/student.py)
+  - ``card.json``         {"mix","forms":{form:{"version","instruction"}},"best_form","student","kind",
+                          "architecture","chat_template","lora","base_model","tokenizer","data_digest",
+                          "train_run_id","preset","best_val_loss","best_step","n_params","trainable_params",
+                          "training":{hyper-parameters as chosen}}
+  - ``checkpoints/``      transformers Trainer checkpoints (``checkpoint-<step>/``: weights, optimizer,
+                          scheduler, RNG, trainer_state.json), the best and the last kept, plus
+                          ``resume.json`` {"resume_digest","run_id"} saying which config and MLflow run they belong to
   - ``summary.json``      {"run_id","mix","steps","epochs_done","stopped","best_val_loss","val_accuracy",...}
 
-The loop (``train_loop``) reads top to bottom like nanoGPT's: batches of similar length, padded only
-to their own longest row, gradient accumulation, autocast in bf16/fp16 on CUDA only (fp32 on CPU,
-where bf16 is slower, STYLE.md). Validation, checkpoints and logging live in the stage's callbacks,
-not in the loop. Under ``torchrun`` (or ``accelerate launch``) every process runs this same code;
-each takes its share of the length-grouped batches, DDP averages gradients, and only rank 0 logs
-and writes files.
+Training is transformers' ``Seq2SeqTrainer`` (seq2seq students) or ``Trainer`` (causal students):
+length-grouped batches (``group_by_length``), dynamic padding (``DataCollatorForSeq2Seq``, which
+pads labels with -100 for both kinds), AdamW with a linear/cosine/constant schedule after warm-up,
+evaluation and a checkpoint at every epoch end, the best checkpoint by validation loss loaded at the
+end, and resume from the last checkpoint. benchmarks/train.py compares it with a hand-written loop.
+What the stage adds lives in callbacks: the time budget (``train.max_minutes``), validation
+generation accuracy per form, and MLflow logging through distill.tracking (``train/loss``,
+``train/lr``, ``val/loss``, ``val/<form>/accuracy``, all on the optimizer-step axis).
+
+A causal student sees the same student input as a seq2seq one (question + form instruction; the
+chat template when ``train.chat_template``); its loss covers the completion only (labels -100 on
+the prompt) and every target ends with EOS. Under ``torchrun`` or ``accelerate launch`` every
+process runs this same code (the Trainer runs DDP, or DeepSpeed / FSDP from an accelerate config);
+only the main process logs and writes the student.
 """
 from __future__ import annotations
 
@@ -29,9 +40,9 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from distill.config import Config, ConfigError, TrainConfig, flatten
 from distill.files import DataError, read_jsonl, write_json
@@ -39,154 +50,53 @@ from distill.files import DataError, read_jsonl, write_json
 ROW_FIELDS = ("id", "form", "input", "target", "gold")
 BUDGET_FIELDS = ("epochs", "max_steps", "max_minutes", "val_generate_limit", "log_every")
 """Fields a resumed run may change: they say how long to train, not what a step does."""
-SCHEDULERS = {
-    "linear": lambda done: 1.0 - done,
-    "cosine": lambda done: 0.5 * (1.0 + math.cos(math.pi * done)),
-    "constant": lambda done: 1.0,
-}
-"""Learning-rate factor after warm-up, as a function of the share of the budget used (0 -> 1)."""
+SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+"""train.scheduler -> transformers' lr_scheduler_type (each after a linear warm-up)."""
 
 
-# --- data: encode, group by length, shard, pad ---------------------------------------------------
+# --- data: encode, plan ------------------------------------------------------------------------------
 
-def encode(tokenizer, rows: Sequence[dict], max_source_len: int, max_target_len: int) -> list[tuple[list, list]]:
-    """(input ids, label ids) per row. Inputs are cut from the left so the form's instruction at the
-    end survives (as distill.decoding does at test time); targets are cut from the right."""
-    side = tokenizer.truncation_side
-    tokenizer.truncation_side = "left"
-    try:
-        sources = tokenizer([r["input"] for r in rows], truncation=True, max_length=max_source_len)["input_ids"]
-    finally:
-        tokenizer.truncation_side = side
-    targets = tokenizer(text_target=[r["target"] for r in rows], truncation=True,
-                        max_length=max_target_len)["input_ids"]
-    return list(zip(sources, targets))
+def encode(tokenizer, rows: Sequence[dict], tcfg: TrainConfig, *, causal: bool,
+           chat_template: bool = False) -> list[dict]:
+    """One feature dict per row: {"input_ids", "labels"} (+ "attention_mask" for seq2seq).
 
+    Inputs are cut from the left so the form's instruction at the end survives (distill.decoding
+    encodes test-time prompts with the same function); targets are cut from the right.
+    Seq2seq: input ids as the tokenizer writes them, labels = target ids (the tokenizer ends them
+    with ``</s>``). Causal: input_ids = prompt + target + EOS, labels = -100 on the prompt, so the
+    loss covers the completion only; the EOS teaches the student to stop.
+    """
+    from distill.decoding import encode_prompts
 
-def make_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int,
-                 group_by_length: bool = True, window: int = 64) -> list[list[int]]:
-    """One epoch's batches of indices: shuffled, then sorted by length inside windows of
-    ``window`` batches, then the batches shuffled. Similar lengths share a batch (little padding)
-    while every epoch sees a different order. Depends only on (seed, epoch), so every DDP rank and
-    a resumed run compute the same list."""
-    rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    if group_by_length:
-        chunk = batch_size * window
-        order = [i for s in range(0, len(order), chunk)
-                 for i in sorted(order[s:s + chunk], key=lambda i: -lengths[i])]
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def shard(batches: list[list[int]], rank: int, world: int) -> list[list[int]]:
-    """This rank's batches. Every rank gets the same count (DDP needs equal steps): the remainder
-    is dropped, or, with fewer batches than ranks, batches are repeated."""
-    if world == 1:
-        return batches
-    while len(batches) < world:
-        batches = batches + batches
-    usable = len(batches) // world * world
-    return batches[rank:usable:world]
-
-
-def collate(pairs: Sequence[tuple[list, list]], pad_id: int):
-    """Dynamic padding: tensors as wide as this batch's longest input and target; labels pad with -100."""
-    import torch
-
-    n = len(pairs)
-    src_w = max(len(s) for s, _ in pairs)
-    tgt_w = max(len(t) for _, t in pairs)
-    input_ids = torch.full((n, src_w), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, src_w), dtype=torch.long)
-    labels = torch.full((n, tgt_w), -100, dtype=torch.long)
-    for row, (s, t) in enumerate(pairs):
-        input_ids[row, :len(s)] = torch.tensor(s)
-        attention_mask[row, :len(s)] = 1
-        labels[row, :len(t)] = torch.tensor(t)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-
-
-# --- devices, precision, processes -----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    started_here: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Join the process group when launched by torchrun / accelerate (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
-    import torch
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    started = False
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        started = True
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-    return Dist(rank, world, local_rank, started)
-
-
-def pick_device(d: Dist):
-    import torch
-
-    return torch.device(f"cuda:{d.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def resolve_precision(requested: str, device) -> str:
-    """auto -> bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU (bf16 is 2x slower there)."""
-    import torch
-
-    if requested not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision: unknown {requested!r}; valid: auto, fp32, bf16, fp16")
-    if device.type != "cuda":
-        if requested in ("bf16", "fp16"):
-            _say(f"train.precision={requested} needs a CUDA GPU; training in fp32 on {device.type}")
-        return "fp32"
-    if requested == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return requested
-
-
-def autocast(precision: str, device):
-    import torch
-
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
-# --- the loop ----------------------------------------------------------------------------------------
-
-@dataclass
-class Position:
-    """Where training stands: ``group`` optimizer steps done inside ``epoch`` (0-based), ``step`` in all."""
-
-    epoch: int = 0
-    group: int = 0
-    step: int = 0
-    elapsed_s: float = 0.0
+    if not rows:
+        return []
+    sources = encode_prompts(tokenizer, [r["input"] for r in rows], causal=causal, max_len=tcfg.max_source_len,
+                             chat_template=chat_template)
+    if not causal:
+        targets = tokenizer(text_target=[r["target"] for r in rows], truncation=True,
+                            max_length=tcfg.max_target_len)["input_ids"]
+        return [{"input_ids": s, "attention_mask": [1] * len(s), "labels": list(t)}
+                for s, t in zip(sources, targets)]
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"train.student={tcfg.student}: its tokenizer has no EOS token, so a causal student "
+                          "could never learn to stop; pick a model whose tokenizer defines eos_token")
+    eos = tokenizer.eos_token_id
+    completions = tokenizer([r["target"] for r in rows], add_special_tokens=False)["input_ids"]
+    features = []
+    for s, c in zip(sources, completions):
+        c = list(c)[:tcfg.max_target_len - 1] + [eos]
+        features.append({"input_ids": s + c, "attention_mask": [1] * (len(s) + len(c)),
+                         "labels": [-100] * len(s) + c})
+    return features
 
 
 def plan(n_examples: int, tcfg: TrainConfig, world: int) -> dict:
-    """Steps per epoch, total steps, warm-up steps: fixed by the data size and config, before training."""
-    batches = math.ceil(n_examples / tcfg.batch_size)
-    per_rank = max(batches // world, 1) if world > 1 else batches
-    steps_per_epoch = math.ceil(per_rank / tcfg.grad_accum)
+    """Steps per epoch, total steps, warm-up steps, as the Trainer counts them: each process gets
+    ceil(n / world) examples (the distributed sampler repeats a few to even the shares), in batches
+    of batch_size, grad_accum batches per optimizer step (a shorter last step ends each epoch)."""
+    per_rank = math.ceil(n_examples / world)
+    batches = math.ceil(per_rank / tcfg.batch_size)
+    steps_per_epoch = max(math.ceil(batches / tcfg.grad_accum), 1)
     total = steps_per_epoch * tcfg.epochs
     if tcfg.max_steps is not None:
         total = min(total, tcfg.max_steps)
@@ -195,152 +105,123 @@ def plan(n_examples: int, tcfg: TrainConfig, world: int) -> dict:
             "effective_batch_size": tcfg.batch_size * tcfg.grad_accum * world}
 
 
-def make_optimizer(model, tcfg: TrainConfig, device):
-    """AdamW; weight decay only on matrices (norm weights and biases are left alone, as is usual)."""
+def resolve_precision(requested: str, cuda: bool | None = None) -> str:
+    """auto -> bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU (bf16 is 2x slower there)."""
     import torch
 
-    if tcfg.optimizer != "adamw":
-        raise ConfigError(f"train.optimizer: unknown {tcfg.optimizer!r}; valid: adamw")
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": tcfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=device.type == "cuda")
+    if requested not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"train.precision: unknown {requested!r}; valid: auto, fp32, bf16, fp16")
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        if requested in ("bf16", "fp16"):
+            _say(f"train.precision={requested} needs a CUDA GPU; training in fp32 on the CPU")
+        return "fp32"
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return requested
 
 
-def train_loop(model, pairs: Sequence[tuple[list, list]], tcfg: TrainConfig, *, pad_id: int, device, precision: str,
-               dist: Dist, start: Position | None = None, resume_state: dict | None = None,
-               on_step: Callable[[int, float, float], None] = lambda step, loss, lr: None,
-               on_epoch: Callable[..., None] = lambda **kw: None) -> tuple[Position, str]:
-    """Train ``model`` on ``pairs``; returns (where it stopped, why: "epochs" | "max_steps" | "max_minutes").
+# --- LoRA --------------------------------------------------------------------------------------------
 
-    ``on_step(step, loss, lr)`` after every optimizer step; ``on_epoch(position=, model=, state=)``
-    at the end of every epoch and at a budget stop (``state()`` gives the optimizer, schedule and
-    scaler states for a checkpoint). Both run on every rank; they decide themselves what rank 0 does.
-    """
-    import torch
-    import torch.distributed as tdist
-    from torch.nn.parallel import DistributedDataParallel
-    from tqdm.auto import tqdm
+def apply_lora(model, tcfg: TrainConfig, kind: str):
+    """The model wrapped by peft with LoRA adapters (only they train); the model itself when lora_r is 0."""
+    if not tcfg.lora_r:
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model
 
-    pos = start or Position()
-    steps = plan(len(pairs), tcfg, dist.world)
-    lengths = [len(s) + len(t) for s, t in pairs]
-    model.to(device)
-    raw_model = model
-    if dist.world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer(raw_model, tcfg, device)
-    warmup, total = steps["warmup_steps"], max(steps["total_steps"], 1)
-    budget_s = tcfg.max_minutes * 60 if tcfg.max_minutes else None
-    clock = {"s": pos.elapsed_s}
-    """Training seconds at the last budget check; the same number on every rank."""
+    targets = list(tcfg.lora_targets) or "all-linear"  # peft: every linear layer except the output head
+    config = LoraConfig(r=tcfg.lora_r, lora_alpha=tcfg.lora_alpha, lora_dropout=tcfg.lora_dropout,
+                        target_modules=targets,
+                        task_type=TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:
+        raise ConfigError(f"train.lora_targets: {str(exc).splitlines()[0]}; name modules of "
+                          f"{type(model).__name__} (e.g. q_proj,v_proj) or leave it empty for every linear layer") from exc
 
-    def lr_factor(_: int) -> float:
-        """Linear warm-up, then decay over whichever budget ends first: the steps, or the clock
-        (max_minutes), so a CPU run cut by time still ends at a low learning rate."""
-        if pos.step < warmup:
-            return (pos.step + 1) / (warmup + 1)
-        done = (pos.step - warmup) / max(total - warmup, 1)
-        if budget_s:
-            done = max(done, clock["s"] / budget_s)
-        return max(SCHEDULERS[tcfg.scheduler](min(done, 1.0)), 0.0)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    if resume_state:
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        scaler.load_state_dict(resume_state["scaler"])
+# --- callbacks: what the stage adds to the Trainer ----------------------------------------------------
 
-    def state() -> dict:
-        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict()}
+def _callbacks():
+    """The callback classes (defined lazily: transformers is imported only when training)."""
+    from transformers import TrainerCallback
 
-    def out_of_budget() -> str | None:
-        if tcfg.max_steps is not None and pos.step >= tcfg.max_steps:
-            return "max_steps"
-        if budget_s is None:
-            return None
-        clock["s"] = pos.elapsed_s + time.monotonic() - t0
-        if dist.world > 1:
-            # clocks differ between ranks; all must stop at the same step (or DDP hangs) and
-            # follow the same learning rate (or the weights part), so they agree on the slowest
-            seconds = torch.tensor([clock["s"]], dtype=torch.float64, device=device)
-            tdist.all_reduce(seconds, op=tdist.ReduceOp.MAX)
-            clock["s"] = float(seconds.item())
-        return "max_minutes" if clock["s"] >= budget_s else None
+    class TimeBudget(TrainerCallback):
+        """Stops cleanly after train.max_minutes of training; the epoch-end evaluation and checkpoint
+        still run, so the budget's last weights are scored and can become the student. Under several
+        processes they agree on the slowest clock, or the ranks would stop at different steps (DDP hangs).
+        The clock counts this invocation (evaluations included): a resumed run gets the budget afresh.
+        Unlike the old hand loop, the learning-rate schedule follows the step budget (max_steps), not the
+        clock, so a preset's max_steps should fit its max_minutes (tiny.yaml: 1200 steps, 6 minutes)."""
 
-    bar = tqdm(total=steps["total_steps"], initial=pos.step, desc="train", unit="step",
-               disable=not dist.main or not sys.stderr.isatty())
-    t0 = time.monotonic()
-    stopped = "epochs"
-    while pos.epoch < tcfg.epochs:
-        batches = shard(make_batches(lengths, tcfg.batch_size, tcfg.seed, pos.epoch, tcfg.group_by_length),
-                        dist.rank, dist.world)
-        groups = [batches[i:i + tcfg.grad_accum] for i in range(0, len(batches), tcfg.grad_accum)]
-        model.train()
-        while pos.group < len(groups):
-            stopped = out_of_budget() or stopped
-            if stopped != "epochs":
-                break
-            group = groups[pos.group]
-            step_loss = 0.0
-            for k, ids in enumerate(group):
-                batch = {key: v.to(device, non_blocking=True) for key, v in collate([pairs[i] for i in ids], pad_id).items()}
-                # gradients are averaged across ranks only on the last micro-batch of a step
-                sync = dist.world == 1 or k == len(group) - 1
-                with (nullcontext() if sync else model.no_sync()):
-                    with autocast(precision, device):
-                        loss = model(**batch).loss / len(group)
-                    scaler.scale(loss).backward()
-                step_loss += loss.item()
-            if tcfg.max_grad_norm:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tcfg.max_grad_norm)
-            lr = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            pos.group += 1
-            pos.step += 1
-            scheduler.step()
-            bar.update(1)
-            bar.set_postfix(epoch=pos.epoch + 1, loss=f"{step_loss:.3f}")
-            on_step(pos.step, step_loss, lr)
-        pos.elapsed_s += time.monotonic() - t0
-        if pos.group == 0 and stopped != "epochs":
-            break  # the budget ran out on an epoch boundary, whose checkpoint is already written
-        if pos.group >= len(groups):
-            pos.epoch, pos.group = pos.epoch + 1, 0
-        on_epoch(position=pos, model=raw_model, state=state, stopped=stopped)
-        if dist.world > 1:
-            tdist.barrier()  # rank 0 may still be validating and writing the checkpoint
-        if stopped != "epochs":
-            break
-        t0 = time.monotonic()  # validation and checkpoints do not count as training time
-    bar.close()
-    return pos, stopped
+        def __init__(self, minutes: float | None):
+            self.budget_s = minutes * 60 if minutes else None
+            self.stopped = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.budget_s is None:
+                return
+            elapsed = time.monotonic() - self.t0
+            if args.world_size > 1:
+                import torch
+                import torch.distributed as tdist
+
+                seconds = torch.tensor([elapsed], dtype=torch.float64,
+                                       device=args.device if args.device.type == "cuda" else "cpu")
+                tdist.all_reduce(seconds, op=tdist.ReduceOp.MAX)
+                elapsed = float(seconds.item())
+            if elapsed >= self.budget_s:
+                self.stopped = True
+                control.should_training_stop = True
+
+    class Tracking(TrainerCallback):
+        """The Trainer's logs -> MLflow through distill.tracking (main process only), with the
+        project's metric names, every one on the optimizer-step axis; a line to stderr per evaluation."""
+
+        NAMES = {"loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm",
+                 "eval_loss": "val/loss"}
+
+        def __init__(self, tracker):
+            self.tracker = tracker
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            metrics = {self.NAMES[k]: v for k, v in logs.items() if k in self.NAMES and v is not None}
+            if self.tracker is not None and metrics:
+                self.tracker.log_metrics(metrics, step=state.global_step)
+            if "eval_loss" in logs:
+                _say(f"step {state.global_step} (epoch {state.epoch or 0:.2f}): val/loss {logs['eval_loss']:.4f}")
+
+    class ValidationAccuracy(TrainerCallback):
+        """After every evaluation (not the untrained model's, at step 0), greedy outputs on a seeded
+        sample of validation problems, checked by each form's verifier: ``val/<form>/accuracy``.
+        Also kept in the Trainer's log history, so a resumed run still knows earlier values."""
+
+        def __init__(self, tokenizer, rows, tracker, max_source_len: int, max_new_tokens: int, batch_size: int):
+            self.tokenizer, self.rows, self.tracker = tokenizer, rows, tracker
+            self.max_source_len, self.max_new_tokens, self.batch_size = max_source_len, max_new_tokens, batch_size
+
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            if not state.is_world_process_zero or not self.rows or state.global_step == 0:
+                return
+            accuracy = validation_accuracy(model, self.tokenizer, self.rows, batch_size=self.batch_size,
+                                           max_source_len=self.max_source_len, max_new_tokens=self.max_new_tokens)
+            metrics = {f"val/{form}/accuracy": acc for form, acc in accuracy.items()}
+            state.log_history.append({"step": state.global_step, **metrics})
+            if self.tracker is not None and metrics:
+                self.tracker.log_metrics(metrics, step=state.global_step)
+            if metrics:
+                _say(f"step {state.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+            model.train()
+
+    return TimeBudget, Tracking, ValidationAccuracy
 
 
 # --- validation --------------------------------------------------------------------------------------
-
-def validation_loss(model, pairs: Sequence[tuple[list, list]], *, batch_size: int, pad_id: int, device,
-                    precision: str) -> float:
-    """Mean token loss over the validation pairs (teacher forcing), weighted by target tokens."""
-    import torch
-
-    model.eval()
-    total, tokens = 0.0, 0
-    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-    with torch.inference_mode():
-        for s in range(0, len(order), batch_size):
-            batch = collate([pairs[i] for i in order[s:s + batch_size]], pad_id)
-            n = int((batch["labels"] != -100).sum())
-            with autocast(precision, device):
-                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            total += float(loss) * n
-            tokens += n
-    return total / max(tokens, 1)
-
 
 def validation_rows(rows: Sequence[dict], limit: int, seed: int) -> list[dict]:
     """Up to ``limit`` validation rows, a seeded sample so every form of the mix is represented."""
@@ -351,11 +232,7 @@ def validation_rows(rows: Sequence[dict], limit: int, seed: int) -> list[dict]:
 
 def validation_accuracy(model, tokenizer, rows: Sequence[dict], *, batch_size: int, max_source_len: int,
                         max_new_tokens: int) -> dict[str, float]:
-    """{form: accuracy}: greedy outputs checked by each form's verifier against the gold answers.
-
-    Forms whose module is not importable are left out (and reported once), so training does not
-    depend on every verifier being present.
-    """
+    """{form: accuracy}: greedy outputs (distill.decoding, either kind) checked by each form's verifier."""
     from distill.decoding import decode
     from distill.thoughts import get_form
 
@@ -366,17 +243,12 @@ def validation_accuracy(model, tokenizer, rows: Sequence[dict], *, batch_size: i
     scores = {}
     for form in sorted({r["form"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r["form"] == form]
-        try:
-            verifier = get_form(form)
-        except (ImportError, AttributeError) as exc:
-            _say(f"val/{form}/accuracy skipped: form module not available ({exc})")
-            continue
-        verdicts = verifier.verify_many([outputs[i] for i in idx], [float(rows[i]["gold"]) for i in idx])
+        verdicts = get_form(form).verify_many([outputs[i] for i in idx], [float(rows[i]["gold"]) for i in idx])
         scores[form] = sum(v.correct for v in verdicts) / len(verdicts)
     return scores
 
 
-# --- files: checkpoints, digests ---------------------------------------------------------------------
+# --- files: digests, atomic folders ------------------------------------------------------------------
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -390,7 +262,7 @@ def config_digest(tcfg: TrainConfig, mix: str, data_digest: str, exclude: Sequen
 
 def replace_dir(tmp: Path, final: Path) -> None:
     """Swap a fully written folder into place: the old one is renamed aside first, so at every moment
-    either ``final`` or ``.final.old`` is complete (``read_dir`` falls back to the latter)."""
+    either ``final`` or ``.final.old`` is complete."""
     old = final.with_name(f".{final.name}.old")
     if old.exists():
         shutil.rmtree(old)
@@ -398,25 +270,6 @@ def replace_dir(tmp: Path, final: Path) -> None:
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def existing_dir(final: Path) -> Path | None:
-    old = final.with_name(f".{final.name}.old")
-    return final if final.exists() else old if old.exists() else None
-
-
-def save_checkpoint(folder: Path, model, tokenizer, state: dict) -> None:
-    import torch
-
-    from distill.student import save_student
-
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with quiet_transformers():
-        save_student(model, tokenizer, tmp)
-    if state:
-        torch.save(state, tmp / "state.pt")
-    replace_dir(tmp, folder)
 
 
 @contextmanager
@@ -434,31 +287,22 @@ def quiet_transformers():
 
 
 def weights_digest(model) -> str:
-    """sha256 of the weights, to check that DDP ranks end identical."""
+    """sha256 of the weights (a model or a state dict), to check that processes or runs end identical."""
     import torch
 
     h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    state = model if isinstance(model, dict) else model.state_dict()
+    for name, tensor in sorted(state.items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def form_cards(forms: Sequence[str], rows: Sequence[dict]) -> dict:
-    """{form: {"version", "instruction"}} from the form modules, else from the training rows."""
+def form_cards(forms: Sequence[str]) -> dict:
+    """{form: {"version", "instruction"}} from the form modules."""
     from distill.thoughts import get_form
 
-    cards = {}
-    for form in forms:
-        try:
-            f = get_form(form)
-            cards[form] = {"version": f.version, "instruction": f.instruction}
-        except (ImportError, AttributeError):
-            row = next((r for r in rows if r["form"] == form), None)
-            if row is not None:
-                # the instruction is the input's last line ("Question: ...\n<instruction>\n")
-                cards[form] = {"version": row.get("version"), "instruction": row["input"].rstrip("\n").rsplit("\n", 1)[-1]}
-    return cards
+    return {form: {"version": get_form(form).version, "instruction": get_form(form).instruction} for form in forms}
 
 
 def _say(message: str) -> None:
@@ -481,9 +325,12 @@ def check_config(tcfg: TrainConfig) -> TrainConfig:
         raise ConfigError("train.lr must be positive, train.warmup_ratio and train.dropout in [0, 1)")
     if tcfg.max_steps is not None and tcfg.max_steps < 1:
         raise ConfigError(f"train.max_steps must be at least 1 (or null), got {tcfg.max_steps}")
-    if tcfg.student == "tiny" and tcfg.tiny_d_model % tcfg.tiny_heads:
+    if tcfg.student in ("tiny", "tiny-causal") and tcfg.tiny_d_model % tcfg.tiny_heads:
         raise ConfigError(f"train.tiny_d_model ({tcfg.tiny_d_model}) must be a multiple of train.tiny_heads "
                           f"({tcfg.tiny_heads})")
+    if tcfg.lora_r < 0 or (tcfg.lora_r and tcfg.lora_alpha < 1) or not 0 <= tcfg.lora_dropout < 1:
+        raise ConfigError("train.lora_r must be 0 (full fine-tuning) or more, train.lora_alpha at least 1, "
+                          "train.lora_dropout in [0, 1)")
     return tcfg
 
 
@@ -492,12 +339,15 @@ def check_config(tcfg: TrainConfig) -> TrainConfig:
 def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     """Train a student on ``<run_dir>/mix/<mix>`` (mix defaults to cfg.mix.mix); see the module docstring.
 
-    Skips when summary.json was written by the same config on the same data; resumes from
-    checkpoints/last after an interruption. Returns the summary dict.
+    Skips when summary.json was written by the same config on the same data; resumes from the last
+    Trainer checkpoint after an interruption. Returns the summary dict.
     """
     import torch
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.trainer_utils import get_last_checkpoint
 
-    from distill.student import build_student, count_parameters, load_student
+    from distill.student import TINY_STUDENTS, build_student, count_parameters, save_student, student_kind
     from distill.thoughts import parse_mix
 
     run_dir = Path(run_dir)
@@ -516,6 +366,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     resume_digest = config_digest(tcfg, mix, data_digest, exclude=BUDGET_FIELDS)
 
     out = run_dir / "students" / mix
+    ckpt_dir = out / "checkpoints"
     summary_path = out / "summary.json"
     if summary_path.exists():
         done = json.loads(summary_path.read_text())
@@ -523,173 +374,220 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
             _say(f"{summary_path} is complete for this config and data; skipping (delete it to retrain)")
             return {**done, "skipped": True}
 
-    dist = init_distributed()
-    tracker = tracker if dist.main else None
-    device = pick_device(dist)
-    precision = resolve_precision(tcfg.precision, device)
-    if device.type == "cpu" and tcfg.threads:
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    main = rank == 0
+    tracker = tracker if main else None
+    cuda = torch.cuda.is_available()
+    precision = resolve_precision(tcfg.precision, cuda)
+    if not cuda and tcfg.threads:
         torch.set_num_threads(tcfg.threads)
 
-    last = existing_dir(out / "checkpoints" / "last")
-    resume_state, start = None, None
-    if last is not None and (last / "state.pt").exists():
-        resume_state = torch.load(last / "state.pt", map_location="cpu", weights_only=False)
-        if resume_state.get("resume_digest") != resume_digest:
-            _say(f"{last} was trained with another config or data; starting afresh")
-            resume_state = None
-    if resume_state:
-        with quiet_transformers():
-            model, tokenizer = load_student(last)
-        start = Position(**resume_state["position"])
-        torch.set_rng_state(resume_state["rng"])
-        _say(f"resuming from {last}: epoch {start.epoch + 1}, step {start.step}")
-    else:
-        if dist.world > 1:
-            torch.distributed.barrier()  # every rank has decided before rank 0 clears old checkpoints
-        if dist.main:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a stale best/ must not become the student
-        texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
-        model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
-        torch.manual_seed(tcfg.seed)  # dropout draws from here; resumed runs restore it instead
+    # resume: the last checkpoint, if it was written by this config (budget fields aside) on this data
+    resume_file = ckpt_dir / "resume.json"
+    resume = json.loads(resume_file.read_text()) if resume_file.is_file() else {}
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    if last and resume.get("resume_digest") != resume_digest:
+        _say(f"{ckpt_dir} was trained with another config or data; starting afresh")
+        last = None
+    if last:
+        _say(f"resuming from {last}")
+
+    texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
+    model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
     model = model.float()  # fp32 master weights even if a hub checkpoint is stored in half precision
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    pairs = encode(tokenizer, train_rows, tcfg.max_source_len, tcfg.max_target_len)
-    val_pairs = encode(tokenizer, val_rows, tcfg.max_source_len, tcfg.max_target_len)
+    kind = student_kind(model)
+    causal = kind == "causal"
+    chat = causal and tcfg.chat_template
+    if tcfg.chat_template and not causal:
+        _say("train.chat_template applies to causal students only; ignored for this seq2seq student")
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"train.chat_template: {tcfg.student}'s tokenizer has no chat template; "
+                          "set train.chat_template=false (base models) or pick an instruct model")
+    model.config.distill_chat_template = chat
+    architecture = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    n_params = count_parameters(model)
+    model = apply_lora(model, tcfg, kind)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    features = encode(tokenizer, train_rows, tcfg, causal=causal, chat_template=chat)
+    val_features = encode(tokenizer, val_rows, tcfg, causal=causal, chat_template=chat)
     gen_rows = validation_rows(val_rows, tcfg.val_generate_limit, tcfg.seed)
     # validation decoding stops a little past the longest training target: an untrained student
-    # that never says </s> would otherwise run all 256 steps every epoch (evaluate uses the full 256)
-    gen_tokens = min(tcfg.max_target_len, max(len(t) for _, t in pairs) + 16)
-    steps = plan(len(pairs), tcfg, dist.world)
-    n_params = count_parameters(model)
+    # that never says EOS would otherwise run all 256 steps at every evaluation (evaluate uses 256)
+    longest = max(sum(1 for x in f["labels"] if x != -100) for f in features)
+    gen_tokens = min(tcfg.max_target_len, longest + 16)
+    steps = plan(len(features), tcfg, world)
     tokenizer_desc = (f"byte-level BPE, {len(tokenizer)} tokens, trained on the training texts"
-                      if tcfg.student == "tiny" else tcfg.student)
-    chosen = {"optimizer": "AdamW(betas=(0.9, 0.999), eps=1e-8)", "lr": tcfg.lr, "weight_decay": tcfg.weight_decay,
+                      if tcfg.student in TINY_STUDENTS else tcfg.student)
+    lora = ({"r": tcfg.lora_r, "alpha": tcfg.lora_alpha, "dropout": tcfg.lora_dropout,
+             "targets": list(tcfg.lora_targets) or "all-linear", "merged": tcfg.lora_merge}
+            if tcfg.lora_r else None)
+    chosen = {"trainer": "transformers." + ("Seq2SeqTrainer" if not causal else "Trainer"),
+              "optimizer": "AdamW(betas=(0.9, 0.999), eps=1e-8)", "lr": tcfg.lr, "weight_decay": tcfg.weight_decay,
               "max_grad_norm": tcfg.max_grad_norm, "scheduler": tcfg.scheduler, "warmup_steps": steps["warmup_steps"],
               "batch_size": tcfg.batch_size, "grad_accum": tcfg.grad_accum,
               "effective_batch_size": steps["effective_batch_size"], "epochs": tcfg.epochs,
               "max_source_len": tcfg.max_source_len, "max_target_len": tcfg.max_target_len,
               "precision": precision, "group_by_length": tcfg.group_by_length, "seed": tcfg.seed,
-              "max_steps": tcfg.max_steps, "max_minutes": tcfg.max_minutes}
-    history = dict(resume_state.get("history", {})) if resume_state else {}
-    best = {"val_loss": history.get("best_val_loss", math.inf)}
-    window: list[float] = []
+              "max_steps": tcfg.max_steps, "max_minutes": tcfg.max_minutes, "lora": lora,
+              "loss": "completion tokens only (prompt labels -100)" if causal else "target tokens"}
+
+    has_val = bool(val_features)
+    trainer_cls = Trainer if causal else Seq2SeqTrainer
+    training_args = Seq2SeqTrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=tcfg.batch_size,
+        per_device_eval_batch_size=tcfg.batch_size * 2, gradient_accumulation_steps=tcfg.grad_accum,
+        learning_rate=tcfg.lr, weight_decay=tcfg.weight_decay, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+        max_grad_norm=tcfg.max_grad_norm, lr_scheduler_type=SCHEDULERS[tcfg.scheduler],
+        warmup_steps=steps["warmup_steps"], num_train_epochs=tcfg.epochs, max_steps=steps["total_steps"],
+        optim="adamw_torch", seed=tcfg.seed, data_seed=tcfg.seed,
+        train_sampling_strategy="group_by_length" if tcfg.group_by_length else "random", bf16=precision == "bf16", fp16=precision == "fp16",
+        use_cpu=not cuda, eval_strategy="epoch" if has_val else "no", save_strategy="epoch",
+        # the best checkpoint (lowest validation loss) and the last one are kept; the best becomes the student
+        save_total_limit=1, load_best_model_at_end=has_val, metric_for_best_model="eval_loss",
+        greater_is_better=False, prediction_loss_only=True, logging_strategy="steps",
+        logging_steps=tcfg.log_every, report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        remove_unused_columns=False, save_only_model=False, ddp_find_unused_parameters=False,
+        # measured (2 CPU processes, transformers 5.24): with token averaging across devices the
+        # evaluation loss of an untrained model came out 7.28 instead of 6.39 (each process's loss is
+        # scaled by its share of the tokens, then only the first process's samples are kept); plain DDP
+        # (each process averages its own tokens, gradients averaged) gives 6.40 and the same training
+        average_tokens_across_devices=False)
+
+    # the other processes wait here until the main one has cleared what is stale
+    with training_args.main_process_first(local=False):
+        if main and not last:  # a stale checkpoint must not become the student or be resumed
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
 
     tags = {"distill.stage": "train", "distill.mix": mix, "distill.forms": ",".join(forms),
-            "distill.preset": cfg.preset, "distill.student": tcfg.student}
-    resume_run = resume_state.get("run_id") if resume_state and not os.environ.get("MLFLOW_RUN_ID") else None
+            "distill.preset": cfg.preset, "distill.student": tcfg.student, "distill.student_kind": kind}
+    resume_run = resume.get("run_id") if last and not os.environ.get("MLFLOW_RUN_ID") else None
     if tracker is not None and tracker.mlflow.active_run() is not None:
         resume_run = None  # nested under a parent (reproduce): a new child run
     run_ctx = tracker.run(f"train-{mix}", tags, nested=True, run_id=resume_run) if tracker else nullcontext()
     with run_ctx:
         run_id = tracker.run_id if tracker else None
+        if main:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_json(resume_file, {"resume_digest": resume_digest, "run_id": run_id})
         if tracker:
-            params = {**flatten(cfg), "mix.mix": mix, "train.n_params": n_params, "train.device": device.type,
-                      "train.world_size": dist.world, "train.torch_threads": torch.get_num_threads(),
-                      "train.train_examples": len(pairs),
-                      "train.val_examples": len(val_pairs), "train.precision_resolved": precision,
+            params = {**flatten(cfg), "mix.mix": mix, "train.n_params": n_params, "train.trainable_params": trainable,
+                      "train.kind": kind, "train.architecture": architecture,
+                      "train.device": "cuda" if cuda else "cpu", "train.world_size": world,
+                      "train.torch_threads": torch.get_num_threads(), "train.train_examples": len(features),
+                      "train.val_examples": len(val_features), "train.precision_resolved": precision,
                       **{f"train.{k}": v for k, v in steps.items()}}
             try:
                 tracker.log_params(params)
             except Exception as exc:  # a resumed run whose budget changed: MLflow params are immutable
-                if not resume_state:
+                if not last:
                     raise
                 _say(f"kept the params logged before the interruption ({type(exc).__name__})")
             tracker.set_tags(tags)
-            if not resume_state:
+            if not last:
                 tracker.log_dataset(train_rows, f"mix-{mix}-train", str(mix_dir / "train.jsonl"), "training")
                 if val_rows:
                     tracker.log_dataset(val_rows, f"mix-{mix}-val", str(mix_dir / "val.jsonl"), "validation")
-        _say(f"{tcfg.student}: {n_params:,} params, {len(pairs)} train / {len(val_pairs)} val rows, "
-             f"{steps['total_steps']} steps, {device.type} {precision}, {dist.world} process(es), "
-             f"{torch.get_num_threads()} thread(s)")
+        _say(f"{tcfg.student} ({kind}, {architecture}): {n_params:,} params ({trainable:,} trained), "
+             f"{len(features)} train / {len(val_features)} val rows, {steps['total_steps']} steps, "
+             f"{'cuda' if cuda else 'cpu'} {precision}, {world} process(es), {torch.get_num_threads()} thread(s)")
 
-        def on_step(step: int, loss: float, lr: float) -> None:
-            window.append(loss)
-            if tracker and (step % tcfg.log_every == 0):
-                tracker.log_metrics({"train/loss": sum(window) / len(window), "train/lr": lr}, step=step)
-                window.clear()
+        TimeBudget, Tracking, ValidationAccuracy = _callbacks()
+        budget = TimeBudget(tcfg.max_minutes)
+        # training pads on the right (positions start at 0 for every row); generation pads on the left
+        padding_side = tokenizer.padding_side
+        tokenizer.padding_side = "right"
+        collator = DataCollatorForSeq2Seq(tokenizer, model=None if causal else model, label_pad_token_id=-100,
+                                          padding=True)
+        trainer = trainer_cls(
+            model=model, args=training_args, data_collator=collator, train_dataset=features,
+            eval_dataset=val_features or None, processing_class=tokenizer,
+            callbacks=[budget, Tracking(tracker),
+                       ValidationAccuracy(tokenizer, gen_rows, tracker, tcfg.max_source_len, gen_tokens,
+                                          tcfg.batch_size * 2)])
+        trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout, where the CLI writes JSON
+        trainer.remove_callback(ProgressCallback)
 
-        def on_epoch(position: Position, model, state, stopped: str) -> None:
-            if not dist.main:
-                return
-            epoch = position.epoch if position.group == 0 else position.epoch + 1
-            metrics = {}
-            if val_pairs:
-                metrics["val/loss"] = validation_loss(model, val_pairs, batch_size=tcfg.batch_size * 2, pad_id=pad_id,
-                                                      device=device, precision=precision)
-            accuracy = validation_accuracy(model, tokenizer, gen_rows, batch_size=tcfg.batch_size * 2,
-                                           max_source_len=tcfg.max_source_len, max_new_tokens=gen_tokens)
-            metrics.update({f"val/{form}/accuracy": acc for form, acc in accuracy.items()})
-            history.update({"epoch": epoch, "step": position.step, **metrics})
-            improved = not val_pairs or metrics["val/loss"] < best["val_loss"]
-            if improved:
-                best["val_loss"] = metrics.get("val/loss")
-                history["best_val_loss"] = best["val_loss"]
-                history["best_epoch"] = epoch
-                save_checkpoint(out / "checkpoints" / "best", model, tokenizer, {})
-            save_checkpoint(out / "checkpoints" / "last", model, tokenizer, {
-                **state(), "position": asdict(position), "rng": torch.get_rng_state(), "history": dict(history),
-                "run_id": run_id, "resume_digest": resume_digest})
-            if tracker:
-                tracker.log_metrics(metrics, step=epoch)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-            _say(f"epoch {epoch} (step {position.step}): {shown}{' (best)' if improved else ''}")
-
-        if val_pairs and not resume_state and dist.main:
-            # the untrained model's loss: where the validation curve starts (step 0)
-            history["initial_val_loss"] = validation_loss(model.to(device), val_pairs, batch_size=tcfg.batch_size * 2,
-                                                          pad_id=pad_id, device=device, precision=precision)
-            if tracker:
-                tracker.log_metrics({"val/loss": history["initial_val_loss"]}, step=0)
+        initial_val_loss = resume.get("initial_val_loss") if last else None
+        if has_val and not last:
+            # the untrained model's loss: where the validation curve starts (step 0; Tracking logs it)
+            initial_val_loss = trainer.evaluate()["eval_loss"]
+            if main:
+                write_json(resume_file, {"resume_digest": resume_digest, "run_id": run_id,
+                                         "initial_val_loss": initial_val_loss})
         t0 = time.monotonic()
-        position, stopped = train_loop(model, pairs, tcfg, pad_id=pad_id, device=device, precision=precision,
-                                       dist=dist, start=start, resume_state=resume_state,
-                                       on_step=on_step, on_epoch=on_epoch)
+        with quiet_transformers():
+            result = trainer.train(resume_from_checkpoint=last or None)
         wall_s = time.monotonic() - t0
-        if window and tracker:
-            tracker.log_metrics({"train/loss": sum(window) / len(window)}, step=position.step)
-        summary = {"mix": mix, "forms": list(forms), "student": tcfg.student, "preset": cfg.preset,
-                   "steps": position.step, "epochs_done": position.epoch + (position.group > 0),
-                   "stopped": stopped, "train_examples": len(pairs), "n_params": n_params,
-                   "wall_s": round(wall_s, 1), "train_s": round(position.elapsed_s, 1),
-                   "examples_per_s": round(position.step * steps["effective_batch_size"] / max(position.elapsed_s, 1e-9), 1),
+        tokenizer.padding_side = padding_side
+        state = trainer.state
+        if budget.stopped:
+            stopped = "max_minutes"
+        elif tcfg.max_steps is not None and state.global_step >= tcfg.max_steps \
+                and tcfg.max_steps < steps["steps_per_epoch"] * tcfg.epochs:
+            stopped = "max_steps"
+        else:
+            stopped = "epochs"
+        best_step = int(state.best_model_checkpoint.rsplit("-", 1)[1]) if state.best_model_checkpoint else None
+        history = state.log_history
+        val_losses = {h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}
+        accuracies = {h["step"]: {k.split("/")[1]: v for k, v in h.items() if k.endswith("/accuracy")}
+                      for h in history if any(k.endswith("/accuracy") for k in h)}
+        # the validation accuracy of the checkpoint that became the student (else the last one measured)
+        val_accuracy = accuracies.get(best_step) or (accuracies[max(accuracies)] if accuracies else {})
+        train_s = float(result.metrics.get("train_runtime", wall_s))
+        steps_now = state.global_step - (int(last.rsplit("-", 1)[1]) if last else 0)
+        summary = {"mix": mix, "forms": list(forms), "student": tcfg.student, "kind": kind, "preset": cfg.preset,
+                   "steps": state.global_step, "epochs_done": int(math.ceil((state.epoch or 0) - 1e-9)),
+                   "stopped": stopped, "train_examples": len(features), "n_params": n_params,
+                   "trainable_params": trainable, "wall_s": round(wall_s, 1), "train_s": round(train_s, 1),
+                   "examples_per_s": round(steps_now * steps["effective_batch_size"] / max(train_s, 1e-9), 1),
                    "config_digest": digest}
-        if dist.world > 1:
-            summary["weights_sha256"] = weights_digest(model)
-        if not dist.main:
-            _finish(dist)
+        if world > 1:
+            summary["weights_sha256"] = weights_digest(trainer.model)
+        if not trainer.is_world_process_zero():
             return summary
 
-        # the student is the checkpoint with the lowest validation loss
-        best_dir = existing_dir(out / "checkpoints" / "best") or existing_dir(out / "checkpoints" / "last")
-        if best_dir is None:  # no epoch ended (a budget of zero steps): the student is the model as it is
-            best_dir = out / "checkpoints" / "best"
-            save_checkpoint(best_dir, model, tokenizer, {})
+        # the student: the best checkpoint's weights (load_best_model_at_end), merged or as an adapter
+        final, base_model = trainer.model, None
+        if lora:
+            if tcfg.lora_merge:
+                final = final.merge_and_unload()
+            else:
+                base_model = "base/ (built from a config, saved beside the adapter)" \
+                    if tcfg.student in TINY_STUDENTS else tcfg.student
         tmp = out / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(best_dir, tmp, ignore=shutil.ignore_patterns("state.pt"))
+        info = {"chat_template": chat, "architecture": architecture, "adapter": bool(lora and not tcfg.lora_merge),
+                "base_model": base_model}
+        with quiet_transformers():
+            save_student(final, tokenizer, tmp, info)
+            if lora and not tcfg.lora_merge:
+                # the base's config.json beside the adapter marks the folder as a model for the stages that
+                # look for one (evaluate); distill.student.load_student sees adapter_config.json first
+                final.get_base_model().config.save_pretrained(tmp)
+                if tcfg.student in TINY_STUDENTS:
+                    # no hub copy of a base built here: the adapter needs it beside
+                    save_student(final.unload(), tokenizer, tmp / "base", {**info, "adapter": False})
         replace_dir(tmp, out / "model")
-        val_accuracy = {k.split("/")[1]: v for k, v in history.items()
-                        if k.startswith("val/") and k.endswith("/accuracy")}
-        card = {"mix": mix, "forms": form_cards(forms, train_rows), "student": tcfg.student,
-                "best_form": best_form(forms, val_accuracy),
+        best_val_loss = state.best_metric if has_val else None
+        card = {"mix": mix, "forms": form_cards(forms), "student": tcfg.student,
+                "best_form": best_form(forms, val_accuracy), "kind": kind, "architecture": architecture,
+                "chat_template": chat, "lora": lora, "base_model": base_model,
                 "tokenizer": tokenizer_desc, "data_digest": data_digest, "train_run_id": run_id,
-                "preset": cfg.preset, "best_val_loss": history.get("best_val_loss"),
-                "best_epoch": history.get("best_epoch"), "n_params": n_params,
-                "training": {**chosen, "steps": position.step, "stopped": stopped}}
+                "preset": cfg.preset, "best_val_loss": best_val_loss, "best_step": best_step,
+                "n_params": n_params, "trainable_params": trainable,
+                "training": {**chosen, "steps": state.global_step, "stopped": stopped}}
         write_json(out / "card.json", card)
-        summary.update({"run_id": run_id, "initial_val_loss": history.get("initial_val_loss"),
-                        "best_val_loss": history.get("best_val_loss"),
-                        "val_loss": history.get("val/loss"),
-                        "val_accuracy": val_accuracy,
-                        "model_dir": str(out / "model"), "model_logged": False})
+        summary.update({"run_id": run_id, "initial_val_loss": initial_val_loss, "best_val_loss": best_val_loss,
+                        "best_step": best_step, "val_loss": val_losses[max(val_losses)] if val_losses else None,
+                        "val_accuracy": val_accuracy, "model_dir": str(out / "model"), "model_logged": False})
         if tracker:
             tracker.log_dict(card, "card.json")
-            tracker.log_metrics({"train/examples_per_s": summary["examples_per_s"]}, step=position.step)
+            tracker.log_metrics({"train/examples_per_s": summary["examples_per_s"]}, step=state.global_step)
             summary.update(_log_model(tracker, out, run_id))
         write_json(summary_path, summary)
-    _say(f"student written to {out / 'model'} ({stopped}, {position.step} steps, {wall_s:.0f} s)")
-    _finish(dist)
+    _say(f"student written to {out / 'model'} ({stopped}, {state.global_step} steps, {wall_s:.0f} s)")
     return summary
 
 
@@ -701,20 +599,10 @@ def best_form(forms, val_accuracy: dict) -> str:
 
 
 def _log_model(tracker, student_dir: Path, run_id: str | None) -> dict:
-    """Log the student as an MLflow model through distill.serving (owned by the serving part)."""
-    try:
-        from distill.serving import log_student
-    except ImportError as exc:
-        _say(f"MLflow model NOT logged: distill.serving.log_student is not available ({exc})")
-        return {"model_logged": False, "model_log_skipped": f"distill.serving unavailable: {exc}"}
+    """Log the student as an MLflow pyfunc model through distill.serving."""
+    from distill.serving import log_student
+
     log_student(student_dir, artifact_path="model")
     uri = f"runs:/{run_id}/model"
     tracker.set_tags({"distill.model_uri": uri})
     return {"model_logged": True, "model_uri": uri}
-
-
-def _finish(dist: Dist) -> None:
-    if dist.started_here:
-        import torch.distributed as tdist
-
-        tdist.destroy_process_group()
