@@ -70,7 +70,7 @@ def test_register_tags_the_version_with_mix_forms_digests_teacher_accuracies_and
     tags = mv.tags
     assert tags["distill.mix"] == "etd" and tags["distill.forms"] == "cot,pot,eot"
     assert tags["distill.form_versions"] == "cot=1,eot=1,pot=1"
-    assert tags["distill.data_digest"] == "mixdigest" and tags["distill.data_digest.eot"] == "eotdigest"
+    assert tags["distill.data_digest"] == "mixdigest" and "distill.data_digest.eot" not in tags
     assert tags["distill.teacher"] == "gold" and tags["distill.train_run_id"] == run_id
     assert tags["distill.commit"] == git_commit()
     assert tags["distill.preset"] == "tiny" and tags["distill.eval_limit"] == "8"

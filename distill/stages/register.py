@@ -4,12 +4,12 @@ Reads (under ``run_dir``):
   - ``eval/<mix>/summary.json`` (the evaluate stage): ``train_run_id``, ``forms`` {form: {"version"}},
     ``data_digest``, ``metrics`` {"<test_set>/<form>/accuracy": value, ...}, ``run_id`` (the evaluate run);
   - ``students/<mix>/summary.json`` for the train run id when the evaluation summary has none;
-  - ``verified/summary.json`` and ``generate_summary.json`` when present (per-form data digests, teacher).
+  - ``generate_summary.json`` when present (the teacher).
 
 Registers the train run's logged model ``runs:/<train_run_id>/model`` (distill.serving.log_student;
 MLflow 3 registers it by its id, models:/m-...) as a new version of ``cfg.promote.model_name``, tagged with:
   ``distill.mix``, ``distill.forms`` ("cot,pot,eot"), ``distill.form_versions`` ("cot=1,eot=1,pot=1"),
-  ``distill.data_digest`` (the training mix), ``distill.data_digest.<form>`` (the verified sets),
+  ``distill.data_digest`` (the training mix),
   ``distill.teacher``, ``distill.preset``, ``distill.train_run_id``, ``distill.eval_run_id``,
   ``distill.eval_limit`` (the evaluation protocol: first N problems of each test set, or "all"),
   ``distill.commit`` (git commit of the code registering it), ``distill.selected_form`` (the form
@@ -103,11 +103,8 @@ def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_s
         "distill.eval_limit": str(eval_summary.get("limit") or "all"),
         "distill.commit": git_commit(),
     }
-    verified = run_dir / "verified" / "summary.json"
-    if verified.exists():
-        for form, info in json.loads(verified.read_text()).items():
-            if form in forms and isinstance(info, Mapping) and info.get("digest"):
-                tags[f"distill.data_digest.{form}"] = str(info["digest"])
+    # the verified sets' own digests stay on the verify run and in the card's data digest: a version
+    # carries only what a reader of the registry needs (issue 14)
     selected = eval_summary.get("selected_form") or card.get("best_form")
     if selected:
         tags["distill.selected_form"] = str(selected)
