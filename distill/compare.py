@@ -47,11 +47,11 @@ def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
         return None
     forms = {k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
     selected = run.tags.get("distill.selected_form")
+    trained = sorted(forms & {"cot", "pot", "eot"})
+    if len(trained) == 1:  # a one-form student: its "selected" is that form again (the report shows it once)
+        return trained[0], trained[0]
     if "selected" in forms:
         return "selected", f"{selected or '?'} (chosen on validation)"
-    trained = sorted(forms & {"cot", "pot", "eot"})
-    if len(trained) == 1:
-        return trained[0], trained[0]
     if selected in forms:
         return selected, f"{selected} (chosen on validation)"
     if "eot" in forms:

@@ -18,7 +18,7 @@ def _results(*, selected: bool = False) -> Results:
         for ts in SETS:
             for form in forms:
                 metrics[f"{ts}/{form}/accuracy"] = acc
-            if selected and len(forms) > 1:
+            if selected:  # the evaluate stage logs `selected` for every student, one-form ones too
                 metrics.update({f"{ts}/selected/accuracy": 0.04, f"{ts}/selected/ci_low": 0.016,
                                 f"{ts}/selected/ci_high": 0.098})
         return RunView(f"run-{mix}", f"evaluate-{mix}", tags or {}, {}, metrics)
@@ -53,6 +53,8 @@ def test_the_headline_has_n_in_the_header_intervals_in_the_cells_and_the_baselin
     etd = next(line for line in lines if line.startswith("ETD"))
     assert "4.0% [1.6, 9.8]" in etd
     assert lines[-2].startswith("constant 4")
+    cot = next(line for line in lines if line.startswith("CoTD"))
+    assert "2.0% [" in cot and "n/a" not in cot  # a one-form student's row is its only form
 
 
 def test_the_ui_link_opens_the_model_training_runs_page_filtered_to_one_reproduce_runs_evaluations():
