@@ -15,6 +15,14 @@ from distill.config import Config, ConfigError
 from distill.files import DataError
 
 
+def _existing_dir(ctx, param, value):
+    """--data-dir must name an existing folder: one line (via _Group) saying what to give instead."""
+    if value and not os.path.isdir(value):
+        raise DataError(f"--data-dir {value}: no such directory; give the folder that holds gsm8k/, svamp/, "
+                        "asdiv/ and multiarith/ (README \"Data\"), or set DISTILL_DATA_DIR")
+    return value
+
+
 def common_options(fn):
     """--preset, --set key=value (repeatable) and --data-dir, shared by every stage command."""
 
@@ -24,7 +32,7 @@ def common_options(fn):
                   help="Override a config value, e.g. --set train.epochs=2 (repeatable).")
     @click.option("--overrides", "override_list", default="", metavar="K=V,K=V",
                   help="Comma-separated overrides (the MLproject form of --set).")
-    @click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
+    @click.option("--data-dir", type=click.Path(file_okay=False), default=None, callback=_existing_dir,
                   help="Benchmark data folder, an existing directory (default: $DISTILL_DATA_DIR, else data.data_dir).")
     @functools.wraps(fn)
     def wrapper(*args, preset, overrides, override_list, data_dir, **kwargs):
@@ -85,7 +93,7 @@ def main():
 @click.argument("dataset", required=False)
 @click.option("--split", default="test", show_default=True, help="train or test (gsm8k has both).")
 @click.option("--head", type=int, default=0, help="Show the first N records.")
-@click.option("--data-dir", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, callback=_existing_dir,
               help="Benchmark data folder, an existing directory (default: $DISTILL_DATA_DIR, else ./data).")
 @click.option("--json", "as_json", is_flag=True, help="Print records as JSON lines.")
 def problems(dataset, split, head, data_dir, as_json):
