@@ -138,13 +138,13 @@ def parse_requests(model_input: Any, forms: Sequence[str], default: str, *, max_
     if not isinstance(model_input, pd.DataFrame):
         raise bad_input(f"input must be a DataFrame or JSON records with a 'question' field, "
                         f"got {type(model_input).__name__}")
-    if len(model_input) == 0:
-        raise bad_input("no rows: send at least one record with a 'question'")
-    if "question" not in model_input.columns:
+    if "question" not in model_input.columns:  # first: MLflow's schema check drops unknown columns, rows and all
         names = [str(c)[:40] for c in model_input.columns]
         columns = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
         raise bad_input(f"missing column 'question' (got columns: {columns}); send records like "
                         '{"question": "...", "thought": "eot"}')
+    if len(model_input) == 0:
+        raise bad_input("no rows: send at least one record with a 'question'")
     if len(model_input) > max_rows:
         raise bad_input(f"{len(model_input)} rows in one request; send at most {max_rows} rows per request "
                         "(split the rest into further requests)")
@@ -363,7 +363,9 @@ def signature():
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    inputs = Schema([ColSpec("string", "question"), ColSpec("string", "thought", required=False)])
+    # `question` is required by parse_requests, not by the schema: MLflow's schema check would answer a
+    # missing column with its own message in front of ours (issue 14), so ours names it and the fix
+    inputs = Schema([ColSpec("string", "question", required=False), ColSpec("string", "thought", required=False)])
     outputs = Schema([ColSpec("double", "answer", required=False), ColSpec("string", "thought"),
                       ColSpec("string", "versions"), ColSpec("string", "reasoning"), ColSpec("string", "status"),
                       ColSpec("string", "reason", required=False)])

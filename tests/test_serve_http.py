@@ -155,7 +155,7 @@ def test_the_split_dataframe_format_is_accepted_too(server):
 
 
 @pytest.mark.parametrize("records, message", [
-    ([{"text": "How many?"}], "missing inputs ['question']"),
+    ([{"text": "How many?"}], "missing column 'question' (got columns: "),
     ([{"question": 5}], "'question' must be a string, got int 5"),
     ([{"question": "fine"}, {"question": None}], "row 1: 'question' must be a string, got null"),
     ([{"question": ""}], "'question' is empty"),
@@ -173,6 +173,7 @@ def test_bad_input_gets_a_400_that_says_what_is_wrong(server, records, message):
     ([{"question": "How many?"}] * 17, "17 rows in one request; send at most 16 rows per request"),
     ([{"question": "How many?", "thought": "tot"}], "row 0: unknown thought 'tot'"),
     ([{"question": "   "}], "row 0: 'question' is empty; send the text of the question"),
+    ([{"text": "How many?"}], "missing column 'question' (got columns: "),
 ])
 def test_our_bad_input_message_comes_first_and_does_not_echo_the_request(server, records, start):
     status, body = post(server, {"dataframe_records": records})

@@ -40,7 +40,7 @@ def test_requests_default_to_the_given_thought_and_keep_a_named_one():
     ([{"question": "a?", "thought": "tot"}], "row 0: unknown thought 'tot'; valid: cot, pot, eot, vote"),
     ([{"question": "a?", "extra": 1}], "unknown column 'extra'; valid columns: question, thought"),
     ([{"question": "a?"}] * 5, "5 rows in one request; send at most 4"),
-    ([], "no rows"),
+    ([], "send records like"),
     ("a?", "input must be a DataFrame or JSON records"),
 ])
 def test_bad_input_is_refused_with_a_message_that_says_what_is_wrong(records, message):
