@@ -38,3 +38,19 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture
+def count_generations(monkeypatch):
+    """How many inputs were sent to the model, per call of the stage."""
+    from distill import decoding
+
+    seen: list[int] = []
+    original = decoding.decode_batches
+
+    def counting(model, tokenizer, inputs, **kw):
+        seen.append(len(inputs))
+        yield from original(model, tokenizer, inputs, **kw)
+
+    monkeypatch.setattr(decoding, "decode_batches", counting)
+    return seen

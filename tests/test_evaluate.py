@@ -94,22 +94,6 @@ def stub_forms(monkeypatch):
     monkeypatch.setattr(stage, "get_form", StubForm)
 
 
-@pytest.fixture
-def count_generations(monkeypatch):
-    """How many inputs were sent to the model, per call of the stage."""
-    from distill import decoding
-
-    seen: list[int] = []
-    original = decoding.decode_batches
-
-    def counting(model, tokenizer, inputs, **kw):
-        seen.append(len(inputs))
-        yield from original(model, tokenizer, inputs, **kw)
-
-    monkeypatch.setattr(decoding, "decode_batches", counting)
-    return seen
-
-
 # --- decoding ----------------------------------------------------------------------------------
 
 class EchoModel:

@@ -52,7 +52,8 @@ def _cfg(tmp_path: Path, data_dir: Path, run: str):
                                  "evaluate.forms=[eot,pot]"])
 
 
-def test_two_evaluate_shards_merged_log_the_metrics_of_one_unsharded_run(tmp_path, data_dir, monkeypatch):
+def test_two_evaluate_shards_merged_log_the_metrics_of_one_unsharded_run(tmp_path, data_dir, monkeypatch,
+                                                                          count_generations):
     import mlflow
     from click.testing import CliRunner
 
@@ -80,16 +81,8 @@ def test_two_evaluate_shards_merged_log_the_metrics_of_one_unsharded_run(tmp_pat
     shard_dirs = sorted(p.name for p in (tmp_path / "sharded" / "eval" / "etd").iterdir() if p.name.startswith("shard"))
     assert shard_dirs == ["shard-0-of-2", "shard-1-of-2"]
     assert mlflow.search_runs(experiment_names=["distill"], output_format="list") == []  # a share is not a result
-    from distill import decoding
-
-    decoded: list[int] = []
-    original = decoding.decode_batches
-
-    def counting(model, tokenizer, inputs, **kw):
-        decoded.append(len(inputs))
-        yield from original(model, tokenizer, inputs, **kw)
-
-    monkeypatch.setattr(decoding, "decode_batches", counting)
+    decoded = count_generations
+    decoded.clear()  # from here on: what the merge generates
     merged = cli("--merge")
     assert merged.exit_code == 0, merged.output
     assert decoded == []  # the merge generates nothing: every answer came from a shard
