@@ -173,6 +173,7 @@ def main() -> None:
     import requests
 
     from distill.config import load_config
+    from distill.files import read_json
     from distill.serving import log_student
     from distill.stages import promote, register
     from distill.tracking import Tracker
@@ -187,7 +188,7 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = uri
         cfg = load_config(None, [])
         tracker = Tracker(uri, cfg.tracking.experiment)
-        card = json.loads((student / "card.json").read_text())
+        card = read_json(student / "card.json")
         selected = card.get("best_form") or next(iter(card["forms"]))
         with tracker.run("train-etd", {"distill.stage": "train"}):
             info = log_student(student, **({"max_rows": 1} if args.no_combine else {}))

@@ -45,6 +45,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from distill.files import atomic_write_text, read_json
+
 DATABASE = "mlflow"
 DB_USER = "mlflow"
 START_TIMEOUT = 240.0  # seconds for MLflow's first start, which creates its ~50 tables in PostgreSQL
@@ -239,7 +241,7 @@ def start(server_dir: Path, host: str = "127.0.0.1", port: int = 5001, artifacts
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     state_path = _state_path(server_dir)
     if state_path.exists():
-        state = json.loads(state_path.read_text())
+        state = read_json(state_path)
         if _alive(state["pid"]) and health(state["url"]) is None:
             state["already_running"] = True
             return state
@@ -261,7 +263,7 @@ def start(server_dir: Path, host: str = "127.0.0.1", port: int = 5001, artifacts
                                 start_new_session=True)  # its own process group: stop ends its workers too
     state = {"url": url, "pid": proc.pid, "host": host, "port": port, "backend": backend_uri(socket_dir),
              "artifacts": destination, "log": str(log), "started": time.time()}
-    state_path.write_text(json.dumps(state, indent=1))
+    atomic_write_text(state_path, json.dumps(state, indent=1))
     deadline = time.monotonic() + timeout
     why = "no answer yet"
     while time.monotonic() < deadline:
@@ -281,7 +283,7 @@ def stop(server_dir: Path, postgres: bool = True) -> list[str]:
     stopped = []
     state_path = _state_path(server_dir)
     if state_path.exists():
-        pid = json.loads(state_path.read_text())["pid"]
+        pid = read_json(state_path)["pid"]
         if _alive(pid):
             try:
                 os.killpg(pid, signal.SIGTERM)
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             if not state_path.exists():
                 print(f"not running ({server_dir}/server.json absent)")
                 return 1
-            state = json.loads(state_path.read_text())
+            state = read_json(state_path)
             why = health(state["url"])
             print(f"{state['url']}: {'healthy' if why is None else why}")
             return 0 if why is None else 1

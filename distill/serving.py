@@ -33,7 +33,6 @@ one batch (``Student.start_batching``); benchmarks/serve.py measures what that b
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -47,6 +46,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from distill.files import read_json
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -210,7 +211,7 @@ class Student:
         from distill.thoughts import get_form
 
         root = Path(context.artifacts[STUDENT_ARTIFACT])
-        self.card = json.loads((root / "card.json").read_text())
+        self.card = read_json(root / "card.json")
         self.settings = {**DEFAULTS, **(getattr(context, "model_config", None) or {})}
         # any kind of student (seq2seq, causal, a LoRA adapter): distill.student reads its folder
         self.model, self.tokenizer = load_student(root / "model", local_files_only=True)
@@ -430,7 +431,7 @@ def log_student(student_dir: Path, artifact_path: str = "model", **settings: Any
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown serving setting {unknown[0]!r}; valid: {', '.join(DEFAULTS)}")
-    card = json.loads(card_path.read_text())
+    card = read_json(card_path)
     default_thought(card)  # fail now, not at serving time, on a card without forms
     with tempfile.TemporaryDirectory() as tmp:
         # copy only model/ and card.json: checkpoints/ (optimizer state) stay out of the registry

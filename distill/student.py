@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from distill.files import read_json
+
 TINY = "tiny"
 TINY_CAUSAL = "tiny-causal"
 TINY_STUDENTS = (TINY, TINY_CAUSAL)
@@ -134,7 +136,7 @@ def read_student_info(path: str | Path) -> dict:
     """student.json of a folder, {} for a hub name or a folder written before it existed."""
     file = Path(path) / STUDENT_FILE
     if file.is_file():
-        return json.loads(file.read_text())
+        return read_json(file)
     return {}
 
 
@@ -163,8 +165,7 @@ def load_student(path: str | Path, *, local_files_only: bool = False):
             from peft import PeftModel
 
             local_base = Path(str(path)) / "base"
-            base_name = str(local_base) if local_base.is_dir() else json.loads(adapter.read_text())[
-                "base_model_name_or_path"]
+            base_name = str(local_base) if local_base.is_dir() else read_json(adapter)["base_model_name_or_path"]
             base_config = AutoConfig.from_pretrained(base_name, **kwargs)
             auto = AutoModelForSeq2SeqLM if base_config.is_encoder_decoder else AutoModelForCausalLM
             model = PeftModel.from_pretrained(auto.from_pretrained(base_name, **kwargs), str(path), **kwargs)

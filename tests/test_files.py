@@ -1,12 +1,15 @@
-"""Project files: atomic writes, JSONL with line-numbered errors, append logs that survive a torn line."""
+"""Project files: atomic writes, JSON and JSONL with errors that name the file, append logs that survive a
+torn line, file digests."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import pytest
 
-from distill.files import DataError, append_log, atomic_write_text, read_jsonl, read_log, write_json, write_jsonl
+from distill.files import (DataError, append_log, atomic_write_text, file_digest, log_lines, read_json, read_jsonl,
+                           read_log, write_json, write_jsonl)
 
 
 def test_atomic_write_creates_folders_and_leaves_no_temporary_file(tmp_path):
@@ -91,3 +94,89 @@ def test_an_append_log_survives_a_torn_last_line_and_resumes_cleanly(tmp_path):
 
 def test_read_log_of_a_missing_file_is_empty(tmp_path):
     assert list(read_log(tmp_path / "none.jsonl")) == []
+
+
+def test_write_jsonl_streams_a_generator_and_a_failure_midway_keeps_the_old_file(tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", ({"i": i} for i in range(3)))
+    assert read_jsonl(path) == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+    def broken():
+        yield {"i": 9}
+        raise RuntimeError("source failed")
+
+    with pytest.raises(RuntimeError, match="source failed"):
+        write_jsonl(path, broken())
+    assert read_jsonl(path) == [{"i": 0}, {"i": 1}, {"i": 2}] and os.listdir(tmp_path) == ["r.jsonl"]
+
+
+def test_read_json_names_the_file_and_the_fix_of_a_missing_or_malformed_file(tmp_path):
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'none.json'} not found; run distill mix$"):
+        read_json(tmp_path / "none.json", "run distill mix")
+    (tmp_path / "bad.json").write_text('{"a": ')
+    with pytest.raises(DataError, match=rf"^{tmp_path / 'bad.json'} is not valid JSON \(.*\); delete it$"):
+        read_json(tmp_path / "bad.json", "delete it")
+    with pytest.raises(DataError, match="is not valid JSON"):
+        read_json(tmp_path / "bad.json", default={})  # a default stands in for a missing file only
+    with pytest.raises(DataError, match="cannot be read"):
+        read_json(tmp_path)  # a folder
+
+
+def test_read_json_of_a_missing_file_with_a_default_returns_it(tmp_path):
+    assert read_json(tmp_path / "none.json", default=None) is None
+    assert read_json(write_json(tmp_path / "x.json", {"a": "é"}), default={}) == {"a": "é"}
+
+
+def test_the_file_digest_is_the_start_of_the_sha256_of_its_bytes(tmp_path):
+    data = os.urandom(3 << 20)  # several read chunks
+    (tmp_path / "blob").write_bytes(data)
+    assert file_digest(tmp_path / "blob") == hashlib.sha256(data).hexdigest()[:16]
+
+
+def test_log_lines_resume_at_an_offset_and_wait_for_an_unfinished_last_line(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_bytes('{"i": "é"}\n{"i": 2}\n{"i": 3'.encode())
+    lines = list(log_lines(path))
+    assert [line for _, line in lines] == ['{"i": "é"}\n', '{"i": 2}\n']
+    assert lines[-1][0] == len('{"i": "é"}\n{"i": 2}\n'.encode())  # byte offsets, past each line
+    with path.open("a") as fh:
+        fh.write("}\n")  # its writer was live: the line is finished now
+    assert [line for _, line in log_lines(path, lines[-1][0])] == ['{"i": 3}\n']
+
+
+def test_read_log_skips_a_complete_line_that_is_not_json(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text('{"i": 1}\n{"i": 2, "tor\n{"i": 3}\n')
+    assert [r["i"] for r in read_log(path)] == [1, 3]
+
+
+@pytest.mark.parametrize("content", ["", "no newline at all", '{"i": 1}\n' + "x" * 200_000])
+def test_the_next_writer_cuts_an_unfinished_last_line_of_any_length(tmp_path, content):
+    path = tmp_path / "log.jsonl"
+    path.write_text(content)
+    with append_log(path) as log:
+        log.write({"i": 2})
+    assert path.read_text() == ('{"i": 1}\n' if content.startswith("{") else "") + '{"i": 2}\n'
+
+
+def test_an_append_log_keeps_the_json_options_it_is_given(tmp_path):
+    with append_log(tmp_path / "a.jsonl") as log:
+        log.write({"m": "Zoë"})
+    with append_log(tmp_path / "b.jsonl", ensure_ascii=True) as log:
+        log.write_all([{"m": "Zoë"}, {"m": "x"}])
+    assert (tmp_path / "a.jsonl").read_text(encoding="utf-8") == '{"m": "Zoë"}\n'
+    assert (tmp_path / "b.jsonl").read_text() == '{"m": "Zo\\u00eb"}\n{"m": "x"}\n'
+
+
+def test_an_append_log_synced_every_n_seconds_fsyncs_once_a_window_and_at_the_end(tmp_path, monkeypatch):
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    with append_log(tmp_path / "per-write.jsonl") as log:
+        for i in range(3):
+            log.write({"i": i})
+    assert len(synced) == 3  # the default: every write, and nothing left for the end
+    synced.clear()
+    with append_log(tmp_path / "windowed.jsonl", sync_every=3600) as log:
+        for i in range(3):
+            log.write_all([{"i": i}])
+        assert synced == [] and len(list(read_log(tmp_path / "windowed.jsonl"))) == 3  # flushed, not synced
+    assert len(synced) == 1

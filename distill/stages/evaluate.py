@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from distill.config import Config
-from distill.files import DataError, append_log, read_log, write_json, write_jsonl
+from distill.files import DataError, append_log, read_json, read_log, write_json, write_jsonl
 from distill.scoring import combine, correctness, metrics_of, score_test_set
 from distill.thoughts import FORM_NAMES, Verdict, get_form
 
@@ -218,10 +218,7 @@ def _local(path: Path, source: str, run_id: str | None = None) -> Student:
     model_dir, card_path = found
     card: dict = {}
     if card_path is not None:
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{card_path}: cannot read the student's card ({exc}); retrain or fix the file") from None
+        card = read_json(card_path, "the student's card cannot be read: retrain or fix the file")
     return Student(model_dir, card, source, run_id)
 
 

@@ -28,9 +28,9 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import Config, ConfigError
-from distill.files import DataError, read_jsonl, write_json, write_jsonl
+from distill.files import DataError, file_digest, read_json, read_jsonl, write_json, write_jsonl
 from distill.problems import Problem, load_problems
-from distill.stages.verify import file_digest, quiet_dataset_warnings
+from distill.stages.verify import quiet_dataset_warnings
 from distill.thoughts import get_form, parse_mix
 
 
@@ -95,7 +95,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> 
                                             sort_keys=True).encode()).hexdigest()[:16]
     summary_path = out / "summary.json"
     if summary_path.exists() and (out / "train.jsonl").exists():
-        previous = json.loads(summary_path.read_text())
+        previous = read_json(summary_path, "delete the mix folder to rebuild it")
         if previous.get("fingerprint") == fingerprint:
             return previous  # same inputs and settings: the files on disk are this mix
     n_rows = len(rows)
@@ -133,7 +133,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> 
     teacher = ""
     gen_summary = run_dir / "generate_summary.json"
     if gen_summary.exists():
-        teacher = json.loads(gen_summary.read_text()).get("teacher", "")
+        teacher = read_json(gen_summary).get("teacher", "")
     tags = {"distill.stage": "mix", "distill.preset": cfg.preset, "distill.mix": mix, "distill.forms": ",".join(forms),
             "distill.teacher": teacher}
     with tracker.run(f"mix-{mix}", tags, nested=True) if tracker else nullcontext(), quiet_dataset_warnings():

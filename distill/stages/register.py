@@ -24,12 +24,11 @@ Opens no MLflow run of its own. Writes ``register/<mix>.json`` {"model_name", "v
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Mapping
 
 from distill.config import Config
-from distill.files import DataError, write_json
+from distill.files import DataError, read_json, write_json
 
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, train_run_id: str | None = None,
@@ -40,8 +39,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, tra
     run_dir = Path(run_dir)
     mix = mix or (eval_summary or {}).get("mix") or cfg.mix.mix
     if eval_summary is None:
-        eval_summary = _read_json(run_dir / "eval" / mix / "summary.json",
-                                  f"evaluate the student first: distill evaluate --preset {cfg.preset} --mix {mix}")
+        eval_summary = read_json(run_dir / "eval" / mix / "summary.json",
+                                 f"evaluate the student first: distill evaluate --preset {cfg.preset} --mix {mix}")
     train_run_id = train_run_id or eval_summary.get("train_run_id") or _student_run_id(run_dir, mix)
     if not train_run_id:
         raise DataError(f"no training run id for mix {mix!r} in eval/{mix}/summary.json or "
@@ -121,24 +120,15 @@ def _teacher(cfg: Config, run_dir: Path, train_tags: Mapping[str, str]) -> str:
         return train_tags["distill.teacher"]
     gen = run_dir / "generate_summary.json"
     if gen.exists():
-        teacher = json.loads(gen.read_text()).get("teacher")
+        teacher = read_json(gen).get("teacher")
         if teacher:
             return str(teacher)
     return cfg.teacher.name if cfg.teacher.name == "gold" else f"{cfg.teacher.name}:{cfg.teacher.model}"
 
 
-def _read_json(path: Path, hint: str) -> dict:
-    if not path.exists():
-        raise DataError(f"{path} not found; {hint}")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc}); {hint}") from None
-
-
 def _student_run_id(run_dir: Path, mix: str) -> str | None:
     path = run_dir / "students" / mix / "summary.json"
-    return json.loads(path.read_text()).get("run_id") if path.exists() else None
+    return read_json(path, default={}).get("run_id")
 
 
 def _logged_model_uri(client, train_run, model_uri: str) -> str:

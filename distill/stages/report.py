@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.config import Config
-from distill.files import DataError, atomic_write_text
+from distill.files import DataError, atomic_write_text, read_json
 
 MIXES = ("cot", "pot", "eot", "etd")
 STUDENT_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD", "etd": "ETD"}
@@ -182,7 +182,6 @@ def collect(cfg: Config, parent_run_id: str | None = None) -> Results:
 
 def _correctness(cfg: Config, run_id: str) -> dict:
     """test_set -> the evaluate run's eval/<test_set>/correct.json; test sets without one are left out."""
-    import json
     import tempfile
 
     import mlflow
@@ -199,7 +198,7 @@ def _correctness(cfg: Config, run_id: str) -> dict:
                 continue
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/correct.json",
                                                        dst_path=tmp, tracking_uri=cfg.tracking_uri)
-            out[folder.split("/", 1)[1]] = json.loads(Path(path).read_text())
+            out[folder.split("/", 1)[1]] = read_json(path)
     return out
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from distill.config import Config, flatten, replace
-from distill.files import write_json
+from distill.files import DataError, read_json, write_json
 
 MIXES = ("cot", "pot", "eot", "etd")
 """The four students of the paper: CoTD, PoTD, EoTD and ETD (all three forms)."""
@@ -158,10 +158,11 @@ def _marker_path(run_dir: Path, step: Step) -> Path:
     return run_dir / "reproduce" / "done" / f"{step.name}.json"
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_state(path: Path) -> dict | None:
+    """A state file of an earlier invocation, or None when it is missing or unreadable (start afresh)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_json(path, default=None)
+    except DataError:
         return None
 
 
@@ -183,7 +184,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
     state_dir = run_dir / "reproduce"
 
     resume_id = None
-    previous = _read_json(state_dir / "parent.json")
+    previous = _read_state(state_dir / "parent.json")
     if fresh:
         log("reproduce: --fresh: a new parent run; every step runs again")
     elif previous and not os.environ.get("MLFLOW_RUN_ID"):
@@ -215,7 +216,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
             f"run dir {run_dir}, parent run {parent_id}, store {tracker.uri}")
 
         for i, step in enumerate(steps, 1):
-            marker = _read_json(_marker_path(run_dir, step))
+            marker = _read_state(_marker_path(run_dir, step))
             report_missing = step.stage == "report" and not (Path(report_dir) / "results.md").exists()
             if not fresh and not report_missing and _marker_valid(marker, digest, store):
                 timings[step.name] = {"seconds": marker.get("seconds", 0.0), "skipped": True}

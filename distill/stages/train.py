@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distill.config import Config, ConfigError, TrainConfig, flatten
-from distill.files import DataError, read_jsonl, write_json
+from distill.files import DataError, file_digest, read_json, read_jsonl, write_json
 
 ROW_FIELDS = ("id", "form", "input", "target", "gold")
 BUDGET_FIELDS = ("epochs", "max_steps", "max_minutes", "val_generate_limit", "log_every")
@@ -250,10 +250,6 @@ def validation_accuracy(model, tokenizer, rows: Sequence[dict], *, batch_size: i
 
 # --- files: digests, atomic folders ------------------------------------------------------------------
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def config_digest(tcfg: TrainConfig, mix: str, data_digest: str, exclude: Sequence[str] = ()) -> str:
     fields = {k: v for k, v in asdict(tcfg).items() if k not in exclude}
     blob = json.dumps({"train": fields, "mix": mix, "data": data_digest}, sort_keys=True, default=str)
@@ -369,7 +365,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     ckpt_dir = out / "checkpoints"
     summary_path = out / "summary.json"
     if summary_path.exists():
-        done = json.loads(summary_path.read_text())
+        done = read_json(summary_path, "delete it to retrain")
         if done.get("config_digest") == digest:
             _say(f"{summary_path} is complete for this config and data; skipping (delete it to retrain)")
             return {**done, "skipped": True}
@@ -384,7 +380,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
     # resume: the last checkpoint, if it was written by this config (budget fields aside) on this data
     resume_file = ckpt_dir / "resume.json"
-    resume = json.loads(resume_file.read_text()) if resume_file.is_file() else {}
+    resume = read_json(resume_file, default={})
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     if last and resume.get("resume_digest") != resume_digest:
         _say(f"{ckpt_dir} was trained with another config or data; starting afresh")

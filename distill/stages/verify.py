@@ -27,7 +27,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from distill.config import Config
-from distill.files import DataError, read_jsonl, write_json, write_jsonl
+from distill.files import DataError, file_digest, read_json, read_jsonl, write_json, write_jsonl
 from distill.shards import shard_files
 from distill.stages.generate import SAMPLES, latest_samples
 from distill.thoughts import FORM_NAMES, get_form, sandbox
@@ -44,10 +44,6 @@ def quiet_dataset_warnings():
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         yield
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _input_digest(rows: list[dict], version: int, cfg: Config) -> str:
@@ -115,7 +111,7 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
             digest_in = _input_digest(rows, version, cfg)
             state_path = out / "state" / f"{name}.json"
             dropped_path = out / "state" / f"{name}.dropped.jsonl"
-            state = json.loads(state_path.read_text()) if state_path.exists() else {}
+            state = read_json(state_path, "delete it to verify again", default={})
             if state.get("input_digest") == digest_in and (out / f"{name}.jsonl").exists() and dropped_path.exists():
                 dropped = read_jsonl(dropped_path)
                 stats = state["summary"]

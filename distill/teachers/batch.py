@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from distill.files import read_jsonl, write_json, write_jsonl
+from distill.files import read_json, read_jsonl, write_json, write_jsonl
 from distill.teachers import Job, request_hash
 
 ENDPOINT = "/v1/chat/completions"
@@ -30,7 +30,7 @@ def _jobs_path(run_dir: Path) -> Path:
 
 def load_jobs(run_dir: Path) -> list[dict]:
     path = _jobs_path(run_dir)
-    return json.loads(path.read_text()) if path.exists() else []
+    return read_json(path, default=[])
 
 
 def submit(teacher, run_dir: Path, jobs: Sequence[Job], metadata: dict | None = None) -> dict:

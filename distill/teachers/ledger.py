@@ -12,8 +12,6 @@ and everything already paid for is stored.
 """
 from __future__ import annotations
 
-import json
-import os
 import threading
 from pathlib import Path
 
@@ -33,7 +31,6 @@ class Ledger:
         self.run_cost = 0.0
         self.reserved = 0.0
         self._lock = threading.Lock()
-        self._fenced = False
         if budget is not None and model not in self.prices:
             from distill.config import ConfigError
 
@@ -91,14 +88,9 @@ class Ledger:
         return entries
 
     def _append(self, entries: list[dict]) -> None:
-        if not self._fenced:  # a torn last line from a crash: cut it before appending (files.append_log)
-            with append_log(self.path):
-                pass
-            self._fenced = True
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(e) + "\n" for e in entries))
-            fh.flush()
-            os.fsync(fh.fileno())
+        # one write and one fsync per group of calls; the ledger has always been written ASCII-escaped
+        with append_log(self.path, ensure_ascii=True) as log:
+            log.write_all(entries)
 
     def release(self, amount: float) -> None:
         with self._lock:

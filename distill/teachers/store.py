@@ -18,9 +18,10 @@ one host (it uses shared memory): shards on several hosts give each host its own
 
 The former ``<store_dir>/completions.jsonl`` is still read: on opening, the lines appended since the
 last import (its byte offset is kept in table ``meta``) are imported, so an existing cache keeps
-working and an older writer appending to it is picked up on the next open. A torn line (a crash
-mid-write) is skipped and counted in ``skipped_lines``; a last line without its newline is left
-for later (its writer may still be live). ``export_jsonl`` (``python -m distill.teachers.store export
+working and an older writer appending to it is picked up on the next open. It is read as every
+append log is (``distill.files``): a last line without its newline is not yet a record and is left
+for later (its writer may still be live), and a torn line (a crash mid-write) is skipped and
+counted in ``skipped_lines``. ``export_jsonl`` (``python -m distill.teachers.store export
 OUT.jsonl``) writes the records back out in that format, for the replay teacher.
 """
 from __future__ import annotations
@@ -32,6 +33,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from distill.files import log_lines, write_jsonl
 
 BUSY_TIMEOUT_MS = 60_000  # a writer waits this long for another shard's commit before failing loudly
 _COLUMNS = ("hash", "request", "raw", "usage", "source", "time")
@@ -68,21 +71,16 @@ class CompletionStore:
         with self._transaction():  # IMMEDIATE: two processes opening at once import each line once
             row = self._db.execute("SELECT value FROM meta WHERE key = 'jsonl_offset'").fetchone()
             offset = int(row[0]) if row else 0
-            with self.legacy_path.open("rb") as fh:
-                fh.seek(offset)
-                for line in fh:
-                    if not line.endswith(b"\n"):
-                        break  # an unfinished last line: its writer may still be live
-                    offset += len(line)
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError:
-                        self.skipped_lines += 1  # a torn line from a crash: that request is simply asked again
-                        continue
-                    if isinstance(record, dict) and "hash" in record:
-                        # last one wins, as the in-memory store read it
-                        self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
-                                         _row(record))
+            for offset, line in log_lines(self.legacy_path, offset):  # an unfinished last line waits
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    self.skipped_lines += 1  # a torn line from a crash: that request is simply asked again
+                    continue
+                if isinstance(record, dict) and "hash" in record:
+                    # last one wins, as the in-memory store read it
+                    self._db.execute("INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?, ?)",
+                                     _row(record))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('jsonl_offset', ?)", (str(offset),))
 
     # -- reading -----------------------------------------------------------------------------------
@@ -140,16 +138,16 @@ class CompletionStore:
     def export_jsonl(self, path: str | Path) -> int:
         """Write every record as one JSON line (the former completions.jsonl format, which the replay
         teacher reads: ``--teacher replay --replay-file PATH``), streamed and atomic; returns the count."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
         count = 0
+
+        def records() -> Iterator[dict]:
+            nonlocal count
+            for row in self._db.execute("SELECT * FROM completions ORDER BY rowid"):
+                count += 1
+                yield _record(row)
+
         with self._lock:
-            cursor = self._db.execute("SELECT * FROM completions ORDER BY rowid")
-            with tmp.open("w", encoding="utf-8") as out:
-                for row in cursor:
-                    out.write(json.dumps(_record(row), ensure_ascii=False) + "\n")
-                    count += 1
-        tmp.replace(path)
+            write_jsonl(path, records())
         return count
 
     def close(self) -> None:
