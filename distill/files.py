@@ -1,22 +1,24 @@
-"""Reading and writing the project's files: JSON and JSONL with errors that name the file, atomic
-writes, append-only logs and file digests. Every stage reads and writes its files through here.
+"""Reading and writing the project's data files: JSON and JSONL with errors that name the file and the
+fix, atomic writes, append-only logs and file digests. It owns the formats' mechanics (the json.dumps
+options, the torn-tail policy), not what any file holds; it writes only the paths it is given.
 
-Whole files: every file a stage produces is written to a temporary name in the same folder and then
+Whole files: a file a stage produces is written to a temporary name in the same folder and then
 renamed (``atomic_open``, ``atomic_write_text``, ``write_json``, ``write_jsonl``), so a crash leaves
 either the old file or the new one, never half of one. ``read_json`` and ``read_jsonl`` read them back;
-a missing or malformed file is a ``DataError`` naming the file and the fix.
+a missing or malformed file is a ``DataError`` naming the file and the fix. ``file_digest`` names a
+file's exact content (mixes, verified data).
 
-Append-only JSONL logs (samples, the cost ledger, evaluation answers, the former completion store)
-are written by ``append_log`` only: each write is flushed at once (it survives ``kill -9`` of the
-writer) and fsynced either per write (the default) or at most every ``sync_every`` seconds (a
-caller that can lose the last seconds to an OS crash, because it can get them back). One torn-tail
-policy holds for every reader and writer of such a log:
+Append-only JSONL logs (samples, the cost ledger, evaluation answers) are written by ``append_log``
+only: each write is flushed at once (it survives ``kill -9`` of the writer) and fsynced either per
+write (the default) or at most every ``sync_every`` seconds (for a caller that can afford to lose the
+last seconds to an OS crash because it gets them back). One torn-tail policy holds for every reader
+and writer of such a log, the former completion store's ``completions.jsonl`` included:
 
 - a last line without its newline is not yet a record: readers (``read_log``, ``log_lines``) skip
   it, because its writer may still be live or was killed mid-write; the next writer cuts it off
   before it appends (``append_log``), so a record always starts on a line of its own;
-- a complete line that is not valid JSON (a torn write in the middle, from an older writer that
-  did not cut) is skipped by ``read_log``; ``log_lines`` hands it to the caller, which may count it.
+- a complete line that is not valid JSON (a torn write in the middle, left by a writer that did not
+  cut) is skipped by ``read_log``; ``log_lines`` hands it to the caller, which may count it.
 
 That is how stages resume after ``kill -9``: what a log holds is what was done.
 """
