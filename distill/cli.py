@@ -451,7 +451,7 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     """
     from distill.stages import evaluate as stage
 
-    cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "evaluate.test_sets": test_sets,
+    cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "data.test_sets": test_sets,
                              "evaluate.limit": limit, "evaluate.batch_size": batch_size,
                              "evaluate.max_new_tokens": max_new_tokens})
     from distill.shards import merge_evaluation, parse_shard
