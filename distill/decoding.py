@@ -25,7 +25,8 @@ def length_order(lengths: Sequence[int]) -> list[int]:
 
 def is_causal(model) -> bool:
     """True for a decoder-only model (its config says it is not an encoder-decoder)."""
-    return not model.config.is_encoder_decoder
+    config = getattr(model, "config", None)
+    return config is not None and not getattr(config, "is_encoder_decoder", False)
 
 
 def encode_prompts(tokenizer, inputs: Sequence[str], *, causal: bool, max_len: int,
@@ -73,7 +74,7 @@ def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int =
     if not inputs:
         return
     causal = is_causal(model)
-    chat = bool(getattr(model.config, "distill_chat_template", False))  # absent on a model not built by distill
+    chat = bool(getattr(getattr(model, "config", None), "distill_chat_template", False))
     encoded = encode_prompts(tokenizer, inputs, causal=causal, max_len=max_source_len, chat_template=chat)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -30,7 +30,7 @@ from pathlib import Path
 from distill.config import Config, ConfigError
 from distill.files import DataError, read_jsonl, write_json, write_jsonl
 from distill.problems import Problem, load_problems
-from distill.stages.verify import file_digest, quiet_dataset_warnings
+from distill.stages.verify import file_digest
 from distill.thoughts import get_form, parse_mix
 
 
@@ -136,7 +136,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> 
         teacher = json.loads(gen_summary.read_text()).get("teacher", "")
     tags = {"distill.stage": "mix", "distill.preset": cfg.preset, "distill.mix": mix, "distill.forms": ",".join(forms),
             "distill.teacher": teacher}
-    with tracker.run(f"mix-{mix}", tags, nested=True) if tracker else nullcontext(), quiet_dataset_warnings():
+    with tracker.run(f"mix-{mix}", tags, nested=True) if tracker else nullcontext():
         if tracker:
             tracker.log_params({"mix.mix": mix, "mix.val_fraction": cfg.mix.val_fraction, "mix.seed": cfg.mix.seed,
                                 "mix.decontaminate": cfg.mix.decontaminate, "mix.overlap_n": cfg.mix.overlap_n,
