@@ -1,5 +1,9 @@
 """Command line: a thin click group, one command per stage. Each command builds a Config and
-calls the stage's ``run(cfg, run_dir, tracker)``; no logic lives here.
+calls the stage's ``run(cfg, run_dir, tracker)``, then prints what it returned; no logic lives here.
+
+Reads only its options (and, through the stages, what they read); writes nothing itself. It stays
+one file, long as it is, because it is the one place where every command's options and help text
+can be read side by side, as ``distill --help`` lists them; each command is short.
 """
 from __future__ import annotations
 
