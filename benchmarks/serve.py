@@ -197,7 +197,7 @@ def main() -> None:
         register.run(cfg, tmp / "runs", tracker, train_run_id=run_id, log=lambda _: None,
                      eval_summary={"mix": card["mix"], "forms": card["forms"], "train_run_id": run_id,
                                    "selected_form": selected,
-                                   "metrics": {f"{t}/selected/accuracy": 0.0 for t in cfg.evaluate.test_sets}})
+                                   "metrics": {f"{t}/selected/accuracy": 0.0 for t in cfg.data.test_sets}})
         promote.run(cfg, tmp / "runs", tracker, mix=card["mix"], log=lambda _: None)
 
         def record(i: int) -> dict:

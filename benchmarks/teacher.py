@@ -3,12 +3,12 @@
 
 Every answer goes the full way: request, raw response appended to the completion store (fsynced),
 ledger entry, parse. The server runs in its own process (as a real one would: it must not share our
-GIL), and one untimed warm-up call pays the one-time imports first. Target (issue #4): at least 80%
-of the ideal at concurrency 32.
+GIL), and one untimed warm-up call pays the one-time imports first. Target: at least 80%
+of the ideal (the client must not be what limits a run) at concurrency 32.
 
     python benchmarks/teacher.py [--latency 0.2] [--concurrency 1 32] [--seconds 3]
 
-Store (issue #13): ``--store-entries 100000`` (the default; 0 skips it) also measures the completion
+Store: ``--store-entries 100000`` (the default; 0 skips it) also measures the completion
 store holding that many responses: the time to open it, the time per lookup of a stored hash (hit)
 and of an absent one (miss), and the memory it holds (RSS of a fresh process after opening and
 looking up, minus before), for the SQLite store (distill/teachers/store.py) against the former

@@ -13,8 +13,8 @@ and torch threads, one epoch each, in the same process:
 - ``distill train``: the stage itself (``distill.stages.train.run``: the library plus the stage's
   callbacks, on a mix without validation rows), its examples/s from the Trainer's own runtime.
 
-Prints the rates and two ratios: hand loop / library (the project keeps its own loop only if this
-is at least 1.5, issue 12) and distill train / library (what the stage's callbacks cost).
+Prints the rates and two ratios: hand loop / library (a hand loop is worth keeping over the ecosystem's
+Trainer only if this is at least 1.5) and distill train / library (what the stage's callbacks cost).
 
     python benchmarks/train.py                                   # runs/tiny/mix/etd/train.jsonl if present
     python benchmarks/train.py --data runs/tiny/mix/etd/train.jsonl --rows 512 --students tiny

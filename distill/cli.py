@@ -1,5 +1,9 @@
 """Command line: a thin click group, one command per stage. Each command builds a Config and
-calls the stage's ``run(cfg, run_dir, tracker)``; no logic lives here.
+calls the stage's ``run(cfg, run_dir, tracker)``, then prints what it returned; no logic lives here.
+
+Reads only its options (and, through the stages, what they read); writes nothing itself. It stays
+one file, long as it is, because it is the one place where every command's options and help text
+can be read side by side, as ``distill --help`` lists them; each command is short.
 """
 from __future__ import annotations
 
@@ -180,28 +184,6 @@ def _reasons_table(verdicts) -> str:
     return "\n".join(lines)
 
 
-def _check_verify_files(file: str, output: str | None, hint: str) -> None:
-    """File mode's input must be UTF-8 JSONL text with a record, and --output must not be the input;
-    otherwise one DataError line (exit 2) before anything is read further or written."""
-    from pathlib import Path
-
-    src = Path(file)
-    if output and (Path(output).resolve() == src.resolve()
-                   or (Path(output).exists() and os.path.samefile(output, src))):
-        raise DataError(f"--output {output} is the input file; verdicts would replace the completions. "
-                        "Give another path, e.g. --output verdicts.jsonl")
-    data = src.read_bytes()
-    if b"\x00" in data:
-        raise DataError(f"{file}: a binary file (it contains NUL bytes), not JSONL text. {hint}")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{file}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                        "save it as UTF-8 JSONL") from None
-    if not text.strip():
-        raise DataError(f"{file}: no records (the file is empty). {hint}")
-
-
 @main.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False, exists=True))
 @common_options
@@ -244,41 +226,10 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
         return
     if thought is None:
         raise click.UsageError("--thought {cot,pot,eot} is required with FILE")
-    from tqdm.auto import tqdm
-
-    from distill.answers import parse_number
-    from distill.files import read_jsonl, write_jsonl
-    from distill.thoughts import get_form, sandbox
+    from distill.stages.verify import verify_file
 
     cfg = load(*cfg_args, **overrides)
-    hint = 'Each line needs {"question", "completion", "answer"} and optionally "id".'
-    _check_verify_files(file, output, hint)
-    rows = read_jsonl(file, required=("completion",), hint=hint)
-    golds = []
-    for lineno, row in enumerate(rows, 1):
-        raw = row.get("answer", row.get("gold"))  # "gold": a samples.jsonl of the pipeline reads as is
-        if raw is None:
-            raise DataError(f"{file}: record {lineno}: missing field 'answer'. {hint}")
-        gold = parse_number(raw)
-        if gold is None:
-            raise DataError(f"{file}: record {lineno}: answer {raw!r} is not a number")
-        golds.append(gold)
-    form = get_form(thought)
-    sandbox.configure(workers=cfg.verify.workers)
-    # cot reads a number from text; pot and eot run in the sandbox, whose isolation the reader should know
-    isolation = sandbox.isolation() if thought in ("pot", "eot") else f"not used ({thought} runs no program)"
-    verdicts = []
-    step = 512  # batches keep the sandbox's workers busy and the progress bar moving
-    with tqdm(total=len(rows), desc=f"verify {thought}", unit="line", disable=None) as bar:
-        for k in range(0, len(rows), step):
-            batch = [str(r["completion"] or "") for r in rows[k:k + step]]
-            verdicts += form.verify_many(batch, golds[k:k + step], timeout=cfg.verify.timeout,
-                                         strict=cfg.verify.strict)
-            bar.update(len(batch))
-    records = [{"id": r.get("id", r.get("problem_id", k)), "gold": g, **v.to_dict()}
-               for k, (r, g, v) in enumerate(zip(rows, golds, verdicts))]
-    if output:
-        write_jsonl(output, records)
+    form, verdicts, isolation = verify_file(cfg, file, thought, output)
     n, correct = len(verdicts), sum(v.correct for v in verdicts)
     counts: dict[str, int] = {}
     for v in verdicts:
@@ -451,7 +402,7 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     """
     from distill.stages import evaluate as stage
 
-    cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "evaluate.test_sets": test_sets,
+    cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "data.test_sets": test_sets,
                              "evaluate.limit": limit, "evaluate.batch_size": batch_size,
                              "evaluate.max_new_tokens": max_new_tokens})
     from distill.shards import merge_evaluation, parse_shard

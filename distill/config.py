@@ -34,6 +34,8 @@ class DataConfig:
     """Folder with gsm8k/, svamp/, asdiv/, multiarith/ (see README "Data"). DISTILL_DATA_DIR overrides it."""
     train_set: str = "gsm8k"
     test_sets: tuple[str, ...] = ("gsm8k", "asdiv", "svamp", "multiarith")
+    """The benchmarks a run reports on: the mix stage checks each for overlap with the training
+    problems and the evaluate stage scores each (``evaluate --test-sets`` narrows one evaluation)."""
     limit_train: int | None = None
     """Use only the first N training problems (smoke runs); None means all."""
     hub: bool = True
@@ -185,7 +187,6 @@ class TrainConfig:
 class EvaluateConfig:
     forms: tuple[str, ...] = ()
     """Forms to ask for; empty means every form the student was trained on."""
-    test_sets: tuple[str, ...] = ("gsm8k", "asdiv", "svamp", "multiarith")
     limit: int | None = None
     """Evaluate only the first N problems of each test set (quick runs); None means all."""
     batch_size: int = 32

@@ -1,6 +1,6 @@
 """The report's plots, drawn from a ``distill.stages.report.Results`` (the MLflow store's view).
 
-What each plot promises a reader (issue 14): a legend; n in every title or label; 95% confidence
+What each plot promises a reader, so that no difference is read into noise: a legend; n in every title or label; 95% confidence
 intervals as error bars; the constant-answer baseline as a line with its own legend entry; a bar
 that scored 0 is marked "0" and a value that was never measured says "n/a"; the accuracy axis
 starts at 0 and ends above the highest interval, so noise does not look like a difference; loss

@@ -100,7 +100,7 @@ def pick(values: str | Sequence[str] | None, shard: Shard | None) -> str | None:
 def merge_evaluation(cfg, run_dir: Path, mix: str, student: str | None = None) -> dict:
     """Join the shards of ``<run_dir>/eval/<mix>/shard-<i>-of-<n>/`` into the unsharded logs
     ``<run_dir>/eval/<mix>/<test_set>/<form>.jsonl``, after checking that all n shards scored every
-    problem of ``cfg.evaluate.test_sets`` (first ``evaluate.limit``) with this very student (same weight
+    problem of ``cfg.data.test_sets`` (first ``evaluate.limit``) with this very student (same weight
     and decoding digest). The evaluate stage run after it finds every problem answered, so it logs
     the metrics one process would have logged, computed by the same code, without generating again.
 
@@ -133,7 +133,7 @@ def merge_evaluation(cfg, run_dir: Path, mix: str, student: str | None = None) -
 
     forms = choose_forms(cfg.evaluate.forms, found_student.card, found_student)
     imported = 0
-    for test_set in cfg.evaluate.test_sets:
+    for test_set in cfg.data.test_sets:
         problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
         if cfg.evaluate.limit:
             problems = problems[: cfg.evaluate.limit]

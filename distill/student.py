@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable
 
 from distill.files import read_json
+from distill.decoding import is_causal
 
 TINY = "tiny"
 TINY_CAUSAL = "tiny-causal"
@@ -128,8 +129,7 @@ def build_tiny_causal(texts: Iterable[str], *, d_model: int = 128, layers: int =
 
 def student_kind(model) -> str:
     """seq2seq or causal, from the model's config (``is_encoder_decoder``)."""
-    config = getattr(model, "config", None)
-    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+    return "causal" if is_causal(model) else "seq2seq"
 
 
 def read_student_info(path: str | Path) -> dict:

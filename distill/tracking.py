@@ -105,8 +105,8 @@ class Tracker:
         return dataset.digest
 
 
-# Warnings MLflow 3.17 gives on every call of ours, each harmless here (issue 14: they buried the
-# progress lines of `make reproduce`). Silenced only around the calls that trigger them, by message:
+# Warnings MLflow 3.17 gives on every call of ours, each harmless here (they buried the progress
+# lines of `make reproduce`). Silenced only around the calls that trigger them, by message:
 DATASET_SOURCE_AMBIGUOUS = r"The specified dataset source can be interpreted in multiple ways"
 """A local path as a dataset source: MLflow's two local sources both claim it and it takes the first,
 which is the one we mean (the file the rows came from)."""

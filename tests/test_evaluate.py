@@ -60,9 +60,10 @@ def save_student(folder: Path, forms=FORM_NAMES, seed: int = 0, versions: dict |
     return folder
 
 
-def make_cfg(data_dir: Path, limit: int = 2, **evaluate):
+def make_cfg(data_dir: Path, limit: int = 2, test_sets: tuple[str, ...] | None = None, **evaluate):
     cfg = load_config(None, [f"data.data_dir={data_dir}", "data.hub=false"])
-    return replace(cfg, evaluate={"limit": limit, "batch_size": 4, "max_new_tokens": 12, **evaluate})
+    data = {"test_sets": test_sets} if test_sets else {}
+    return replace(cfg, data=data, evaluate={"limit": limit, "batch_size": 4, "max_new_tokens": 12, **evaluate})
 
 
 class StubForm:

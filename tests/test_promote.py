@@ -177,7 +177,7 @@ def test_a_smoke_run_never_outranks_a_full_run(env):
     limit = str(full_cfg.evaluate.limit or "all")
     full = add_version(client, "etd", preset="tiny", eval_limit=limit, val__selected__accuracy=0.30)
     smoke = add_version(client, "etd", preset="smoke", eval_limit=str(smoke_cfg.evaluate.limit or "all"),
-                        coverage=smoke_cfg.evaluate.test_sets, val__selected__accuracy=0.90)
+                        coverage=smoke_cfg.data.test_sets, val__selected__accuracy=0.90)
     partial = add_version(client, "etd", preset="tiny", eval_limit=limit, coverage=("gsm8k",),
                           val__selected__accuracy=0.95)
     result = promote.run(full_cfg, run_dir, tracker, log=quiet)

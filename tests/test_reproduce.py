@@ -90,7 +90,7 @@ def test_constant_baseline_answers_the_most_common_training_answer_on_the_evalua
     top = Counter(p.answer for p in train).most_common(1)[0][1]
     assert Counter(p.answer for p in train)[baseline["answer"]] == top
     assert baseline["train_n"] == 40
-    assert baseline["n"] == {name: 3 for name in smoke.evaluate.test_sets}
+    assert baseline["n"] == {name: 3 for name in smoke.data.test_sets}
     gsm8k = load("gsm8k", "test", smoke.data_path).problems[:3]
     assert baseline["accuracy"]["gsm8k"] == sum(p.answer == baseline["answer"] for p in gsm8k) / 3
 

@@ -87,7 +87,7 @@ def publish_student(tmp: Path, uri: str, *, best: float = 0.25, **student) -> di
         run_id = tracker.run_id
     summary = {"mix": card["mix"], "forms": card["forms"], "train_run_id": run_id, "data_digest": "d",
                "selected_form": selected,
-               "metrics": {f"{t}/selected/accuracy": best for t in cfg.evaluate.test_sets}}
+               "metrics": {f"{t}/selected/accuracy": best for t in cfg.data.test_sets}}
     register.run(cfg, tmp / "runs", tracker, train_run_id=run_id, eval_summary=summary, log=lambda _: None)
     result = promote.run(cfg, tmp / "runs", tracker, log=lambda _: None)
     mlflow.set_tracking_uri(None)  # back to MLFLOW_TRACKING_URI for the tests that follow

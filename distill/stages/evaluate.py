@@ -5,7 +5,7 @@ new tokens, batched and sorted by input length: distill/decoding.py), and the an
 same form module that verified the training data (``get_form(form).verify_many``: same sandbox,
 same solver, same number normaliser), so a number means the same thing in training and evaluation.
 
-Student (``student=``): a folder (``students/<mix>/`` with ``model/`` and ``card.json``, or the
+The student (``student=``): a folder (``students/<mix>/`` with ``model/`` and ``card.json``, or the
 model folder itself), an MLflow model URI (``models:/distill-student/3``, ``models:/distill-student@champion``,
 ``runs:/<id>/model``) or a training run id; the default is ``<run_dir>/students/<mix>/``.
 MLflow artifacts are downloaded and searched for a ``card.json`` beside a ``model/`` folder.
@@ -55,7 +55,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass(frozen=True)
-class Student:
+class StudentFolder:
     """A student model folder found on disk (maybe just downloaded) and what its card says."""
 
     model_dir: Path
@@ -68,7 +68,7 @@ class Student:
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
         log=None, shard=None) -> dict:
-    """Evaluate one student on ``cfg.evaluate.test_sets``; return the summary dict (also in summary.json).
+    """Evaluate one student on ``cfg.data.test_sets``; return the summary dict (also in summary.json).
 
     ``shard`` (a distill.shards.Shard): only that share of each test set's problems, written under
     ``eval/<mix>/shard-<i>-of-<n>/``; ``distill.shards.merge_evaluation`` joins the shards."""
@@ -76,9 +76,9 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     run_dir = Path(run_dir)
-    unknown = [t for t in cfg.evaluate.test_sets if t not in LOADERS]
+    unknown = [t for t in cfg.data.test_sets if t not in LOADERS]
     if unknown:
-        raise DataError(f"unknown test set {unknown[0]!r} in evaluate.test_sets; valid: {', '.join(LOADERS)}")
+        raise DataError(f"unknown test set {unknown[0]!r} in data.test_sets; valid: {', '.join(LOADERS)}")
     requested_mix = mix or cfg.mix.mix
     with ExitStack() as stack:
         found = resolve_student(student or None, run_dir, requested_mix, cfg.tracking_uri, stack)
@@ -113,7 +113,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
     def body(run_id: str | None) -> dict:
         results: dict[str, dict] = {}
         metrics: dict[str, float] = {}
-        for test_set in cfg.evaluate.test_sets:
+        for test_set in cfg.data.test_sets:
             problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
             if cfg.evaluate.limit:
                 problems = problems[: cfg.evaluate.limit]
@@ -171,7 +171,7 @@ def selected_form(card: Mapping, forms: Sequence[str]) -> str | None:
 
 # --- finding and loading the student ---------------------------------------------------------
 
-def resolve_student(spec: str | None, run_dir: Path, mix: str, tracking_uri: str, stack: ExitStack) -> Student:
+def resolve_student(spec: str | None, run_dir: Path, mix: str, tracking_uri: str, stack: ExitStack) -> StudentFolder:
     """The student folder for ``spec``; MLflow artifacts are downloaded into a temporary folder
     that lives as long as ``stack``."""
     if not spec:
@@ -210,7 +210,7 @@ def find_student_dir(root: Path) -> tuple[Path, Path | None] | None:
     return None
 
 
-def _local(path: Path, source: str, run_id: str | None = None) -> Student:
+def _local(path: Path, source: str, run_id: str | None = None) -> StudentFolder:
     found = find_student_dir(path)
     if found is None:
         raise DataError(f"{path}: no student found (expected model/ with config.json and card.json beside it, "
@@ -219,10 +219,10 @@ def _local(path: Path, source: str, run_id: str | None = None) -> Student:
     card: dict = {}
     if card_path is not None:
         card = read_json(card_path, "the student's card cannot be read: retrain or fix the file")
-    return Student(model_dir, card, source, run_id)
+    return StudentFolder(model_dir, card, source, run_id)
 
 
-def _from_mlflow(spec: str, tracking_uri: str, stack: ExitStack) -> Student:
+def _from_mlflow(spec: str, tracking_uri: str, stack: ExitStack) -> StudentFolder:
     # downloading artifacts is not logging, so this reads mlflow directly (tracking.py only logs)
     import mlflow
 
@@ -271,7 +271,7 @@ def _model_version_run(mlflow, spec: str) -> str | None:
     return version.run_id or None
 
 
-def choose_forms(requested: Sequence[str], card: Mapping, found: Student) -> tuple[str, ...]:
+def choose_forms(requested: Sequence[str], card: Mapping, found: StudentFolder) -> tuple[str, ...]:
     """The forms to ask for: ``requested`` or, if empty, every form on the card; checked against the
     card's versions, because a student answers only the instruction (and format) it was trained on."""
     card_forms = card.get("forms") or {}

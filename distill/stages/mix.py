@@ -30,7 +30,6 @@ from pathlib import Path
 from distill.config import Config, ConfigError
 from distill.files import DataError, file_digest, read_json, read_jsonl, write_json, write_jsonl
 from distill.problems import Problem, load_problems
-from distill.stages.verify import quiet_dataset_warnings
 from distill.thoughts import get_form, parse_mix
 
 
@@ -136,7 +135,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> 
         teacher = read_json(gen_summary).get("teacher", "")
     tags = {"distill.stage": "mix", "distill.preset": cfg.preset, "distill.mix": mix, "distill.forms": ",".join(forms),
             "distill.teacher": teacher}
-    with tracker.run(f"mix-{mix}", tags, nested=True) if tracker else nullcontext(), quiet_dataset_warnings():
+    with tracker.run(f"mix-{mix}", tags, nested=True) if tracker else nullcontext():
         if tracker:
             tracker.log_params({"mix.mix": mix, "mix.val_fraction": cfg.mix.val_fraction, "mix.seed": cfg.mix.seed,
                                 "mix.decontaminate": cfg.mix.decontaminate, "mix.overlap_n": cfg.mix.overlap_n,

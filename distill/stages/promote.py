@@ -8,7 +8,7 @@ metric is refused with a ConfigError. Candidates are the versions that
   - are tagged ``distill.mix == cfg.promote.mix`` (default etd),
   - were produced under the same protocol: ``distill.preset == cfg.preset`` and ``distill.eval_limit``
     equal to ``cfg.evaluate.limit`` ("all" for no limit), so a smoke run never competes with a full one,
-  - cover every test set of ``cfg.evaluate.test_sets`` (a ``<test_set>/selected/accuracy`` tag each),
+  - cover every test set of ``cfg.data.test_sets`` (a ``<test_set>/selected/accuracy`` tag each),
   - carry the metric as a tag.
 Every other version is listed under "excluded" with the reason. The candidate with the highest value
 (a tie goes to the older version) gets the alias ``cfg.promote.alias`` when there is no champion yet,
@@ -57,7 +57,7 @@ def exclusion(tags: Mapping[str, str], cfg: Config, metric: str) -> str | None:
     for key, want in protocol(cfg).items():
         if tags.get(key) != want:
             return f"{key}={tags.get(key)!r}, not {want!r}"
-    missing = [t for t in cfg.evaluate.test_sets if _value(tags.get(f"{t}/selected/accuracy")) is None]
+    missing = [t for t in cfg.data.test_sets if _value(tags.get(f"{t}/selected/accuracy")) is None]
     if missing:
         return f"no {'/'.join(missing)} selected accuracy (evaluation incomplete)"
     if _value(tags.get(metric)) is None:

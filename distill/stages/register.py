@@ -103,7 +103,7 @@ def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_s
         "distill.commit": git_commit(),
     }
     # the verified sets' own digests stay on the verify run and in the card's data digest: a version
-    # carries only what a reader of the registry needs (issue 14)
+    # carries only what a reader of the registry needs (a screen of digests hid the accuracies)
     selected = eval_summary.get("selected_form") or card.get("best_form")
     if selected:
         tags["distill.selected_form"] = str(selected)

@@ -101,7 +101,7 @@ def constant_baseline(cfg: Config) -> dict:
     counts = Counter(p.answer for p in train)
     answer = min(counts, key=lambda a: (-counts[a], a))
     accuracy, sizes = {}, {}
-    for name in cfg.evaluate.test_sets:
+    for name in cfg.data.test_sets:
         problems = load(name, "test", cfg.data_path, hub=cfg.data.hub).problems
         if cfg.evaluate.limit:
             problems = problems[: cfg.evaluate.limit]

@@ -14,6 +14,9 @@ Data contract:
   ``verify/<form>/dropped/<reason>``; the dropped samples as a table artifact
   (``verify/dropped.json``); the verified sets as MLflow datasets ``CoTD``, ``PoTD``, ``EoTD``.
 
+File mode (``verify_file``, ``distill verify FILE --thought FORM``): reads a JSONL file of
+completions from anywhere, writes one verdict record per line to ``--output``.
+
 Resume: a form whose samples, form version and verifier settings are unchanged since its last
 verification is not verified again (``state/{form}.json`` holds the digest of its input).
 """
@@ -21,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter, defaultdict
-import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import Config
@@ -36,14 +39,6 @@ DATASET_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD"}
 TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl
 
 
-@contextmanager
-def quiet_dataset_warnings():
-    """MLflow warns that a local path could be two kinds of dataset source, and that integer columns
-    cannot hold missing values; neither matters for these sets, and the noise hides real messages."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        yield
 
 
 def _input_digest(rows: list[dict], version: int, cfg: Config) -> str:
@@ -101,7 +96,7 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
             "distill.teacher": teacher}
     summary: dict = {}
     all_dropped: list[dict] = []
-    with tracker.run("verify", tags, nested=True) if tracker else nullcontext(), quiet_dataset_warnings():
+    with tracker.run("verify", tags, nested=True) if tracker else nullcontext():
         if tracker:
             tracker.log_params({"verify.strict": cfg.verify.strict, "verify.timeout": cfg.verify.timeout,
                                 "verify.forms": ",".join(forms)})
@@ -148,3 +143,64 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
                                    for d in all_dropped], "verify/dropped.json")
             tracker.log_artifact(out / "summary.json", "verify")
     return summary
+
+
+# --- file mode: `distill verify FILE --thought FORM`, for teacher outputs produced anywhere else ----------
+
+FILE_HINT = 'Each line needs {"question", "completion", "answer"} and optionally "id".'
+FILE_BATCH = 512  # batches keep the sandbox's workers busy and the progress bar moving
+
+
+def verify_file(cfg: Config, file: str | Path, thought: str, output: str | Path | None = None):
+    """Verify the completions of a JSONL file with ``thought``'s own verifier (the pipeline's code);
+    write one verdict record per line to ``output`` when given. Returns (form, verdicts, isolation)."""
+    from tqdm.auto import tqdm
+
+    from distill.answers import parse_number
+
+    _check_file(file, output)
+    rows = read_jsonl(file, required=("completion",), hint=FILE_HINT)
+    golds = []
+    for lineno, row in enumerate(rows, 1):
+        raw = row.get("answer", row.get("gold"))  # "gold": a samples.jsonl of the pipeline reads as is
+        if raw is None:
+            raise DataError(f"{file}: record {lineno}: missing field 'answer'. {FILE_HINT}")
+        gold = parse_number(raw)
+        if gold is None:
+            raise DataError(f"{file}: record {lineno}: answer {raw!r} is not a number")
+        golds.append(gold)
+    form = get_form(thought)
+    sandbox.configure(workers=cfg.verify.workers)
+    # cot reads a number from text; pot and eot run in the sandbox, whose isolation the reader should know
+    isolation = sandbox.isolation() if thought in ("pot", "eot") else f"not used ({thought} runs no program)"
+    verdicts = []
+    with tqdm(total=len(rows), desc=f"verify {thought}", unit="line", disable=None) as bar:
+        for k in range(0, len(rows), FILE_BATCH):
+            batch = [str(r["completion"] or "") for r in rows[k:k + FILE_BATCH]]
+            verdicts += form.verify_many(batch, golds[k:k + FILE_BATCH], timeout=cfg.verify.timeout,
+                                         strict=cfg.verify.strict)
+            bar.update(len(batch))
+    if output:
+        write_jsonl(output, [{"id": r.get("id", r.get("problem_id", k)), "gold": g, **v.to_dict()}
+                             for k, (r, g, v) in enumerate(zip(rows, golds, verdicts))])
+    return form, verdicts, isolation
+
+
+def _check_file(file: str | Path, output: str | Path | None) -> None:
+    """The input must be UTF-8 JSONL text with a record, and ``output`` must not be the input;
+    otherwise one DataError line (exit 2) before anything is read further or written."""
+    src = Path(file)
+    if output and (Path(output).resolve() == src.resolve()
+                   or (Path(output).exists() and os.path.samefile(output, src))):
+        raise DataError(f"--output {output} is the input file; verdicts would replace the completions. "
+                        "Give another path, e.g. --output verdicts.jsonl")
+    data = src.read_bytes()
+    if b"\x00" in data:
+        raise DataError(f"{file}: a binary file (it contains NUL bytes), not JSONL text. {FILE_HINT}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{file}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                        "save it as UTF-8 JSONL") from None
+    if not text.strip():
+        raise DataError(f"{file}: no records (the file is empty). {FILE_HINT}")
