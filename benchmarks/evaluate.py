@@ -100,7 +100,7 @@ def main() -> None:
     questions = [p.question for p in load_problems("gsm8k", "test", args.data_dir, hub=False)[: args.problems]]
     inputs = student_inputs(questions)
     if args.student:
-        from distill.stages.evaluate import find_student_dir
+        from distill.student import find_student_dir
         from distill.student import load_student
 
         found = find_student_dir(Path(args.student))

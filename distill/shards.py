@@ -111,7 +111,8 @@ def merge_evaluation(cfg, run_dir: Path, mix: str, student: str | None = None) -
 
     from distill.files import DataError, read_log, write_jsonl
     from distill.problems import load_problems
-    from distill.stages.evaluate import choose_forms, resolve_student, student_digest
+    from distill.stages.evaluate import choose_forms, student_digest
+    from distill.student import resolve_student
 
     with ExitStack() as stack:
         found_student = resolve_student(student, Path(run_dir), mix, cfg.tracking_uri, stack)

@@ -16,15 +16,25 @@ Every student folder is written with ``save_pretrained`` (model and tokenizer in
 "adapter": bool, "base_model"}; a LoRA student saved unmerged holds the peft adapter
 (``adapter_config.json``) and, for a base built here (tiny-*), the base model under ``base/``.
 ``load_student(path)`` loads any of them.
+
+``resolve_student(spec, ...)`` finds the student a user names for evaluation: a folder
+(``students/<mix>/`` with ``model/`` and ``card.json``, or the model folder itself), an MLflow model
+URI (``models:/distill-student/3``, ``models:/distill-student@champion``, ``runs:/<id>/model``) or a
+training run id; MLflow artifacts are downloaded into a temporary folder and searched for a
+``card.json`` beside a ``model/`` folder.
 """
 from __future__ import annotations
 
 import json
+import re
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from distill.files import read_json
 from distill.decoding import is_causal
+from distill.files import DataError, read_json
 
 TINY = "tiny"
 TINY_CAUSAL = "tiny-causal"
@@ -232,3 +242,121 @@ def save_student(model, tokenizer, path: str | Path, info: dict | None = None) -
                  **(info or {})}
     (path / STUDENT_FILE).write_text(json.dumps(described, indent=2, sort_keys=True) + "\n")
     return path
+
+
+# --- finding a student: a folder, an MLflow model URI or a training run id -------------------------
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class StudentFolder:
+    """A student model folder found on disk (maybe just downloaded) and what its card says."""
+
+    model_dir: Path
+    card: dict
+    source: str
+    """What the user gave (a path, a models:/ or runs:/ URI, a run id)."""
+    run_id: str | None = None
+    """The MLflow run the artifacts came from, when known from the source."""
+
+
+def resolve_student(spec: str | None, run_dir: Path, mix: str, tracking_uri: str, stack: ExitStack) -> StudentFolder:
+    """The student folder for ``spec``; MLflow artifacts are downloaded into a temporary folder
+    that lives as long as ``stack``."""
+    if not spec:
+        default = run_dir / "students" / mix
+        if not default.exists():
+            raise DataError(f"{default}: no trained student for mix {mix!r}. Run `distill train --mix {mix}` first, "
+                            "or pass --student PATH|RUN_ID|models:/NAME/VERSION")
+        return _local(default, str(default))
+    path = Path(spec)
+    if path.exists():
+        return _local(path, spec)
+    if "://" in spec or spec.startswith(("models:/", "runs:/")) or RUN_ID_RE.match(spec):
+        return _from_mlflow(spec, tracking_uri, stack)
+    raise DataError(f"student {spec!r} is neither an existing folder, an MLflow URI (models:/NAME/VERSION, "
+                    "models:/NAME@ALIAS, runs:/RUN_ID/model) nor a 32-character run id")
+
+
+def find_student_dir(root: Path) -> tuple[Path, Path | None] | None:
+    """(model folder, card.json or None) inside ``root``, or None.
+
+    Accepts ``root/model/`` + ``root/card.json`` (the train stage's layout), a model folder with its
+    card inside or one level up, or such a layout anywhere below ``root`` (a logged MLflow model).
+    """
+    if (root / "model" / "config.json").exists() and (root / "card.json").exists():
+        return root / "model", root / "card.json"
+    if (root / "config.json").exists():
+        card = next((c for c in (root / "card.json", root.parent / "card.json") if c.exists()), None)
+        return root, card
+    for card in sorted(root.rglob("card.json"), key=lambda p: (len(p.parts), str(p))):
+        if (card.parent / "model" / "config.json").exists():
+            return card.parent / "model", card
+    for config in sorted(root.rglob("config.json"), key=lambda p: (len(p.parts), str(p))):
+        if any(config.parent.glob(f"*{s}") for s in WEIGHT_SUFFIXES):
+            card = config.parent / "card.json"
+            return config.parent, card if card.exists() else None
+    return None
+
+
+def _local(path: Path, source: str, run_id: str | None = None) -> StudentFolder:
+    found = find_student_dir(path)
+    if found is None:
+        raise DataError(f"{path}: no student found (expected model/ with config.json and card.json beside it, "
+                        "as the train stage writes under runs/<preset>/students/<mix>/)")
+    model_dir, card_path = found
+    card: dict = {}
+    if card_path is not None:
+        card = read_json(card_path, "the student's card cannot be read: retrain or fix the file")
+    return StudentFolder(model_dir, card, source, run_id)
+
+
+def _from_mlflow(spec: str, tracking_uri: str, stack: ExitStack) -> StudentFolder:
+    # downloading artifacts is not logging, so this reads mlflow directly (tracking.py only logs)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="distill-student-")))
+    run_id = None
+    if RUN_ID_RE.match(spec):
+        run_id = spec
+        uris = [f"runs:/{spec}/model", f"runs:/{spec}/student", f"runs:/{spec}/"]
+    else:
+        uris = [spec]
+        m = re.match(r"^runs:/([0-9a-f]{32})", spec)
+        run_id = m.group(1) if m else _model_version_run(mlflow, spec)
+    errors = []
+    for uri in uris:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp / str(len(errors)))))
+        except Exception as exc:  # MlflowException, missing run or artifact: try the next layout, then report all
+            errors.append(f"{uri}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        if find_student_dir(local) is not None:
+            return _local(local, spec, run_id)
+        errors.append(f"{uri}: downloaded, but holds no model folder with card.json")
+    raise DataError(f"cannot get student {spec!r} from {tracking_uri}: " + "; ".join(errors)
+                    + ". Check the id/URI with `mlflow ui`, or pass a local folder")
+
+
+def _model_version_run(mlflow, spec: str) -> str | None:
+    """The run a model came from (models:/NAME/VERSION, models:/NAME@ALIAS, or a logged model
+    models:/m-<id>), if the store knows it."""
+    client = mlflow.MlflowClient()
+    logged = re.match(r"^models:/(m-[0-9a-f]+)$", spec)
+    if logged:
+        try:
+            return client.get_logged_model(logged.group(1)).source_run_id or None
+        except Exception:  # an unknown id: the download below reports it
+            return None
+    m = re.match(r"^models:/([^/@]+)(?:/(\d+)|@(.+))$", spec)
+    if not m:
+        return None
+    try:
+        version = (client.get_model_version(m.group(1), m.group(2)) if m.group(2)
+                   else client.get_model_version_by_alias(m.group(1), m.group(3)))
+    except Exception:  # unknown name/version/alias: the download below reports it with the fix
+        return None
+    return version.run_id or None

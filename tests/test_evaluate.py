@@ -9,6 +9,7 @@ import pytest
 
 from distill.config import load_config, replace
 from distill.files import DataError, read_log
+from distill.student import resolve_student
 from distill.thoughts import FORM_NAMES, Verdict
 
 TEST_SETS = ("gsm8k", "asdiv", "svamp", "multiarith")
@@ -152,7 +153,7 @@ def test_batched_greedy_decoding_matches_one_problem_at_a_time():
 # --- finding the student -----------------------------------------------------------------------
 
 def test_find_student_dir_accepts_the_train_layout_the_model_folder_and_a_nested_artifact(tmp_path):
-    from distill.stages.evaluate import find_student_dir
+    from distill.student import find_student_dir
 
     root = save_student(tmp_path / "students" / "etd", forms=("eot",))
     assert find_student_dir(root) == (root / "model", root / "card.json")
@@ -326,7 +327,7 @@ def test_a_student_is_found_by_run_id_runs_uri_and_registered_model_uri(tmp_path
     mlflow.MlflowClient().set_registered_model_alias("distill-student", "champion", "1")
     for spec in (train_id, f"runs:/{train_id}/model", info.model_uri, "models:/distill-student/1"):
         with ExitStack() as stack:
-            found = stage.resolve_student(spec, tmp_path, "etd", mlflow_uri, stack)
+            found = resolve_student(spec, tmp_path, "etd", mlflow_uri, stack)
             assert found.card["mix"] == "eot" and found.run_id == train_id, spec
             assert (found.model_dir / "config.json").exists()
     cfg = make_cfg(data_dir, limit=1, test_sets=("svamp",))
