@@ -173,7 +173,7 @@ def main() -> None:
     import requests
 
     from distill.config import load_config
-    from distill.serving import log_student
+    from distill.serving.logged_model import log_student
     from distill.stages import promote, register
     from distill.tracking import Tracker
 

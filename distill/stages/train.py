@@ -600,7 +600,7 @@ def best_form(forms, val_accuracy: dict) -> str:
 
 def _log_model(tracker, student_dir: Path, run_id: str | None) -> dict:
     """Log the student as an MLflow pyfunc model through distill.serving."""
-    from distill.serving import log_student
+    from distill.serving.logged_model import log_student
 
     log_student(student_dir, artifact_path="model")
     uri = f"runs:/{run_id}/model"
