@@ -174,7 +174,7 @@ def main() -> None:
 
     from distill.config import load_config
     from distill.files import read_json
-    from distill.serving import log_student
+    from distill.serving.logged_model import log_student
     from distill.stages import promote, register
     from distill.tracking import Tracker
 

@@ -43,6 +43,7 @@ from distill.config import load_config  # noqa: E402
 from distill.files import read_jsonl, write_jsonl  # noqa: E402
 from distill.stages import train as T  # noqa: E402
 from distill.student import build_student, student_kind  # noqa: E402
+from distill.training import encode, schedule  # noqa: E402
 
 
 def gsm8k_rows(data_dir: str, n: int) -> list[dict]:
@@ -111,7 +112,7 @@ def time_library(model, tokenizer, features, collator, tcfg, causal: bool) -> fl
         args = Seq2SeqTrainingArguments(
             output_dir=out, per_device_train_batch_size=tcfg.batch_size, num_train_epochs=1,
             learning_rate=tcfg.lr, weight_decay=tcfg.weight_decay, max_grad_norm=tcfg.max_grad_norm,
-            warmup_steps=T.plan(len(features), tcfg, 1)["warmup_steps"], lr_scheduler_type="linear",
+            warmup_steps=schedule(len(features), tcfg, 1)["warmup_steps"], lr_scheduler_type="linear",
             optim="adamw_torch", seed=tcfg.seed, train_sampling_strategy="group_by_length",
             report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no", use_cpu=True,
             disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False)
@@ -135,7 +136,7 @@ def bench(student: str, rows, args, threads: int) -> dict:
     model, tokenizer = build_student(student, [r["input"] for r in rows] + [r["target"] for r in rows],
                                      train_cfg=tcfg, seed=tcfg.seed)
     causal = student_kind(model) == "causal"
-    features = T.encode(tokenizer, rows, tcfg, causal=causal)
+    features = encode(tokenizer, rows, tcfg, causal=causal)
     tokenizer.padding_side = "right"
     collator = DataCollatorForSeq2Seq(tokenizer, model=None if causal else model, label_pad_token_id=-100)
     tokens = sum(len(f["input_ids"]) + (0 if causal else len(f["labels"])) for f in features) / len(features)

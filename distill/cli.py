@@ -533,10 +533,10 @@ def compare(cfg_args, parent_run_id, ui_url, all_forms):
     import mlflow
 
     from distill import compare as compare_mod
-    from distill.stages import report as report_mod
+    from distill.results import collect
 
     cfg = load(*cfg_args)
-    results = report_mod.collect(cfg, parent_run_id)
+    results = collect(cfg, parent_run_id)
     if results.empty:
         raise DataError(f"nothing to compare yet: no run of preset {cfg.preset!r} in {cfg.tracking_uri}; "
                         "run `make reproduce` (or `distill reproduce`) first, or point MLFLOW_TRACKING_URI "

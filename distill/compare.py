@@ -1,7 +1,7 @@
 """The four students side by side: one table (student x test set x form, with n and a 95% interval),
 the headline (one number per student and test set), and the MLflow UI link that opens the same runs.
 
-Reads the store through ``distill.stages.report.collect`` (the parent run ``reproduce-<preset>`` and
+Reads the store through ``distill.results.collect`` (the parent run ``reproduce-<preset>`` and
 the step runs its tags name). Used at the end of ``distill reproduce`` (printed, and logged on the
 parent run as ``comparison/accuracy.json``, ``comparison/accuracy.md`` and ``comparison/accuracy.png``)
 and by ``distill compare`` / ``make compare``.
@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from distill import plots
-from distill.stages.report import FORM_ORDER, MIXES, STUDENT_NAMES, TEST_SET_ORDER, Results, _order
+from distill.results import FORM_ORDER, MIXES, STUDENT_NAMES, TEST_SET_ORDER, Results, in_order
 
 UI_URL = "http://127.0.0.1:5000"
 """Where `make ui` serves the MLflow UI."""
@@ -72,7 +72,7 @@ def headline(results: Results) -> list[str]:
     """A plain-text table: a row per student (its primary form), a column per test set with
     accuracy and its 95% interval, n in the header; the constant-answer row last."""
     cells = plots.accuracy_cells(results)
-    sets = _order({ts for (_, _, ts) in cells} | set(results.baseline.get("accuracy", {})), TEST_SET_ORDER)
+    sets = in_order({ts for (_, _, ts) in cells} | set(results.baseline.get("accuracy", {})), TEST_SET_ORDER)
     if not cells:
         return ["no evaluation runs in the store yet: run `make reproduce` (or `distill evaluate`) first"]
     ns = {}
@@ -82,7 +82,7 @@ def headline(results: Results) -> list[str]:
     header = ["student", "form"] + [f"{ts} (n={'/'.join(str(n) for n in sorted(ns.get(ts, ()))) or '?'})"
                                     for ts in sets]
     table = [header]
-    for mix in _order(results.evaluations(), MIXES):
+    for mix in in_order(results.evaluations(), MIXES):
         chosen = primary_form(results, mix)
         if chosen is None:
             continue

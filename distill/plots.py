@@ -1,4 +1,4 @@
-"""The report's plots, drawn from a ``distill.stages.report.Results`` (the MLflow store's view).
+"""The report's plots, drawn from a ``distill.results.Results`` (the MLflow store's view); no query here.
 
 What each plot promises a reader, so that no difference is read into noise: a legend; n in every title or label; 95% confidence
 intervals as error bars; the constant-answer baseline as a line with its own legend entry; a bar
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # report imports this module inside write(); a top-level import would be a cycle
-    from distill.stages.report import Results
+from distill.results import FORM_ORDER, MIXES, STUDENT_NAMES, Results, accuracies, drop_rates, in_order, sets_of
 
 COLORS = {"cot": "tab:blue", "pot": "tab:orange", "eot": "tab:green", "etd": "tab:purple"}
 Z95 = 1.959963984540054
@@ -57,7 +55,7 @@ def wilson(accuracy: float, n: int, z: float = Z95) -> tuple[float, float]:
     return (0.0 if p == 0 else max(0.0, centre - half), 1.0 if p == 1 else min(1.0, centre + half))
 
 
-def accuracy_cells(results: "Results") -> dict[tuple[str, str, str], dict]:
+def accuracy_cells(results: Results) -> dict[tuple[str, str, str], dict]:
     """(mix, form, test_set) -> {"accuracy", "n", "ci_low", "ci_high", "ci"}, all fractions.
 
     The interval is the evaluate run's ``ci_low``/``ci_high`` when logged ("logged"), else a Wilson
@@ -65,8 +63,6 @@ def accuracy_cells(results: "Results") -> dict[tuple[str, str, str], dict]:
     ``<test_set>/n``, else the baseline's n for that test set (the same first ``evaluate.limit``
     problems), else None.
     """
-    from distill.stages.report import accuracies
-
     base_n = results.baseline.get("n", {}) or {}
     runs = results.evaluations()
     cells = {}
@@ -84,18 +80,14 @@ def accuracy_cells(results: "Results") -> dict[tuple[str, str, str], dict]:
     return cells
 
 
-def _bar_keys(results: "Results") -> list[tuple[str, str]]:
-    from distill.stages.report import FORM_ORDER, MIXES, _order, accuracies
-
+def _bar_keys(results: Results) -> list[tuple[str, str]]:
     acc = accuracies(results)
-    return [(m, f) for m in _order({m for m, _ in acc}, MIXES) for f in _order({f for mm, f in acc if mm == m}, FORM_ORDER)]
+    return [(m, f) for m in in_order({m for m, _ in acc}, MIXES) for f in in_order({f for mm, f in acc if mm == m}, FORM_ORDER)]
 
 
-def accuracy_figure(results: "Results"):
+def accuracy_figure(results: Results):
     """One panel per test set (n in its title): a bar per (student, form) with its 95% interval, the
     constant answer as a dashed line; "0" over a bar that scored nothing, "n/a" where nothing was measured."""
-    from distill.stages.report import STUDENT_NAMES, sets_of
-
     plt = _pyplot()
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -175,13 +167,11 @@ def accuracy_figure(results: "Results"):
     return fig
 
 
-def drop_rates_figure(results: "Results"):
+def drop_rates_figure(results: Results):
     """A stacked bar per form (n samples in its label): the share of teacher samples dropped, by reason."""
-    from distill.stages.report import FORM_ORDER, _order, drop_rates
-
     plt = _pyplot()
     drops = drop_rates(results)
-    forms = _order(drops, FORM_ORDER)
+    forms = in_order(drops, FORM_ORDER)
     reasons = sorted({r for d in drops.values() for r in d["reasons"] if d["reasons"][r]})
     totals = {f: (drops[f]["kept"] or 0) + sum(drops[f]["reasons"].values()) for f in forms}
     shares = {f: 100 * sum(drops[f]["reasons"].values()) / totals[f] if totals[f] else 0.0 for f in forms}
@@ -246,15 +236,13 @@ def val_points(run, train_points: list[tuple[int, float]]) -> tuple[list[tuple[i
     return points, "at its logged step"
 
 
-def training_figure(results: "Results"):
+def training_figure(results: Results):
     """One panel per student: train/loss raw (faint) and smoothed, val/loss as markers, on one step axis."""
-    from distill.stages.report import MIXES, STUDENT_NAMES, _order
-
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
     trains = {name.split("-", 1)[1]: run for name, run in results.steps.items() if name.startswith("train-")}
-    mixes = _order(trains, MIXES) or ["-"]
+    mixes = in_order(trains, MIXES) or ["-"]
     ncols = min(2, len(mixes))
     nrows = math.ceil(len(mixes) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.1 * nrows + 1.0), squeeze=False)
@@ -305,17 +293,17 @@ def training_figure(results: "Results"):
     return fig
 
 
-def plot_accuracy(results: "Results", path: Path) -> Path:
+def plot_accuracy(results: Results, path: Path) -> Path:
     """accuracy_figure as a PNG at path."""
     return _save(accuracy_figure(results), path)
 
 
-def plot_drop_rates(results: "Results", path: Path) -> Path:
+def plot_drop_rates(results: Results, path: Path) -> Path:
     """drop_rates_figure as a PNG at path."""
     return _save(drop_rates_figure(results), path)
 
 
-def plot_training(results: "Results", path: Path) -> Path:
+def plot_training(results: Results, path: Path) -> Path:
     """training_figure as a PNG at path."""
     return _save(training_figure(results), path)
 

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from distill import compare
 from distill.cli import main
-from distill.stages.report import Results, RunView
+from distill.results import Results, RunView
 
 SETS = ("gsm8k", "svamp")
 

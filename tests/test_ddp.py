@@ -35,13 +35,13 @@ def val_loss(run_dir: Path, val: list[dict]) -> float:
     from transformers import DataCollatorForSeq2Seq
 
     from distill.config import load_config
-    from distill.stages import train as T
     from distill.student import load_student
+    from distill.training import encode
 
     model, tokenizer = load_student(run_dir / "students" / "cot" / "model")
     tcfg = load_config("tiny", ["train.max_source_len=64", "train.max_target_len=32"]).train
     tokenizer.padding_side = "right"
-    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)(T.encode(tokenizer, val, tcfg, causal=True))
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)(encode(tokenizer, val, tcfg, causal=True))
     model.eval()
     with torch.no_grad():
         return float(model(**batch).loss)

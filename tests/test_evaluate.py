@@ -314,7 +314,7 @@ def test_answers_of_another_student_are_not_reused(tmp_path, data_dir, stub_form
 def test_a_student_is_found_by_run_id_runs_uri_and_registered_model_uri(tmp_path, data_dir, stub_forms, mlflow_uri):
     import mlflow
 
-    from distill.serving import log_student
+    from distill.serving.logged_model import log_student
     from distill.stages import evaluate as stage
     from distill.tracking import Tracker
 

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from distill import plots
-from distill.stages.report import Results, RunView
+from distill.results import Results, RunView
 
 SETS = ("gsm8k", "asdiv", "svamp", "multiarith")
 

@@ -24,7 +24,7 @@ def env(tmp_path, store, request):
 
 def train_run(tracker, student, log_model: bool = True, val_eot: float | None = 0.375) -> str:
     """A train run as the train stage leaves it: the logged student and its validation accuracies."""
-    from distill.serving import log_student
+    from distill.serving.logged_model import log_student
 
     with tracker.run("train-etd", {"distill.stage": "train", "distill.teacher": "gold"}):
         if log_model:

@@ -84,8 +84,9 @@ def test_constant_baseline_answers_the_most_common_training_answer_on_the_evalua
     from collections import Counter
 
     from distill.problems import load
+    from distill.results import constant_baseline
 
-    baseline = reproduce.constant_baseline(smoke)
+    baseline = constant_baseline(smoke)
     train = load("gsm8k", "train", smoke.data_path).problems[:40]
     top = Counter(p.answer for p in train).most_common(1)[0][1]
     assert Counter(p.answer for p in train)[baseline["answer"]] == top

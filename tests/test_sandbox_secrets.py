@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from distill import serving
 from distill.config import load_config
 from distill.files import write_jsonl
+from distill.serving.model import DEFAULTS, StudentModel
 from distill.stages import verify
 from distill.thoughts import get_form, sandbox
 
@@ -121,11 +121,11 @@ def served_model(outputs: dict[str, str]):
 
     The model's weights are not what is tested here (the sandbox is): its output is set directly.
     """
-    model = serving.StudentModel()
+    model = StudentModel()
     model.card = {"forms": {f: {"version": get_form(f).version} for f in ("cot", "pot", "eot")}}
     model.forms = {f: get_form(f) for f in ("cot", "pot", "eot")}
     model.default = "pot"
-    model.settings = {**serving.DEFAULTS, "timeout": 2.0}
+    model.settings = {**DEFAULTS, "timeout": 2.0}
     model.start_batching()
 
     def generate(inputs):

@@ -72,7 +72,7 @@ def publish_student(tmp: Path, uri: str, *, best: float = 0.25, **student) -> di
     import mlflow
 
     from distill.config import load_config
-    from distill.serving import log_student
+    from distill.serving.logged_model import log_student
     from distill.stages import promote, register
     from distill.tracking import Tracker
 
@@ -178,6 +178,6 @@ def test_bad_input_gets_a_400_that_says_what_is_wrong(server, records, message):
 def test_our_bad_input_message_comes_first_and_does_not_echo_the_request(server, records, start):
     status, body = post(server, {"dataframe_records": records})
     assert status == 400
-    # MLflow's scoring server would prefix "Failed to predict data '<every row>'"; serving.BadRequest keeps it out
+    # MLflow's scoring server would prefix "Failed to predict data '<every row>'"; serving.inputs.BadRequest keeps it out
     assert body["message"].startswith(start)
     assert "How many?" not in body["message"] and len(body["message"]) < 200

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from distill import serving
-from distill.serving import StudentModel, default_thought, parse_requests
+from distill.serving.inputs import default_thought, parse_requests
+from distill.serving.logged_model import log_student
+from distill.serving.model import DEFAULTS, OUTPUT_COLUMNS, StudentModel
 from distill.thoughts import Extraction
 from distill.tracking import Tracker
 from serving_fakes import make_student, store  # noqa: F401 (a fixture)
@@ -92,7 +93,7 @@ def stub_model(outputs: dict[str, str], timeout: float = 0.5) -> StudentModel:
     model.card = {"forms": {f: {"version": 2} for f in FORMS}}
     model.forms = {f: StubForm(f) for f in FORMS}
     model.default = "eot"
-    model.settings = {**serving.DEFAULTS, "timeout": timeout}
+    model.settings = {**DEFAULTS, "timeout": timeout}
     model.generated = []
     model.start_batching()
 
@@ -107,7 +108,7 @@ def stub_model(outputs: dict[str, str], timeout: float = 0.5) -> StudentModel:
 def test_each_row_gets_answer_thought_versions_reasoning_status_and_reason():
     model = stub_model({"eot|q1": "ans = 12", "pot|q2": "loop forever", "cot|q3": "none here"})
     frame = model.predict(None, pd.DataFrame({"question": ["q1", "q2", "q3"], "thought": [None, "pot", "cot"]}))
-    assert list(frame.columns) == list(serving.OUTPUT_COLUMNS)
+    assert list(frame.columns) == list(OUTPUT_COLUMNS)
     rows = frame.to_dict("records")
     assert rows[0] == {"answer": 12, "thought": "eot", "versions": "eot=2", "reasoning": "ans = 12",
                        "status": "ok", "reason": ""}
@@ -170,7 +171,7 @@ def ask_while_busy(model, first: str, others: list[str]) -> dict:
     threads += [threading.Thread(target=ask, args=(q,)) for q in others]
     for t in threads[1:]:
         t.start()
-    while len(model.waiting) < len(others):
+    while len(model.batches.waiting) < len(others):
         threading.Event().wait(0.01)
     others_waiting.set()
     for t in threads:
@@ -210,19 +211,19 @@ def test_log_student_needs_an_active_run_and_a_complete_student(tmp_path, studen
     import mlflow
 
     with pytest.raises(ValueError, match="inside an active MLflow run"):
-        serving.log_student(student)
+        log_student(student)
     with Tracker(store, "distill").run("train"):
         with pytest.raises(ValueError, match="must hold model/ .* and card.json"):
-            serving.log_student(tmp_path)
+            log_student(tmp_path)
         with pytest.raises(ValueError, match="unknown serving setting 'timeot'"):
-            serving.log_student(student, timeot=1)
+            log_student(student, timeot=1)
 
 
 def test_logged_model_holds_the_student_folder_a_signature_an_example_and_its_settings(tmp_path, student, store):
     import mlflow
 
     with Tracker(store, "distill").run("train"):
-        info = serving.log_student(student, timeout=2.0, max_new_tokens=32)
+        info = log_student(student, timeout=2.0, max_new_tokens=32)
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl")))
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     assert {"artifacts/student/card.json", "artifacts/student/model/config.json",
@@ -244,6 +245,6 @@ def test_a_student_whose_form_version_differs_from_the_code_is_refused_at_load(t
     card["forms"]["eot"]["version"] = 999
     (folder / "card.json").write_text(json.dumps(card))
     with Tracker(store, "distill").run("train"):
-        info = serving.log_student(folder, max_new_tokens=32)
+        info = log_student(folder, max_new_tokens=32)
     with pytest.raises(MlflowException, match="learned eot version 999"):
         mlflow.pyfunc.load_model(info.model_uri)

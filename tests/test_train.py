@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from distill import training
 from distill.config import ConfigError, TrainConfig, load_config
 from distill.files import DataError, write_jsonl
 from distill.stages import train as T
@@ -51,7 +52,7 @@ def test_causal_features_mask_the_prompt_and_end_every_target_with_eos():
     train, _ = counting_rows(8, 0)
     tcfg = TrainConfig(student="tiny-causal", max_target_len=64)
     model, tokenizer = build_student("tiny-causal", [r["input"] + r["target"] for r in train], train_cfg=tcfg)
-    features = T.encode(tokenizer, train, tcfg, causal=True)
+    features = training.encode(tokenizer, train, tcfg, causal=True)
     for row, f in zip(train, features):
         prompt = tokenizer(row["input"], add_special_tokens=False)["input_ids"]
         target = tokenizer(row["target"], add_special_tokens=False)["input_ids"]
@@ -66,7 +67,7 @@ def test_seq2seq_features_keep_the_instruction_when_the_input_is_cut():
     train, _ = counting_rows(4, 0)
     tcfg = TrainConfig(max_source_len=8, max_target_len=64)
     _, tokenizer = build_student("tiny", [r["input"] + r["target"] for r in train], train_cfg=tcfg)
-    f = T.encode(tokenizer, train[:1], tcfg, causal=False)[0]
+    f = training.encode(tokenizer, train[:1], tcfg, causal=False)[0]
     assert len(f["input_ids"]) == 8 and f["input_ids"][-1] == tokenizer.eos_token_id
     assert tokenizer.decode(f["input_ids"], skip_special_tokens=True).endswith("step by step.\n")
     assert tokenizer.decode(f["labels"], skip_special_tokens=True) == train[0]["target"]
@@ -74,16 +75,16 @@ def test_seq2seq_features_keep_the_instruction_when_the_input_is_cut():
 
 def test_plan_counts_steps_with_accumulation_processes_and_max_steps():
     tcfg = TrainConfig(batch_size=4, grad_accum=2, epochs=3, warmup_ratio=0.1)
-    assert T.plan(40, tcfg, 1) == {"steps_per_epoch": 5, "total_steps": 15, "warmup_steps": 2,
+    assert training.schedule(40, tcfg, 1) == {"steps_per_epoch": 5, "total_steps": 15, "warmup_steps": 2,
                                    "effective_batch_size": 8}
-    assert T.plan(40, tcfg, 2)["steps_per_epoch"] == 3
-    assert T.plan(40, TrainConfig(batch_size=4, max_steps=4), 1)["total_steps"] == 4
+    assert training.schedule(40, tcfg, 2)["steps_per_epoch"] == 3
+    assert training.schedule(40, TrainConfig(batch_size=4, max_steps=4), 1)["total_steps"] == 4
 
 
 def test_precision_is_fp32_on_cpu_whatever_is_asked():
-    assert [T.resolve_precision(p, cuda=False) for p in ("auto", "bf16", "fp16", "fp32")] == ["fp32"] * 4
+    assert [training.resolve_precision(p, cuda=False) for p in ("auto", "bf16", "fp16", "fp32")] == ["fp32"] * 4
     with pytest.raises(ConfigError, match="train.precision"):
-        T.resolve_precision("fp8", cuda=False)
+        training.resolve_precision("fp8", cuda=False)
 
 
 # --- the tiny student learns (one run shared by the tests below) --------------------------------------
@@ -187,12 +188,12 @@ def last_weights(run_dir: Path) -> str:
 
     ckpts = sorted((run_dir / "students" / "cot" / "checkpoints").glob("checkpoint-*"),
                    key=lambda p: int(p.name.split("-")[1]))
-    return T.weights_digest(load_file(ckpts[-1] / "model.safetensors"))
+    return training.weights_digest(load_file(ckpts[-1] / "model.safetensors"))
 
 
 def crash_at_evaluation(monkeypatch, n: int) -> None:
     """Make the n-th validation-accuracy pass raise, as a kill would: after epoch n's loss, before its checkpoint."""
-    real, calls = T.validation_accuracy, []
+    real, calls = training.validation_accuracy, []
 
     def crash(*args, **kwargs):
         calls.append(1)
@@ -200,7 +201,7 @@ def crash_at_evaluation(monkeypatch, n: int) -> None:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(T, "validation_accuracy", crash)
+    monkeypatch.setattr(training, "validation_accuracy", crash)
 
 
 def test_training_is_reproducible_and_resumes_after_an_interruption_to_the_same_weights(tmp_path, monkeypatch):
@@ -389,4 +390,4 @@ def test_lora_targets_that_the_model_lacks_are_named_in_the_error():
     tcfg = TrainConfig(student="tiny-causal", lora_r=4, lora_targets=("no_such_proj",))
     model, _ = build_student("tiny-causal", ["a b c"] * 4, train_cfg=TrainConfig(tiny_vocab=300))
     with pytest.raises(ConfigError, match="train.lora_targets"):
-        T.apply_lora(model, tcfg, "causal")
+        training.apply_lora(model, tcfg, "causal")

@@ -6,7 +6,7 @@ Reads (under ``run_dir``):
   - ``students/<mix>/summary.json`` for the train run id when the evaluation summary has none;
   - ``generate_summary.json`` when present (the teacher).
 
-Registers the train run's logged model ``runs:/<train_run_id>/model`` (distill.serving.log_student;
+Registers the train run's logged model ``runs:/<train_run_id>/model`` (distill.serving.logged_model.log_student;
 MLflow 3 registers it by its id, models:/m-...) as a new version of ``cfg.promote.model_name``, tagged with:
   ``distill.mix``, ``distill.forms`` ("cot,pot,eot"), ``distill.form_versions`` ("cot=1,eot=1,pot=1"),
   ``distill.data_digest`` (the training mix),
@@ -66,7 +66,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, tra
             version = mlflow.register_model(_logged_model_uri(client, train_run, model_uri), name, tags=tags).version
         except Exception as exc:  # noqa: BLE001 - the usual cause: the train run logged no model
             raise DataError(f"cannot register {model_uri} as {name!r}: {str(exc).splitlines()[0]}; the train run "
-                            "must log the student (distill.serving.log_student)") from None
+                            "must log the student (distill.serving.logged_model.log_student)") from None
         log(f"register: {model_uri} -> {name} version {version}")
     else:
         version = existing

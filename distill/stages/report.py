@@ -1,43 +1,31 @@
-"""Results report, built from the MLflow store alone (never from run_dir), so it describes exactly
-the runs that are tracked.
+"""Report stage: ``results.md`` and the plots in ``reports/``, from the study's results as the MLflow
+store holds them (never from run_dir), so it describes exactly the runs that are tracked.
 
-Reads: the newest parent run ``reproduce-<preset>`` (tag distill.stage=reproduce; or the one given
-by ``parent_run_id``) and the step runs its ``distill.step.<step>.run_id`` tags name; without a
-parent, the newest run of each stage (and mix) with tag distill.preset=<preset>. From them:
-evaluate metrics ``<test_set>/n``, ``<test_set>/<name>/{accuracy,ci_low,ci_high}`` and
-``.../failures/<reason>``, the tag ``distill.selected_form`` and the per-problem artifacts
-``eval/<test_set>/correct.json`` (for the paired tests), verify metrics
-``verify/<form>/{drop_rate,kept,dropped/<reason>,repaired}`` and param ``verify.strict``, mix metrics
-``mix/overlap/<test_set>`` and ``mix/removed_overlap`` and params ``mix.val_fraction``,
-``mix.decontaminate``, train metric histories ``train/loss`` and ``val/loss``, the parent's
-``baseline/<test_set>/{accuracy,n}`` and ``wall_seconds/<step>``, and the registry's versions of the
-student model and its champion alias. An empty store gives a results.md that says so.
+Reads: a ``distill.results.Results`` (``distill.results.collect``: the parent run ``reproduce-<preset>``
+and its step runs, or the newest run of each stage of the preset; see that module for every metric,
+param, tag and artifact it reads). An empty store gives a results.md that says so.
 
-Significance: two sets of answers to the same problems (two students' selected forms, or two forms
-of the ETD student) are compared per test set with the exact McNemar test (distill.scoring.mcnemar);
-a difference is called significant at p < 0.05, with no correction for the number of comparisons
-(the table shows every p-value, so a reader can apply one).
+Significance: a difference between two paired sets of answers (distill.results.paired_tests, the
+exact McNemar test) is called significant at p < 0.05, with no correction for the number of
+comparisons (the table shows every p-value, so a reader can apply one).
 
 Writes (``output_dir``, default reports/): ``results.md`` and the plots ``accuracy.png``,
-``drop_rates.png``, ``training_curves.png``. Every table is sorted and no clock time is printed,
-so regenerating from the same store gives the same results.md byte for byte.
-
-mlflow is imported here only to read the store (logging goes through distill.tracking).
+``drop_rates.png``, ``training_curves.png`` (drawn by distill/plots.py). Every table is sorted and no
+clock time is printed, so regenerating from the same store gives the same results.md byte for byte.
+Inside ``distill reproduce`` it also logs those files as artifacts of a nested run ``report``.
 """
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from distill import plots
 from distill.config import Config
-from distill.files import DataError, atomic_write_text, read_json
+from distill.files import atomic_write_text
+from distill.results import (FORM_ORDER, MIXES, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, collect,
+                             drop_rates, in_order, intervals, paired_tests, selected_forms, sets_of)
+from distill.stages import pipeline
 
-MIXES = ("cot", "pot", "eot", "etd")
-STUDENT_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD", "etd": "ETD"}
-TEST_SET_ORDER = ("gsm8k", "asdiv", "svamp", "multiarith")
-FORM_ORDER = ("cot", "pot", "eot", "vote", "fallback", "selected")
 OURS_NOTE = {"vote": "majority vote of the forms (ours)", "fallback": "first form that gives an answer (ours)",
              "selected": "the form chosen on the validation split"}
 ALPHA = 0.05
@@ -53,220 +41,6 @@ PAPER_GSM8K = {
     "CodeT5-Large (770M)": {"etd": 42.45},
 }
 PLOTS = ("accuracy.png", "drop_rates.png", "training_curves.png")
-
-
-@dataclass
-class RunView:
-    run_id: str
-    name: str
-    tags: dict
-    params: dict
-    metrics: dict
-    history: dict = field(default_factory=dict)
-    """metric name -> [(step, value)], for the training curves."""
-
-
-@dataclass
-class Results:
-    preset: str
-    experiment: str
-    parent: RunView | None
-    steps: dict[str, RunView]
-    """step name (generate, verify, mix-cot, train-etd, evaluate-eot, promote...) -> its run."""
-    model_name: str
-    versions: list[dict]
-    """registered versions of our train runs: {"version", "run_id", "mix", "aliases"}."""
-    baseline: dict
-    """{"answer": str, "accuracy": {test_set: float}, "n": {test_set: int}} (may be empty)."""
-    correct: dict = field(default_factory=dict)
-    """mix -> test_set -> {"problem_ids": [...], "correct": {name: [0/1]}} (eval/<test_set>/correct.json)."""
-    empty: bool = False
-    """True when the store holds no run of this experiment at all."""
-
-    def evaluations(self) -> dict[str, RunView]:
-        return {m: self.steps[f"evaluate-{m}"] for m in MIXES if f"evaluate-{m}" in self.steps}
-
-
-def _view(client, run, history: tuple[str, ...] = ()) -> RunView:
-    hist = {}
-    for key in history:
-        if key in run.data.metrics:
-            points = client.get_metric_history(run.info.run_id, key)
-            hist[key] = sorted((p.step, p.timestamp, p.value) for p in points)
-            hist[key] = [(s, v) for s, _, v in hist[key]]
-    return RunView(run.info.run_id, run.info.run_name or "", dict(run.data.tags), dict(run.data.params),
-                   dict(run.data.metrics), hist)
-
-
-def collect(cfg: Config, parent_run_id: str | None = None) -> Results:
-    """Read everything the report shows from the tracking store of cfg."""
-    import mlflow
-
-    client = mlflow.MlflowClient(cfg.tracking_uri)
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    if parent_run_id:
-        # the parent's own experiment: under `mlflow run` without --experiment-name it is Default
-        try:
-            experiment = client.get_experiment(client.get_run(parent_run_id).info.experiment_id)
-        except Exception:
-            raise DataError(f"run {parent_run_id} is not in {cfg.tracking_uri}") from None
-    if experiment is None:
-        return Results(cfg.preset, cfg.tracking.experiment, None, {}, cfg.promote.model_name, [], {}, empty=True)
-    exp_ids = [experiment.experiment_id]
-
-    def view(run_id: str) -> RunView | None:
-        try:
-            run = client.get_run(run_id)
-        except Exception:  # a step run deleted from the store: shown as missing, not fatal
-            return None
-        hist = ("train/loss", "val/loss") if run.data.tags.get("distill.stage") == "train" else ()
-        return _view(client, run, hist)
-
-    parent = None
-    if parent_run_id:
-        parent = view(parent_run_id)
-        if parent is None:
-            raise DataError(f"run {parent_run_id} is not in {cfg.tracking_uri}")
-    else:
-        found = client.search_runs(
-            exp_ids, f"tags.`distill.stage` = 'reproduce' and tags.`distill.preset` = '{cfg.preset}'",
-            order_by=["attributes.start_time DESC"], max_results=1)
-        parent = _view(client, found[0]) if found else None
-
-    steps: dict[str, RunView] = {}
-    if parent is not None:
-        prefix, suffix = "distill.step.", ".run_id"
-        for key, run_id in sorted(parent.tags.items()):
-            # the report's own run is left out, so the report written inside reproduce and one
-            # regenerated later from the same store are the same file
-            if key.startswith(prefix) and key.endswith(suffix) and key != f"{prefix}report{suffix}":
-                found_view = view(run_id)
-                if found_view is not None:
-                    steps[key[len(prefix):-len(suffix)]] = found_view
-    else:
-        # no reproduce run: the newest run of each stage (and mix) of this preset
-        runs = client.search_runs(exp_ids, f"tags.`distill.preset` = '{cfg.preset}'",
-                                  order_by=["attributes.start_time DESC"], max_results=5000)
-        for run in runs:
-            stage = run.data.tags.get("distill.stage")
-            if not stage or stage in ("reproduce", "report"):
-                continue
-            mix = run.data.tags.get("distill.mix")
-            name = f"{stage}-{mix}" if mix and stage in ("mix", "train", "evaluate") else stage
-            if name not in steps:
-                found_view = view(run.info.run_id)
-                if found_view is not None:
-                    steps[name] = found_view
-
-    versions = _versions(client, cfg.promote.model_name, steps)
-    baseline = _baseline(parent) if parent is not None else {}
-    if not baseline.get("accuracy"):
-        from distill.stages.reproduce import constant_baseline
-
-        try:
-            computed = constant_baseline(cfg)
-        except (DataError, ValueError, OSError):
-            computed = None
-        if computed:
-            baseline = {"answer": f"{computed['answer']:g}", "accuracy": computed["accuracy"], "n": computed["n"],
-                        "source": "computed from the data files (no reproduce run in the store)"}
-    if parent is None and not steps:
-        return Results(cfg.preset, experiment.name, None, {}, cfg.promote.model_name, [], {}, empty=True)
-    correct = {}
-    for name, run in steps.items():
-        if name.startswith("evaluate-"):
-            correct[name.split("-", 1)[1]] = _correctness(cfg, run.run_id)
-    return Results(cfg.preset, experiment.name, parent, steps, cfg.promote.model_name, versions, baseline,
-                   correct)
-
-
-def _correctness(cfg: Config, run_id: str) -> dict:
-    """test_set -> the evaluate run's eval/<test_set>/correct.json; test sets without one are left out."""
-    import tempfile
-
-    import mlflow
-
-    client = mlflow.MlflowClient(cfg.tracking_uri)
-    out = {}
-    try:
-        folders = [a.path for a in client.list_artifacts(run_id, "eval") if a.is_dir]
-    except Exception:  # noqa: BLE001 - no artifacts (an old run): no paired tests for it
-        return {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for folder in sorted(folders):
-            if not any(a.path == f"{folder}/correct.json" for a in client.list_artifacts(run_id, folder)):
-                continue
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"{folder}/correct.json",
-                                                       dst_path=tmp, tracking_uri=cfg.tracking_uri)
-            out[folder.split("/", 1)[1]] = read_json(path)
-    return out
-
-
-def _baseline(parent: RunView) -> dict:
-    acc = {k.split("/")[1]: v for k, v in parent.metrics.items()
-           if k.startswith("baseline/") and k.endswith("/accuracy")}
-    n = {k.split("/")[1]: int(v) for k, v in parent.metrics.items() if k.startswith("baseline/") and k.endswith("/n")}
-    return {"answer": parent.params.get("baseline.answer", "?"), "accuracy": acc, "n": n,
-            "source": f"logged on the reproduce run from the first {parent.params.get('baseline.train_n', '?')} "
-                      "training problems"}
-
-
-def _versions(client, model_name: str, steps: dict[str, RunView]) -> list[dict]:
-    train_runs = {v.run_id: name.split("-", 1)[1] for name, v in steps.items() if name.startswith("train-")}
-    try:
-        found = client.search_model_versions(f"name='{model_name}'")
-        # search results carry no aliases in MLflow 3; the registered model has them all
-        aliases = dict(getattr(client.get_registered_model(model_name), "aliases", {}) or {})
-    except Exception:  # no such registered model yet
-        return []
-    rows = []
-    for mv in found:
-        if mv.run_id in train_runs:
-            rows.append({"version": int(mv.version), "run_id": mv.run_id, "mix": train_runs[mv.run_id],
-                         "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version))})
-    return sorted(rows, key=lambda r: r["version"])
-
-
-# --- tables -------------------------------------------------------------------------------------
-
-def _order(items, order) -> list:
-    items = set(items)
-    return [x for x in order if x in items] + sorted(items - set(order))
-
-
-def accuracies(results: Results) -> dict[tuple[str, str], dict[str, float]]:
-    """(mix, form) -> {test_set: accuracy}; a one-form student's "selected" (its only form again) is left out."""
-    return {key: {ts: cell["accuracy"] for ts, cell in row.items()} for key, row in intervals(results).items()}
-
-
-def intervals(results: Results) -> dict[tuple[str, str], dict[str, dict]]:
-    """(mix, form) -> {test_set: {"accuracy", "ci_low", "ci_high", "n"}} (bounds and n None when not logged)."""
-    table: dict[tuple[str, str], dict[str, dict]] = {}
-    for mix, run in results.evaluations().items():
-        m = run.metrics
-        for key, value in m.items():
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == "accuracy":
-                ts, name = parts[0], parts[1]
-                n = m.get(f"{ts}/n")
-                table.setdefault((mix, name), {})[ts] = {
-                    "accuracy": value, "ci_low": m.get(f"{ts}/{name}/ci_low"), "ci_high": m.get(f"{ts}/{name}/ci_high"),
-                    "n": None if n is None else int(n)}
-    for mix in {m for m, _ in table}:
-        if len({f for m, f in table if m == mix and f in ("cot", "pot", "eot")}) <= 1:
-            table.pop((mix, "selected"), None)
-    return table
-
-
-def selected_forms(results: Results) -> dict[str, str]:
-    """mix -> the form its evaluate run says was chosen on validation (tag distill.selected_form)."""
-    return {mix: run.tags["distill.selected_form"] for mix, run in results.evaluations().items()
-            if run.tags.get("distill.selected_form")}
-
-
-def sets_of(results: Results) -> list[str]:
-    names = {ts for row in accuracies(results).values() for ts in row} | set(results.baseline.get("accuracy", {}))
-    return _order(names, TEST_SET_ORDER)
 
 
 def _millions(n: int) -> str:
@@ -348,8 +122,8 @@ def render(results: Results) -> str:
             "here was chosen on a test set.", ""]
     out.append("| student | form | " + " | ".join(f"{ts} (n={ns[ts]})" for ts in sets) + " |")
     out.append("|---|---|" + "---:|" * len(sets))
-    for mix in _order({m for m, _ in cells}, MIXES):
-        for form in _order({f for m, f in cells if m == mix}, FORM_ORDER):
+    for mix in in_order({m for m, _ in cells}, MIXES):
+        for form in in_order({f for m, f in cells if m == mix}, FORM_ORDER):
             if form == "selected":
                 label = f"selected = {chosen.get(mix, '?')} — {OURS_NOTE['selected']}"
             else:
@@ -357,7 +131,7 @@ def render(results: Results) -> str:
             row = cells[(mix, form)]
             out.append(f"| {STUDENT_NAMES.get(mix, mix)} (`{mix}`) | {label} | "
                        + " | ".join(_cell(row.get(ts)) for ts in sets) + " |")
-    base = _baseline_cells(results)
+    base = baseline_cells(results)
     if base:
         b = results.baseline
         out.append(f"| constant answer {b['answer']} | — | " + " | ".join(_cell(base.get(ts)) for ts in sets) + " |")
@@ -380,21 +154,6 @@ def render(results: Results) -> str:
     return "\n".join(out) + "\n"
 
 
-def _baseline_cells(results: Results) -> dict[str, dict]:
-    """test_set -> the constant answer's {"accuracy", "ci_low", "ci_high", "n"} (its n from the parent run)."""
-    from distill.scoring import wilson
-
-    b = results.baseline
-    out = {}
-    for ts, acc in sorted(b.get("accuracy", {}).items()):
-        n = b.get("n", {}).get(ts)
-        cell = {"accuracy": acc, "ci_low": None, "ci_high": None, "n": n}
-        if n:
-            cell["ci_low"], cell["ci_high"] = wilson(round(acc * n), n)
-        out[ts] = cell
-    return {ts: out[ts] for ts in _order(out, TEST_SET_ORDER)}
-
-
 def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
     out = ["## Beside the paper (GSM8K test accuracy, %)", "",
            f"The paper's numbers: {PAPER_CITATION}; – means not reported. Which form the paper's ETD figure "
@@ -414,50 +173,10 @@ def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
     sizes = sorted({int(run.params["train.n_params"]) for name, run in results.steps.items()
                     if name.startswith("train-") and run.params.get("train.n_params", "").isdigit()})
     student += f"` ({'/'.join(_millions(n) for n in sizes)} params)" if sizes else "`"
-    base = _baseline_cells(results).get("gsm8k")
+    base = baseline_cells(results).get("gsm8k")
     out.append(f"| ours: `{student}, preset `{results.preset}` | {_cell(base)} (constant answer) | "
                + " | ".join(ours) + f" | {etd_cell} |")
     return out + [""]
-
-
-def paired_tests(results: Results) -> list[dict]:
-    """Every paired comparison the report shows: {"what", "a", "b", "test_set", "a_acc", "b_acc", "n",
-    "a_only", "b_only", "p_value"}; students by their selected answers (a one-form student's only form),
-    and the ETD student's forms and combinations against each other, on the same problems."""
-    from itertools import combinations
-
-    from distill.scoring import mcnemar
-
-    chosen = selected_forms(results)
-    rows = []
-
-    def answers(mix: str, ts: str, name: str):
-        data = results.correct.get(mix, {}).get(ts)
-        if not data:
-            return None, None
-        correct = data.get("correct", {})
-        if name == "selected" and "selected" not in correct and len(correct) == 1:
-            name = next(iter(correct))  # a one-form student: its only form is its answer
-        return data.get("problem_ids"), correct.get(name)
-
-    def add(what, a_label, b_label, ts, a, b):
-        (ids_a, xs), (ids_b, ys) = a, b
-        if xs is None or ys is None or ids_a != ids_b:
-            return  # not the same problems: no paired test
-        test = mcnemar(xs, ys)
-        rows.append({"what": what, "a": a_label, "b": b_label, "test_set": ts, "a_acc": sum(xs) / len(xs) if xs else 0.0,
-                     "b_acc": sum(ys) / len(ys) if ys else 0.0, **test})
-
-    sets = _order({ts for per in results.correct.values() for ts in per}, TEST_SET_ORDER)
-    mixes = _order(results.correct, MIXES)
-    for ts in sets:
-        for a, b in combinations(mixes, 2):
-            label = lambda m: f"{STUDENT_NAMES.get(m, m)} ({chosen.get(m, 'selected')})"  # noqa: E731
-            add("students", label(a), label(b), ts, answers(a, ts, "selected"), answers(b, ts, "selected"))
-        forms = _order(set(results.correct.get("etd", {}).get(ts, {}).get("correct", {})) - {"selected"}, FORM_ORDER)
-        for a, b in combinations(forms, 2):
-            add("ETD forms", a, b, ts, answers("etd", ts, a), answers("etd", ts, b))
-    return rows
 
 
 def _significance(results: Results, sets: list[str]) -> list[str]:
@@ -500,7 +219,7 @@ def _choices(results: Results) -> list[str]:
         removed = mix_run.metrics.get("mix/removed_overlap")
         out.append(f"- **Decontamination** (`mix.decontaminate={on}`, word {mix_run.params.get('mix.overlap_n', '?')}"
                    "-grams): training questions overlapping a test set, per test set: "
-                   + (", ".join(f"{ts} {overlap[ts]}" for ts in _order(overlap, TEST_SET_ORDER)) or "none logged")
+                   + (", ".join(f"{ts} {overlap[ts]}" for ts in in_order(overlap, TEST_SET_ORDER)) or "none logged")
                    + (f"; {int(removed)} training rows removed from the {mix_run.tags.get('distill.mix', '?')} mix"
                       if removed is not None else "") + ".")
         out.append(f"- **Validation split**: `mix.val_fraction={mix_run.params.get('mix.val_fraction', '?')}` of the "
@@ -514,7 +233,7 @@ def _choices(results: Results) -> list[str]:
         strict = verify.params.get("verify.strict", "?")
         repaired = {k.split("/")[1]: int(v) for k, v in verify.metrics.items()
                     if k.startswith("verify/") and k.endswith("/repaired")}
-        rescued = (", ".join(f"{f} {repaired[f]}" for f in _order(repaired, FORM_ORDER)) if repaired
+        rescued = (", ".join(f"{f} {repaired[f]}" for f in in_order(repaired, FORM_ORDER)) if repaired
                    else "not recorded")
         out.append(f"- **Repair rules** of the verifiers: `verify.strict={strict}` "
                    f"({'off' if strict == 'True' else 'on'}); kept samples that strict mode would have "
@@ -530,7 +249,7 @@ def _choices(results: Results) -> list[str]:
                    f"(evaluated each epoch); budget `train.max_steps={run.params.get('train.max_steps') or 'none'}`, "
                    f"`train.max_minutes={run.params.get('train.max_minutes') or 'none'}`.")
         val = {k.split("/")[1]: v for k, v in run.metrics.items() if k.startswith("val/") and k.endswith("/accuracy")}
-        shown = ", ".join(f"{f} {_pct(val[f])}%" for f in _order(val, FORM_ORDER)) or "not logged"
+        shown = ", ".join(f"{f} {_pct(val[f])}%" for f in in_order(val, FORM_ORDER)) or "not logged"
         out.append("- **Form selection**: the ETD student's `selected` form is the one with the highest "
                    f"validation accuracy on `train.val_generate_limit={run.params.get('train.val_generate_limit', '?')}` "
                    f"validation rows (ties to EoT, PoT, CoT); here {shown} (train run of "
@@ -545,25 +264,6 @@ def _choices(results: Results) -> list[str]:
     return out + [""]
 
 
-def drop_rates(results: Results) -> dict[str, dict]:
-    """form -> {"kept", "drop_rate", "reasons": {reason: count}} from the verify run."""
-    run = results.steps.get("verify")
-    forms: dict[str, dict] = defaultdict(lambda: {"kept": None, "drop_rate": None, "reasons": {}})
-    if run is None:
-        return {}
-    for key, value in run.metrics.items():
-        parts = key.split("/")
-        if parts[0] != "verify" or len(parts) < 3:
-            continue
-        if parts[2] == "drop_rate":
-            forms[parts[1]]["drop_rate"] = value
-        elif parts[2] == "kept":
-            forms[parts[1]]["kept"] = int(value)
-        elif parts[2] == "dropped" and len(parts) == 4:
-            forms[parts[1]]["reasons"][parts[3]] = int(value)
-    return dict(forms)
-
-
 def _drop_table(results: Results) -> list[str]:
     drops = drop_rates(results)
     out = ["## Verified data: drop rate per form and reason", ""]
@@ -572,7 +272,7 @@ def _drop_table(results: Results) -> list[str]:
     reasons = sorted({r for d in drops.values() for r in d["reasons"]})
     out.append("| form | samples | kept | drop rate (%) | " + " | ".join(reasons) + " |")
     out.append("|---|---:|---:|---:|" + "---:|" * len(reasons))
-    for form in _order(drops, FORM_ORDER):
+    for form in in_order(drops, FORM_ORDER):
         d = drops[form]
         dropped = sum(d["reasons"].values())
         n = (d["kept"] or 0) + dropped
@@ -593,8 +293,8 @@ def _failure_table(results: Results, sets: list[str]) -> list[str]:
         return []
     out = ["## Answers that were not correct, by status (wrong_answer, or no usable answer and why)", "",
            "| student | form | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
-    for mix in _order({m for m, _ in cells}, MIXES):
-        for form in _order({f for m, f in cells if m == mix}, FORM_ORDER):
+    for mix in in_order({m for m, _ in cells}, MIXES):
+        for form in in_order({f for m, f in cells if m == mix}, FORM_ORDER):
             row = cells[(mix, form)]
             out.append(f"| {STUDENT_NAMES.get(mix, mix)} | {form} | " + " | ".join(
                 ", ".join(f"{n} {reason}" for reason, n in sorted(row.get(ts, {}).items())) or "0"
@@ -608,7 +308,7 @@ def _training_table(results: Results) -> list[str]:
         return []
     out = ["## Training", "", "| student | steps | last train/loss | best val/loss | lr | epochs | max_steps |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    for mix in _order(trains, MIXES):
+    for mix in in_order(trains, MIXES):
         run = trains[mix]
         loss = run.history.get("train/loss", [])
         val = [v for _, v in run.history.get("val/loss", [])]
@@ -620,9 +320,7 @@ def _training_table(results: Results) -> list[str]:
 
 
 def _runs_table(results: Results) -> list[str]:
-    from distill.stages.reproduce import plan
-
-    order = {s.name: i for i, s in enumerate(plan())}
+    order = {name: i for i, (name, _, _) in enumerate(pipeline(MIXES))}
     wall = {k.split("/", 1)[1]: v for k, v in (results.parent.metrics if results.parent else {}).items()
             if k.startswith("wall_seconds/")}
     # the report's own step and the total are left out: both are logged after this file is written
@@ -650,13 +348,7 @@ def _runs_table(results: Results) -> list[str]:
     return out
 
 
-# --- plots --------------------------------------------------------------------------------------
-# drawn by distill/plots.py (legends, n, 95% intervals, the baseline line, smoothed losses)
-
-
 def write(results: Results, output_dir: str | Path) -> list[Path]:
-    from distill import plots
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [atomic_write_text(out / "results.md", render(results))]

@@ -42,8 +42,11 @@ from typing import Any, Callable, Mapping
 
 from distill.config import Config, flatten, replace
 from distill.files import DataError, read_json, write_json
+from distill.results import constant_baseline
+from distill.stages import pipeline
+from distill.thoughts import MIXES as MIX_FORMS
 
-MIXES = ("cot", "pot", "eot", "etd")
+MIXES = tuple(MIX_FORMS)
 """The four students of the paper: CoTD, PoTD, EoTD and ETD (all three forms)."""
 
 StageFn = Callable[..., dict]
@@ -59,11 +62,8 @@ class Step:
 
 
 def plan(mixes: tuple[str, ...] = MIXES) -> list[Step]:
-    """The steps in order: each stage for every mix before the next stage starts."""
-    steps = [Step("generate", "generate"), Step("verify", "verify")]
-    for stage in ("mix", "train", "evaluate", "register"):
-        steps += [Step(f"{stage}-{m}", stage, m) for m in mixes]
-    return steps + [Step("promote", "promote"), Step("report", "report")]
+    """The steps in order: each stage for every mix before the next stage starts (distill.stages.pipeline)."""
+    return [Step(name, stage, mix) for name, stage, mix in pipeline(mixes)]
 
 
 def config_digest(cfg: Config) -> str:
@@ -80,34 +80,6 @@ def offline_env(cfg: Config) -> None:
     if cfg.train.student == "tiny" and train_file.exists():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
-def constant_baseline(cfg: Config) -> dict:
-    """Accuracy of always answering the most common answer of the training problems this run uses.
-
-    A student that learned only the prior scores this. Returns {"answer", "train_n",
-    "accuracy": {test_set: acc on the evaluated problems}, "n": {test_set: n}}; the evaluated
-    problems are the first ``evaluate.limit`` of each set, as the evaluate stage takes them.
-    Ties between equally common answers go to the smaller number, so the result is deterministic.
-    """
-    from collections import Counter
-
-    from distill.answers import answers_match
-    from distill.problems import load
-
-    train = load(cfg.data.train_set, "train", cfg.data_path, hub=cfg.data.hub).problems
-    if cfg.data.limit_train:
-        train = train[: cfg.data.limit_train]
-    counts = Counter(p.answer for p in train)
-    answer = min(counts, key=lambda a: (-counts[a], a))
-    accuracy, sizes = {}, {}
-    for name in cfg.data.test_sets:
-        problems = load(name, "test", cfg.data_path, hub=cfg.data.hub).problems
-        if cfg.evaluate.limit:
-            problems = problems[: cfg.evaluate.limit]
-        sizes[name] = len(problems)
-        accuracy[name] = sum(answers_match(answer, p.answer) for p in problems) / max(len(problems), 1)
-    return {"answer": answer, "train_n": len(train), "accuracy": accuracy, "n": sizes}
 
 
 def _stage_fn(stage: str) -> StageFn:
@@ -273,7 +245,7 @@ def _log_comparison(cfg: Config, tracker, parent_id: str, out_dir: Path) -> list
     """The students side by side on the parent run: comparison/accuracy.{md,json,png} as artifacts
     (students x test sets x forms with n and 95% intervals, and its chart); returns the headline."""
     from distill import compare
-    from distill.stages.report import collect
+    from distill.results import collect
 
     results = collect(cfg, parent_id)
     for path in compare.write(results, out_dir):

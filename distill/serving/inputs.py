@@ -1,0 +1,127 @@
+"""What a request to the served student may hold: ``Request`` rows parsed from a DataFrame or JSON
+records, the form used when a row names none, and ``BadRequest``, the error the scoring server turns
+into HTTP 400 with just our message (what is wrong and how to fix it, no echo of the input).
+
+Reads the request's ``question`` and optional ``thought`` columns and the student's card
+(``forms``, ``best_form``); writes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+VOTE = "vote"
+
+
+@dataclass(frozen=True)
+class Request:
+    question: str
+    thought: str
+
+
+def default_thought(card: Mapping[str, Any]) -> str:
+    """The form asked for when a request names none: card["best_form"], else eot if trained, else the first."""
+    forms = list(card.get("forms") or {})
+    best = card.get("best_form")
+    if best in forms or (best == VOTE and len(forms) > 1):
+        return best
+    if "eot" in forms:
+        return "eot"
+    if not forms:
+        raise ValueError("card.json lists no forms; the student cannot be asked for any thought")
+    return forms[0]
+
+
+class BadRequest(MlflowException):
+    """A bad request: the scoring server answers HTTP 400 with exactly ``message``.
+
+    MLflow 3.17's scoring server rewrites the message of an MlflowException raised in predict to
+    "Failed to predict data '<the whole input table>'. Error: <message>" (pyfunc/scoring_server,
+    ``invocations``): the sentence that says what is wrong and how to fix it came last, after every
+    row of the request (17 of them for a request that was too long). The message here ignores that
+    rewrite, so the answer starts with what is wrong and echoes no input.
+    """
+
+    def __init__(self, message: str):
+        self._text = str(message)
+        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._text
+
+    @message.setter
+    def message(self, value: str) -> None:  # MlflowException.__init__ and the server's rewrite
+        pass
+
+
+def bad_input(message: str) -> MlflowException:
+    """The error the scoring server turns into HTTP 400 with ``message`` (and nothing else)."""
+    return BadRequest(message)
+
+
+def parse_requests(model_input: Any, forms: Sequence[str], default: str, *, max_chars: int,
+                   max_rows: int) -> list[Request]:
+    """Validated requests from a DataFrame, a list of records or one record; raises bad_input naming the problem."""
+    import pandas as pd
+
+    if isinstance(model_input, Mapping):
+        model_input = [model_input]
+    if isinstance(model_input, list):
+        if not all(isinstance(r, Mapping) for r in model_input):
+            raise bad_input("input must be records (objects) with a 'question' field")
+        model_input = pd.DataFrame(model_input)
+    if not isinstance(model_input, pd.DataFrame):
+        raise bad_input(f"input must be a DataFrame or JSON records with a 'question' field, "
+                        f"got {type(model_input).__name__}")
+    if "question" not in model_input.columns:  # first: MLflow's schema check drops unknown columns, rows and all
+        names = [str(c)[:40] for c in model_input.columns]
+        columns = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
+        raise bad_input(f"missing column 'question' (got columns: {columns}); send records like "
+                        '{"question": "...", "thought": "eot"}')
+    if len(model_input) == 0:
+        raise bad_input("no rows: send at least one record with a 'question'")
+    if len(model_input) > max_rows:
+        raise bad_input(f"{len(model_input)} rows in one request; send at most {max_rows} rows per request "
+                        "(split the rest into further requests)")
+    unknown = sorted(set(map(str, model_input.columns)) - {"question", "thought"})
+    if unknown:
+        raise bad_input(f"unknown column {unknown[0][:40]!r}; valid columns: question, thought")
+    valid = list(forms) + ([VOTE] if len(forms) > 1 else [])
+    thoughts = model_input["thought"] if "thought" in model_input.columns else [None] * len(model_input)
+    requests = []
+    for i, (question, thought) in enumerate(zip(model_input["question"], thoughts)):
+        if not isinstance(question, str):
+            raise bad_input(f"row {i}: 'question' must be a string, got {_describe(question)}; send the question as text")
+        if not question.strip():
+            raise bad_input(f"row {i}: 'question' is empty; send the text of the question")
+        if len(question) > max_chars:
+            raise bad_input(f"row {i}: 'question' has {len(question)} characters; at most {max_chars} are accepted, "
+                            "shorten it")
+        if _missing(thought):
+            thought = default
+        elif not isinstance(thought, str) or thought not in valid:
+            raise bad_input(f"row {i}: unknown thought {_describe(thought)}; valid: {', '.join(valid)} "
+                            f"(or leave it out for {default})")
+        requests.append(Request(question, thought))
+    return requests
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, which pandas puts in a missing optional column
+    except (TypeError, ValueError):
+        return False
+
+
+def _describe(value: Any) -> str:
+    if value is None or _missing(value):
+        return "null"
+    if isinstance(value, str):
+        return repr(value[:40])
+    return f"{type(value).__name__} {str(value)[:40]}"

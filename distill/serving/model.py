@@ -1,0 +1,172 @@
+"""The student as an MLflow pyfunc model (``StudentModel``): question in, reasoning and a
+solver-checked answer out. Owns loading the logged student, batching concurrent calls and answering.
+
+Reads the pyfunc artifact ``student/`` (``model/``: the student as distill.student saves it;
+``card.json``: its mix, forms and their versions, best_form) and the model_config (``DEFAULTS``
+and the overrides given to distill.serving.logged_model.log_student). Writes nothing: each request
+gets one output row per question (the columns ``OUTPUT_COLUMNS``, described in distill/serving/__init__.py).
+
+The answer is taken by the same form module that verified the training data (``get_form(f)
+.extract_many``): programs and equation systems run in the sandbox, outside the server's process,
+with a timeout, so a looping program ends as a ``timeout`` row and never hangs the server. Model
+output is never evaluated here.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from distill.files import read_json
+from distill.serving.batching import BatchQueue
+from distill.serving.inputs import VOTE, Request, default_thought, parse_requests
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+STUDENT_ARTIFACT = "student"
+"""Name of the pyfunc artifact (a folder holding model/ and card.json)."""
+OUTPUT_COLUMNS = ("answer", "thought", "versions", "reasoning", "status", "reason")
+
+DEFAULTS = {
+    # GSM8K's longest question is about 1,000 characters; twice that still fits the 256-token input,
+    # cut from the left so the instruction survives (distill/decoding.py)
+    "max_question_chars": 2000,
+    # questions per request, and per batch of requests answered together: with every program looping,
+    # a batch takes max_rows * timeout / sandbox workers (2 to 4) seconds, 40 s at most on 2 cores
+    # (the forms are extracted side by side), inside the scoring server's 60 s request limit
+    # (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT)
+    "max_rows": 16,
+    # seconds per program or equation system: the same limit as verify and evaluate
+    # (VerifyConfig.timeout), so a served answer is the evaluated answer
+    "timeout": 5.0,
+    # the paper's decoding: greedy, 256 tokens in and out (METHOD.md)
+    "max_new_tokens": 256,
+    "max_source_len": 256,
+    "batch_size": 16,
+    # auto: the first GPU when there is one, else the CPU
+    "device": "auto",
+}
+"""The model_config of a logged student; log_student(..., **overrides) changes them."""
+
+
+class StudentModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc model: a student (seq2seq or causal), its tokenizer and its forms' extractors.
+
+    ``predict``'s input carries the hint ``pd.DataFrame`` (what MLflow passes once the logged
+    signature has been enforced; parse_requests also takes records): MLflow wraps the ``predict`` of
+    a PythonModel subclass and warns at import when it has no type hint, and a DataFrame hint is the
+    one from which it infers no schema and validates nothing, so the logged signature
+    (distill.serving.logged_model.signature) stays the only contract.
+    """
+
+    def load_context(self, context) -> None:
+        # everything is in the artifacts: never let transformers or the hub try the network
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from distill.student import load_student
+        from distill.thoughts import get_form
+
+        root = Path(context.artifacts[STUDENT_ARTIFACT])
+        self.card = read_json(root / "card.json")
+        self.settings = {**DEFAULTS, **(getattr(context, "model_config", None) or {})}
+        # any kind of student (seq2seq, causal, a LoRA adapter): distill.student reads its folder
+        self.model, self.tokenizer = load_student(root / "model", local_files_only=True)
+        device = str(self.settings["device"])
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(device).eval()
+        self.forms = {name: get_form(name) for name in self.card.get("forms") or {}}
+        for name, form in self.forms.items():
+            trained = (self.card["forms"][name] or {}).get("version")
+            if trained is not None and trained != form.version:
+                # the card travels with the model; a changed form would parse output it never learned
+                raise MlflowException(f"student learned {name} version {trained}, but this code has version "
+                                      f"{form.version}; serve it with the distill version it was trained with")
+        self.default = default_thought(self.card)
+        self.start_batching()
+
+    def start_batching(self) -> None:
+        """Concurrent predict calls are answered together (distill.serving.batching)."""
+        self.batches = BatchQueue(self.answer, int(self.settings["max_rows"]))
+
+    def predict(self, context, model_input: pd.DataFrame, params=None):
+        requests = parse_requests(model_input, list(self.forms), self.default,
+                                  max_chars=int(self.settings["max_question_chars"]),
+                                  max_rows=int(self.settings["max_rows"]))
+        rows = self.batches.submit(requests)
+        return pd.DataFrame({col: pd.Series([r[col] for r in rows], dtype=object) for col in OUTPUT_COLUMNS})
+
+    def generate(self, inputs: list[str]) -> list[str]:
+        """Greedy outputs of the student for ``inputs`` (the paper's decoding, distill/decoding.py)."""
+        from distill.decoding import decode
+
+        return decode(self.model, self.tokenizer, inputs, batch_size=int(self.settings["batch_size"]),
+                      max_new_tokens=int(self.settings["max_new_tokens"]),
+                      max_source_len=int(self.settings["max_source_len"]))
+
+    def answer(self, requests: Sequence[Request]) -> list[dict]:
+        """One output row per request; every (question, form) pair is generated once, in one batch."""
+        asked = {(r.question, f) for r in requests for f in (self.forms if r.thought == VOTE else [r.thought])}
+        pairs = sorted(asked, key=lambda p: (p[1], p[0]))
+        texts = self.generate([self.forms[f].student_input(q) for q, f in pairs])
+        by_form: dict[str, list[int]] = {}
+        for i, (_, f) in enumerate(pairs):
+            by_form.setdefault(f, []).append(i)
+        timeout = float(self.settings["timeout"])
+
+        def extract(form: str) -> list:
+            return self.forms[form].extract_many([texts[i] for i in by_form[form]], timeout=timeout)
+
+        # each form's programs or systems run in the sandbox's own workers (one kind per form), so the
+        # forms are extracted side by side: a vote whose program and system both time out waits once
+        extractions: list = [None] * len(pairs)
+        with ThreadPoolExecutor(max_workers=len(by_form) or 1) as pool:
+            for f, found_f in zip(by_form, pool.map(extract, by_form)):
+                for i, ext in zip(by_form[f], found_f):
+                    extractions[i] = ext
+        found = {pair: (texts[i], extractions[i]) for i, pair in enumerate(pairs)}
+
+        return [self._single(r.thought, *found[(r.question, r.thought)]) if r.thought != VOTE
+                else self._vote({f: found[(r.question, f)] for f in self.forms}) for r in requests]
+
+    def _single(self, form: str, text: str, ext) -> dict:
+        return {"answer": _number(ext.answer) if ext.status == "ok" else None, "thought": form,
+                "versions": f"{form}={self.forms[form].version}", "reasoning": text,
+                "status": ext.status, "reason": ext.reason}
+
+    def _vote(self, by_form: Mapping[str, tuple]) -> dict:
+        """The majority answer over the forms (distill.scoring.vote_answer: ties go to EoT, then PoT)."""
+        from distill.scoring import vote_answer
+        from distill.thoughts import Verdict
+
+        # vote_answer counts verdicts that answered; with no gold here an extracted answer is recorded
+        # as "wrong_answer" (answered, unjudged) only to reuse the project's one voting rule
+        verdicts = {f: Verdict("wrong_answer" if ext.status == "ok" else ext.status, ext.answer, "", f,
+                               self.forms[f].version) for f, (_, ext) in by_form.items()}
+        answer, votes = vote_answer(verdicts)
+        failed = sorted({ext.status for _, ext in by_form.values() if ext.status != "ok"})
+        if answer is not None:
+            status, reason = "ok", f"{votes} of {len(by_form)} forms agree"
+        else:
+            status = failed[0] if len(failed) == 1 else "no_answer"
+            reason = "; ".join(f"{f}: {ext.status} {ext.reason}".strip() for f, (_, ext) in by_form.items())
+        return {"answer": _number(answer), "thought": VOTE,
+                "versions": ",".join(f"{f}={self.forms[f].version}" for f in by_form),
+                "reasoning": "\n\n".join(f"[{f}]\n{text}" for f, (text, _) in by_form.items()),
+                "status": status, "reason": reason}
+
+
+def _number(value: float | None) -> float | int | None:
+    """JSON-friendly answer: whole numbers as int (42, not 42.0), others as float, None stays None."""
+    if value is None:
+        return None
+    value = float(value)
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
