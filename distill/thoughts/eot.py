@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
+from distill import sandbox
 from distill.thoughts import Extraction, Verdict, student_input, verdict_from
-from distill.thoughts import sandbox
 from distill.thoughts.exemplars import messages
 
 INSTRUCTION = "System of linear equations: (Do not simplify)"
