@@ -17,8 +17,8 @@ Two layers, so that one mistake does not open the machine:
 
 This module owns layer 2's parent side: the pool of warm workers (``Worker``, ``worker(kind)``,
 ``configure``, ``close_all``) and the two calls the thought forms make, ``run_programs`` (PoT) and
-``solve_systems`` (EoT systems the forward pass does not settle). It knows nothing of thought forms:
-it takes program texts and equation trees and returns result dicts. It reads and writes no files;
+``solve_systems`` (EoT systems the forward pass does not settle). It imports nothing of the thought
+forms: it takes program texts and equation trees and returns result dicts. It reads and writes no files;
 it starts ``python -I distill/sandbox/worker.py`` processes and talks to them over pipes.
 
 Speed: forking per program costs about 2 ms here, so a child runs a short chunk of programs (up to
