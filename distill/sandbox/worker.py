@@ -7,10 +7,11 @@ distill/sandbox/__init__.py and imports only the standard library (plus sympy in
 the distill package. It owns the run-time side of confinement: the builtins and module proxies a
 program gets (whose names distill/sandbox/check.py reads for its static check), the children's
 limits and namespaces, and the sympy solving of equation systems. It reads jobs on stdin and writes
-results on stdout; the only files it opens are its own /proc entries (memory use, capabilities, the
-user namespace's id maps) and /dev/null. It stays one file (over 600 lines) because it is one
-script: run with ``-I``, it has no package and no script folder on ``sys.path``, so it cannot import
-a sibling module; everything in it runs in the worker or in its confined children.
+results on stdout; besides the modules it imports (sympy's children import some lazily, read-only),
+the only files it opens are its own /proc entries (memory use, capabilities, the user namespace's id
+maps) and /dev/null. It stays one file (over 600 lines) because it is one script: run with ``-I``,
+it has no package and no script folder on ``sys.path``, so it cannot import a sibling module;
+everything in it runs in the worker or in its confined children.
 
 Protocol (stdin/stdout of the worker, one JSON object per line, never pickle):
 - the worker writes ``{"ready": true, "isolation": {"description": str, "nobody", "userns", "netns": bool,
