@@ -3,9 +3,11 @@
     python benchmarks/verify.py                      # 2,000 GSM8K training problems
     python benchmarks/verify.py --problems 1000 --baseline 100
 
-Workload: for each GSM8K training solution, its ``<<expr=result>>`` calculator annotations become
-lines ``vN = expr`` in which a number equal to an earlier result is replaced by that result's
-variable, then ``ans = vK``. The same text is a PoT program and a forward-only EoT system.
+Workload: for each GSM8K training solution, the gold teacher's PoT program
+(``distill.teachers.gold.program_from``): its ``<<expr=result>>`` calculator annotations become lines
+``vN = expr`` in which a number equal to an earlier result is replaced by that result's variable,
+then ``ans = vK`` (the last step giving the gold answer); a solution it cannot derive is skipped. The
+same text is a PoT program and a forward-only EoT system.
 
 - PoT: distill's sandbox (static check, then a child forked from a warm worker with rlimits, running a
   chunk of programs) vs a fresh ``python`` subprocess per program (the usual "run it in a subprocess"),
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import time
@@ -31,28 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill.answers import answers_match  # noqa: E402
 from distill.problems import load_problems  # noqa: E402
-
-ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
-NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
-
-
-def derive(rationale: str) -> str | None:
-    """``v1 = 48/2\\nv2 = 48+v1\\nans = v2`` from a GSM8K solution, or None without annotations."""
-    lines, results = [], []
-    for k, (expr, result) in enumerate(ANNOTATION.findall(rationale or ""), 1):
-        expr = expr.replace(",", "").replace("$", "").replace("x", "*").strip()
-
-        def name_for(m: re.Match) -> str:
-            for j in range(len(results) - 1, -1, -1):
-                if results[j] == m.group(0):
-                    return f"v{j + 1}"
-            return m.group(0)
-
-        lines.append(f"v{k} = {NUMBER.sub(name_for, expr)}")
-        results.append(result.replace(",", "").strip())
-    if not lines:
-        return None
-    return "\n".join(lines) + f"\nans = v{len(lines)}"
+from distill.teachers.gold import StepError, program_from  # noqa: E402
 
 
 def rate(n: int, seconds: float) -> float:
@@ -128,10 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     texts, golds = [], []
     for p in load_problems("gsm8k", "train", args.data_dir):
-        text = derive(p.rationale)
-        if text:
-            texts.append(text)
-            golds.append(p.answer)
+        try:
+            texts.append(program_from(p.rationale or "", p.answer))
+        except StepError:
+            continue
+        golds.append(p.answer)
         if len(texts) >= args.problems:
             break
     print(f"workload: {len(texts)} programs/systems derived from GSM8K train annotations; cpus={os.cpu_count()}; "

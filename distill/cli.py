@@ -212,8 +212,8 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
         if thought or output or as_json:
             raise click.UsageError("--thought, --output and --json need a FILE; without FILE "
                                    "`distill verify` runs the pipeline stage on runs/<preset>/samples.jsonl")
+        from distill import sandbox
         from distill.stages import verify as stage
-        from distill.thoughts import sandbox
 
         cfg = load(*cfg_args, **overrides)
         sandbox.configure(workers=cfg.verify.workers)

@@ -102,7 +102,7 @@ class VerifyConfig:
     """Seconds per program or equation system."""
     workers: int = 0
     """Programs or systems the sandbox runs side by side (forked children per worker); 0 = auto: one
-    per CPU, at most 4 (distill/thoughts/sandbox.py, ``configure``)."""
+    per CPU, at most 4 (distill/sandbox/, ``configure``)."""
 
     def __post_init__(self):
         if self.workers < 0:

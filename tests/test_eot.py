@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from distill.thoughts import get_form
-from distill.thoughts.eot import RULES, clean, parse_system, plan
+from distill.thoughts.eot import RULES, clean, forward_pass, parse_system
 from distill.thoughts.exemplars import EXEMPLARS
 
 EOT = get_form("eot")
@@ -35,10 +35,10 @@ def test_the_method_example_with_an_unknown_is_solved_with_sympy():
 
 
 def test_a_forward_only_system_is_evaluated_exactly_without_the_solver():
-    p = plan(parse_system("total_eggs = 16\neggs_used = 3 + 4\neggs_sold = total_eggs - eggs_used\n"
-                          "income = eggs_sold * 2\nans = income"))
+    p = forward_pass(parse_system("total_eggs = 16\neggs_used = 3 + 4\neggs_sold = total_eggs - eggs_used\n"
+                                  "income = eggs_sold * 2\nans = income"))
     assert p.value == 18 and p.job is None
-    assert plan(parse_system("a = 1 / 3\nans = a * 3")).value == 1  # exact fractions, no 0.999...
+    assert forward_pass(parse_system("a = 1 / 3\nans = a * 3")).value == 1  # exact fractions, no 0.999...
 
 
 def test_definitions_may_come_in_any_order_and_on_either_side():

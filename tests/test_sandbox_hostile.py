@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.thoughts import get_form, sandbox
+from distill import sandbox
+from distill.thoughts import get_form
 
 LIMIT = 1.0
 TAG = f"distill-hostile-{uuid.uuid4().hex[:8]}"
@@ -316,7 +317,7 @@ def test_isolation_says_what_is_in_force_for_the_user_running_it():
 
 NON_ROOT_PROBE = f"""
 import json, os
-from distill.thoughts import sandbox
+from distill import sandbox
 escape = {ESCAPE!r}
 out = {{"uid": os.getuid(), "net": os.readlink("/proc/self/ns/net"), "isolation": sandbox.worker("pot").describe(),
        "details": sandbox.worker("pot").isolation,
@@ -370,7 +371,7 @@ def test_as_an_ordinary_user_the_worker_runs_in_its_own_user_and_network_namespa
 
 FALLBACK_PROBE = """
 import json
-from distill.thoughts import sandbox
+from distill import sandbox
 print(json.dumps({"isolation": sandbox.isolation(), "details": sandbox.worker("pot").isolation,
                   "programs": sandbox.run_programs(["ans = 6 * 7", "while True:\\n    pass"], 1.0)}))
 """

@@ -20,11 +20,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from distill import sandbox
 from distill.config import load_config
 from distill.files import write_jsonl
 from distill.serving.model import DEFAULTS, StudentModel
 from distill.stages import verify
-from distill.thoughts import get_form, sandbox
+from distill.thoughts import get_form
 
 SECRET = "sk-test-SECRET123-" + uuid.uuid4().hex
 OTHER = "tok-" + uuid.uuid4().hex

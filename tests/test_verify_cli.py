@@ -127,7 +127,7 @@ def test_output_equal_to_the_input_is_refused_and_the_input_is_kept(tmp_path, mo
 
 
 def test_file_mode_says_which_sandbox_isolation_is_in_force(tmp_path):
-    from distill.thoughts import sandbox
+    from distill import sandbox
 
     table = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")), "--timeout", "2"])
     assert table.exit_code == 0 and f"sandbox: {sandbox.isolation()}" in table.output
@@ -141,7 +141,7 @@ def test_file_mode_says_which_sandbox_isolation_is_in_force(tmp_path):
 
 def test_verify_workers_sets_the_sandbox_parallelism(tmp_path):
     from distill.config import ConfigError, load_config
-    from distill.thoughts import sandbox
+    from distill import sandbox
 
     try:
         result = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")),

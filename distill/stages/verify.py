@@ -29,11 +29,12 @@ from collections import Counter, defaultdict
 from contextlib import nullcontext
 from pathlib import Path
 
+from distill import sandbox
 from distill.config import Config
 from distill.files import DataError, file_digest, read_json, read_jsonl, write_json, write_jsonl
 from distill.shards import shard_files
 from distill.stages.generate import SAMPLES, latest_samples
-from distill.thoughts import FORM_NAMES, get_form, sandbox
+from distill.thoughts import FORM_NAMES, get_form
 
 DATASET_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD"}
 TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl

@@ -20,10 +20,15 @@ GSM8K solutions mark each calculator step as ``<<expr=result>>``:
       clips_altogether = 48 + clips_in_may
       ans = clips_altogether
 
-Steps are read with Python's ``ast`` against a whitelist and computed with exact fractions; nothing is
-evaluated. A problem without annotations (or with a step we cannot read) is a failed answer with a
-reason; whether a derived program or system gives the gold answer is left to the verify stage, so
-the yield is measured by the real verifiers.
+Steps are read and computed with exact fractions by distill/arithmetic.py (Python's ``ast`` against a
+whitelist; nothing is evaluated), the reader of the EoT form, so every step read here is an
+expression the EoT verifier reads; a step it refuses fails in this teacher's own words
+(``unsupported BinOp`` for ``560//10``). This module keeps what is GSM8K's: where the annotations
+stand, how their text is written (``$``, thousands commas, ``x`` for times, ``%``), which literal is
+an earlier step's result, and the names and comments of the EoT system. A problem without
+annotations (or with a step we cannot read) is a failed answer with a reason; whether a derived
+program or system gives the gold answer is left to the verify stage, so the yield is measured by the
+real verifiers.
 """
 from __future__ import annotations
 
@@ -34,16 +39,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Sequence
 
+from distill import arithmetic
 from distill.answers import answers_match, parse_number
 from distill.teachers import Answer, Job, canonical_request, request_hash
-from distill.thoughts.eot import FUNCTIONS as _EOT_FUNCTIONS
 
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _TIMES = re.compile(r"(?<=[\d)\s])[x×X](?=[\s\d(.])")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 _LEADING_ZERO = re.compile(r"(?<![\d.])0+(?=\d)")
-_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-           ast.Div: lambda a, b: a / b}
 
 
 class StepError(ValueError):
@@ -73,25 +76,20 @@ def _normalise(expr: str) -> str:
     return _LEADING_ZERO.sub("", expr).strip()
 
 
-def _value(node: ast.AST, env: dict[str, Fraction]) -> Fraction:
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-        return Fraction(str(node.value))
-    if isinstance(node, ast.Name) and node.id in env:
-        return env[node.id]
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _value(node.operand, env)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        left, right = _value(node.left, env), _value(node.right, env)
-        if isinstance(node.op, ast.Div) and right == 0:
-            raise StepError("division by zero")
-        return _BINOPS[type(node.op)](left, right)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-        base, exp = _value(node.left, env), _value(node.right, env)
-        if exp.denominator != 1 or abs(exp) > 12:
-            raise StepError("only small integer powers are read")
-        return base ** int(exp)
-    raise StepError(f"unsupported {type(node).__name__}")
+def _value(expr: ast.expr, env: dict[str, Fraction]) -> Fraction:
+    """The exact value of a step whose names are earlier steps (``env``); StepError when it has none."""
+    try:
+        return arithmetic.evaluate(arithmetic.read(expr, functions=False), env)
+    except arithmetic.Refused as exc:
+        if isinstance(exc.node, ast.BinOp) and isinstance(exc.node.op, ast.Pow):  # exponent not a small number
+            raise StepError("only small integer powers are read") from None
+        raise StepError(f"unsupported {type(exc.node).__name__}") from None
+    except arithmetic.Unknown:
+        raise StepError("unsupported Name") from None  # a word of the annotation, not an earlier step
+    except arithmetic.NeedsSolver:  # a fractional power
+        raise StepError("only small integer powers are read") from None
+    except arithmetic.Undefined as exc:
+        raise StepError(exc.reason) from None
 
 
 class _Substitute(ast.NodeTransformer):
@@ -191,14 +189,14 @@ def read_steps(rationale: str) -> list[Step]:
         if not sep or not expr.strip():
             raise StepError(f"annotation {raw!r} has no 'expr=result'")
         try:
-            tree = ast.parse(_normalise(expr), mode="eval")
-        except SyntaxError:
+            tree = arithmetic.parse(_normalise(expr))
+        except arithmetic.Refused:
             raise StepError(f"annotation {raw!r} is not arithmetic") from None
         tree = _Substitute(stated).visit(tree)
-        value = _value(tree.body, env)
+        value = _value(tree, env)
         name = f"v{k}"
         env[name] = value
-        steps.append(Step(tree.body, value, context))
+        steps.append(Step(tree, value, context))
         number = parse_number(result)
         stated.append((name, Fraction(repr(number)) if number is not None else value))
     return steps
@@ -303,7 +301,7 @@ def _name_for(step: RawStep) -> str | None:
     while words and len("_".join(words)) > MAX_NAME_CHARS:
         words = words[:-1]
     name = "_".join(words)
-    if not re.fullmatch(r"[a-z][a-z_]*", name) or name in _RESERVED or name in _EOT_FUNCTIONS:
+    if not re.fullmatch(r"[a-z][a-z_]*", name) or name in _RESERVED or name in arithmetic.FUNCTIONS:
         return None
     return name
 

@@ -1,10 +1,11 @@
 """Equation-of-Thought: a system of equations whose last line is ``ans = <var>``, solved without eval.
 
 Reading (never ``eval``, ``sympify`` or ``parse_expr`` of the text): each line is normalised by our own
-rules below, then parsed with Python's ``ast`` (parsing builds a tree, it runs nothing) and converted
-through a whitelist — numbers, snake_case names, ``+ - * / **`` with a bounded numeric exponent,
-parentheses, and (flexible mode) ``ceil floor round abs`` — into exact trees. Anything else is a
-``parse_error`` naming the line and what was refused. Input size, line length and nesting are bounded.
+rules below, then each side of its ``=`` is read by distill/arithmetic.py (Python's ``ast``, which
+runs nothing, converted through a whitelist — numbers, snake_case names, ``+ - * / **`` with a bounded
+numeric exponent, parentheses, and (flexible mode) ``ceil floor round abs`` — into exact trees).
+Anything else is a ``parse_error`` naming the line and what was refused. Input size, line length and
+nesting are bounded.
 
 Conventions that are part of the format (METHOD.md), always on:
 - lines starting with ``%`` (or ``#``) are comments; blank lines are skipped; of a fenced block only its
@@ -33,15 +34,13 @@ what the writer evidently meant; none picks a value among several candidates:
 """
 from __future__ import annotations
 
-import ast
-import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
+from distill import arithmetic, sandbox
 from distill.thoughts import Extraction, Verdict, student_input, verdict_from
-from distill.thoughts import sandbox
 from distill.thoughts.exemplars import messages
 
 INSTRUCTION = "System of linear equations: (Do not simplify)"
@@ -57,13 +56,6 @@ RULES = ("unicode_operators", "currency_and_thousands", "percent_literal", "care
 MAX_CHARS = 10_000
 MAX_LINES = 200
 MAX_LINE_CHARS = 500
-MAX_DEPTH = 20
-"""Deepest parenthesis nesting read."""
-MAX_EXPONENT = 100
-MAX_BITS = 4096
-"""Largest numerator or denominator (in bits) the forward pass computes with."""
-FUNCTIONS = {"ceil": math.ceil, "floor": math.floor, "abs": abs,
-             "round": lambda q: math.floor(abs(q) + Fraction(1, 2)) * (1 if q >= 0 else -1)}
 _UNICODE_OPS = str.maketrans({"\u00d7": "*", "\u22c5": "*", "\u00b7": "*", "\u2219": "*", "\u00f7": "/",
                               "\u2212": "-", "\u2013": "-", "\u2014": "-"})
 _THOUSANDS = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+)(?![\d,])")
@@ -73,23 +65,12 @@ _IMPLICIT = [(re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?=[A-Za-z_(])"), r"\1*")
 _COMPARISON = re.compile(r"==|!=|<|>")
 _KEYWORD = re.compile(r"\b(?:if|else|elif|lambda|for|while|import|from|def|return|and|or|not|in|is|print)\b")
 _FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
-_OPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
-_OP_TEXT = {ast.FloorDiv: "//", ast.Mod: "%", ast.BitXor: "^", ast.BitOr: "|", ast.BitAnd: "&",
-            ast.MatMult: "@", ast.LShift: "<<", ast.RShift: ">>"}
 
 
 class EotError(Exception):
     def __init__(self, status: str, reason: str):
         super().__init__(reason)
         self.status, self.reason = status, reason
-
-
-class _Unknown(Exception):
-    """An expression that mentions a name without a value yet."""
-
-
-class _NeedsSolver(Exception):
-    """An expression the forward pass does not compute exactly (a fractional power)."""
 
 
 @dataclass(frozen=True)
@@ -134,17 +115,6 @@ def _normalise(line: str, n: int, strict: bool) -> str:
     return line
 
 
-def _depth(text: str) -> int:
-    depth = deepest = 0
-    for ch in text:
-        if ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth -= 1
-    return deepest
-
-
 def parse_system(text: str, *, strict: bool = False) -> list[Equation]:
     """The equations of a (cleaned) system; raises EotError("parse_error", reason)."""
     if len(text) > MAX_CHARS:
@@ -171,8 +141,8 @@ def parse_system(text: str, *, strict: bool = False) -> list[Equation]:
             raise EotError("parse_error", f"line {n} is not an equation: {raw.strip()[:80]!r}")
         if len(sides) > 2:
             raise EotError("parse_error", f"line {n} has more than one '=': {raw.strip()[:80]!r}")
-        if _depth(line) > MAX_DEPTH:
-            raise EotError("parse_error", f"line {n}: parentheses nested deeper than {MAX_DEPTH}")
+        if arithmetic.nesting(line) > arithmetic.MAX_DEPTH:
+            raise EotError("parse_error", f"line {n}: parentheses nested deeper than {arithmetic.MAX_DEPTH}")
         lhs, rhs = (_parse_side(s, n, strict) for s in sides)
         eqs.append(Equation(lhs, rhs, n, raw.strip()))
     if not eqs:
@@ -184,120 +154,23 @@ def _parse_side(src: str, n: int, strict: bool) -> tuple:
     if not src.strip():
         raise EotError("parse_error", f"line {n}: one side of '=' is empty")
     try:
-        tree = ast.parse(src.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise EotError("parse_error", f"line {n}: cannot read {src.strip()[:60]!r} ({exc.msg})") from None
-    except (RecursionError, MemoryError, ValueError):
-        raise EotError("parse_error", f"line {n}: expression too deep or malformed") from None
-    return _convert(tree.body, n, strict)
+        return arithmetic.read(arithmetic.parse(src, n), n, functions=not strict)
+    except arithmetic.Refused as exc:
+        raise EotError("parse_error", str(exc)) from None
+    except arithmetic.Undefined as exc:  # an exponent is computed as it is read
+        raise EotError("exec_error", str(exc)) from None
 
 
-def _convert(node: ast.AST, n: int, strict: bool) -> tuple:
-    if isinstance(node, ast.Constant):
-        value = node.value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise EotError("parse_error", f"line {n}: {value!r} is not a number")
-        if isinstance(value, int) and value.bit_length() > 400:
-            raise EotError("parse_error", f"line {n}: number too long")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise EotError("parse_error", f"line {n}: number out of range")
-        return ("num", Fraction(repr(value)) if isinstance(value, float) else Fraction(value))
-    if isinstance(node, ast.Name):
-        name = node.id
-        if not name.isascii() or name.startswith("_"):
-            raise EotError("parse_error", f"line {n}: the name {name!r} is not allowed")
-        if name in FUNCTIONS:
-            raise EotError("parse_error", f"line {n}: {name!r} is a function name, not a quantity")
-        return ("name", name)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        inner = _convert(node.operand, n, strict)
-        return ("neg", inner) if isinstance(node.op, ast.USub) else inner
-    if isinstance(node, ast.BinOp):
-        op = _OPS.get(type(node.op))
-        if op is None:
-            text = _OP_TEXT.get(type(node.op), type(node.op).__name__)
-            raise EotError("parse_error", f"line {n}: the operator {text} is not allowed in an equation")
-        left, right = _convert(node.left, n, strict), _convert(node.right, n, strict)
-        if op == "pow":
-            if _names(right):
-                raise EotError("parse_error", f"line {n}: an exponent must be a number, not a quantity")
-            try:
-                exponent = _eval(right, {})
-            except _NeedsSolver:
-                raise EotError("parse_error", f"line {n}: an exponent must be a plain number") from None
-            if abs(exponent) > MAX_EXPONENT:
-                raise EotError("parse_error", f"line {n}: exponent {exponent} is larger than {MAX_EXPONENT}")
-        return (op, left, right)
-    if isinstance(node, ast.Call):
-        fname = node.func.id if isinstance(node.func, ast.Name) else None
-        if fname not in FUNCTIONS:
-            what = fname or ast.unparse(node.func)[:40]
-            raise EotError("parse_error", f"line {n}: {what}(...) is not a known function")
-        if strict:
-            raise EotError("parse_error", f"line {n}: function {fname}() is off in strict mode (rule round_functions)")
-        if len(node.args) != 1 or node.keywords:
-            raise EotError("parse_error", f"line {n}: {fname}() takes exactly one argument")
-        return ("call", fname, _convert(node.args[0], n, strict))
-    what = {ast.Lambda: "lambda", ast.IfExp: "if/else", ast.Attribute: "attribute access",
-            ast.Compare: "a comparison", ast.Subscript: "indexing"}.get(type(node), type(node).__name__)
-    raise EotError("parse_error", f"line {n}: {what} is not allowed in an equation")
-
-
-# --- computing -----------------------------------------------------------------------------------
-
-def _names(tree: tuple) -> set[str]:
-    if tree[0] == "name":
-        return {tree[1]}
-    if tree[0] == "num":
-        return set()
-    if tree[0] == "call":
-        return _names(tree[2])
-    return set().union(*(_names(t) for t in tree[1:]))
-
-
-def _check_size(q: Fraction, n: int) -> Fraction:
-    if q.numerator.bit_length() > MAX_BITS or q.denominator.bit_length() > MAX_BITS:
-        raise EotError("exec_error", f"line {n}: a number grew beyond {MAX_BITS} bits")
-    return q
-
-
-def _eval(tree: tuple, known: dict[str, Fraction], n: int = 0) -> Fraction:
-    op = tree[0]
-    if op == "num":
-        return tree[1]
-    if op == "name":
-        if tree[1] not in known:
-            raise _Unknown(tree[1])
-        return known[tree[1]]
-    if op == "neg":
-        return -_eval(tree[1], known, n)
-    if op == "call":
-        return Fraction(FUNCTIONS[tree[1]](_eval(tree[2], known, n)))
-    a, b = _eval(tree[1], known, n), _eval(tree[2], known, n)
-    if op == "add":
-        return _check_size(a + b, n)
-    if op == "sub":
-        return _check_size(a - b, n)
-    if op == "mul":
-        return _check_size(a * b, n)
-    if op == "div":
-        if b == 0:
-            raise EotError("exec_error", f"line {n}: division by zero")
-        return _check_size(a / b, n)
-    if b.denominator != 1:
-        raise _NeedsSolver()
-    if a == 0 and b < 0:
-        raise EotError("exec_error", f"line {n}: zero to a negative power")
-    if abs(b) > MAX_EXPONENT or a.numerator.bit_length() * abs(b) > MAX_BITS * 2:
-        raise EotError("exec_error", f"line {n}: power too large")
-    return _check_size(a ** int(b), n)
-
+# --- the forward pass ------------------------------------------------------------------------------
 
 def _try(tree: tuple, known: dict[str, Fraction], n: int) -> Fraction | None:
+    """The exact value of a side, or None while it needs a name without a value or the solver."""
     try:
-        return _eval(tree, known, n)
-    except (_Unknown, _NeedsSolver):
+        return arithmetic.evaluate(tree, known, n)
+    except (arithmetic.Unknown, arithmetic.NeedsSolver):
         return None
+    except arithmetic.Undefined as exc:
+        raise EotError("exec_error", str(exc)) from None
 
 
 def _rename(tree: tuple, alias: dict[str, str]) -> tuple:
@@ -337,7 +210,7 @@ def _resolve(eq: Equation, known: dict[str, Fraction]) -> bool:
 
 
 @dataclass
-class Plan:
+class ForwardPass:
     """What the forward pass left: ``value`` when it settled ``ans``, else a job for sympy."""
     value: Fraction | None
     job: dict | None
@@ -353,7 +226,7 @@ def _serial(tree: tuple) -> list:
     return [tree[0], *(_serial(t) for t in tree[1:])]
 
 
-def plan(eqs: list[Equation], *, strict: bool = False) -> Plan:
+def forward_pass(eqs: list[Equation], *, strict: bool = False) -> ForwardPass:
     """Forward pass (exact fractions), then what is left for the solver."""
     known: dict[str, Fraction] = {}
     alias: dict[str, str] = {}
@@ -361,12 +234,12 @@ def plan(eqs: list[Equation], *, strict: bool = False) -> Plan:
     pending: list[Equation] = []
     for k, eq in enumerate(eqs):
         lhs, rhs = _rename(eq.lhs, alias), _rename(eq.rhs, alias)
-        if (not strict and eq.lhs[0] == "name" and lhs[1] in known and lhs[1] in _names(rhs)):
+        if (not strict and eq.lhs[0] == "name" and lhs[1] in known and lhs[1] in arithmetic.names(rhs)):
             new = f"{eq.lhs[1]}'{k}"  # an apostrophe cannot occur in a written name
             alias[eq.lhs[1]] = new
             lhs = ("name", new)
         eq = Equation(lhs, rhs, eq.line, eq.text)
-        seen |= _names(lhs) | _names(rhs)
+        seen |= arithmetic.names(lhs) | arithmetic.names(rhs)
         if not _resolve(eq, known):
             pending.append(eq)
     progress = True
@@ -380,11 +253,11 @@ def plan(eqs: list[Equation], *, strict: bool = False) -> Plan:
     if target not in seen:
         raise EotError("no_answer", "no equation defines ans (the last line should be 'ans = <variable>')")
     if target in known and not pending:
-        return Plan(known[target], None)
+        return ForwardPass(known[target], None)
     eqs_left = [[_serial(_substitute(e.lhs, known)), _serial(_substitute(e.rhs, known))] for e in pending]
     if target in known:
         eqs_left.append([["name", target], _serial(("num", known[target]))])
-    return Plan(None, {"eqs": eqs_left, "target": target})
+    return ForwardPass(None, {"eqs": eqs_left, "target": target})
 
 
 def _show(value) -> str:
@@ -446,7 +319,7 @@ class EoT:
                 out[i] = Extraction(None, "no_answer", "empty completion: no equations")
                 continue
             try:
-                p = plan(parse_system(text, strict=strict), strict=strict)
+                p = forward_pass(parse_system(text, strict=strict), strict=strict)
             except EotError as exc:
                 out[i] = Extraction(None, exc.status, exc.reason)
                 continue

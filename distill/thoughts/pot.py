@@ -1,4 +1,4 @@
-"""Program-of-Thought: a Python program that assigns ``ans``, run in the sandbox (distill/thoughts/sandbox.py).
+"""Program-of-Thought: a Python program that assigns ``ans``, run in the sandbox (distill/sandbox/).
 
 Extraction: the program (the first fenced code block when there is one, else the whole text) is
 checked against the sandbox's allowlist of constructs, modules, attributes and builtins (``unsafe``
@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from distill import sandbox
 from distill.answers import last_number, parse_number
 from distill.thoughts import Extraction, Verdict, student_input, verdict_from
-from distill.thoughts import sandbox
 from distill.thoughts.exemplars import messages
 
 INSTRUCTION = "Let\u2019s break down the code step by step"

@@ -2,8 +2,16 @@
 running a short chunk of jobs one after the other (a job that fails hard ends its child; the jobs
 queued behind it run in a new child).
 
-This file is run as a script (``python -I worker.py pot|sympy PARALLEL``) by distill/thoughts/sandbox.py
-and imports only the standard library (plus sympy in ``sympy`` mode), never the distill package.
+This file is run as a script (``python -I worker.py pot|sympy PARALLEL``) by the worker pool of
+distill/sandbox/__init__.py and imports only the standard library (plus sympy in ``sympy`` mode), never
+the distill package. It owns the run-time side of confinement: the builtins and module proxies a
+program gets (whose names distill/sandbox/check.py reads for its static check), the children's
+limits and namespaces, and the sympy solving of equation systems. It reads jobs on stdin and writes
+results on stdout; besides the modules it imports (sympy's children import some lazily, read-only),
+the only files it opens are its own /proc entries (memory use, capabilities, the user namespace's id
+maps) and /dev/null. It stays one file (over 600 lines) because it is one script: run with ``-I``,
+it has no package and no script folder on ``sys.path``, so it cannot import a sibling module;
+everything in it runs in the worker or in its confined children.
 
 Protocol (stdin/stdout of the worker, one JSON object per line, never pickle):
 - the worker writes ``{"ready": true, "isolation": {"description": str, "nobody", "userns", "netns": bool,
@@ -37,7 +45,7 @@ import select
 import signal
 import sys
 import time
-import types  # noqa: F401 - preloaded for the children
+import types
 
 NOBODY = 65534
 CLONE_NEWNET = 0x40000000
@@ -64,7 +72,7 @@ SAFE_BUILTIN_NAMES = (
     # introspection (type, object, globals). ``format(value, spec)`` stays: it reads ``spec`` only
     # as the format mini-language of the value's type (numbers, Decimal, datetime's strftime codes),
     # never as field names, unlike ``str.format`` and ``format_map`` (which the attribute
-    # allowlist of sandbox.check_program refuses); PoT programs use it to round (format(x, ".2f")).
+    # allowlist of check.check_program refuses); PoT programs use it to round (format(x, ".2f")).
     "abs", "all", "any", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float", "format",
     "frozenset", "hex", "int", "isinstance", "len", "list", "map", "max", "min", "oct", "ord", "pow", "range",
     "repr", "reversed", "round", "set", "slice", "sorted", "str", "sum", "tuple", "zip", "True", "False", "None",
@@ -90,8 +98,6 @@ static check (imports, attributes) and the module proxies a program gets at run 
 
 def module_api(name: str) -> tuple[str, ...]:
     """The names of ``MODULE_API[name]``, resolved (math: its public functions and constants)."""
-    import types
-
     names = MODULE_API[name]
     if names is None:
         module = __import__(name)
@@ -102,8 +108,6 @@ def module_api(name: str) -> tuple[str, ...]:
 
 def _module_proxy(name: str):
     """A namespace with only the allowed names of a module (MODULE_API): ``fractions.sys`` must not exist."""
-    import types
-
     module = __import__(name)
     return types.SimpleNamespace(**{k: getattr(module, k) for k in module_api(name)})
 
@@ -157,7 +161,7 @@ def run_program(job: dict, output_bytes: int) -> dict:
     decimal.setcontext(_PRISTINE_DECIMAL.copy() if _PRISTINE_DECIMAL else decimal.Context())
     try:
         code = compile(job["src"], "<program>", "exec")
-        exec(code, env)  # noqa: S102 - runs in a forked, rlimited, unprivileged child; checked by sandbox.check_program
+        exec(code, env)  # noqa: S102 - runs in a forked, rlimited, unprivileged child; checked by check.check_program
         if "ans" not in env and job.get("call_solution") and callable(env.get("solution")):
             env["ans"] = env["solution"]()
     except OutputLimit as exc:
