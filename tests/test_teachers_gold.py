@@ -145,3 +145,10 @@ def test_most_of_the_first_200_training_problems_derive_and_verify_in_every_form
                 pass
         verdicts = get_form(name).verify_many(texts, golds)
         assert sum(v.correct for v in verdicts) >= 0.85 * len(problems), name
+
+
+def test_an_annotation_with_a_number_beyond_a_float_is_a_step_error_not_a_crash():
+    from distill.teachers.gold import StepError, steps_from
+
+    with pytest.raises(StepError):
+        steps_from("He had <<1e999*2=3>>3 apples.")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ast
 import keyword
+import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -100,6 +101,8 @@ class _Substitute(ast.NodeTransformer):
 
     def visit_Constant(self, node: ast.Constant):
         if isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
+            if isinstance(node.value, float) and not math.isfinite(node.value):
+                return node  # 1e999 reads as inf: no earlier result equals it, and _value refuses it
             value = Fraction(str(node.value))
             for name, result in reversed(self.results):  # the most recent step wins a tie
                 if result == value:

@@ -2,12 +2,12 @@
 instruction, its answer extraction and its verifier; every stage calls the same object.
 
 The shared contract lives here: ``Verdict`` and ``Extraction`` (typed results, never silent
-defaults), the ``Form`` protocol, ``FORMS`` (name -> form) and ``parse_mix``.
+defaults), the ``Form`` base class, ``FORMS`` (name -> form) and ``parse_mix``.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from typing import Sequence
 
 STATUSES = ("correct", "wrong_answer", "no_answer", "parse_error", "exec_error", "timeout", "unsafe")
 """Every verdict has one of these. `correct` and `wrong_answer` mean an answer was extracted."""
@@ -40,28 +40,52 @@ class Verdict:
         return asdict(self)
 
 
-class Form(Protocol):
+class Form:
+    """What every thought form shares; a form module subclasses it once (``FORM = CoT()``).
+
+    A form sets ``name``, ``version``, ``instruction`` (the student instruction, character for
+    character as in METHOD.md) and ``system`` (the teacher's system prompt), and defines
+    ``student_target`` and ``extract_many``; asking, extracting one answer and scoring against gold
+    are the same for every form, so they live here and every form scores alike.
+    """
+
     name: str
     version: int
     instruction: str
-    """The student instruction, character for character as in METHOD.md."""
+    system: str
 
     def teacher_messages(self, question: str) -> list[dict]:
         """Chat messages (system + few-shot + question) asking the teacher for this form."""
+        from distill.thoughts.exemplars import messages
+
+        return messages(self.system, self.name, question)
 
     def student_input(self, question: str) -> str:
         """'Question: ' + question + '\\n' + instruction + '\\n'."""
+        return student_input(question, self.instruction)
 
     def student_target(self, completion: str) -> str:
         """The training target made from a verified teacher completion."""
+        raise NotImplementedError
 
-    def extract_many(self, completions: Sequence[str], *, timeout: float = 5.0,
+    def extract_many(self, completions: Sequence[str | None], *, timeout: float = 5.0,
                      strict: bool = False) -> list[Extraction]:
         """Answers of many completions (programs and systems run outside our process)."""
+        raise NotImplementedError
+
+    def extract(self, completion: str | None, *, timeout: float = 5.0, strict: bool = False) -> Extraction:
+        return self.extract_many([completion], timeout=timeout, strict=strict)[0]
+
+    def verify(self, completion: str, gold: float, *, timeout: float = 5.0, strict: bool = False) -> Verdict:
+        return self.verify_many([completion], [gold], timeout=timeout, strict=strict)[0]
 
     def verify_many(self, completions: Sequence[str], golds: Sequence[float], *, timeout: float = 5.0,
                     strict: bool = False) -> list[Verdict]:
         """Verdicts against gold answers."""
+        if len(completions) != len(golds):
+            raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
+        return [verdict_from(e, g, self.name, self.version)
+                for e, g in zip(self.extract_many(completions, timeout=timeout, strict=strict), golds)]
 
 
 def student_input(question: str, instruction: str) -> str:

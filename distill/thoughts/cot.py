@@ -16,8 +16,7 @@ import re
 from typing import Sequence
 
 from distill.answers import NUMBER_RE, last_number, parse_number
-from distill.thoughts import Extraction, Verdict, student_input, verdict_from
-from distill.thoughts.exemplars import messages
+from distill.thoughts import Extraction, Form
 
 INSTRUCTION = "Let's think step by step."
 SYSTEM = ("You solve grade-school math word problems. Reason step by step in plain sentences, doing one "
@@ -40,22 +39,18 @@ def _number_after(text: str) -> float | None:
     return parse_number(m.group(0))
 
 
-class CoT:
+class CoT(Form):
     name = "cot"
     version = 1
     instruction = INSTRUCTION
-
-    def teacher_messages(self, question: str) -> list[dict]:
-        return messages(SYSTEM, "cot", question)
-
-    def student_input(self, question: str) -> str:
-        return student_input(question, self.instruction)
+    system = SYSTEM
 
     def student_target(self, completion: str) -> str:
         """The completion with blank lines and trailing spaces removed (the reasoning is kept whole)."""
         return "\n".join(line.rstrip() for line in completion.strip().splitlines() if line.strip())
 
-    def extract(self, completion: str | None, *, strict: bool = False) -> Extraction:
+    def extract(self, completion: str | None, *, timeout: float = 5.0, strict: bool = False) -> Extraction:
+        """The stated answer (a CoT runs nothing, so ``timeout`` is unused)."""
         text = (completion or "").replace("\u00a0", " ")
         if not text.strip():
             return Extraction(None, "no_answer", "empty completion")
@@ -81,15 +76,6 @@ class CoT:
                      strict: bool = False) -> list[Extraction]:
         return [self.extract(c, strict=strict) for c in completions]
 
-    def verify(self, completion: str, gold: float, *, timeout: float = 5.0, strict: bool = False) -> Verdict:
-        return self.verify_many([completion], [gold], timeout=timeout, strict=strict)[0]
-
-    def verify_many(self, completions: Sequence[str], golds: Sequence[float], *, timeout: float = 5.0,
-                    strict: bool = False) -> list[Verdict]:
-        if len(completions) != len(golds):
-            raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
-        return [verdict_from(e, g, self.name, self.version)
-                for e, g in zip(self.extract_many(completions, strict=strict), golds)]
 
 
 FORM = CoT()

@@ -40,8 +40,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from distill import arithmetic, sandbox
-from distill.thoughts import Extraction, Verdict, student_input, verdict_from
-from distill.thoughts.exemplars import messages
+from distill.thoughts import Extraction, Form
 
 INSTRUCTION = "System of linear equations: (Do not simplify)"
 SYSTEM = ("Complete the equations for the question. Write one equation per line, each preceded by a comment "
@@ -288,23 +287,15 @@ def _from_solver(result: dict) -> Extraction:
     return Extraction(values[0], "ok", "solved with sympy")
 
 
-class EoT:
+class EoT(Form):
     name = "eot"
     version = 1
     instruction = INSTRUCTION
+    system = SYSTEM
     rules = RULES
-
-    def teacher_messages(self, question: str) -> list[dict]:
-        return messages(SYSTEM, "eot", question)
-
-    def student_input(self, question: str) -> str:
-        return student_input(question, self.instruction)
 
     def student_target(self, completion: str) -> str:
         return clean(completion)
-
-    def extract(self, completion: str | None, *, timeout: float = 5.0, strict: bool = False) -> Extraction:
-        return self.extract_many([completion], timeout=timeout, strict=strict)[0]
 
     def extract_many(self, completions: Sequence[str | None], *, timeout: float = 5.0,
                      strict: bool = False) -> list[Extraction]:
@@ -333,15 +324,6 @@ class EoT:
                 out[i] = _from_solver(result)
         return out  # type: ignore[return-value]
 
-    def verify(self, completion: str, gold: float, *, timeout: float = 5.0, strict: bool = False) -> Verdict:
-        return self.verify_many([completion], [gold], timeout=timeout, strict=strict)[0]
-
-    def verify_many(self, completions: Sequence[str], golds: Sequence[float], *, timeout: float = 5.0,
-                    strict: bool = False) -> list[Verdict]:
-        if len(completions) != len(golds):
-            raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
-        return [verdict_from(e, g, self.name, self.version)
-                for e, g in zip(self.extract_many(completions, timeout=timeout, strict=strict), golds)]
 
 
 FORM = EoT()

@@ -19,8 +19,7 @@ from typing import Sequence
 
 from distill import sandbox
 from distill.answers import last_number, parse_number
-from distill.thoughts import Extraction, Verdict, student_input, verdict_from
-from distill.thoughts.exemplars import messages
+from distill.thoughts import Extraction, Form
 
 INSTRUCTION = "Let\u2019s break down the code step by step"
 SYSTEM = ("You solve grade-school math word problems by writing a short Python program. Give each quantity "
@@ -40,22 +39,14 @@ def clean(completion: str | None) -> str:
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()).strip("\n")
 
 
-class PoT:
+class PoT(Form):
     name = "pot"
     version = 1
     instruction = INSTRUCTION
-
-    def teacher_messages(self, question: str) -> list[dict]:
-        return messages(SYSTEM, "pot", question)
-
-    def student_input(self, question: str) -> str:
-        return student_input(question, self.instruction)
+    system = SYSTEM
 
     def student_target(self, completion: str) -> str:
         return clean(completion)
-
-    def extract(self, completion: str | None, *, timeout: float = 5.0, strict: bool = False) -> Extraction:
-        return self.extract_many([completion], timeout=timeout, strict=strict)[0]
 
     def extract_many(self, completions: Sequence[str | None], *, timeout: float = 5.0,
                      strict: bool = False) -> list[Extraction]:
@@ -72,15 +63,6 @@ class PoT:
             out[i] = _extraction(result, strict)
         return out  # type: ignore[return-value]
 
-    def verify(self, completion: str, gold: float, *, timeout: float = 5.0, strict: bool = False) -> Verdict:
-        return self.verify_many([completion], [gold], timeout=timeout, strict=strict)[0]
-
-    def verify_many(self, completions: Sequence[str], golds: Sequence[float], *, timeout: float = 5.0,
-                    strict: bool = False) -> list[Verdict]:
-        if len(completions) != len(golds):
-            raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
-        return [verdict_from(e, g, self.name, self.version)
-                for e, g in zip(self.extract_many(completions, timeout=timeout, strict=strict), golds)]
 
 
 def _extraction(result: dict, strict: bool) -> Extraction:
