@@ -52,7 +52,7 @@ def measure(url: str, concurrency: int, latency: float, seconds: float) -> dict:
 
 
 class JsonlDictStore:
-    """The baseline: the completion store before issue #13 (commit dc02d11), reading only. It loads
+    """The baseline: the completion store before it moved to SQLite (commit dc02d11), reading only. It loads
     every record of completions.jsonl into a dict; a lookup is a dict access."""
 
     def __init__(self, store_dir: str | Path):

@@ -17,7 +17,7 @@ same text is a PoT program and a forward-only EoT system.
   in-process), on a subsample, compared as systems per second.
 
 Both sides warm up first (the sandbox worker is started once and reused, which is the design).
-Targets (issue 3): PoT >= 20x, EoT >= 10x on a 2-core machine.
+Targets: PoT >= 20x, EoT >= 10x on a 2-core machine (verification must not be what limits a run).
 """
 from __future__ import annotations
 

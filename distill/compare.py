@@ -16,7 +16,8 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from distill import plots
-from distill.results import FORM_ORDER, MIXES, STUDENT_NAMES, TEST_SET_ORDER, Results, in_order
+from distill.results import FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, in_order
+from distill.thoughts import MIXES
 
 UI_URL = "http://127.0.0.1:5000"
 """Where `make ui` serves the MLflow UI."""

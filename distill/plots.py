@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from distill.results import FORM_ORDER, MIXES, STUDENT_NAMES, Results, accuracies, drop_rates, in_order, sets_of
+from distill.results import FORM_ORDER, STUDENT_NAMES, Results, accuracies, drop_rates, in_order, sets_of
+from distill.thoughts import MIXES
 
 COLORS = {"cot": "tab:blue", "pot": "tab:orange", "eot": "tab:green", "etd": "tab:purple"}
 Z95 = 1.959963984540054

@@ -29,10 +29,8 @@ from dataclasses import dataclass, field
 
 from distill.config import Config
 from distill.files import DataError, read_json
-from distill.thoughts import MIXES as MIX_FORMS
+from distill.thoughts import MIXES
 
-MIXES = tuple(MIX_FORMS)
-"""The four students of the paper, in the order every table shows them: cot, pot, eot, etd."""
 STUDENT_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD", "etd": "ETD"}
 TEST_SET_ORDER = ("gsm8k", "asdiv", "svamp", "multiarith")
 FORM_ORDER = ("cot", "pot", "eot", "vote", "fallback", "selected")

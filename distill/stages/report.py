@@ -22,9 +22,10 @@ from pathlib import Path
 from distill import plots
 from distill.config import Config
 from distill.files import atomic_write_text
-from distill.results import (FORM_ORDER, MIXES, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, collect,
+from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, collect,
                              drop_rates, in_order, intervals, paired_tests, selected_forms, sets_of)
 from distill.stages import pipeline
+from distill.thoughts import MIXES
 
 OURS_NOTE = {"vote": "majority vote of the forms (ours)", "fallback": "first form that gives an answer (ours)",
              "selected": "the form chosen on the validation split"}

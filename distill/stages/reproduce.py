@@ -44,10 +44,7 @@ from distill.config import Config, flatten, replace
 from distill.files import DataError, read_json, write_json
 from distill.results import constant_baseline
 from distill.stages import pipeline
-from distill.thoughts import MIXES as MIX_FORMS
-
-MIXES = tuple(MIX_FORMS)
-"""The four students of the paper: CoTD, PoTD, EoTD and ETD (all three forms)."""
+from distill.thoughts import MIXES
 
 StageFn = Callable[..., dict]
 
@@ -61,7 +58,7 @@ class Step:
     mix: str | None = None
 
 
-def plan(mixes: tuple[str, ...] = MIXES) -> list[Step]:
+def plan(mixes: tuple[str, ...] = tuple(MIXES)) -> list[Step]:
     """The steps in order: each stage for every mix before the next stage starts (distill.stages.pipeline)."""
     return [Step(name, stage, mix) for name, stage, mix in pipeline(mixes)]
 

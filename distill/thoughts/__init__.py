@@ -95,6 +95,8 @@ def student_input(question: str, instruction: str) -> str:
 
 FORM_NAMES = ("cot", "pot", "eot")
 MIXES = {"cot": ("cot",), "pot": ("pot",), "eot": ("eot",), "etd": FORM_NAMES}
+"""The four students of the paper, mix -> its forms: CoTD, PoTD, EoTD and ETD (all three forms), in
+the order every table and step list shows them."""
 
 
 def get_form(name: str) -> Form:
