@@ -4,6 +4,9 @@ A preset is a named experiment in ``mlprojects/<name>.yaml`` whose keys mirror t
 dataclasses below (``train.lr: 5e-4``). Overrides use the same dotted names
 (``train.epochs=2``). An unknown key or a value of the wrong type stops with an error
 that names the key, so a typo never silently falls back to a default.
+
+Reads the preset's YAML file and ``DISTILL_DATA_DIR``; writes nothing (stages log the flattened
+config as MLflow params).
 """
 from __future__ import annotations
 

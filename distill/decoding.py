@@ -12,6 +12,7 @@ student input becomes token ids; the train stage uses it too, so training and de
 same prompt (the chat template when the student was trained with it, and never a trailing EOS).
 
 Decoding follows the paper's protocol (METHOD.md): greedy, at most 256 new tokens by default.
+Reads and writes no files.
 """
 from __future__ import annotations
 

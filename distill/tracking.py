@@ -2,6 +2,9 @@
 
 A stage receives a ``Tracker`` and never imports mlflow itself, so stages run in tests
 against a throwaway SQLite store and the import cost is paid only when logging happens.
+
+Writes runs, params, metrics, tags, datasets, tables and artifacts to the store at the tracking URI
+it is given; reads nothing back (distill.results and the registry stages read the store).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 instruction, its answer extraction and its verifier; every stage calls the same object.
 
 The shared contract lives here: ``Verdict`` and ``Extraction`` (typed results, never silent
-defaults), the ``Form`` base class, ``FORMS`` (name -> form) and ``parse_mix``.
+defaults), the ``Form`` base class, ``FORM_NAMES`` and ``get_form`` (name -> form), ``MIXES`` and
+``parse_mix``. Reads and writes no files; programs and equation systems run only in distill/sandbox/.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ GSM8K's training set (never taken from a test set), each solved in all three for
 
 METHOD.md: "few-shot prompts (about 8 exemplars per form, written by this project)". Every solution
 here is checked by its own form's verifier in the tests, so a prompt never teaches a wrong answer.
+Data and one function (``messages``); reads and writes nothing.
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ Flexible mode (default) adds two documented fallbacks, both switched off by ``st
   is answered by calling it;
 - ``printed_answer``: a program that assigns no ``ans`` but prints numbers is answered by the last
   number it printed.
+
+Reads and writes no files; the sandbox's children, which run the programs, may not create any.
 """
 from __future__ import annotations
 
