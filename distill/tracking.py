@@ -4,7 +4,8 @@ A stage receives a ``Tracker`` and never imports mlflow itself, so stages run in
 against a throwaway SQLite store and the import cost is paid only when logging happens.
 
 Writes runs, params, metrics, tags, datasets, tables and artifacts to the store at the tracking URI
-it is given; reads nothing back (distill.results and the registry stages read the store).
+it is given; reads back only the experiment of a run `mlflow run` started (distill.results and the
+registry stages read the store).
 """
 from __future__ import annotations
 
