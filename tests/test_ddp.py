@@ -29,6 +29,15 @@ def train(run_dir: Path, launcher: list[str], batch_size: int) -> subprocess.Com
     return proc
 
 
+def free_port() -> int:
+    """A port nothing listens on now, for the ranks' rendezvous (not the fixed 29500 another run may hold)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def val_loss(run_dir: Path, val: list[dict]) -> float:
     """The student's validation loss, computed here (not by the Trainer) the same way for both runs."""
     import torch
@@ -56,7 +65,8 @@ def test_two_processes_train_one_student_that_matches_a_single_process_run(tmp_p
     # the same effective batch: 1 x 16 and 2 x 8
     train(single, [sys.executable], 16)
     proc = train(double, [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"], 8)
+                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                          "--main_process_port", str(free_port())], 8)
 
     summaries = {name: json.loads((d / "students" / "cot" / "summary.json").read_text())
                  for name, d in (("single", single), ("double", double))}
