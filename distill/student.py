@@ -159,6 +159,15 @@ def _load_error(path, exc):
         f"or train.student={TINY} / {TINY_CAUSAL} to build one from a config.")
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: the first GPU when there is one, else the CPU; any other name (cpu, cuda, cuda:1) as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load_student(path: str | Path, *, local_files_only: bool = False):
     """(model, tokenizer) from a hub name or a folder written by save_pretrained (any kind, or a LoRA adapter).
 

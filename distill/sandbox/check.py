@@ -25,7 +25,6 @@ from distill.sandbox.worker import ALLOWED_MODULES, SAFE_BUILTIN_NAMES, module_a
 MAX_PROGRAM_CHARS = 20_000
 MAX_PROGRAM_LINES = 500
 
-ALLOWED_IMPORTS = ALLOWED_MODULES
 MODULE_NAMES = frozenset(name for module in ALLOWED_MODULES for name in module_api(module))
 
 # What a grade-school math program needs, and nothing else. A node type not listed is refused with
@@ -140,11 +139,11 @@ def _check_node(node: ast.AST, bound: _BoundNames) -> str | None:
             return f"assigning or deleting attributes ({node.attr!r}) is not allowed"
     elif isinstance(node, ast.Import):
         for alias in node.names:
-            if alias.name not in ALLOWED_IMPORTS:
-                return f"import of {alias.name!r} is not allowed (allowed: {', '.join(ALLOWED_IMPORTS)})"
+            if alias.name not in ALLOWED_MODULES:
+                return f"import of {alias.name!r} is not allowed (allowed: {', '.join(ALLOWED_MODULES)})"
     elif isinstance(node, ast.ImportFrom):
-        if node.level or node.module not in ALLOWED_IMPORTS:
-            return f"import from {node.module or '.'!r} is not allowed (allowed: {', '.join(ALLOWED_IMPORTS)})"
+        if node.level or node.module not in ALLOWED_MODULES:
+            return f"import from {node.module or '.'!r} is not allowed (allowed: {', '.join(ALLOWED_MODULES)})"
         api = module_api(node.module)
         for alias in node.names:
             if alias.name == "*":

@@ -69,7 +69,7 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from distill.student import load_student
+        from distill.student import load_student, resolve_device
         from distill.thoughts import get_form
 
         root = Path(context.artifacts[STUDENT_ARTIFACT])
@@ -77,12 +77,7 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         self.settings = {**DEFAULTS, **(getattr(context, "model_config", None) or {})}
         # any kind of student (seq2seq, causal, a LoRA adapter): distill.student reads its folder
         self.model, self.tokenizer = load_student(root / "model", local_files_only=True)
-        device = str(self.settings["device"])
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model.to(device).eval()
+        self.model.to(resolve_device(str(self.settings["device"]))).eval()
         self.forms = {name: get_form(name) for name in self.card.get("forms") or {}}
         for name, form in self.forms.items():
             trained = (self.card["forms"][name] or {}).get("version")

@@ -175,7 +175,7 @@ def choose_forms(requested: Sequence[str], card: Mapping, found: StudentFolder) 
 
 
 def _load(model_dir: Path, cfg: Config):
-    from distill.student import load_student
+    from distill.student import load_student, resolve_device
 
     try:
         model, tokenizer = load_student(model_dir)
@@ -185,10 +185,7 @@ def _load(model_dir: Path, cfg: Config):
 
     if cfg.evaluate.threads:
         torch.set_num_threads(cfg.evaluate.threads)
-    device = cfg.evaluate.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device), tokenizer
+    return model.to(resolve_device(cfg.evaluate.device)), tokenizer
 
 
 def student_digest(model_dir: Path, cfg: Config) -> str:
