@@ -11,7 +11,11 @@ Data contract:
 - MLflow run ``verify``: params ``verify.strict`` (whether the repair rules were off), ``verify.timeout``;
   metrics ``verify/<form>/drop_rate``, ``verify/<form>/kept``, ``verify/<form>/n``,
   ``verify/<form>/repaired`` (kept samples the repair rules rescued; 0 in strict mode),
-  ``verify/<form>/dropped/<reason>``; the dropped samples as a table artifact
+  ``verify/<form>/dropped/<reason>``, ``verify/<form>/computed_numbers_in_text`` (kept targets whose text
+  outside equations or code holds a number the question does not: arithmetic done in text, see
+  distill/thoughts/numbers.py; expected for CoT, 0 for the gold teacher's PoT and EoT); tags
+  ``distill.example.<form>`` (one kept target per form, of the first question kept in every form, and
+  ``distill.example.question``) for the report; the dropped samples as a table artifact
   (``verify/dropped.json``); the verified sets as MLflow datasets ``CoTD``, ``PoTD``, ``EoTD``.
 
 File mode (``verify_file``, ``distill verify FILE --thought FORM``): reads a JSONL file of
@@ -35,6 +39,7 @@ from distill.files import DataError, file_digest, read_json, read_jsonl, write_j
 from distill.shards import shard_files
 from distill.stages.generate import SAMPLES, latest_samples
 from distill.thoughts import FORM_NAMES, get_form
+from distill.thoughts.numbers import computed_in_text
 
 DATASET_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD"}
 TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl
@@ -78,6 +83,29 @@ def verify_form(form_name: str, rows: list[dict], cfg: Config) -> tuple[list[dic
     return kept, dropped
 
 
+def _computed_numbers_in_text(form_name: str, kept: list[dict]) -> int:
+    """How many kept targets hold, outside their equations or code, a number their question does not."""
+    form = get_form(form_name)
+    return sum(bool(computed_in_text(form, r["completion"], r["question"])) for r in kept)
+
+
+EXAMPLE_CHARS = 1500  # a tag holds at most 8,000 characters; an example is for reading in the report
+
+
+def _examples(kept: dict[str, dict[str, dict]]) -> dict[str, str]:
+    """Tags with one kept target per form, all of the first question (in sample order) kept in every
+    form: what the teacher writes, shown in the report's choices section."""
+    forms = [f for f in FORM_NAMES if f in kept]
+    common = [pid for pid in kept[forms[0]] if all(pid in kept[f] for f in forms)] if forms else []
+    if not common:
+        return {}
+    rows = {f: kept[f][common[0]] for f in forms}
+    question = next(iter(rows.values()))["question"]
+    return {"distill.example.question": question[:EXAMPLE_CHARS],
+            **{f"distill.example.{f}": get_form(f).student_target(r["completion"])[:EXAMPLE_CHARS]
+               for f, r in rows.items()}}
+
+
 def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     run_dir = Path(run_dir)
     samples_path = run_dir / SAMPLES
@@ -97,6 +125,7 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
             "distill.teacher": teacher}
     summary: dict = {}
     all_dropped: list[dict] = []
+    first_kept: dict[str, dict[str, dict]] = {}
     with tracker.run("verify", tags, nested=True) if tracker else nullcontext():
         if tracker:
             tracker.log_params({"verify.strict": cfg.verify.strict, "verify.timeout": cfg.verify.timeout,
@@ -123,11 +152,15 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
                 write_json(state_path, {"input_digest": digest_in, "summary": stats})
             all_dropped.extend(dropped)
             summary[name] = dict(stats)
+            kept_rows = read_jsonl(out / f"{name}.jsonl")
+            summary[name]["computed_numbers_in_text"] = _computed_numbers_in_text(name, kept_rows)
+            for r in kept_rows:
+                first_kept.setdefault(name, {}).setdefault(r["problem_id"], r)
             if tracker:
                 tracker.log_metrics({f"verify/{name}/drop_rate": stats["drop_rate"], f"verify/{name}/kept": stats["kept"],
                                      f"verify/{name}/n": stats["n"], f"verify/{name}/repaired": stats["repaired"],
+                                     f"verify/{name}/computed_numbers_in_text": summary[name]["computed_numbers_in_text"],
                                      **{f"verify/{name}/dropped/{r}": c for r, c in stats["reasons"].items()}})
-                kept_rows = read_jsonl(out / f"{name}.jsonl")
                 if kept_rows:
                     summary[name]["mlflow_digest"] = tracker.log_dataset(
                         [{"problem_id": r["problem_id"], "question": r["question"], "gold": r["gold"],
@@ -137,6 +170,7 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
         write_json(out / "summary.json", summary)
         if tracker:
             tracker.set_tags({f"distill.digest.{name}": s["digest"] for name, s in summary.items()})
+            tracker.set_tags(_examples(first_kept))
             if all_dropped:
                 tracker.log_table([{"problem_id": d["problem_id"], "form": d["form"], "status": d["verdict"]["status"],
                                     "reason": str(d["verdict"]["reason"])[:300],

@@ -4,28 +4,37 @@ GSM8K solutions mark each calculator step as ``<<expr=result>>``:
 ``Natalia sold 48/2 = <<48/2=24>>24 clips in May.\\nNatalia sold 48+24 = <<48+24=72>>72 ...``
 
 - CoT: the text with the annotations stripped, then ``The answer is N.``
-- PoT: one line per step, ``vK = expr``, where a number equal to an earlier step's result becomes
-  that step's variable (``v2 = 48 + v1``), then ``ans = vK`` for the last step giving the gold answer.
-- EoT: the same steps as a forward-only system of equations (METHOD.md: "a forward-only problem needs
-  no x") written as real EoT is (METHOD.md "The EoT format"): each step is preceded by a ``% `` line
-  that restates its solution sentence (annotations and the ``expr =`` calculation removed; an ``=``
-  left between words reads "is", so no comment holds an ``=``: METHOD.md lists ``%`` lines with ``=``
-  among real EoT's failure modes), and each quantity is named in snake_case from the words of that sentence
-  (the words after the result, ``24 clips in May`` -> ``clips_in_may``; else the words before the
-  calculation; ``vK`` when neither gives a name), ending ``ans = <name>``::
+- PoT and EoT share their quantities: one line per step, ``name = expr``, where a number equal to an
+  earlier step's result becomes that step's name, and each quantity is named in snake_case from the
+  words of its solution sentence (the words after the result, ``24 clips in May`` -> ``clips_in_may``;
+  else the words before the calculation; ``vK`` when neither gives a name). So the two forms differ
+  only in form: PoT is the program (an explicit computation order, ending ``ans = <name>`` for the
+  last step giving the gold answer).
+- EoT is the same quantities as a forward-only system of equations (METHOD.md: "a forward-only problem
+  needs no x") written as real EoT is (METHOD.md "The EoT format"): ``% `` comments restate pieces of
+  the *question*, never the solution: before a step, each fact sentence of the question that states one
+  of the step's numbers (in digits or a number word) and was not restated yet; last, the question's
+  asking sentence naming the target, as the few-shot exemplars (distill/thoughts/exemplars.py) do. No
+  comment holds a number the question does not (the solution's results stay in the equations, where
+  the solver computes them), nor an ``=`` (METHOD.md lists ``%`` lines with ``=`` among real EoT's
+  failure modes). For "Natalia sold clips to 48 of her friends in April, and then she sold half as
+  many clips in May. How many clips did Natalia sell altogether in April and May?"::
 
-      % Natalia sold 24 clips in May.
+      % Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May:
       clips_in_may = 48 / 2
-      % Natalia sold 72 clips altogether in April and May.
       clips_altogether = 48 + clips_in_may
+      % How many clips did Natalia sell altogether in April and May? The answer is clips_altogether:
       ans = clips_altogether
+
+  and the PoT is the same three lines without the comments.
 
 Steps are read and computed with exact fractions by distill/arithmetic.py (Python's ``ast`` against a
 whitelist; nothing is evaluated), the reader of the EoT form, so every step read here is an
 expression the EoT verifier reads; a step it refuses fails in this teacher's own words
 (``unsupported BinOp`` for ``560//10``). This module keeps what is GSM8K's: where the annotations
 stand, how their text is written (``$``, thousands commas, ``x`` for times, ``%``), which literal is
-an earlier step's result, and the names and comments of the EoT system. A problem without
+an earlier step's result, the names of the quantities, and which question sentence an EoT
+comment restates. A problem without
 annotations (or with a step we cannot read) is a failed answer with a reason; whether a derived
 program or system gives the gold answer is left to the verify stage, so the yield is measured by the
 real verifiers.
@@ -43,6 +52,7 @@ from typing import Iterator, Sequence
 from distill import arithmetic
 from distill.answers import answers_match, parse_number
 from distill.teachers import Answer, Job, canonical_request, request_hash
+from distill.thoughts import numbers
 
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _TIMES = re.compile(r"(?<=[\d)\s])[x×X](?=[\s\d(.])")
@@ -218,13 +228,6 @@ def _final_step(steps: Sequence[Step], gold: float) -> int:
     return len(steps)
 
 
-def program_from(rationale: str, gold: float) -> str:
-    """PoT lines for a rationale, ending ``ans = vK`` (the last step whose value is gold)."""
-    steps = read_steps(rationale)
-    lines = [f"v{k} = {ast.unparse(step.expr)}" for k, step in enumerate(steps, 1)]
-    return "\n".join(lines) + f"\nans = v{_final_step(steps, gold)}"
-
-
 # --- EoT: comments and names from the solution's sentences --------------------------------------
 
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d[\d,.]*|[^\sA-Za-z\d]")
@@ -242,7 +245,6 @@ _EDGE = frozenset("to of in on at for from with by per into about as over each".
 _RELATIONAL = frozenset("per more less left each remaining fewer extra".split())
 _RESERVED = frozenset({"ans", "x", "print", *keyword.kwlist, *keyword.softkwlist})
 _ARITHMETIC_TAIL = re.compile(r"(?:[\d\s$.,+\-*/×÷()%^=−]|(?<=[\s\d])[xX](?=[\s\d]))*$")
-_CALCULATION = re.compile(r"(?:(?:\$\s*)?(?:\d[\d,]*(?:\.\d+)?|\.\d+|[()])\s*(?:[-+*/×÷x−^]\s*)?)+=\s*")
 MAX_NAME_WORDS = 3
 MAX_NAME_CHARS = 40
 
@@ -324,13 +326,6 @@ def quantity_names(steps: Sequence[Step]) -> list[str]:
     return names
 
 
-def comment_for(sentence: str) -> str:
-    """A solution sentence as an EoT comment: one line, annotations and ``expr =`` calculations removed."""
-    text = _CALCULATION.sub("", strip_annotations(sentence))
-    text = re.sub(r"\s*=\s*", " is ", text)  # what is left of a calculation mixed with words
-    return "% " + " ".join(text.split())
-
-
 class _Rename(ast.NodeTransformer):
     def __init__(self, names: dict[str, str]):
         self.names = names
@@ -339,26 +334,111 @@ class _Rename(ast.NodeTransformer):
         return ast.copy_location(ast.Name(id=self.names.get(node.id, node.id), ctx=node.ctx), node)
 
 
-def equations_from(rationale: str, gold: float) -> str:
-    """The EoT system of a rationale: per sentence a ``% `` comment, per step ``name = expr``, then
-    ``ans = name`` of the last step whose value is gold."""
-    steps = read_steps(rationale)
+def named_lines(steps: Sequence[Step]) -> tuple[list[str], list[str]]:
+    """``(names, lines)``: every step as ``name = expr`` with the names of :func:`quantity_names`; the
+    lines PoT and EoT share, so the two forms name every quantity alike."""
     names = quantity_names(steps)
     rename = _Rename({f"v{k}": name for k, name in enumerate(names, 1)})
-    lines, last_sentence = [], None
-    for step, name in zip(steps, names):
-        if step.context.sentence != last_sentence:
-            comment = comment_for(step.context.sentence)
-            if comment[2:]:  # a sentence that is nothing but its calculation restates nothing
-                lines.append(comment)
-            last_sentence = step.context.sentence
-        expr = rename.visit(ast.parse(ast.unparse(step.expr), mode="eval")).body
-        lines.append(f"{name} = {ast.unparse(expr)}")
-    lines.append(f"ans = {names[_final_step(steps, gold) - 1]}")
+    lines = [f"{name} = {ast.unparse(rename.visit(ast.parse(ast.unparse(step.expr), mode='eval')).body)}"
+             for step, name in zip(steps, names)]
+    return names, lines
+
+
+def program_from(rationale: str, gold: float) -> str:
+    """PoT lines for a rationale, ``name = expr`` per step, ending ``ans = <name>`` (the last step whose
+    value is gold)."""
+    steps = read_steps(rationale)
+    names, lines = named_lines(steps)
+    return "\n".join(lines) + f"\nans = {names[_final_step(steps, gold) - 1]}"
+
+
+# --- EoT comments: the question's own sentences -----------------------------------------------------
+
+_QUESTION_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\d\"'(])")
+# Where the asking part of a sentence starts: "If she works 5 hours, how many ...?"
+_ASKING = re.compile(r",\s+(?=(?:how|what|which|who|whom|whose|when|where|why|calculate|find|determine|compute)\b)",
+                     re.IGNORECASE)
+# Number words a question writes instead of digits; a step's literal matches the sentence that says it.
+_NUMBER_WORDS = {word: Fraction(k) for k, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_NUMBER_WORDS.update({w: Fraction(v) for w, v in (("thirty", 30), ("forty", 40), ("fifty", 50), ("sixty", 60),
+                                                  ("seventy", 70), ("eighty", 80), ("ninety", 90), ("hundred", 100),
+                                                  ("thousand", 1000), ("million", 1_000_000), ("dozen", 12),
+                                                  ("twice", 2), ("double", 2), ("doubles", 2), ("triple", 3),
+                                                  ("thrice", 3), ("half", 2), ("halves", 2), ("quarter", 4),
+                                                  ("quarters", 4), ("third", 3), ("thirds", 3))})
+
+
+@dataclass(frozen=True)
+class QuestionParts:
+    """A question as EoT comments read it: its fact sentences and the sentence that asks."""
+    facts: tuple[str, ...]
+    asks: str
+
+
+def question_parts(question: str) -> QuestionParts:
+    """The sentences of a question on one line each; the last one with a ``?`` (else the last one) asks.
+    Its leading condition ("If she works 5 hours, how many ...?") is a fact of its own. No part holds an
+    ``=`` (a ``%`` line with one is a known EoT failure mode): an ``=`` reads "is"."""
+    text = " ".join(re.sub(r"\s*=\s*", " is ", question).split())
+    sentences = [s for s in _QUESTION_SENTENCE_END.split(text) if s.strip()]
+    if not sentences:
+        return QuestionParts((), "")
+    at = max((k for k, s in enumerate(sentences) if "?" in s), default=len(sentences) - 1)
+    asks = sentences[at]
+    facts = sentences[:at] + sentences[at + 1:]
+    split = list(_ASKING.finditer(asks))
+    if split:
+        condition, asks = asks[:split[-1].start()], asks[split[-1].end():]
+        asks = asks[:1].upper() + asks[1:]
+        facts.insert(at, condition)
+    return QuestionParts(tuple(facts), asks)
+
+
+def _sentence_values(sentence: str) -> set[Fraction]:
+    """What a sentence states: its numbers (distill.thoughts.numbers) and number words."""
+    words = {w.lower() for w in re.findall(r"[A-Za-z]+", sentence)}
+    return numbers.question_values(sentence) | {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
+
+
+def _literals(expr: ast.expr) -> list[Fraction]:
+    return [Fraction(str(node.value)) for node in ast.walk(expr)
+            if isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
+            and not isinstance(node.value, bool)]
+
+
+def _comment(text: str) -> str:
+    """``% <text>:``, the exemplars' form: a fact's closing ``.`` or ``!`` becomes the colon."""
+    return "% " + re.sub(r"[.!;,]+$", "", text.strip()) + ":"
+
+
+def equations_from(rationale: str, gold: float, question: str = "") -> str:
+    """The EoT system of a rationale: per step ``name = expr``; before a step, as a ``% `` comment, each
+    fact sentence of the question that states one of its numbers (digits or a number word) and has not
+    been restated yet; then ``% <the question's asking sentence> The answer is <name>:`` and
+    ``ans = <name>`` of the last step whose value is gold. Every comment is the question's own text, so
+    no comment holds a number the question does not."""
+    steps = read_steps(rationale)
+    names, equations = named_lines(steps)
+    parts = question_parts(question)
+    facts = [(fact, _sentence_values(fact)) for fact in parts.facts]
+    said: set[int] = set()
+    lines = []
+    for step, equation in zip(steps, equations):
+        for value in _literals(step.expr):
+            k = next((k for k, (_, values) in enumerate(facts) if value in values), None)
+            if k is not None and k not in said:
+                said.add(k)
+                lines.append(_comment(facts[k][0]))
+        lines.append(equation)
+    target = names[_final_step(steps, gold) - 1]
+    lines.append(f"% {parts.asks} The answer is {target}:" if parts.asks else f"% The answer is {target}:")
+    lines.append(f"ans = {target}")
     return "\n".join(lines)
 
 
-def derive(form: str, rationale: str | None, gold: float) -> str:
+def derive(form: str, rationale: str | None, gold: float, question: str = "") -> str:
     """The completion the gold teacher gives for one form; raises StepError when it cannot."""
     if not rationale:
         raise StepError("no annotated rationale (only GSM8K has one)")
@@ -367,19 +447,21 @@ def derive(form: str, rationale: str | None, gold: float) -> str:
     if form == "pot":
         return program_from(rationale, gold)
     if form == "eot":
-        return equations_from(rationale, gold)
+        return equations_from(rationale, gold, question)
     raise StepError(f"the gold teacher knows cot, pot and eot, not {form!r}")
 
 
 class GoldTeacher:
     name = "gold"
-    model = "gsm8k-annotations"
+    # The derivation's version: samples of an earlier derivation (v1: vK names in PoT, EoT comments that
+    # restated the solution) record their model, so a run folder shows which one made them.
+    model = "gsm8k-annotations-v2"
 
     def answer(self, jobs: Sequence[Job]) -> Iterator[tuple[Job, Answer]]:
         for job in jobs:
             h = request_hash({**canonical_request(self.model, (), 0.0, 1, 0), "problem_id": job.problem_id,
                               "form": job.form, "version": job.version})
             try:
-                yield job, Answer.ok([derive(job.form, job.rationale, job.gold)], h)
+                yield job, Answer.ok([derive(job.form, job.rationale, job.gold, job.question)], h)
             except StepError as exc:
                 yield job, Answer.failed(f"underivable: {exc}", h)

@@ -74,6 +74,14 @@ class Form:
         """Answers of many completions (programs and systems run outside our process)."""
         raise NotImplementedError
 
+    def text_outside(self, target: str) -> str:
+        """The text of a training target that the form's tool does not compute (the words a student
+        writes beside its program or equations), one piece per line. A number in it that the question
+        does not state was computed in text (distill.thoughts.numbers, the metric
+        ``verify/<form>/computed_numbers_in_text``). Every form's text is all of it unless it says
+        otherwise."""
+        return target
+
     def extract(self, completion: str | None, *, timeout: float = 5.0, strict: bool = False) -> Extraction:
         return self.extract_many([completion], timeout=timeout, strict=strict)[0]
 

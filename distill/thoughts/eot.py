@@ -297,6 +297,10 @@ class EoT(Form):
     def student_target(self, completion: str) -> str:
         return clean(completion)
 
+    def text_outside(self, target: str) -> str:
+        """Its comment lines and any other line that is not an equation (no ``=``)."""
+        return "\n".join(line for line in target.splitlines() if _is_comment(line) or "=" not in line)
+
     def extract_many(self, completions: Sequence[str | None], *, timeout: float = 5.0,
                      strict: bool = False) -> list[Extraction]:
         out: list[Extraction | None] = [None] * len(completions)

@@ -16,7 +16,9 @@ Reads and writes no files; the sandbox's children, which run the programs, may n
 """
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 from typing import Sequence
 
 from distill import sandbox
@@ -49,6 +51,16 @@ class PoT(Form):
 
     def student_target(self, completion: str) -> str:
         return clean(completion)
+
+    def text_outside(self, target: str) -> str:
+        """Its comments and string literals (the text a ``print`` shows), read by Python's tokenizer
+        (which runs nothing); all of it when it is not Python that tokenizes."""
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(target).readline))
+        except (tokenize.TokenError, SyntaxError):
+            return target
+        text = {tokenize.COMMENT, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
+        return "\n".join(tok.string for tok in tokens if tok.type in text)
 
     def extract_many(self, completions: Sequence[str | None], *, timeout: float = 5.0,
                      strict: bool = False) -> list[Extraction]:
