@@ -5,9 +5,9 @@
 
 Workload: for each GSM8K training solution, the gold teacher's PoT program
 (``distill.teachers.gold.program_from``): its ``<<expr=result>>`` calculator annotations become lines
-``vN = expr`` in which a number equal to an earlier result is replaced by that result's variable,
-then ``ans = vK`` (the last step giving the gold answer); a solution it cannot derive is skipped. The
-same text is a PoT program and a forward-only EoT system.
+``name = expr`` in which a number equal to an earlier result is replaced by that result's name,
+then ``ans = <name>`` (the last step giving the gold answer); a solution it cannot derive is skipped.
+The same text is a PoT program and a forward-only EoT system (the gold EoT adds only ``%`` comments).
 
 - PoT: distill's sandbox (static check, then a child forked from a warm worker with rlimits, running a
   chunk of programs) vs a fresh ``python`` subprocess per program (the usual "run it in a subprocess"),

@@ -102,3 +102,9 @@ def test_ordinary_methods_f_strings_and_the_allowed_module_api_pass_the_check():
                "print(f'total {total:.2f} and {price}')\nans = math.floor(total * 1.5) + len(names)")
     e = POT.extract(program, timeout=T, strict=True)
     assert e.status == "ok" and e.answer == 13
+
+
+def test_the_text_outside_a_program_is_its_comments_and_strings_never_its_code():
+    program = 'price = 25  # $25 a shirt\nsale = price * 0.8\nprint("sale price", sale, "was 20.0")\nans = sale'
+    assert POT.text_outside(program).splitlines() == ["# $25 a shirt", '"sale price"', '"was 20.0"']
+    assert POT.text_outside('x = "unclosed\nans = 1') == 'x = "unclosed\nans = 1'  # not Python: all of it

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 
 from distill.cli import main
 from distill.config import load_config
+from distill.files import read_jsonl
 from distill.stages import report
 from distill.tracking import Tracker
 
@@ -141,3 +142,27 @@ def test_report_command_writes_to_the_output_dir_it_is_given(tmp_path, mlflow_ur
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "results.md").exists()
     assert "results.md" in result.output
+
+
+def test_the_choices_section_shows_what_the_gold_teacher_writes_per_form_from_its_verified_targets(
+        tmp_path, mlflow_uri, data_dir, monkeypatch):
+    from distill.stages import generate, verify
+    from distill.teachers.gold import WRITES
+
+    monkeypatch.setenv("DISTILL_DATA_DIR", str(data_dir))
+    cfg = load_config("smoke", ["teacher.name=gold", "data.limit_train=5"])
+    tracker = Tracker(mlflow_uri, "distill")
+    generate.run(cfg, tmp_path / "run", tracker)
+    kept = {f: read_jsonl(tmp_path / "run" / "verified" / f"{f}.jsonl")
+            for f in verify.run(cfg, tmp_path / "run", tracker)}
+    report.run(cfg, output_dir=tmp_path / "out")
+    text = (tmp_path / "out" / "results.md").read_text()
+    choices = text[text.index("## Choices of ours"):text.index("## Verified data")]
+    assert "### What the teacher (`gold`) writes per form" in choices
+    assert f"cot {len(kept['cot'])} of {len(kept['cot'])}, pot 0 of {len(kept['pot'])}, eot 0 of {len(kept['eot'])}." in choices
+    first = kept["eot"][0]  # the first question is kept in every form
+    assert f"all for the question: {first['question']}" in choices
+    for form in ("cot", "pot", "eot"):
+        example = next(r for r in kept[form] if r["problem_id"] == first["problem_id"])["completion"]
+        assert f"- **{form}**: {WRITES[form]}" in choices
+        assert "\n".join(f"  {line}" for line in example.splitlines()) in choices

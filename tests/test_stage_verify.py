@@ -109,3 +109,28 @@ def test_drop_rates_reasons_the_dropped_table_and_the_datasets_go_to_mlflow(tmp_
     assert set(names) == {"CoTD", "PoTD", "EoTD"} and names["EoTD"] == summary["eot"]["mlflow_digest"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "verify")}
     assert "verify/dropped.json" in artifacts
+
+
+def test_kept_targets_with_numbers_outside_equations_or_code_that_the_question_lacks_are_counted_per_form(
+        tmp_path, mlflow_uri):
+    from distill.tracking import Tracker
+
+    q = "Ana has 4 apples and buys 3 more. How many apples does she have?"
+    rows = [{**sample("a", "cot", "4 + 3 = 7\nThe answer is 7.", gold=7.0), "question": q},
+            {**sample("a", "pot", "apples = 4 + 3\nans = apples", gold=7.0), "question": q},
+            {**sample("a", "eot", "% Ana has 4 apples and buys 3 more:\napples = 4 + 3\nans = apples", gold=7.0),
+             "question": q},
+            {**sample("b", "pot", "apples = 4 + 3  # 7 apples\nans = apples", gold=7.0), "question": q},
+            {**sample("b", "eot", "% Ana has 7 apples:\napples = 4 + 3\nans = apples", gold=7.0), "question": q}]
+    write_jsonl(tmp_path / "samples.jsonl", rows)
+    tracker = Tracker(mlflow_uri, "distill")
+    summary = verify.run(load_config(None, []), tmp_path, tracker)
+    assert {f: (s["kept"], s["computed_numbers_in_text"]) for f, s in summary.items()} == {
+        "cot": (1, 1), "pot": (2, 1), "eot": (2, 1)}
+    run = tracker.mlflow.search_runs(experiment_names=["distill"], output_format="list")[0]
+    assert {f: run.data.metrics[f"verify/{f}/computed_numbers_in_text"] for f in summary} == {
+        "cot": 1, "pot": 1, "eot": 1}
+    # one example per form, all of the first question kept in every form, for the report
+    assert run.data.tags["distill.example.question"] == q
+    assert run.data.tags["distill.example.eot"] == rows[2]["completion"]
+    assert run.data.tags["distill.example.pot"] == rows[1]["completion"]

@@ -25,6 +25,7 @@ from distill.files import atomic_write_text
 from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, collect,
                              drop_rates, in_order, intervals, paired_tests, selected_forms, sets_of)
 from distill.stages import pipeline
+from distill.teachers.gold import WRITES, GoldTeacher
 from distill.thoughts import MIXES
 
 OURS_NOTE = {"vote": "majority vote of the forms (ours)", "fallback": "first form that gives an answer (ours)",
@@ -147,6 +148,7 @@ def render(results: Results) -> str:
     out += _paper_table(results, cells, chosen)
     out += _significance(results, sets)
     out += _choices(results)
+    out += _teacher_targets(results)
     out += _drop_table(results)
     out += _failure_table(results, sets)
     out += _training_table(results)
@@ -263,6 +265,37 @@ def _choices(results: Results) -> list[str]:
                    f"new tokens, inputs cut to `evaluate.max_source_len={run.params.get('evaluate.max_source_len', '?')}`; "
                    "vote and fallback are our own combinations (distill/scoring.py).")
     return out + [""]
+
+
+def _teacher_targets(results: Results) -> list[str]:
+    """What the teacher writes per form, with one verified target of each (one question), and how many
+    kept targets hold a number the question does not outside their equations or code."""
+    verify = results.steps.get("verify")
+    if verify is None:
+        return []
+    teacher = verify.tags.get("distill.teacher", "?")
+    counted = {k.split("/")[1]: int(v) for k, v in verify.metrics.items()
+               if k.startswith("verify/") and k.endswith("/computed_numbers_in_text")}
+    kept = {k.split("/")[1]: int(v) for k, v in verify.metrics.items()
+            if k.startswith("verify/") and k.endswith("/kept")}
+    out = [f"### What the teacher (`{teacher}`) writes per form", "",
+           "Computed numbers in text: kept targets whose text outside equations or code (CoT: all of it; "
+           "PoT: comments and strings; EoT: `%` comments) holds a number the question does not state "
+           "(distill/thoughts/numbers.py; metric `verify/<form>/computed_numbers_in_text`). CoT writes its "
+           "arithmetic in text by design; PoT and EoT leave it to the sandbox and the solver: "
+           + (", ".join(f"{f} {counted[f]:,} of {kept.get(f, 0):,}" for f in in_order(counted, FORM_ORDER))
+              or "not logged") + ".", ""]
+    question = verify.tags.get("distill.example.question")
+    forms = [f for f in FORM_ORDER if f"distill.example.{f}" in verify.tags]
+    if question and forms:
+        out += [f"One verified target per form, all for the question: {question}", ""]
+        for form in forms:
+            says = f": {WRITES[form]}" if teacher == GoldTeacher.name and form in WRITES else ""
+            out += [f"- **{form}**{says}", "", "  ```", *(f"  {line}" for line in
+                                                         verify.tags[f"distill.example.{form}"].splitlines()),
+                    "  ```"]
+        out.append("")
+    return out
 
 
 def _drop_table(results: Results) -> list[str]:

@@ -451,6 +451,17 @@ def derive(form: str, rationale: str | None, gold: float, question: str = "") ->
     raise StepError(f"the gold teacher knows cot, pot and eot, not {form!r}")
 
 
+WRITES = {
+    "cot": "GSM8K's annotated solution without its `<<expr=result>>` annotations, then `The answer is N.`",
+    "pot": "one line `name = expr` per calculation of the solution, each quantity named from the solution's "
+           "words (the same names as EoT), then `ans = <name>`",
+    "eot": "the same quantities as PoT as a system of equations; `%` comments restate only the question "
+           "(each fact sentence before the equation that uses its number; last the question naming the "
+           "target), never a computed number",
+}
+"""What this teacher writes for each form, in a sentence (the report shows it above a verified example)."""
+
+
 class GoldTeacher:
     name = "gold"
     # The derivation's version: samples of an earlier derivation (v1: vK names in PoT, EoT comments that

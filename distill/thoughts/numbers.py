@@ -9,7 +9,9 @@ underscores on its left (``v2``, ``apples_2``, ``x2``) is part of a name, not a 
 
 The question's numbers are the numbers it writes, plus what its written fractions and percentages
 mean: ``1/2`` gives 1, 2 and 0.5; ``50%`` gives 50 and 0.5. So a comment that restates ``50%`` as
-0.5 restates the question, and one that states any other number states something computed.
+0.5 restates the question, and one that states any other number states something the question does
+not: a computed result (arithmetic done in text), or a constant from outside the question (a chicken's
+2 legs, 60 minutes in an hour). Both are counted; the gold teacher's PoT and EoT write neither.
 
 Text outside the reasoning the tools run is each form's ``Form.text_outside`` (CoT: all of it; PoT:
 comments and string literals; EoT: comment and other non-equation lines). Reads and writes nothing.

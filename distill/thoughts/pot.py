@@ -16,6 +16,7 @@ Reads and writes no files; the sandbox's children, which run the programs, may n
 """
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tokenize
@@ -54,10 +55,11 @@ class PoT(Form):
 
     def text_outside(self, target: str) -> str:
         """Its comments and string literals (the text a ``print`` shows), read by Python's tokenizer
-        (which runs nothing); all of it when it is not Python that tokenizes."""
+        (which runs nothing); all of it when it is not Python (``ast.parse`` refuses it)."""
         try:
+            ast.parse(target)
             tokens = list(tokenize.generate_tokens(io.StringIO(target).readline))
-        except (tokenize.TokenError, SyntaxError):
+        except (tokenize.TokenError, SyntaxError, ValueError, RecursionError):
             return target
         text = {tokenize.COMMENT, tokenize.STRING, getattr(tokenize, "FSTRING_MIDDLE", tokenize.STRING)}
         return "\n".join(tok.string for tok in tokens if tok.type in text)
