@@ -280,9 +280,11 @@ def _teacher_targets(results: Results) -> list[str]:
             if k.startswith("verify/") and k.endswith("/kept")}
     out = [f"### What the teacher (`{teacher}`) writes per form", "",
            "Computed numbers in text: kept targets whose text outside equations or code (CoT: all of it; "
-           "PoT: comments and strings; EoT: `%` comments) holds a number the question does not state "
+           "PoT: comments and strings; EoT: comment lines) holds a number the question does not state "
            "(distill/thoughts/numbers.py; metric `verify/<form>/computed_numbers_in_text`). CoT writes its "
-           "arithmetic in text by design; PoT and EoT leave it to the sandbox and the solver: "
+           "arithmetic in text by design; in PoT and EoT the sandbox and the solver compute, so a count "
+           "there is arithmetic (or a constant from outside the question) written beside the code or "
+           "equations: "
            + (", ".join(f"{f} {counted[f]:,} of {kept.get(f, 0):,}" for f in in_order(counted, FORM_ORDER))
               or "not logged") + ".", ""]
     question = verify.tags.get("distill.example.question")
