@@ -215,3 +215,10 @@ def test_over_all_of_gsm8k_train_the_yields_hold_and_no_pot_or_eot_target_writes
             assert len(computed) > 0.9 * len(kept)
         else:
             assert computed == [], (name, computed[:5])
+
+
+def test_the_facts_a_step_uses_are_restated_in_the_order_the_question_gives_them():
+    question = "Jane is paid $.50 for every bulb she plants. She plants 20 tulip bulbs. How much does she earn?"
+    rationale = "She earns 20 * .5 = $<<20*.5=10>>10 for the tulip bulbs."
+    assert equations_from(rationale, 10.0, question).splitlines()[:3] == [
+        "% Jane is paid $.50 for every bulb she plants:", "% She plants 20 tulip bulbs:", "tulip_bulbs = 20 * 0.5"]

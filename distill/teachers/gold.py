@@ -402,10 +402,12 @@ def _sentence_values(sentence: str) -> set[Fraction]:
     return numbers.question_values(sentence) | {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
 
 
-def _literals(expr: ast.expr) -> list[Fraction]:
-    return [Fraction(str(node.value)) for node in ast.walk(expr)
-            if isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
-            and not isinstance(node.value, bool)]
+def _literals(expr: ast.AST) -> list[Fraction]:
+    """The numbers written in a step, left to right."""
+    if isinstance(expr, ast.Constant):
+        value = expr.value
+        return [Fraction(str(value))] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+    return [v for child in ast.iter_child_nodes(expr) for v in _literals(child)]
 
 
 def _comment(text: str) -> str:
@@ -423,14 +425,14 @@ def equations_from(rationale: str, gold: float, question: str = "") -> str:
     names, equations = named_lines(steps)
     parts = question_parts(question)
     facts = [(fact, _sentence_values(fact)) for fact in parts.facts]
-    said: set[int] = set()
+    said: set[int | None] = set()
     lines = []
     for step, equation in zip(steps, equations):
-        for value in _literals(step.expr):
-            k = next((k for k, (_, values) in enumerate(facts) if value in values), None)
-            if k is not None and k not in said:
-                said.add(k)
-                lines.append(_comment(facts[k][0]))
+        first = {next((k for k, (_, values) in enumerate(facts) if value in values), None)
+                 for value in _literals(step.expr)}
+        for k in sorted(first - said - {None}):  # in the question's order
+            lines.append(_comment(facts[k][0]))
+        said |= first
         lines.append(equation)
     target = names[_final_step(steps, gold) - 1]
     lines.append(f"% {parts.asks} The answer is {target}:" if parts.asks else f"% The answer is {target}:")
