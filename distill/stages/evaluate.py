@@ -178,7 +178,7 @@ def _load(model_dir: Path, cfg: Config):
     from distill.student import load_student, resolve_device
 
     try:
-        model, tokenizer = load_student(model_dir)
+        model, tokenizer = load_student(model_dir, hub_kernels=cfg.train.hub_kernels)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     import torch
