@@ -60,13 +60,18 @@ def encode_prompts(tokenizer, inputs: Sequence[str], *, causal: bool, max_len: i
 
 
 def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int = 32, max_new_tokens: int = 256,
-                   max_source_len: int = 256, sort: bool = True) -> Iterator[tuple[list[int], list[str]]]:
+                   max_source_len: int = 256, sort: bool = True,
+                   static_cache: bool = False) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices into ``inputs``, decoded outputs) one batch at a time, batches sorted by input length
     (``sort=False`` keeps the given order; benchmarks/evaluate.py measures what sorting buys).
 
     Works for both kinds of student (see the module docstring); a causal student's outputs hold only
     its completion. Whether the chat template applies is read from ``model.config.distill_chat_template``
-    (set by distill.student.load_student from the student's folder).
+    (set by distill.student.load_student from the student's folder). A batch stops as soon as all its
+    rows have written EOS (transformers' greedy search stops when no row is unfinished), so one long
+    answer costs only its own batch. ``static_cache``: a KV cache of fixed size, which lets
+    transformers compile the decoding step on a GPU (``cache_implementation="static"``); the greedy
+    outputs are the same (tests/test_decoding.py).
     """
     import torch
 
@@ -82,6 +87,8 @@ def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int =
     extra = {"pad_token_id": pad_id}
     if causal and tokenizer.eos_token_id is not None:
         extra["eos_token_id"] = tokenizer.eos_token_id
+    if static_cache:
+        extra["cache_implementation"] = "static"
     model.eval()
     order = length_order([len(ids) for ids in encoded]) if sort else list(range(len(encoded)))
     for start in range(0, len(order), batch_size):
@@ -110,3 +117,66 @@ def decode(model, tokenizer, inputs: Sequence[str], **kwargs) -> list[str]:
         for i, text in zip(idx, texts):
             outputs[i] = text
     return outputs  # type: ignore[return-value]
+
+
+# --- evaluate.batch_size: auto ---------------------------------------------------------------------
+
+CPU_EVAL_BATCH = 32
+"""``evaluate.batch_size: auto`` on the CPU: the default batch of the evaluate stage before auto."""
+MAX_EVAL_BATCH = 256
+"""Upper bound of the auto batch: beyond it a batch waits longer for its slowest row than it gains."""
+
+
+def choose_eval_batch(device_bytes: float, fixed_bytes: float, per_row_bytes: float, *, n_inputs: int | None = None,
+                      cap: int = MAX_EVAL_BATCH, headroom: float = 0.9) -> tuple[int, str]:
+    """(batch, reason): as many rows as ``headroom`` of ``device_bytes`` holds past ``fixed_bytes``
+    (the weights) at ``per_row_bytes`` each (the KV cache and logits of one row at the longest input
+    plus max_new_tokens), at most ``cap`` and never more than there are inputs."""
+    fits = int((device_bytes * headroom - fixed_bytes) // per_row_bytes) if per_row_bytes > 0 else cap
+    batch = max(1, min(fits, cap, n_inputs or cap))
+    return batch, (f"auto: {device_bytes / 1024 ** 3:.1f} GiB device x {headroom:.0%}, {fixed_bytes / 1024 ** 3:.1f} "
+                   f"GiB fixed, {per_row_bytes / 1024 ** 2:.1f} MiB per row at the longest input and every new "
+                   f"token -> room for {max(fits, 0)}, at most {cap}: batch {batch}")
+
+
+def probe_generation_memory(model, *, max_new_tokens: int, max_source_len: int, sizes: tuple[int, int] = (1, 4)):
+    """(device bytes, fixed bytes, bytes per row) on the model's CUDA device: greedy decoding of ``sizes``
+    rows of ``max_source_len`` tokens forced to write all ``max_new_tokens`` (the worst case of the
+    evaluate stage); the per-row cost is the slope of the peak memory."""
+    import torch
+
+    device = next(model.parameters()).device
+    model.eval()
+    token = int(getattr(model.config, "eos_token_id", None) or 1) + 1  # any ordinary token id
+    peaks = []
+    for size in sizes:
+        ids = torch.full((size, max_source_len), token, dtype=torch.long, device=device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        with torch.inference_mode():
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                           max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                           pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
+        peaks.append(torch.cuda.max_memory_allocated(device))
+    torch.cuda.empty_cache()
+    per_row = max(peaks[1] - peaks[0], 1) / (sizes[1] - sizes[0])
+    free, _total = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device), peaks[0] - per_row * sizes[0], per_row
+
+
+def resolve_eval_batch(requested: int | str, model=None, *, max_new_tokens: int = 256, max_source_len: int = 256,
+                       n_inputs: int | None = None, probe=None) -> tuple[int, str]:
+    """(batch, reason) for ``evaluate.batch_size``: a number as given; ``auto`` on the CPU ``CPU_EVAL_BATCH``,
+    on a GPU from ``probe()`` (default ``probe_generation_memory``) through ``choose_eval_batch``."""
+    if requested != "auto":
+        if isinstance(requested, str) or requested < 1:
+            raise ValueError(f"evaluate.batch_size: expected a positive number or auto, got {requested!r}")
+        return int(requested), "evaluate.batch_size set in the config"
+    on_gpu = model is not None and next(model.parameters()).device.type == "cuda"
+    if probe is None and not on_gpu:
+        return CPU_EVAL_BATCH, f"auto on the CPU: {CPU_EVAL_BATCH}"
+    if probe is None:
+        def probe():
+            return probe_generation_memory(model, max_new_tokens=max_new_tokens, max_source_len=max_source_len)
+    device_bytes, fixed, per_row = probe()
+    return choose_eval_batch(device_bytes, fixed, per_row, n_inputs=n_inputs)
