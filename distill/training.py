@@ -83,8 +83,16 @@ def schedule(n_examples: int, tcfg: TrainConfig, world: int) -> dict:
             "effective_batch_size": tcfg.batch_size * tcfg.grad_accum * world}
 
 
-def resolve_precision(requested: str, cuda: bool | None = None) -> str:
-    """auto -> bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU (bf16 is 2x slower there)."""
+FP16_OVERFLOWS = ("t5", "mt5", "umt5", "longt5")
+"""model_type of students whose activations overflow fp16's range (T5 and CodeT5: NaN losses under
+fp16 autocast, a known trap of T5); bf16 has fp32's range, so they train in bf16 or fp32."""
+
+
+def resolve_precision(requested: str, cuda: bool | None = None, *, bf16: bool | None = None,
+                      model_type: str = "") -> str:
+    """auto -> bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU (bf16 is 2x slower there).
+    A T5-family student (``model_type`` in FP16_OVERFLOWS) never gets fp16: auto gives fp32 on a GPU
+    without bf16, and an explicit fp16 is refused. ``bf16``: whether the GPU has it (default: asks torch)."""
     import torch
 
     if requested not in ("auto", "fp32", "bf16", "fp16"):
@@ -94,8 +102,18 @@ def resolve_precision(requested: str, cuda: bool | None = None) -> str:
         if requested in ("bf16", "fp16"):
             say(f"train.precision={requested} needs a CUDA GPU; training in fp32 on the CPU")
         return "fp32"
+    overflows = model_type in FP16_OVERFLOWS
+    if requested == "fp16" and overflows:
+        raise ConfigError(f"train.precision=fp16: a {model_type} student overflows fp16 (NaN losses); "
+                          "use bf16 (A100, H100, RTX 30xx and newer) or fp32")
     if requested == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        bf16 = torch.cuda.is_bf16_supported() if bf16 is None else bf16
+        if bf16:
+            return "bf16"
+        if overflows:
+            say(f"this GPU has no bf16 and a {model_type} student overflows fp16: training in fp32")
+            return "fp32"
+        return "fp16"
     return requested
 
 

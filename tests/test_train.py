@@ -455,6 +455,11 @@ def test_a_24_gb_card_and_an_h200_get_different_micro_batches_and_the_same_effec
     assert "micro-batch 8 x 4 accumulation = effective batch 32" in small[2]
     two_gpus = training.choose_micro_batch(139 * GIB, CODET5_LARGE_FIXED, CODET5_LARGE_PER_SEQ, effective=32, world=2)
     assert two_gpus[:2] == (16, 1)
+    # Qwen2.5-0.5B: 16.4 GiB at micro-batch 8 (issue 19), 494M x 16 bytes fixed
+    qwen_fixed = 494e6 * 16
+    qwen_per_seq = (16.4 * GIB - qwen_fixed) / 8
+    assert training.choose_micro_batch(24e9, qwen_fixed, qwen_per_seq, effective=32)[:2] == (8, 4)
+    assert training.choose_micro_batch(139 * GIB, qwen_fixed, qwen_per_seq, effective=32)[:2] == (32, 1)
     tight = training.choose_micro_batch(12 * GIB, CODET5_LARGE_FIXED, CODET5_LARGE_PER_SEQ, effective=32)
     assert tight[:2] == (1, 32) and "expect out-of-memory" in tight[2]
 
@@ -478,3 +483,11 @@ def test_the_train_stage_records_the_auto_batch_and_why(tmp_path):
     assert summary["steps"] == 2
     with pytest.raises(ConfigError, match="train.batch_size"):
         T.check_config(TrainConfig(batch_size="big"))
+
+
+def test_a_t5_student_never_trains_in_fp16_on_a_gpu():
+    assert training.resolve_precision("auto", cuda=True, bf16=True, model_type="t5") == "bf16"
+    assert training.resolve_precision("auto", cuda=True, bf16=False, model_type="t5") == "fp32"
+    assert training.resolve_precision("auto", cuda=True, bf16=False, model_type="qwen2") == "fp16"
+    with pytest.raises(ConfigError, match="overflows fp16"):
+        training.resolve_precision("fp16", cuda=True, model_type="t5")

@@ -151,6 +151,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
     model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
     model = model.float()  # fp32 master weights even if a hub checkpoint is stored in half precision
+    precision = resolve_precision(tcfg.precision, cuda, model_type=getattr(model.config, "model_type", ""))
     kind = student_kind(model)
     causal = kind == "causal"
     chat = causal and tcfg.chat_template
