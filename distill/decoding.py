@@ -19,6 +19,10 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 
+STATIC_WIDTH = 64
+"""With a static KV cache, inputs are padded to a multiple of this many tokens (see decode_batches)."""
+
+
 def length_order(lengths: Sequence[int]) -> list[int]:
     """Indices sorted by length, longest first; equal lengths keep their original order."""
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
@@ -94,6 +98,10 @@ def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int =
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in idx)
+        if static_cache:
+            # a compiled step is specialised to its shapes: pad to a few widths (multiples of 64), or
+            # every length-sorted batch would compile anew; the mask hides the extra padding
+            width = max(width, min(-(-width // STATIC_WIDTH) * STATIC_WIDTH, max_source_len))
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         for row, i in enumerate(idx):
@@ -147,7 +155,8 @@ def probe_generation_memory(model, *, max_new_tokens: int, max_source_len: int, 
 
     device = next(model.parameters()).device
     model.eval()
-    token = int(getattr(model.config, "eos_token_id", None) or 1) + 1  # any ordinary token id
+    eos = getattr(model.config, "eos_token_id", None)
+    token = int((eos[0] if isinstance(eos, (list, tuple)) else eos) or 1) + 1  # any ordinary token id
     peaks = []
     for size in sizes:
         ids = torch.full((size, max_source_len), token, dtype=torch.long, device=device)
