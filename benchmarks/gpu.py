@@ -25,8 +25,9 @@ fixed. Figures are in the same process and session, so the ratio is fair.
 
     python benchmarks/gpu.py                       # on a GPU: codet5-large and qwen2.5-0.5b
     python benchmarks/gpu.py --presets all         # every GPU preset
-    python benchmarks/gpu.py --tiny                # the same code at toy size on a CPU (tests/test_benchmarks_gpu.py)
+    python benchmarks/gpu.py --tiny                # the same code at toy size on a CPU (tests/test_gpu_benchmark.py)
 
+Without a GPU it runs at --tiny size (so `make bench` stays short); --full-size forces the real shapes.
 Needs the benchmark data (DISTILL_DATA_DIR). On CPU, peak GPU memory prints as n/a.
 """
 from __future__ import annotations
@@ -247,7 +248,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
                         help=f"comma-separated GPU presets, or all ({', '.join(SHAPES)})")
-    parser.add_argument("--tiny", action="store_true", help="toy shapes, few steps and problems: runs on a CPU")
+    parser.add_argument("--tiny", action="store_true",
+                        help="toy shapes, few steps and problems: runs on a CPU (the default without a GPU)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="the real shapes even without a GPU (hours on a CPU)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed run (default 30; tiny 6)")
     parser.add_argument("--problems", type=int, default=None, help="test problems evaluated (default 256; tiny 8)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 256 (the paper's); tiny 16")
@@ -258,6 +262,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DISTILL_DATA_DIR", "data")))
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
+    if not args.tiny and not args.full_size and not cuda():
+        print("no GPU: running at --tiny size (the real shapes need a GPU; --full-size forces them)", flush=True)
+        args.tiny = True
     defaults = dict(steps=(6, 30), problems=(8, 256), max_new_tokens=(16, 256), limit_train=(40, 1000))
     for key, (tiny, real) in defaults.items():
         if getattr(args, key) is None:
