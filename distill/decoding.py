@@ -147,30 +147,57 @@ def choose_eval_batch(device_bytes: float, fixed_bytes: float, per_row_bytes: fl
                    f"token -> room for {max(fits, 0)}, at most {cap}: batch {batch}")
 
 
-def probe_generation_memory(model, *, max_new_tokens: int, max_source_len: int, sizes: tuple[int, int] = (1, 4)):
+class CudaMemory:
+    """The memory counters of one CUDA device, as the probes read them (tests pass others, with the same
+    methods, to run the probes on a CPU)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def reset(self) -> None:
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        import torch
+
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def budget(self) -> int:
+        """What this process may plan with: the free memory plus what torch holds already (other
+        processes' memory is not ours)."""
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return free + torch.cuda.memory_reserved(self.device)
+
+
+def probe_generation_memory(model, *, max_new_tokens: int, max_source_len: int, sizes: tuple[int, int] = (1, 4),
+                            memory=None):
     """(device bytes, fixed bytes, bytes per row) on the model's CUDA device: greedy decoding of ``sizes``
     rows of ``max_source_len`` tokens forced to write all ``max_new_tokens`` (the worst case of the
-    evaluate stage); the per-row cost is the slope of the peak memory."""
+    evaluate stage); the per-row cost is the slope of the peak memory. ``memory``: as in CudaMemory."""
     import torch
 
     device = next(model.parameters()).device
+    memory = memory or CudaMemory(device)
     model.eval()
     eos = getattr(model.config, "eos_token_id", None)
     token = int((eos[0] if isinstance(eos, (list, tuple)) else eos) or 1) + 1  # any ordinary token id
     peaks = []
     for size in sizes:
         ids = torch.full((size, max_source_len), token, dtype=torch.long, device=device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
+        memory.reset()
         with torch.inference_mode():
             model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
                            max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
                            pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
-        peaks.append(torch.cuda.max_memory_allocated(device))
-    torch.cuda.empty_cache()
+        peaks.append(memory.peak())
+    memory.reset()
     per_row = max(peaks[1] - peaks[0], 1) / (sizes[1] - sizes[0])
-    free, _total = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device), peaks[0] - per_row * sizes[0], per_row
+    return memory.budget(), peaks[0] - per_row * sizes[0], per_row
 
 
 def resolve_eval_batch(requested: int | str, model=None, *, max_new_tokens: int = 256, max_source_len: int = 256,

@@ -162,16 +162,21 @@ def resolve_batch(tcfg: TrainConfig, *, cuda: bool, world: int = 1, probe=None) 
     return choose_micro_batch(device_bytes, fixed, per_sequence, effective=tcfg.effective_batch_size, world=world)
 
 
-def probe_train_memory(model, features: Sequence[dict], collator, precision: str, sizes: tuple[int, int] = (1, 2)):
-    """(device bytes, fixed bytes, bytes per sequence), measured on the current CUDA device: one forward
-    and backward pass on the ``sizes`` longest training examples each; the per-sequence cost is the slope
-    of the peak memory, the fixed cost its intercept plus AdamW's two fp32 states per trained parameter
-    (not yet allocated before the first optimizer step). Device bytes: what is free plus what torch
-    holds already (other processes' memory is not ours to plan with)."""
+def probe_train_memory(model, features: Sequence[dict], collator, precision: str, sizes: tuple[int, int] = (1, 2),
+                       memory=None):
+    """(device bytes, fixed bytes, bytes per sequence), measured on this process's CUDA device: one
+    forward and backward pass on the ``sizes`` longest training examples each; the per-sequence cost
+    is the slope of the peak memory, the fixed cost its intercept plus AdamW's two fp32 states per
+    trained parameter (not yet allocated before the first optimizer step). ``memory``: the device's
+    counters (default ``distill.decoding.CudaMemory``; tests pass others to run this on a CPU)."""
     import torch
 
-    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # each process probes its own GPU
-    device = torch.device("cuda", torch.cuda.current_device())
+    from distill.decoding import CudaMemory
+
+    if memory is None:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # each process probes its own GPU
+        memory = CudaMemory(torch.device("cuda", torch.cuda.current_device()))
+    device = memory.device
     model.to(device)
     was_training = model.training
     model.train()
@@ -181,21 +186,19 @@ def probe_train_memory(model, features: Sequence[dict], collator, precision: str
     for size in sizes:
         rows = [longest[i % len(longest)] for i in range(size)]
         batch = {k: v.to(device) for k, v in collator([dict(r) for r in rows]).items() if hasattr(v, "to")}
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        memory.reset()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = model(**batch).loss
         loss.backward()
-        peaks.append(torch.cuda.max_memory_allocated(device))
+        peaks.append(memory.peak())
         model.zero_grad(set_to_none=True)
         del loss, batch
-    torch.cuda.empty_cache()
+    memory.reset()
     model.train(was_training)
     per_sequence = max(peaks[1] - peaks[0], 1) / (sizes[1] - sizes[0])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     fixed = peaks[0] - per_sequence * sizes[0] + 8 * trainable
-    free, _total = torch.cuda.mem_get_info(device)
-    return free + torch.cuda.memory_reserved(device), fixed, per_sequence
+    return memory.budget(), fixed, per_sequence
 
 
 def agree_on_micro_batch(micro: int, accum: int, effective: int, world: int) -> tuple[int, int]:

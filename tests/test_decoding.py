@@ -129,3 +129,33 @@ def test_an_explicit_evaluation_batch_wins_and_auto_keeps_the_cpu_default():
     assert measured[0] == int((24e9 * 0.9 - 3.0 * GIB) // (0.1 * GIB))
     with pytest.raises(ValueError, match="auto"):
         resolve_eval_batch("big", model)
+
+
+def test_the_generation_probe_decodes_full_length_rows_of_the_longest_input():
+    import torch
+
+    class ScriptedMemory:
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.peaks = [2 * GIB, 2.3 * GIB]
+
+        def reset(self):
+            pass
+
+        def peak(self):
+            return self.peaks.pop(0)
+
+        def budget(self):
+            return 24e9
+
+    from distill.decoding import probe_generation_memory
+
+    model, _ = seq2seq_student()
+    lengths = []
+    model.register_forward_hook(lambda module, args, kwargs, out: lengths.append(out.logits.shape), with_kwargs=True)
+    budget, fixed, per_row = probe_generation_memory(model, max_new_tokens=12, max_source_len=40,
+                                                     memory=ScriptedMemory())
+    assert budget == 24e9 and per_row == pytest.approx(0.1 * GIB) and fixed == pytest.approx(1.9 * GIB)
+    assert [shape[0] for shape in lengths].count(1) == 12 and [shape[0] for shape in lengths].count(4) == 12
+    assert choose_eval_batch(budget, fixed, per_row)[0] == int((24e9 * 0.9 - 1.9 * GIB) // (0.1 * GIB))

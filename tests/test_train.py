@@ -491,3 +491,49 @@ def test_a_t5_student_never_trains_in_fp16_on_a_gpu():
     assert training.resolve_precision("auto", cuda=True, bf16=False, model_type="qwen2") == "fp16"
     with pytest.raises(ConfigError, match="overflows fp16"):
         training.resolve_precision("fp16", cuda=True, model_type="t5")
+
+
+class ScriptedMemory:
+    """Device memory counters for a probe run on the CPU: the peaks a GPU would report, in order."""
+
+    def __init__(self, peaks, budget):
+        import torch
+
+        self.device, self.peaks, self.total = torch.device("cpu"), list(peaks), budget
+
+    def reset(self):
+        pass
+
+    def peak(self):
+        return self.peaks.pop(0)
+
+    def budget(self):
+        return self.total
+
+
+@pytest.mark.parametrize("student,lora", [("tiny", 0), ("tiny-causal", 8)])
+def test_the_memory_probe_trains_on_the_longest_examples_and_leaves_no_gradients(student, lora):
+    from distill.student import build_student
+
+    rows, _ = counting_rows(40, 0)
+    tcfg = TrainConfig(student=student, tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab=400,
+                       lora_r=lora)
+    model, tokenizer = build_student(student, [r["input"] for r in rows] + [r["target"] for r in rows],
+                                     train_cfg=tcfg)
+    causal = student == "tiny-causal"
+    model = training.apply_lora(model, tcfg, "causal" if causal else "seq2seq")
+    tokenizer.padding_side = "right"
+    features = training.encode(tokenizer, rows, tcfg, causal=causal)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)),
+                                    with_kwargs=True)
+    collator = training.collator_for(model, tokenizer, causal=causal)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.eval()
+
+    budget, fixed, per_sequence = training.probe_train_memory(
+        model, features, collator, "fp32", memory=ScriptedMemory([3.0 * GIB, 3.5 * GIB], 24e9))
+    longest = max(len(f["input_ids"]) for f in features)
+    assert seen == [(1, longest), (2, longest)]
+    assert (budget, per_sequence) == (24e9, 0.5 * GIB) and fixed == 2.5 * GIB + 8 * trainable
+    assert all(p.grad is None for p in model.parameters()) and not model.training  # as it was before
