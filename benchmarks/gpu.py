@@ -211,8 +211,10 @@ def bench_preset(preset: str, args, root: Path, train_file: Path, texts: list[st
     fixed = train_variant(preset, student, train_file, root / "train" / preset / "fixed", args.steps, FIXED[preset],
                           overrides)
     evals = {}
-    for name, batch, static in ((f"fixed {args.eval_baseline}", args.eval_baseline, False), ("auto", "auto", False),
-                                ("auto + static cache", "auto", True)):
+    variants = [(f"fixed {args.eval_baseline}", args.eval_baseline, False), ("auto", "auto", False)]
+    if not args.no_static_cache:
+        variants.append(("auto + static cache", "auto", True))
+    for name, batch, static in variants:
         evals[name] = evaluate_variant(preset, auto["run_dir"], args.data_dir, args.problems, args.max_new_tokens,
                                        batch, static, eval_overrides)
     full_steps = math.ceil(args.full_rows / auto["effective"]) * auto["epochs"]
@@ -238,7 +240,7 @@ def report(result: dict, args) -> list[str]:
         lines.append(f"| {name} | {row['batch']} | {row['problems_per_s']:.2f} | {fmt(row['peak_gib'], '.1f')} | "
                      f"{FULL_TEST_PROBLEMS * 3 / row['problems_per_s'] / 60:.1f} |")
     base = result["evals"][f"fixed {args.eval_baseline}"]["problems_per_s"]
-    for name in ("auto", "auto + static cache"):
+    for name in [n for n in ("auto", "auto + static cache") if n in result["evals"]]:
         lines.append(f"ratio {name} / fixed {args.eval_baseline} (problems/s): "
                      f"{result['evals'][name]['problems_per_s'] / base:.2f}x")
     return lines
@@ -257,6 +259,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 256 (the paper's); tiny 16")
     parser.add_argument("--limit-train", type=int, default=None,
                         help="GSM8K training problems in the benchmark's ETD mix (default 1000; tiny 40)")
+    parser.add_argument("--no-static-cache", action="store_true",
+                        help="skip the static-cache evaluation (its first batches compile the decoding step)")
     parser.add_argument("--eval-baseline", type=int, default=64, help="the fixed evaluation batch compared")
     parser.add_argument("--full-rows", type=int, default=20351, help="ETD rows of the full preset (issue 19)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DISTILL_DATA_DIR", "data")))

@@ -262,7 +262,10 @@ def save_student(model, tokenizer, path: str | Path, info: dict | None = None) -
     what is read from the model). Not atomic; callers write to a temp dir."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    # a peft adapter: the embeddings are never resized here, so peft need not ask the hub whether the
+    # base model's vocabulary differs (it would, for a hub base, with HF_HUB_OFFLINE unset)
+    extra = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
+    model.save_pretrained(path, **extra)
     tokenizer.save_pretrained(path)
     config = model.config
     described = {"kind": student_kind(model), "architecture": (getattr(config, "architectures", None) or
