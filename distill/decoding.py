@@ -12,7 +12,9 @@ student input becomes token ids; the train stage uses it too, so training and de
 same prompt (the chat template when the student was trained with it, and never a trailing EOS).
 
 Decoding follows the paper's protocol (METHOD.md): greedy, at most 256 new tokens by default.
-Reads and writes no files.
+On a GPU, ``evaluate.batch_size: auto`` sizes the batch to the memory (``resolve_eval_batch``, a
+short probe) and ``static_cache`` lets transformers compile the decoding step; both keep the greedy
+outputs of one ``generate`` call per problem (tests/test_decoding.py). Reads and writes no files.
 """
 from __future__ import annotations
 

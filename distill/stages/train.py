@@ -134,7 +134,6 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     main = rank == 0
     tracker = tracker if main else None
     cuda = torch.cuda.is_available()
-    precision = resolve_precision(tcfg.precision, cuda)
     if not cuda and tcfg.threads:
         torch.set_num_threads(tcfg.threads)
 
@@ -151,6 +150,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
     model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
     model = model.float()  # fp32 master weights even if a hub checkpoint is stored in half precision
+    # bf16 where the GPU has it; never fp16 for a T5 (it overflows): distill.training.resolve_precision
     precision = resolve_precision(tcfg.precision, cuda, model_type=getattr(model.config, "model_type", ""))
     kind = student_kind(model)
     causal = kind == "causal"
