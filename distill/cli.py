@@ -351,7 +351,8 @@ def _number(value: str | None, kind: type, flag: str):
                    "or a local folder (default: train.student of the preset).")
 @click.option("--lr", default="", metavar="FLOAT", help="Learning rate (default: train.lr, 5e-4 as in the paper).")
 @click.option("--epochs", default="", metavar="INT", help="Epochs (default: train.epochs, 10 as in the paper).")
-@click.option("--batch-size", default="", metavar="INT", help="Examples per micro-batch per process (train.batch_size).")
+@click.option("--batch-size", default="", metavar="INT|auto",
+              help="Examples per micro-batch per process (train.batch_size); auto sizes it to the GPU.")
 @click.option("--max-steps", default="", metavar="INT", help="Stop after this many optimizer steps (a CPU budget).")
 def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
     """Fine-tune a student on a mix; writes runs/<preset>/students/<mix>/ and an MLflow run train-<mix>.
@@ -363,7 +364,8 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 
     cfg = load(*cfg_args, **{"mix.mix": mix, "train.student": student, "train.lr": _number(lr, float, "--lr"),
                              "train.epochs": _number(epochs, int, "--epochs"),
-                             "train.batch_size": _number(batch_size, int, "--batch-size"),
+                             "train.batch_size": batch_size if batch_size == "auto"
+                             else _number(batch_size, int, "--batch-size"),
                              "train.max_steps": _number(max_steps, int, "--max-steps")})
     main_process = os.environ.get("RANK", "0") == "0"
     summary = train_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None, mix=mix)
@@ -384,7 +386,8 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 @click.option("--test-sets", default="", metavar="SET,SET",
               help="Test sets among gsm8k, asdiv, svamp, multiarith (default: all four).")
 @click.option("--limit", default="", metavar="N", help="Only the first N problems of each test set.")
-@click.option("--batch-size", default="", metavar="N", help="Problems per generate call (default: evaluate.batch_size).")
+@click.option("--batch-size", default="", metavar="N|auto",
+              help="Problems per generate call (default: evaluate.batch_size); auto sizes it to the GPU.")
 @click.option("--max-new-tokens", default="", metavar="N", help="Greedy decoding length limit (default: 256).")
 @click.option("--shard", default="", metavar="I/N",
               help="Score only shard I of N (0 <= I < N) of each test set, into eval/<mix>/shard-I-of-N/ (files only, "

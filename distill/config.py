@@ -140,9 +140,19 @@ class TrainConfig:
     epochs: int = 10
     max_source_len: int = 256
     max_target_len: int = 256
-    batch_size: int = 16
-    """Examples per micro-batch on each process; the optimizer sees batch_size * grad_accum * processes."""
+    batch_size: int | str = 16
+    """Examples per micro-batch on each process; the optimizer sees batch_size * grad_accum * processes.
+    ``auto``: on a GPU the largest micro-batch that fits its memory at the data's longest sequences
+    (measured by a short probe), with grad_accum chosen to keep ``effective_batch_size``; on the CPU
+    16 (distill.training.resolve_batch). An explicit number wins."""
     grad_accum: int = 1
+    """Micro-batches per optimizer step; with ``batch_size: auto`` it is chosen, and this is ignored."""
+    effective_batch_size: int = 32
+    """With ``batch_size: auto`` only: examples per optimizer step, across processes (the paper: 32)."""
+    hub_kernels: bool = False
+    """Let transformers fetch compute kernels from the hub (its ``kernels`` integration, e.g.
+    kernels-community/rotary on CUDA) when training and evaluating. Off: no stage downloads code that
+    no config names (distill.student.hold_hub_kernels)."""
     optimizer: str = "adamw"
     """Our choice (the paper does not say): torch AdamW, betas (0.9, 0.999), no decay on biases and norms."""
     weight_decay: float = 0.01
@@ -192,8 +202,13 @@ class EvaluateConfig:
     """Forms to ask for; empty means every form the student was trained on."""
     limit: int | None = None
     """Evaluate only the first N problems of each test set (quick runs); None means all."""
-    batch_size: int = 32
-    """Problems per generate call; batches are sorted by input length (distill/decoding.py)."""
+    batch_size: int | str = 32
+    """Problems per generate call; batches are sorted by input length (distill/decoding.py).
+    ``auto``: on a GPU as many as its memory holds at the longest input + max_new_tokens (a short
+    probe, at most 256); on the CPU 32."""
+    static_cache: bool = False
+    """GPU speed switch: greedy decoding with a static KV cache, so transformers compiles the
+    decoding step (``cache_implementation="static"``); same greedy outputs, off by default."""
     max_new_tokens: int = 256
     """Greedy decoding up to this many new tokens (paper: 256)."""
     max_source_len: int = 256

@@ -12,11 +12,17 @@ student input becomes token ids; the train stage uses it too, so training and de
 same prompt (the chat template when the student was trained with it, and never a trailing EOS).
 
 Decoding follows the paper's protocol (METHOD.md): greedy, at most 256 new tokens by default.
-Reads and writes no files.
+On a GPU, ``evaluate.batch_size: auto`` sizes the batch to the memory (``resolve_eval_batch``, a
+short probe) and ``static_cache`` lets transformers compile the decoding step; both keep the greedy
+outputs of one ``generate`` call per problem (tests/test_decoding.py). Reads and writes no files.
 """
 from __future__ import annotations
 
 from typing import Iterator, Sequence
+
+
+STATIC_WIDTH = 64
+"""With a static KV cache, inputs are padded to a multiple of this many tokens (see decode_batches)."""
 
 
 def length_order(lengths: Sequence[int]) -> list[int]:
@@ -60,13 +66,18 @@ def encode_prompts(tokenizer, inputs: Sequence[str], *, causal: bool, max_len: i
 
 
 def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int = 32, max_new_tokens: int = 256,
-                   max_source_len: int = 256, sort: bool = True) -> Iterator[tuple[list[int], list[str]]]:
+                   max_source_len: int = 256, sort: bool = True,
+                   static_cache: bool = False) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices into ``inputs``, decoded outputs) one batch at a time, batches sorted by input length
     (``sort=False`` keeps the given order; benchmarks/evaluate.py measures what sorting buys).
 
     Works for both kinds of student (see the module docstring); a causal student's outputs hold only
     its completion. Whether the chat template applies is read from ``model.config.distill_chat_template``
-    (set by distill.student.load_student from the student's folder).
+    (set by distill.student.load_student from the student's folder). A batch stops as soon as all its
+    rows have written EOS (transformers' greedy search stops when no row is unfinished), so one long
+    answer costs only its own batch. ``static_cache``: a KV cache of fixed size, which lets
+    transformers compile the decoding step on a GPU (``cache_implementation="static"``); the greedy
+    outputs are the same (tests/test_decoding.py).
     """
     import torch
 
@@ -82,11 +93,17 @@ def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int =
     extra = {"pad_token_id": pad_id}
     if causal and tokenizer.eos_token_id is not None:
         extra["eos_token_id"] = tokenizer.eos_token_id
+    if static_cache:
+        extra["cache_implementation"] = "static"
     model.eval()
     order = length_order([len(ids) for ids in encoded]) if sort else list(range(len(encoded)))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in idx)
+        if static_cache:
+            # a compiled step is specialised to its shapes: pad to a few widths (multiples of 64), or
+            # every length-sorted batch would compile anew; the mask hides the extra padding
+            width = max(width, min(-(-width // STATIC_WIDTH) * STATIC_WIDTH, max_source_len))
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         for row, i in enumerate(idx):
@@ -110,3 +127,94 @@ def decode(model, tokenizer, inputs: Sequence[str], **kwargs) -> list[str]:
         for i, text in zip(idx, texts):
             outputs[i] = text
     return outputs  # type: ignore[return-value]
+
+
+# --- evaluate.batch_size: auto ---------------------------------------------------------------------
+
+CPU_EVAL_BATCH = 32
+"""``evaluate.batch_size: auto`` on the CPU: the default batch of the evaluate stage before auto."""
+MAX_EVAL_BATCH = 256
+"""Upper bound of the auto batch: beyond it a batch waits longer for its slowest row than it gains."""
+
+
+def choose_eval_batch(device_bytes: float, fixed_bytes: float, per_row_bytes: float, *, n_inputs: int | None = None,
+                      cap: int = MAX_EVAL_BATCH, headroom: float = 0.9) -> tuple[int, str]:
+    """(batch, reason): as many rows as ``headroom`` of ``device_bytes`` holds past ``fixed_bytes``
+    (the weights) at ``per_row_bytes`` each (the KV cache and logits of one row at the longest input
+    plus max_new_tokens), at most ``cap`` and never more than there are inputs."""
+    fits = int((device_bytes * headroom - fixed_bytes) // per_row_bytes) if per_row_bytes > 0 else cap
+    batch = max(1, min(fits, cap, n_inputs or cap))
+    return batch, (f"auto: {device_bytes / 1024 ** 3:.1f} GiB device x {headroom:.0%}, {fixed_bytes / 1024 ** 3:.1f} "
+                   f"GiB fixed, {per_row_bytes / 1024 ** 2:.1f} MiB per row at the longest input and every new "
+                   f"token -> room for {max(fits, 0)}, at most {cap}: batch {batch}")
+
+
+class CudaMemory:
+    """The memory counters of one CUDA device, as the probes read them (tests pass others, with the same
+    methods, to run the probes on a CPU)."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def reset(self) -> None:
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak(self) -> int:
+        import torch
+
+        return torch.cuda.max_memory_allocated(self.device)
+
+    def budget(self) -> int:
+        """What this process may plan with: the free memory plus what torch holds already (other
+        processes' memory is not ours)."""
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return free + torch.cuda.memory_reserved(self.device)
+
+
+def probe_generation_memory(model, *, max_new_tokens: int, max_source_len: int, sizes: tuple[int, int] = (1, 4),
+                            memory=None):
+    """(device bytes, fixed bytes, bytes per row) on the model's CUDA device: greedy decoding of ``sizes``
+    rows of ``max_source_len`` tokens forced to write all ``max_new_tokens`` (the worst case of the
+    evaluate stage); the per-row cost is the slope of the peak memory. ``memory``: as in CudaMemory."""
+    import torch
+
+    device = next(model.parameters()).device
+    memory = memory or CudaMemory(device)
+    model.eval()
+    eos = getattr(model.config, "eos_token_id", None)
+    token = int((eos[0] if isinstance(eos, (list, tuple)) else eos) or 1) + 1  # any ordinary token id
+    peaks = []
+    for size in sizes:
+        ids = torch.full((size, max_source_len), token, dtype=torch.long, device=device)
+        memory.reset()
+        with torch.inference_mode():
+            model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                           max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                           pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
+        peaks.append(memory.peak())
+    memory.reset()
+    per_row = max(peaks[1] - peaks[0], 1) / (sizes[1] - sizes[0])
+    return memory.budget(), peaks[0] - per_row * sizes[0], per_row
+
+
+def resolve_eval_batch(requested: int | str, model=None, *, max_new_tokens: int = 256, max_source_len: int = 256,
+                       n_inputs: int | None = None, probe=None) -> tuple[int, str]:
+    """(batch, reason) for ``evaluate.batch_size``: a number as given; ``auto`` on the CPU ``CPU_EVAL_BATCH``,
+    on a GPU from ``probe()`` (default ``probe_generation_memory``) through ``choose_eval_batch``."""
+    if requested != "auto":
+        if isinstance(requested, str) or requested < 1:
+            raise ValueError(f"evaluate.batch_size: expected a positive number or auto, got {requested!r}")
+        return int(requested), "evaluate.batch_size set in the config"
+    on_gpu = model is not None and next(model.parameters()).device.type == "cuda"
+    if probe is None and not on_gpu:
+        return CPU_EVAL_BATCH, f"auto on the CPU: {CPU_EVAL_BATCH}"
+    if probe is None:
+        def probe():
+            return probe_generation_memory(model, max_new_tokens=max_new_tokens, max_source_len=max_source_len)
+    device_bytes, fixed, per_row = probe()
+    return choose_eval_batch(device_bytes, fixed, per_row, n_inputs=n_inputs)

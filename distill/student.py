@@ -168,15 +168,34 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_student(path: str | Path, *, local_files_only: bool = False):
+def hold_hub_kernels(allowed: bool = False) -> None:
+    """Keep transformers from fetching compute kernels from the hub unless ``allowed`` (train.hub_kernels).
+
+    transformers (with its ``kernels`` dependency installed) swaps layers such as Qwen's rotary
+    embedding for kernels it downloads from the hub (kernels-community/rotary) on CUDA, at load or at
+    the first switch between training and evaluation: offline that is an error, online it runs code
+    that no config of ours names or pins. transformers reads ``USE_HUB_KERNELS`` at each of those
+    points (integrations/hub_kernels.py), so setting it here covers loading, kernelize and the lazy
+    per-function kernels. Allowed: a user's own ``USE_HUB_KERNELS=NO`` still wins.
+    """
+    import os
+
+    if not allowed:
+        os.environ["USE_HUB_KERNELS"] = "NO"
+
+
+def load_student(path: str | Path, *, local_files_only: bool = False, hub_kernels: bool = False):
     """(model, tokenizer) from a hub name or a folder written by save_pretrained (any kind, or a LoRA adapter).
 
-    Raises ConfigError (a ValueError) naming the path and the fix when it cannot be loaded (e.g. a hub name offline).
+    Hub kernels stay off unless ``hub_kernels`` (see ``hold_hub_kernels``). Raises ConfigError (a
+    ValueError) naming the path and the fix when it cannot be loaded (e.g. a hub name offline).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    hold_hub_kernels(hub_kernels)
     info = read_student_info(path) if Path(str(path)).is_dir() else {}
     kwargs = {"local_files_only": True} if local_files_only else {}
+    model_kwargs = {**kwargs, "use_kernels": hub_kernels}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), **kwargs)
         adapter = Path(str(path)) / "adapter_config.json"
@@ -187,11 +206,11 @@ def load_student(path: str | Path, *, local_files_only: bool = False):
             base_name = str(local_base) if local_base.is_dir() else read_json(adapter)["base_model_name_or_path"]
             base_config = AutoConfig.from_pretrained(base_name, **kwargs)
             auto = AutoModelForSeq2SeqLM if base_config.is_encoder_decoder else AutoModelForCausalLM
-            model = PeftModel.from_pretrained(auto.from_pretrained(base_name, **kwargs), str(path), **kwargs)
+            model = PeftModel.from_pretrained(auto.from_pretrained(base_name, **model_kwargs), str(path), **kwargs)
         else:
             config = AutoConfig.from_pretrained(str(path), **kwargs)
             auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-            model = auto.from_pretrained(str(path), **kwargs)
+            model = auto.from_pretrained(str(path), **model_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise _load_error(path, exc) from exc
     prepare_tokenizer(model, tokenizer)
@@ -215,6 +234,8 @@ def prepare_tokenizer(model, tokenizer) -> None:
 
 def build_student(name: str, texts: Iterable[str] = (), *, train_cfg=None, seed: int = 0):
     """(model, tokenizer) for ``train.student``: ``tiny``/``tiny-causal`` built from train_cfg's tiny_* fields, else loaded."""
+    hub_kernels = bool(getattr(train_cfg, "hub_kernels", False))
+    hold_hub_kernels(hub_kernels)
     if name in TINY_STUDENTS:
         t = train_cfg
         shape = {} if t is None else dict(d_model=t.tiny_d_model, layers=t.tiny_layers, heads=t.tiny_heads,
@@ -227,7 +248,7 @@ def build_student(name: str, texts: Iterable[str] = (), *, train_cfg=None, seed:
         model, tokenizer = build_tiny_causal(texts, seed=seed, **shape)
         model.config.distill_chat_template = False
         return model, tokenizer
-    model, tokenizer = load_student(name)
+    model, tokenizer = load_student(name, hub_kernels=hub_kernels)
     model.config.distill_chat_template = bool(getattr(train_cfg, "chat_template", False))
     return model, tokenizer
 
@@ -241,7 +262,10 @@ def save_student(model, tokenizer, path: str | Path, info: dict | None = None) -
     what is read from the model). Not atomic; callers write to a temp dir."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    # a peft adapter: the embeddings are never resized here, so peft need not ask the hub whether the
+    # base model's vocabulary differs (it would, for a hub base, with HF_HUB_OFFLINE unset)
+    extra = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}
+    model.save_pretrained(path, **extra)
     tokenizer.save_pretrained(path)
     config = model.config
     described = {"kind": student_kind(model), "architecture": (getattr(config, "architectures", None) or

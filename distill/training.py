@@ -2,9 +2,11 @@
 puts together, each usable alone (tests/test_train.py, benchmarks/train.py).
 
 Owns: encoding mix rows into features (``encode``), the step schedule as the Trainer counts it
-(``schedule``), the precision (``resolve_precision``), LoRA adapters (``apply_lora``), the
+(``schedule``), the micro-batch (``resolve_batch``: a number, or ``auto`` sized to the GPU by a
+memory probe), the precision (``resolve_precision``), LoRA adapters (``apply_lora``), the
 Trainer's arguments (``training_arguments``), the callbacks the stage adds to it (time budget,
-MLflow logging, validation accuracy per form), reading its state at the end (``stop_reason``,
+MLflow logging, validation accuracy per form), the filter that keeps the tied-embedding "missing
+keys" warning out of the log (``quiet_tied_keys``), reading its state at the end (``stop_reason``,
 ``validation_history``), and the files of a training run: digests of config and weights,
 and the atomic swap of a written folder (``replace_dir``).
 
@@ -83,8 +85,16 @@ def schedule(n_examples: int, tcfg: TrainConfig, world: int) -> dict:
             "effective_batch_size": tcfg.batch_size * tcfg.grad_accum * world}
 
 
-def resolve_precision(requested: str, cuda: bool | None = None) -> str:
-    """auto -> bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU (bf16 is 2x slower there)."""
+FP16_OVERFLOWS = ("t5", "mt5", "umt5", "longt5")
+"""model_type of students whose activations overflow fp16's range (T5 and CodeT5: NaN losses under
+fp16 autocast, a known trap of T5); bf16 has fp32's range, so they train in bf16 or fp32."""
+
+
+def resolve_precision(requested: str, cuda: bool | None = None, *, bf16: bool | None = None,
+                      model_type: str = "") -> str:
+    """auto -> bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU (bf16 is 2x slower there).
+    A T5-family student (``model_type`` in FP16_OVERFLOWS) never gets fp16: auto gives fp32 on a GPU
+    without bf16, and an explicit fp16 is refused. ``bf16``: whether the GPU has it (default: asks torch)."""
     import torch
 
     if requested not in ("auto", "fp32", "bf16", "fp16"):
@@ -94,9 +104,120 @@ def resolve_precision(requested: str, cuda: bool | None = None) -> str:
         if requested in ("bf16", "fp16"):
             say(f"train.precision={requested} needs a CUDA GPU; training in fp32 on the CPU")
         return "fp32"
+    overflows = model_type in FP16_OVERFLOWS
+    if requested == "fp16" and overflows:
+        raise ConfigError(f"train.precision=fp16: a {model_type} student overflows fp16 (NaN losses); "
+                          "use bf16 (A100, H100, RTX 30xx and newer) or fp32")
     if requested == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        bf16 = torch.cuda.is_bf16_supported() if bf16 is None else bf16
+        if bf16:
+            return "bf16"
+        if overflows:
+            say(f"this GPU has no bf16 and a {model_type} student overflows fp16: training in fp32")
+            return "fp32"
+        return "fp16"
     return requested
+
+
+# --- batch size: a number, or ``auto`` sized to the device ------------------------------------------
+
+CPU_AUTO_BATCH = 16
+"""``train.batch_size: auto`` on the CPU: the micro-batch the CPU presets have always used."""
+HEADROOM = 0.9
+"""Share of the device's memory the auto micro-batch may plan for: the rest absorbs the allocator's
+fragmentation, the evaluation batches (twice the micro-batch, forward only) and the CUDA context."""
+GIB = 1024 ** 3
+
+
+def choose_micro_batch(device_bytes: float, fixed_bytes: float, per_sequence_bytes: float, *, effective: int,
+                       world: int = 1, headroom: float = HEADROOM) -> tuple[int, int, str]:
+    """(micro-batch, grad_accum, reason): the largest micro-batch whose memory, ``fixed_bytes`` (weights,
+    gradients, optimizer states) plus ``per_sequence_bytes`` per sequence at the data's longest length,
+    fits ``headroom`` of ``device_bytes``, among the divisors of the per-process share of ``effective``,
+    so micro x grad_accum x world stays the effective batch. At least 1 (then accumulation carries it)."""
+    per_rank = max(math.ceil(effective / world), 1)
+    room = device_bytes * headroom - fixed_bytes
+    fits = int(room // per_sequence_bytes) if per_sequence_bytes > 0 else per_rank
+    micro = max([d for d in range(1, per_rank + 1) if per_rank % d == 0 and d <= fits] or [1])
+    accum = per_rank // micro
+    reason = (f"auto: {device_bytes / GIB:.1f} GiB device x {headroom:.0%} headroom, {fixed_bytes / GIB:.1f} GiB fixed "
+              f"(weights, gradients, AdamW states), {per_sequence_bytes / GIB:.3f} GiB per sequence at the longest "
+              f"training sequences -> room for {max(fits, 0)}; micro-batch {micro} x {accum} accumulation"
+              f"{f' x {world} processes' if world > 1 else ''} = effective batch {micro * accum * world}")
+    if fits < 1:
+        reason += " (not even one sequence fits the plan: expect out-of-memory; use LoRA or shorter sequences)"
+    return micro, accum, reason
+
+
+def resolve_batch(tcfg: TrainConfig, *, cuda: bool, world: int = 1, probe=None) -> tuple[int, int, str]:
+    """(micro-batch, grad_accum, reason) for ``tcfg``: an explicit number as given; ``auto`` on the CPU
+    ``CPU_AUTO_BATCH`` (today's choice) with the accumulation that keeps ``effective_batch_size``; ``auto``
+    on a GPU from ``probe()`` = (device bytes, fixed bytes, bytes per sequence) (``probe_train_memory``)."""
+    if tcfg.batch_size != "auto":
+        return int(tcfg.batch_size), tcfg.grad_accum, "train.batch_size set in the config"
+    if not cuda or probe is None:
+        per_rank = max(math.ceil(tcfg.effective_batch_size / world), 1)
+        micro = max(d for d in range(1, min(CPU_AUTO_BATCH, per_rank) + 1) if per_rank % d == 0)
+        return micro, per_rank // micro, (f"auto on the CPU: micro-batch {micro} (at most {CPU_AUTO_BATCH}) x "
+                                          f"{per_rank // micro} accumulation = effective batch {micro * (per_rank // micro) * world}")
+    device_bytes, fixed, per_sequence = probe()
+    return choose_micro_batch(device_bytes, fixed, per_sequence, effective=tcfg.effective_batch_size, world=world)
+
+
+def probe_train_memory(model, features: Sequence[dict], collator, precision: str, sizes: tuple[int, int] = (1, 2),
+                       memory=None):
+    """(device bytes, fixed bytes, bytes per sequence), measured on this process's CUDA device: one
+    forward and backward pass on the ``sizes`` longest training examples each; the per-sequence cost
+    is the slope of the peak memory, the fixed cost its intercept plus AdamW's two fp32 states per
+    trained parameter (not yet allocated before the first optimizer step). ``memory``: the device's
+    counters (default ``distill.decoding.CudaMemory``; tests pass others to run this on a CPU)."""
+    import torch
+
+    from distill.decoding import CudaMemory
+
+    if memory is None:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # each process probes its own GPU
+        memory = CudaMemory(torch.device("cuda", torch.cuda.current_device()))
+    device = memory.device
+    model.to(device)
+    was_training = model.training
+    model.train()
+    longest = sorted(features, key=lambda f: len(f["input_ids"]) + len(f["labels"]), reverse=True)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    peaks = []
+    for size in sizes:
+        rows = [longest[i % len(longest)] for i in range(size)]
+        batch = {k: v.to(device) for k, v in collator([dict(r) for r in rows]).items() if hasattr(v, "to")}
+        memory.reset()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(**batch).loss
+        loss.backward()
+        peaks.append(memory.peak())
+        model.zero_grad(set_to_none=True)
+        del loss, batch
+    memory.reset()
+    model.train(was_training)
+    per_sequence = max(peaks[1] - peaks[0], 1) / (sizes[1] - sizes[0])
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    fixed = peaks[0] - per_sequence * sizes[0] + 8 * trainable
+    return memory.budget(), fixed, per_sequence
+
+
+def agree_on_micro_batch(micro: int, accum: int, effective: int, world: int) -> tuple[int, int]:
+    """Under several processes all must step together: the smallest micro-batch any of them chose."""
+    if world <= 1:
+        return micro, accum
+    import torch
+    import torch.distributed as tdist
+    from accelerate import PartialState
+
+    state = PartialState()  # initialises the process group as the Trainer would
+    value = torch.tensor([micro], device=state.device if state.device.type == "cuda" else "cpu")
+    tdist.all_reduce(value, op=tdist.ReduceOp.MIN)
+    smallest = int(value.item())
+    if smallest == micro:
+        return micro, accum
+    return smallest, max(math.ceil(effective / world), 1) // smallest
 
 
 # --- LoRA --------------------------------------------------------------------------------------------
@@ -148,15 +269,21 @@ def training_arguments(tcfg: TrainConfig, output_dir: Path, steps: dict, precisi
         average_tokens_across_devices=False)
 
 
+def collator_for(model, tokenizer, *, causal: bool):
+    """Dynamic padding: ``DataCollatorForSeq2Seq`` pads labels with -100 for both kinds."""
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, model=None if causal else model, label_pad_token_id=-100, padding=True)
+
+
 def trainer_for(model, tokenizer, args, features: list[dict], val_features: list[dict], *, causal: bool,
                 callbacks: list):
     """``Seq2SeqTrainer`` (seq2seq) or ``Trainer`` (causal) on the encoded features, with dynamic
-    padding (``DataCollatorForSeq2Seq`` pads labels with -100 for both kinds) and ``callbacks``."""
-    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Trainer
+    padding (``collator_for``) and ``callbacks``."""
+    from transformers import Seq2SeqTrainer, Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    collator = DataCollatorForSeq2Seq(tokenizer, model=None if causal else model, label_pad_token_id=-100,
-                                      padding=True)
+    collator = collator_for(model, tokenizer, causal=causal)
     trainer_cls = Trainer if causal else Seq2SeqTrainer
     trainer = trainer_cls(
         model=model, args=args, data_collator=collator, train_dataset=features,
@@ -164,6 +291,59 @@ def trainer_for(model, tokenizer, args, features: list[dict], val_features: list
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout, where the CLI writes JSON
     trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+MISSING_KEYS = "There were missing keys in the checkpoint model loaded:"
+
+
+def tied_names(model) -> list[set[str]]:
+    """Groups of parameter names that are one tensor (tied embeddings: T5's shared / encoder / decoder
+    embeddings and lm_head, a causal LM's embed_tokens and lm_head)."""
+    groups: dict[int, set[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), set()).add(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+class TiedKeysFilter:
+    """Keeps the Trainer's warning about missing keys, when it loads the best checkpoint, out of the log
+    when every missing key is a tied copy of a parameter that was loaded: a checkpoint stores one tensor
+    per tie (safetensors drops the aliases), and loading it fills every name of the tie, because they
+    are one tensor (tests/test_train.py checks that the student equals its best checkpoint). Any other
+    missing key, or a tie of which nothing was loaded, still reaches the log."""
+
+    def __init__(self, model):
+        self.ties = tied_names(model)
+
+    def filter(self, record) -> bool:
+        import ast
+
+        message = record.getMessage()
+        if not message.startswith(MISSING_KEYS):
+            return True
+        try:
+            missing = set(ast.literal_eval(message[len(MISSING_KEYS):].strip().rstrip(".")))
+        except (ValueError, SyntaxError):
+            return True
+        covered = set()
+        for names in self.ties:
+            if names & missing and names - missing:  # some aliases missing, the tensor itself loaded
+                covered |= names & missing
+        return not (missing and missing <= covered)
+
+
+@contextmanager
+def quiet_tied_keys(model):
+    """``TiedKeysFilter`` on transformers' Trainer logger while the block runs."""
+    import logging
+
+    logger = logging.getLogger("transformers.trainer")
+    quiet = TiedKeysFilter(model)
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def callback_classes():

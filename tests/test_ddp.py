@@ -20,10 +20,11 @@ ARGS = ["-m", "distill.cli", "train", "--preset", "tiny", "--mix", "cot", "--set
         "--set", "train.tiny_vocab=400", "--set", "train.max_source_len=64", "--set", "train.max_target_len=32"]
 
 
-def train(run_dir: Path, launcher: list[str], batch_size: int) -> subprocess.CompletedProcess:
+def train(run_dir: Path, launcher: list[str], batch_size: int | str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{run_dir / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.run([*launcher, *ARGS, "--set", f"run_dir={run_dir}", "--set", f"train.batch_size={batch_size}"],
+    proc = subprocess.run([*launcher, *ARGS, "--set", f"run_dir={run_dir}", "--set", f"train.batch_size={batch_size}",
+                           "--set", "train.effective_batch_size=16"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -62,17 +63,19 @@ def test_two_processes_train_one_student_that_matches_a_single_process_run(tmp_p
     single, double = tmp_path / "single", tmp_path / "double"
     for run_dir in (single, double):
         write_mix(run_dir, train_rows, val)
-    # the same effective batch: 1 x 16 and 2 x 8
+    # the same effective batch: 1 x 16 and 2 x 8 (auto: the two processes agree on 8 x 1 each)
     train(single, [sys.executable], 16)
     proc = train(double, [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                          "--main_process_port", str(free_port())], 8)
+                          "--main_process_port", str(free_port())], "auto")
 
     summaries = {name: json.loads((d / "students" / "cot" / "summary.json").read_text())
                  for name, d in (("single", single), ("double", double))}
     assert summaries["single"]["steps"] == summaries["double"]["steps"] == 8  # 64 rows / 16 per step x 2 epochs
     card = json.loads((double / "students" / "cot" / "card.json").read_text())
     assert card["training"]["effective_batch_size"] == 16
+    assert (card["training"]["batch_size"], card["training"]["grad_accum"]) == (8, 1)
+    assert "auto on the CPU" in card["training"]["batch_size_reason"]
     # only the main process printed the summary, wrote the student and logged one MLflow run
     assert proc.stdout.count('"run_id"') == 1
     assert len(list((double / "students").iterdir())) == 1

@@ -27,7 +27,8 @@ def test_codet5_presets_carry_the_papers_settings_with_the_same_effective_batch(
     # METHOD.md: lr 5e-4, 10 epochs, 256 tokens in and out
     assert (train.student, train.lr, train.epochs, train.max_source_len, train.max_target_len) == (
         student, 5e-4, 10, 256, 256)
-    assert train.batch_size * train.grad_accum == 32
+    assert train.batch_size == "auto" and train.effective_batch_size == 32  # sized to the GPU, same effective batch
+    assert load_config(preset).evaluate.batch_size == "auto"
     assert train.precision == "auto" and train.max_steps is None and train.max_minutes is None
 
 
@@ -48,8 +49,9 @@ def test_decoder_presets_use_the_chat_template_the_papers_lengths_and_note_their
     train = load_config(preset).train
     assert (train.student, train.lora_r) == expected
     assert train.chat_template and (train.max_source_len, train.max_target_len) == (256, 256)
-    assert train.batch_size * train.grad_accum == 32 and train.max_steps is None
+    assert train.batch_size == "auto" and train.effective_batch_size == 32 and train.max_steps is None
     assert "GPU memory" in (PRESET_DIR / f"{preset}.yaml").read_text()
+    assert not train.hub_kernels
 
 
 def test_the_lora_preset_keeps_a_merged_student_so_it_serves_like_any_other():

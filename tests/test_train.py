@@ -391,3 +391,149 @@ def test_lora_targets_that_the_model_lacks_are_named_in_the_error():
     model, _ = build_student("tiny-causal", ["a b c"] * 4, train_cfg=TrainConfig(tiny_vocab=300))
     with pytest.raises(ConfigError, match="train.lora_targets"):
         training.apply_lora(model, tcfg, "causal")
+
+
+# --- the best checkpoint, reloaded: tied embeddings restored, no alarming warning --------------------
+
+def logits_of(folder: Path, texts: list[str], tokenizer_dir: Path):
+    import torch
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = T5ForConditionalGeneration.from_pretrained(folder).eval()
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**batch, labels=tokenizer(texts, return_tensors="pt", padding=True)["input_ids"]).logits
+
+
+def test_the_student_is_its_best_checkpoint_with_tied_embeddings_and_the_log_has_no_missing_keys_warning(
+        tmp_path, capfd):
+    import torch
+
+    # lr 0.3 overshoots after epoch 2, so the best checkpoint (step 16) is not the last (24) and is reloaded
+    summary = small_run(tmp_path, "train.lr=0.3")
+    assert (summary["best_step"], summary["steps"]) == (16, 24)
+    assert "There were missing keys" not in capfd.readouterr().err
+    students = tmp_path / "students" / "cot"
+    texts = ["Question: There are 3 red cats. How many?\nLet's think step by step.\n"]
+    student = logits_of(students / "model", texts, students / "model")
+    assert torch.equal(student, logits_of(students / "checkpoints" / "checkpoint-16", texts, students / "model"))
+    assert summary["val_loss"] != summary["best_val_loss"]  # the last weights were not the best: a real reload
+
+
+def test_only_a_warning_about_tied_copies_of_loaded_weights_is_kept_out_of_the_log():
+    import logging
+
+    from distill.student import build_tiny
+
+    model, _ = build_tiny(["a b c"] * 4, d_model=16, layers=1, heads=2, d_ff=32, vocab=300)
+    quiet = training.TiedKeysFilter(model)
+
+    def kept(keys):
+        return quiet.filter(logging.LogRecord("transformers.trainer", logging.WARNING, "", 0,
+                                              f"{training.MISSING_KEYS} {keys}.", None, None))
+
+    assert not kept(['encoder.embed_tokens.weight', 'decoder.embed_tokens.weight', 'lm_head.weight'])
+    assert kept(['encoder.block.0.layer.0.SelfAttention.q.weight'])  # a real missing weight
+    assert kept(['shared.weight', 'encoder.embed_tokens.weight', 'decoder.embed_tokens.weight', 'lm_head.weight'])
+    assert kept(['lm_head.weight', 'encoder.final_layer_norm.weight'])
+    assert quiet.filter(logging.LogRecord("transformers.trainer", logging.WARNING, "", 0, "other", None, None))
+
+
+# --- batch size: auto sized to the device, an explicit number wins ------------------------------------
+
+GIB = 1024 ** 3
+# issue 19, CodeT5-large on an H200: 15.3 GiB at micro-batch 4, 31.8 GiB at 32, same effective batch 32
+CODET5_LARGE_PER_SEQ = (31.8 - 15.3) / 28 * GIB
+CODET5_LARGE_FIXED = 15.3 * GIB - 4 * CODET5_LARGE_PER_SEQ
+
+
+def test_a_24_gb_card_and_an_h200_get_different_micro_batches_and_the_same_effective_batch():
+    small = training.choose_micro_batch(24e9, CODET5_LARGE_FIXED, CODET5_LARGE_PER_SEQ, effective=32)
+    large = training.choose_micro_batch(139 * GIB, CODET5_LARGE_FIXED, CODET5_LARGE_PER_SEQ, effective=32)
+    assert small[:2] == (8, 4) and large[:2] == (32, 1)
+    assert "micro-batch 8 x 4 accumulation = effective batch 32" in small[2]
+    two_gpus = training.choose_micro_batch(139 * GIB, CODET5_LARGE_FIXED, CODET5_LARGE_PER_SEQ, effective=32, world=2)
+    assert two_gpus[:2] == (16, 1)
+    # Qwen2.5-0.5B: 16.4 GiB at micro-batch 8 (issue 19), 494M x 16 bytes fixed
+    qwen_fixed = 494e6 * 16
+    qwen_per_seq = (16.4 * GIB - qwen_fixed) / 8
+    assert training.choose_micro_batch(24e9, qwen_fixed, qwen_per_seq, effective=32)[:2] == (8, 4)
+    assert training.choose_micro_batch(139 * GIB, qwen_fixed, qwen_per_seq, effective=32)[:2] == (32, 1)
+    tight = training.choose_micro_batch(12 * GIB, CODET5_LARGE_FIXED, CODET5_LARGE_PER_SEQ, effective=32)
+    assert tight[:2] == (1, 32) and "expect out-of-memory" in tight[2]
+
+
+def test_auto_batch_probes_only_on_a_gpu_and_a_number_in_the_config_wins():
+    def probe():
+        return 139 * GIB, CODET5_LARGE_FIXED, CODET5_LARGE_PER_SEQ
+
+    auto = TrainConfig(batch_size="auto", effective_batch_size=32)
+    assert training.resolve_batch(auto, cuda=True, probe=probe)[:2] == (32, 1)
+    assert training.resolve_batch(auto, cuda=False, probe=probe)[:2] == (16, 2)  # the CPU keeps 16
+    fixed = TrainConfig(batch_size=4, grad_accum=8)
+    assert training.resolve_batch(fixed, cuda=True, probe=probe) == (4, 8, "train.batch_size set in the config")
+
+
+def test_the_train_stage_records_the_auto_batch_and_why(tmp_path):
+    summary = small_run(tmp_path, "train.batch_size=auto", "train.effective_batch_size=32", "train.max_steps=2")
+    card = json.loads((tmp_path / "students" / "cot" / "card.json").read_text())
+    assert (card["training"]["batch_size"], card["training"]["grad_accum"]) == (16, 2)
+    assert card["training"]["effective_batch_size"] == 32 and "auto on the CPU" in card["training"]["batch_size_reason"]
+    assert summary["steps"] == 2
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        T.check_config(TrainConfig(batch_size="big"))
+
+
+def test_a_t5_student_never_trains_in_fp16_on_a_gpu():
+    assert training.resolve_precision("auto", cuda=True, bf16=True, model_type="t5") == "bf16"
+    assert training.resolve_precision("auto", cuda=True, bf16=False, model_type="t5") == "fp32"
+    assert training.resolve_precision("auto", cuda=True, bf16=False, model_type="qwen2") == "fp16"
+    with pytest.raises(ConfigError, match="overflows fp16"):
+        training.resolve_precision("fp16", cuda=True, model_type="t5")
+
+
+class ScriptedMemory:
+    """Device memory counters for a probe run on the CPU: the peaks a GPU would report, in order."""
+
+    def __init__(self, peaks, budget):
+        import torch
+
+        self.device, self.peaks, self.total = torch.device("cpu"), list(peaks), budget
+
+    def reset(self):
+        pass
+
+    def peak(self):
+        return self.peaks.pop(0)
+
+    def budget(self):
+        return self.total
+
+
+@pytest.mark.parametrize("student,lora", [("tiny", 0), ("tiny-causal", 8)])
+def test_the_memory_probe_trains_on_the_longest_examples_and_leaves_no_gradients(student, lora):
+    from distill.student import build_student
+
+    rows, _ = counting_rows(40, 0)
+    tcfg = TrainConfig(student=student, tiny_d_model=32, tiny_layers=1, tiny_heads=2, tiny_d_ff=64, tiny_vocab=400,
+                       lora_r=lora)
+    model, tokenizer = build_student(student, [r["input"] for r in rows] + [r["target"] for r in rows],
+                                     train_cfg=tcfg)
+    causal = student == "tiny-causal"
+    model = training.apply_lora(model, tcfg, "causal" if causal else "seq2seq")
+    tokenizer.padding_side = "right"
+    features = training.encode(tokenizer, rows, tcfg, causal=causal)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)),
+                                    with_kwargs=True)
+    collator = training.collator_for(model, tokenizer, causal=causal)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model.eval()
+
+    budget, fixed, per_sequence = training.probe_train_memory(
+        model, features, collator, "fp32", memory=ScriptedMemory([3.0 * GIB, 3.5 * GIB], 24e9))
+    longest = max(len(f["input_ids"]) for f in features)
+    assert seen == [(1, longest), (2, longest)]
+    assert (budget, per_sequence) == (24e9, 0.5 * GIB) and fixed == 2.5 * GIB + 8 * trainable
+    assert all(p.grad is None for p in model.parameters()) and not model.training  # as it was before

@@ -70,6 +70,9 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
         selected = selected_form(card, forms)
         model, tokenizer = _load(found.model_dir, cfg)
         digest = student_digest(found.model_dir, cfg)
+    batch_size, batch_reason = _batch_size(model, cfg)
+    if cfg.evaluate.batch_size == "auto":
+        log(f"evaluate: batch_size=auto -> {batch_size} ({batch_reason})")
 
     out_dir = run_dir / "eval" / mix
     if shard is not None:
@@ -100,7 +103,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
             if shard is not None:
                 problems = shard.select(problems, key=lambda p: p.id)
             rows = {form: answer_all(model, tokenizer, form, problems, out_dir / test_set / f"{form}.jsonl",
-                                     digest, cfg, desc=f"{test_set}/{form}") for form in forms}
+                                     digest, cfg, desc=f"{test_set}/{form}", batch_size=batch_size) for form in forms}
             verdicts = {form: [_verdict(r) for r in rows[form]] for form in forms}
             golds = [p.answer for p in problems]
             scores = score_test_set(verdicts, golds, selected=selected)
@@ -124,7 +127,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
             "student": {"source": found.source, "digest": digest, "card": card},
             "train_run_id": train_run_id, "data_digest": card.get("data_digest"),
             "decoding": {"greedy": True, "max_new_tokens": cfg.evaluate.max_new_tokens,
-                         "max_source_len": cfg.evaluate.max_source_len, "batch_size": cfg.evaluate.batch_size},
+                         "max_source_len": cfg.evaluate.max_source_len, "batch_size": batch_size,
+                         "batch_size_reason": batch_reason, "static_cache": cfg.evaluate.static_cache},
             "test_sets": results, "metrics": metrics,
         }
         write_json(out_dir / "summary.json", summary)
@@ -137,7 +141,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
         return body(None)
     with tracker.run(f"evaluate-{mix}", tags, nested=True):
         tracker.log_params({f"evaluate.{k}": v for k, v in _evaluate_params(cfg).items()}
-                           | {"student": found.source})
+                           | {"student": found.source, "evaluate.batch_size_resolved": batch_size,
+                              "evaluate.batch_size_reason": batch_reason})
         return body(tracker.run_id)
 
 
@@ -178,7 +183,7 @@ def _load(model_dir: Path, cfg: Config):
     from distill.student import load_student, resolve_device
 
     try:
-        model, tokenizer = load_student(model_dir)
+        model, tokenizer = load_student(model_dir, hub_kernels=cfg.train.hub_kernels)
     except ValueError as exc:
         raise DataError(str(exc)) from None
     import torch
@@ -186,6 +191,17 @@ def _load(model_dir: Path, cfg: Config):
     if cfg.evaluate.threads:
         torch.set_num_threads(cfg.evaluate.threads)
     return model.to(resolve_device(cfg.evaluate.device)), tokenizer
+
+
+def _batch_size(model, cfg: Config) -> tuple[int, str]:
+    """evaluate.batch_size, or with ``auto`` what the device holds (distill.decoding.resolve_eval_batch)."""
+    from distill.decoding import resolve_eval_batch
+
+    try:
+        return resolve_eval_batch(cfg.evaluate.batch_size, model, max_new_tokens=cfg.evaluate.max_new_tokens,
+                                  max_source_len=cfg.evaluate.max_source_len)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def student_digest(model_dir: Path, cfg: Config) -> str:
@@ -204,8 +220,9 @@ def student_digest(model_dir: Path, cfg: Config) -> str:
 # --- answering -------------------------------------------------------------------------------
 
 def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: Path, digest: str, cfg: Config,
-               desc: str = "") -> list[dict]:
-    """Records (see the module docstring) for ``problems`` in their order, generating only the missing ones."""
+               desc: str = "", batch_size: int | None = None) -> list[dict]:
+    """Records (see the module docstring) for ``problems`` in their order, generating only the missing ones,
+    ``batch_size`` problems per generate call (default: evaluate.batch_size, which must then be a number)."""
     from tqdm.auto import tqdm
 
     from distill.decoding import decode_batches
@@ -216,9 +233,11 @@ def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: P
     if todo:
         inputs = [form.student_input(p.question) for p in todo]
         with append_log(log_path) as out, tqdm(total=len(todo), desc=desc, unit="problem", disable=None) as bar:
-            for idx, outputs in decode_batches(model, tokenizer, inputs, batch_size=cfg.evaluate.batch_size,
+            for idx, outputs in decode_batches(model, tokenizer, inputs,
+                                               batch_size=batch_size or int(cfg.evaluate.batch_size),
                                                max_new_tokens=cfg.evaluate.max_new_tokens,
-                                               max_source_len=cfg.evaluate.max_source_len):
+                                               max_source_len=cfg.evaluate.max_source_len,
+                                               static_cache=cfg.evaluate.static_cache):
                 batch = [todo[i] for i in idx]
                 verdicts = form.verify_many(outputs, [p.answer for p in batch], timeout=cfg.verify.timeout,
                                             strict=cfg.verify.strict)

@@ -37,6 +37,7 @@ only the main process logs and writes the student.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -47,9 +48,10 @@ from typing import Sequence
 
 from distill.config import Config, ConfigError, TrainConfig, flatten
 from distill.files import DataError, file_digest, read_json, read_jsonl, write_json
-from distill.training import (SCHEDULERS, apply_lora, callback_classes, config_digest, encode,
-                              quiet_transformers, replace_dir, resolve_precision, say, schedule, stop_reason,
-                              trainer_for, training_arguments, validation_history, validation_rows, weights_digest)
+from distill.training import (SCHEDULERS, agree_on_micro_batch, apply_lora, callback_classes, collator_for,
+                              config_digest, encode, probe_train_memory, quiet_tied_keys, quiet_transformers, replace_dir,
+                              resolve_batch, resolve_precision, say, schedule, stop_reason, trainer_for,
+                              training_arguments, validation_history, validation_rows, weights_digest)
 
 ROW_FIELDS = ("id", "form", "input", "target", "gold")
 BUDGET_FIELDS = ("epochs", "max_steps", "max_minutes", "val_generate_limit", "log_every")
@@ -71,8 +73,11 @@ def check_config(tcfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"train.{key}: unknown {getattr(tcfg, key)!r}; valid: {', '.join(valid)}")
     if tcfg.threads < 0:
         raise ConfigError(f"train.threads must be 0 (torch's default) or more, got {tcfg.threads}")
-    for key in ("epochs", "batch_size", "grad_accum", "max_source_len", "max_target_len", "log_every"):
-        if getattr(tcfg, key) < 1:
+    if isinstance(tcfg.batch_size, str) and tcfg.batch_size != "auto":
+        raise ConfigError(f"train.batch_size: expected a number or auto, got {tcfg.batch_size!r}")
+    for key in ("epochs", "batch_size", "grad_accum", "effective_batch_size", "max_source_len", "max_target_len",
+                "log_every"):
+        if getattr(tcfg, key) != "auto" and getattr(tcfg, key) < 1:
             raise ConfigError(f"train.{key} must be at least 1, got {getattr(tcfg, key)}")
     if not tcfg.lr > 0 or not 0 <= tcfg.warmup_ratio < 1 or not 0 <= tcfg.dropout < 1:
         raise ConfigError("train.lr must be positive, train.warmup_ratio and train.dropout in [0, 1)")
@@ -129,7 +134,6 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     main = rank == 0
     tracker = tracker if main else None
     cuda = torch.cuda.is_available()
-    precision = resolve_precision(tcfg.precision, cuda)
     if not cuda and tcfg.threads:
         torch.set_num_threads(tcfg.threads)
 
@@ -146,6 +150,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
     model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
     model = model.float()  # fp32 master weights even if a hub checkpoint is stored in half precision
+    # bf16 where the GPU has it; never fp16 for a T5 (it overflows): distill.training.resolve_precision
+    precision = resolve_precision(tcfg.precision, cuda, model_type=getattr(model.config, "model_type", ""))
     kind = student_kind(model)
     causal = kind == "causal"
     chat = causal and tcfg.chat_template
@@ -167,6 +173,20 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     # that never says EOS would otherwise run all 256 steps at every evaluation (evaluate uses 256)
     longest = max(sum(1 for x in f["labels"] if x != -100) for f in features)
     gen_tokens = min(tcfg.max_target_len, longest + 16)
+
+    # the micro-batch: the config's number, or `auto` sized to this device (a probe on a GPU)
+    def probe():
+        padding_side, tokenizer.padding_side = tokenizer.padding_side, "right"
+        try:
+            return probe_train_memory(model, features, collator_for(model, tokenizer, causal=causal), precision)
+        finally:
+            tokenizer.padding_side = padding_side
+
+    micro, accum, batch_reason = resolve_batch(tcfg, cuda=cuda, world=world, probe=probe)
+    if tcfg.batch_size == "auto":
+        micro, accum = agree_on_micro_batch(micro, accum, tcfg.effective_batch_size, world)
+        say(f"train.batch_size=auto -> {micro} x {accum} accumulation ({batch_reason})")
+    tcfg = dataclasses.replace(tcfg, batch_size=micro, grad_accum=accum)
     steps = schedule(len(features), tcfg, world)
     tokenizer_desc = (f"byte-level BPE, {len(tokenizer)} tokens, trained on the training texts"
                       if tcfg.student in TINY_STUDENTS else tcfg.student)
@@ -176,7 +196,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     chosen = {"trainer": "transformers." + ("Seq2SeqTrainer" if not causal else "Trainer"),
               "optimizer": "AdamW(betas=(0.9, 0.999), eps=1e-8)", "lr": tcfg.lr, "weight_decay": tcfg.weight_decay,
               "max_grad_norm": tcfg.max_grad_norm, "scheduler": tcfg.scheduler, "warmup_steps": steps["warmup_steps"],
-              "batch_size": tcfg.batch_size, "grad_accum": tcfg.grad_accum,
+              "batch_size": tcfg.batch_size, "grad_accum": tcfg.grad_accum, "batch_size_reason": batch_reason,
               "effective_batch_size": steps["effective_batch_size"], "epochs": tcfg.epochs,
               "max_source_len": tcfg.max_source_len, "max_target_len": tcfg.max_target_len,
               "precision": precision, "group_by_length": tcfg.group_by_length, "seed": tcfg.seed,
@@ -208,6 +228,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
                       "train.device": "cuda" if cuda else "cpu", "train.world_size": world,
                       "train.torch_threads": torch.get_num_threads(), "train.train_examples": len(features),
                       "train.val_examples": len(val_features), "train.precision_resolved": precision,
+                      "train.batch_size_resolved": tcfg.batch_size, "train.grad_accum_resolved": tcfg.grad_accum,
+                      "train.batch_size_reason": batch_reason,
                       **{f"train.{k}": v for k, v in steps.items()}}
             try:
                 tracker.log_params(params)
@@ -242,7 +264,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
                 write_json(resume_file, {"resume_digest": resume_digest, "run_id": run_id,
                                          "initial_val_loss": initial_val_loss})
         t0 = time.monotonic()
-        with quiet_transformers():
+        with quiet_transformers(), quiet_tied_keys(trainer.model):
             result = trainer.train(resume_from_checkpoint=last or None)
         wall_s = time.monotonic() - t0
         tokenizer.padding_side = padding_side

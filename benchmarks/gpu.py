@@ -1,0 +1,305 @@
+"""Training and evaluation speed of the GPU presets, at the students' real shapes, through the project's
+own train and evaluate stages; the ratio against each preset's former fixed batch.
+
+For each preset (default: codet5-large and qwen2.5-0.5b, the shapes issue 19 measured):
+
+1. the student is built from a config at its real shape (CodeT5-large: T5 with d_model 1024, 24+24
+   layers, 32,100 tokens; Qwen2.5-0.5B: Qwen2 with hidden 896, 24 layers, 151,936 tokens, ...) with
+   random weights, and a byte-level BPE tokenizer trained here on the mix's texts (up to 32,000 tokens;
+   the model keeps its real vocabulary, which sets the cost of its embeddings and logits). Nothing
+   is downloaded. A causal student gets a ChatML-style chat template, as the presets use one.
+2. the data stages (gold teacher, verify, mix) write an ETD mix of ``--limit-train`` GSM8K problems;
+3. the train stage (``distill.stages.train.run``, the preset's own settings, no validation rows)
+   runs ``--steps`` optimizer steps with ``train.batch_size: auto`` and with the preset's former fixed
+   micro-batch x accumulation (``FIXED``, the same effective batch 32). Each is run twice, fresh, at
+   ``--steps`` and a third of it, and the seconds per step are the difference of the two wall times over
+   the difference of steps, so loading, the first steps' warm-up and the checkpoint save cancel out;
+4. the evaluate stage (``distill.stages.evaluate.run``) answers ``--problems`` GSM8K test problems in
+   the EoT form with 256 new tokens, at the fixed ``--eval-baseline`` batch (64, as measured in the
+   issue), with ``evaluate.batch_size: auto``, and auto with ``evaluate.static_cache``.
+
+Prints per preset: micro-batch x accumulation, s/step, examples/s, peak GPU memory, the estimated time
+of the preset's full training (``--full-rows`` ETD rows, 20,351 in the issue, x the preset's epochs) and
+of one student's full evaluation (5,015 test problems x 3 forms), problems/s, and the ratios auto /
+fixed. Figures are in the same process and session, so the ratio is fair.
+
+    python benchmarks/gpu.py                       # on a GPU: codet5-large and qwen2.5-0.5b
+    python benchmarks/gpu.py --presets all         # every GPU preset
+    python benchmarks/gpu.py --tiny                # the same code at toy size on a CPU (tests/test_gpu_benchmark.py)
+
+Without a GPU it runs at --tiny size (so `make bench` stays short); --full-size forces the real shapes.
+Needs the benchmark data (DISTILL_DATA_DIR). On CPU, peak GPU memory prints as n/a.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# The real shapes (from each model's config.json on the hub, copied here so nothing is downloaded).
+SHAPES = {
+    "codet5-small": ("t5", dict(d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_decoder_layers=6, num_heads=8,
+                                vocab_size=32100)),
+    "codet5-base": ("t5", dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12, num_heads=12,
+                               vocab_size=32100)),
+    "codet5-large": ("t5", dict(d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_decoder_layers=24,
+                                num_heads=16, vocab_size=32100)),
+    "qwen2.5-0.5b": ("qwen2", dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                   num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
+                                   max_position_embeddings=32768, rms_norm_eps=1e-6)),
+    "smollm2-360m": ("llama", dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32,
+                                   num_attention_heads=15, num_key_value_heads=5, vocab_size=49152,
+                                   max_position_embeddings=8192, rms_norm_eps=1e-5)),
+}
+SHAPES["qwen2.5-0.5b-lora"] = SHAPES["qwen2.5-0.5b"]
+TINY_SHAPES = {
+    "t5": dict(d_model=32, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2, vocab_size=600),
+    "qwen2": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, vocab_size=600, max_position_embeddings=1024, rms_norm_eps=1e-6),
+    "llama": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, vocab_size=600, max_position_embeddings=1024, rms_norm_eps=1e-5),
+}
+FIXED = {"codet5-small": (32, 1), "codet5-base": (16, 2), "codet5-large": (4, 8), "qwen2.5-0.5b": (8, 4),
+         "qwen2.5-0.5b-lora": (8, 4), "smollm2-360m": (16, 2)}
+"""Each preset's micro-batch x accumulation before ``batch_size: auto`` (mlprojects/ at d748637)."""
+DEFAULT_PRESETS = ("codet5-large", "qwen2.5-0.5b")
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+FULL_TEST_PROBLEMS = 5015  # gsm8k 1319 + asdiv 2096 + svamp 1000 + multiarith 600
+
+
+def cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def reset_peak() -> None:
+    import torch
+
+    gc.collect()
+    if cuda():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1024 ** 3 if cuda() else None
+
+
+def build_student(preset: str, texts: list[str], folder: Path, tiny: bool) -> dict:
+    """A student of ``preset``'s shape with random weights and a local tokenizer, saved in ``folder``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, T5Config, \
+        T5ForConditionalGeneration
+
+    from distill.student import count_parameters, save_student, train_tokenizer
+
+    family, dims = SHAPES[preset]
+    dims = dict(TINY_SHAPES[family] if tiny else dims)
+    causal = family != "t5"
+    tokenizer = train_tokenizer(texts, vocab_size=min(dims["vocab_size"], 32000), append_eos=not causal)
+    ids = dict(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    if family == "t5":
+        # CodeT5 is a T5 v1.0: ReLU feed-forward, embeddings tied with the output head
+        model = T5ForConditionalGeneration(T5Config(**dims, **ids, decoder_start_token_id=tokenizer.pad_token_id,
+                                                    feed_forward_proj="relu", tie_word_embeddings=True))
+    else:
+        config_cls, model_cls = (Qwen2Config, Qwen2ForCausalLM) if family == "qwen2" else (LlamaConfig,
+                                                                                          LlamaForCausalLM)
+        model = model_cls(config_cls(**dims, **ids, bos_token_id=None, tie_word_embeddings=True))
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.padding_side = "left"
+    save_student(model, tokenizer, folder, {"chat_template": causal})
+    return {"params": count_parameters(model), "vocab": dims["vocab_size"], "tokenizer": len(tokenizer)}
+
+
+def data_stages(root: Path, data_dir: Path, limit_train: int) -> Path:
+    """An ETD mix of ``limit_train`` GSM8K problems through the project's own data stages."""
+    from distill.config import load_config
+    from distill.stages import generate, mix, verify
+
+    cfg = load_config("smoke", [f"run_dir={root}", f"data.data_dir={data_dir}", f"data.limit_train={limit_train}",
+                                "data.hub=false", "teacher.name=gold"])
+    for stage in (generate, verify):
+        stage.run(cfg, root)
+    mix.run(cfg, root, mix="etd")
+    return root / "mix" / "etd" / "train.jsonl"
+
+
+def train_once(preset: str, student: Path, train_file: Path, run_dir: Path, steps: int, batch: tuple | None,
+               overrides: list[str]) -> dict:
+    """The train stage on ``train_file`` only (no validation rows), fresh, for ``steps`` optimizer steps."""
+    from distill.config import load_config
+    from distill.stages import train
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    (run_dir / "mix" / "etd").mkdir(parents=True)
+    shutil.copy(train_file, run_dir / "mix" / "etd" / "train.jsonl")
+    sizes = ["train.batch_size=auto"] if batch is None else [f"train.batch_size={batch[0]}",
+                                                             f"train.grad_accum={batch[1]}"]
+    cfg = load_config(preset, [f"run_dir={run_dir}", f"train.student={student}", f"train.max_steps={steps}",
+                               "train.max_minutes=null", "train.val_generate_limit=0", *sizes, *overrides])
+    reset_peak()
+    t0 = time.monotonic()
+    summary = train.run(cfg, run_dir, None, mix="etd")
+    wall_s = time.monotonic() - t0  # the summary's train_s is rounded to 0.1 s: too coarse for a difference
+    card = json.loads((run_dir / "students" / "etd" / "card.json").read_text())
+    return {"wall_s": wall_s, "steps": summary["steps"], "peak_gib": peak_gib(),
+            "micro": card["training"]["batch_size"], "accum": card["training"]["grad_accum"],
+            "effective": card["training"]["effective_batch_size"], "epochs": cfg.train.epochs}
+
+
+def train_variant(preset, student, train_file, work: Path, steps: int, batch, overrides) -> dict:
+    """s/step from two fresh runs of the whole stage (steps and a third of it): loading the student, the
+    memory probe, the first steps' warm-up and the checkpoint save are in both and cancel out."""
+    short = max(steps // 3, 1)
+    a = train_once(preset, student, train_file, work / "short", short, batch, overrides)
+    b = train_once(preset, student, train_file, work / "long", steps, batch, overrides)
+    s_per_step = max(b["wall_s"] - a["wall_s"], 1e-6) / max(b["steps"] - a["steps"], 1)
+    shutil.rmtree(work / "short", ignore_errors=True)
+    return {**b, "s_per_step": s_per_step, "examples_per_s": b["effective"] / s_per_step,
+            "peak_gib": max(x for x in (a["peak_gib"], b["peak_gib"], 0.0) if x is not None) if cuda() else None,
+            "run_dir": work / "long"}
+
+
+def evaluate_variant(preset: str, run_dir: Path, data_dir: Path, problems: int, max_new_tokens: int,
+                     batch, static_cache: bool, overrides: list[str]) -> dict:
+    """The evaluate stage on the first ``problems`` GSM8K test problems, EoT form, fresh."""
+    from distill.config import load_config
+    from distill.stages import evaluate
+
+    shutil.rmtree(run_dir / "eval", ignore_errors=True)
+    cfg = load_config(preset, [f"run_dir={run_dir}", f"data.data_dir={data_dir}", "data.hub=false",
+                               "data.test_sets=[gsm8k]", "evaluate.forms=[eot]", f"evaluate.limit={problems}",
+                               f"evaluate.max_new_tokens={max_new_tokens}", f"evaluate.batch_size={batch}",
+                               f"evaluate.static_cache={str(static_cache).lower()}", *overrides])
+    reset_peak()
+    t0 = time.monotonic()
+    summary = evaluate.run(cfg, run_dir, None, mix="etd", log=lambda msg: None)
+    seconds = time.monotonic() - t0
+    n = summary["test_sets"]["gsm8k"]["n"]
+    return {"n": n, "seconds": seconds, "problems_per_s": n / seconds, "peak_gib": peak_gib(),
+            "batch": summary["decoding"]["batch_size"]}
+
+
+def fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def bench_preset(preset: str, args, root: Path, train_file: Path, texts: list[str]) -> dict:
+    student = root / "students" / preset
+    shape = build_student(preset, texts, student, args.tiny)
+    # the tiny student's lengths: short enough for a CPU, the same code path
+    overrides = ["train.max_source_len=64", "train.max_target_len=64"] if args.tiny else []
+    eval_overrides = ["evaluate.max_source_len=64"] if args.tiny else []
+    auto = train_variant(preset, student, train_file, root / "train" / preset / "auto", args.steps, None, overrides)
+    fixed = train_variant(preset, student, train_file, root / "train" / preset / "fixed", args.steps, FIXED[preset],
+                          overrides)
+    evals = {}
+    variants = [(f"fixed {args.eval_baseline}", args.eval_baseline, False), ("auto", "auto", False)]
+    if not args.no_static_cache:
+        variants.append(("auto + static cache", "auto", True))
+    for name, batch, static in variants:
+        evals[name] = evaluate_variant(preset, auto["run_dir"], args.data_dir, args.problems, args.max_new_tokens,
+                                       batch, static, eval_overrides)
+    full_steps = math.ceil(args.full_rows / auto["effective"]) * auto["epochs"]
+    return {"preset": preset, "shape": shape, "auto": auto, "fixed": fixed, "evals": evals, "full_steps": full_steps}
+
+
+def report(result: dict, args) -> list[str]:
+    shape, auto, fixed = result["shape"], result["auto"], result["fixed"]
+    lines = [f"\n## {result['preset']}: {shape['params']:,} params, vocabulary {shape['vocab']:,} "
+             f"(tokenizer {shape['tokenizer']:,}), {result['full_steps']} optimizer steps in the full preset "
+             f"({args.full_rows:,} rows x {auto['epochs']} epochs / {auto['effective']})",
+             "| training | micro x accum | s / step | examples/s | peak GiB | full preset (min) |",
+             "|---|---|---|---|---|---|"]
+    for name, row in (("fixed (the preset before auto)", fixed), ("auto", auto)):
+        lines.append(f"| {name} | {row['micro']} x {row['accum']} | {row['s_per_step']:.3f} | "
+                     f"{row['examples_per_s']:.1f} | {fmt(row['peak_gib'], '.1f')} | "
+                     f"{result['full_steps'] * row['s_per_step'] / 60:.1f} |")
+    lines.append(f"ratio auto / fixed (examples/s): {auto['examples_per_s'] / fixed['examples_per_s']:.2f}x "
+                 f"(same effective batch: {auto['effective'] == fixed['effective']})")
+    lines += ["| evaluation (gsm8k, eot) | batch | problems/s | peak GiB | one student's full evaluation (min) |",
+              "|---|---|---|---|---|"]
+    for name, row in result["evals"].items():
+        lines.append(f"| {name} | {row['batch']} | {row['problems_per_s']:.2f} | {fmt(row['peak_gib'], '.1f')} | "
+                     f"{FULL_TEST_PROBLEMS * 3 / row['problems_per_s'] / 60:.1f} |")
+    base = result["evals"][f"fixed {args.eval_baseline}"]["problems_per_s"]
+    for name in [n for n in ("auto", "auto + static cache") if n in result["evals"]]:
+        lines.append(f"ratio {name} / fixed {args.eval_baseline} (problems/s): "
+                     f"{result['evals'][name]['problems_per_s'] / base:.2f}x")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
+                        help=f"comma-separated GPU presets, or all ({', '.join(SHAPES)})")
+    parser.add_argument("--tiny", action="store_true",
+                        help="toy shapes, few steps and problems: runs on a CPU (the default without a GPU)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="the real shapes even without a GPU (hours on a CPU)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed run (default 30; tiny 6)")
+    parser.add_argument("--problems", type=int, default=None, help="test problems evaluated (default 256; tiny 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default 256 (the paper's); tiny 16")
+    parser.add_argument("--limit-train", type=int, default=None,
+                        help="GSM8K training problems in the benchmark's ETD mix (default 1000; tiny 40)")
+    parser.add_argument("--no-static-cache", action="store_true",
+                        help="skip the static-cache evaluation (its first batches compile the decoding step)")
+    parser.add_argument("--eval-baseline", type=int, default=64, help="the fixed evaluation batch compared")
+    parser.add_argument("--full-rows", type=int, default=20351, help="ETD rows of the full preset (issue 19)")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DISTILL_DATA_DIR", "data")))
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    if not args.tiny and not args.full_size and not cuda():
+        print("no GPU: running at --tiny size (the real shapes need a GPU; --full-size forces them)", flush=True)
+        args.tiny = True
+    defaults = dict(steps=(6, 30), problems=(8, 256), max_new_tokens=(16, 256), limit_train=(40, 1000))
+    for key, (tiny, real) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, tiny if args.tiny else real)
+    presets = list(SHAPES) if args.presets == "all" else [p for p in args.presets.split(",") if p]
+    unknown = [p for p in presets if p not in SHAPES]
+    if unknown:
+        parser.error(f"unknown preset {unknown[0]!r}; GPU presets: {', '.join(SHAPES)}")
+    import torch
+
+    if args.tiny:
+        torch.set_num_threads(1)
+    device = torch.cuda.get_device_name() if cuda() else "CPU (no GPU: peak memory n/a)"
+    print(f"# benchmarks/gpu.py on {device}{' (--tiny)' if args.tiny else ''}: {args.steps} steps per timed run, "
+          f"{args.problems} problems x {args.max_new_tokens} new tokens", flush=True)
+    results, lines = [], []
+    with tempfile.TemporaryDirectory(prefix="distill-gpu-bench-") as tmp:
+        root = Path(tmp)
+        train_file = data_stages(root / "data", args.data_dir, args.limit_train)
+        rows = [json.loads(line) for line in train_file.read_text().splitlines() if line.strip()]
+        texts = [r["input"] for r in rows] + [r["target"] for r in rows]
+        for preset in presets:
+            result = bench_preset(preset, args, root, train_file, texts)
+            results.append(result)
+            block = report(result, args)
+            lines += block
+            print("\n".join(block), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps([{k: v for k, v in r.items()} for r in results], indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
