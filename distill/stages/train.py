@@ -46,10 +46,12 @@ from pathlib import Path
 from typing import Sequence
 
 from distill.config import Config, ConfigError, TrainConfig, flatten
-from distill.files import DataError, file_digest, read_json, read_jsonl, write_json
-from distill.training import (SCHEDULERS, apply_lora, callback_classes, config_digest, encode,
+from distill.files import (DataError, check_input, file_digest, fingerprints, folder_files, mismatch, read_json,
+                           read_jsonl, read_record, write_json)
+from distill.training import (SCHEDULERS, apply_lora, callback_classes, checkpoint_clock, config_digest, encode,
                               quiet_transformers, replace_dir, resolve_precision, say, schedule, stop_reason,
                               trainer_for, training_arguments, validation_history, validation_rows, weights_digest)
+from distill.tracking import writing
 
 ROW_FIELDS = ("id", "form", "input", "target", "gold")
 BUDGET_FIELDS = ("epochs", "max_steps", "max_minutes", "val_generate_limit", "log_every")
@@ -89,12 +91,28 @@ def check_config(tcfg: TrainConfig) -> TrainConfig:
 
 # --- the stage ---------------------------------------------------------------------------------------
 
+def student_files(out: Path) -> dict[str, Path]:
+    """What a finished training leaves and its summary records (fingerprints): the card and every
+    file of the model folder."""
+    return {"card.json": out / "card.json", **folder_files(out / "model", "model/")}
+
+
 def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     """Train a student on ``<run_dir>/mix/<mix>`` (mix defaults to cfg.mix.mix); see the module docstring.
 
-    Skips when summary.json was written by the same config on the same data; resumes from the last
-    Trainer checkpoint after an interruption. Returns the summary dict.
+    Skips when summary.json was written by the same config on the same data and the card and model
+    folder are still what it recorded; resumes from the last Trainer checkpoint after an interruption,
+    in the same MLflow run; a finished run is never reopened: another config, or a damaged student,
+    is a new training in a new run. Only the main process takes the run folder's lock (the others of
+    a torchrun write nothing). Returns the summary dict.
     """
+    if os.environ.get("RANK", "0") != "0":
+        return _run(cfg, Path(run_dir), tracker, mix)
+    with writing(run_dir, tracker, "train"):
+        return _run(cfg, Path(run_dir), tracker, mix)
+
+
+def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     import torch
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -108,6 +126,10 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
     mix_dir = run_dir / "mix" / mix
     hint = f"Write it with `distill mix --preset {cfg.preset} --mix {mix}`."
+    # refuse a training set that is empty or shorter than the mix stage wrote (it would train on less)
+    written = read_record(mix_dir / "summary.json").get("outputs") or {}
+    for name in ("train.jsonl",) + (("val.jsonl",) if (mix_dir / "val.jsonl").exists() or "val.jsonl" in written else ()):
+        check_input(mix_dir / name, written.get(name), f"distill mix --preset {cfg.preset} --mix {mix}")
     train_rows = read_jsonl(mix_dir / "train.jsonl", ROW_FIELDS, hint)
     val_rows = read_jsonl(mix_dir / "val.jsonl", ROW_FIELDS, hint) if (mix_dir / "val.jsonl").exists() else []
     if not train_rows:
@@ -119,11 +141,18 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     out = run_dir / "students" / mix
     ckpt_dir = out / "checkpoints"
     summary_path = out / "summary.json"
-    if summary_path.exists():
-        done = read_json(summary_path, "delete it to retrain")
-        if done.get("config_digest") == digest:
-            say(f"{summary_path} is complete for this config and data; skipping (delete it to retrain)")
+    done = read_record(summary_path)  # a finished student (of any config); {} when none or unreadable
+    damaged = None
+    if done.get("config_digest") == digest:
+        damaged = mismatch(done.get("outputs"), student_files(out))
+        if damaged is None:
+            say(f"{summary_path} is complete for this config and data, and its card and model are what it "
+                "recorded; skipping (delete it to retrain)")
             return {**done, "skipped": True}
+        say(f"{out}: {damaged} since the student was written; training it again (a new MLflow run)")
+    elif done:
+        say(f"{out} holds a student finished with another config or data (digest {done.get('config_digest')}, "
+            f"now {digest}): this is a new training, in a new MLflow run")
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     main = rank == 0
@@ -140,8 +169,12 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     if last and resume.get("resume_digest") != resume_digest:
         say(f"{ckpt_dir} was trained with another config or data; starting afresh")
         last = None
-    if last:
-        say(f"resuming from {last}")
+    # checkpoints of an interrupted training are resumed (in its MLflow run); those of a finished one
+    # (resume.json says so; an older one without the flag counts as finished when summary.json exists)
+    # are only continued by a longer budget, in a new run, and never when the student is damaged
+    interrupted = bool(last) and not resume.get("finished", bool(done))
+    if last and not interrupted and damaged:
+        last = None
 
     texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
     model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
@@ -168,6 +201,16 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     longest = max(sum(1 for x in f["labels"] if x != -100) for f in features)
     gen_tokens = min(tcfg.max_target_len, longest + 16)
     steps = schedule(len(features), tcfg, world)
+    if last and not interrupted:
+        done_steps = int(last.rsplit("-", 1)[1])
+        if done_steps >= steps["total_steps"]:
+            say(f"the finished student's checkpoint has {done_steps} steps, as many as or more than this budget's "
+                f"{steps['total_steps']}; training afresh")
+            last = None
+        else:
+            say(f"continuing the finished student's {done_steps} steps to {steps['total_steps']} (a new MLflow run)")
+    if last and interrupted:
+        say(f"resuming from {last}")
     tokenizer_desc = (f"byte-level BPE, {len(tokenizer)} tokens, trained on the training texts"
                       if tcfg.student in TINY_STUDENTS else tcfg.student)
     lora = ({"r": tcfg.lora_r, "alpha": tcfg.lora_alpha, "dropout": tcfg.lora_dropout,
@@ -193,15 +236,18 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
     tags = {"distill.stage": "train", "distill.mix": mix, "distill.forms": ",".join(forms),
             "distill.preset": cfg.preset, "distill.student": tcfg.student, "distill.student_kind": kind}
-    resume_run = resume.get("run_id") if last and not os.environ.get("MLFLOW_RUN_ID") else None
+    resume_run = resume.get("run_id") if last and interrupted and not os.environ.get("MLFLOW_RUN_ID") else None
+    if tracker is not None and resume_run and tracker.status(resume_run) in (None, "FINISHED"):
+        resume_run = None  # a finished run is never reopened (nor one that is not in this store)
     if tracker is not None and tracker.mlflow.active_run() is not None:
-        resume_run = None  # nested under a parent (reproduce): a new child run
+        resume_run = None  # nested under a parent (reproduce): its unfinished child of this name, or a new one
     run_ctx = tracker.run(f"train-{mix}", tags, nested=True, run_id=resume_run) if tracker else nullcontext()
     with run_ctx:
         run_id = tracker.run_id if tracker else None
         if main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_json(resume_file, {"resume_digest": resume_digest, "run_id": run_id})
+            write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
+                                     "finished": False})
         if tracker:
             params = {**flatten(cfg), "mix.mix": mix, "train.n_params": n_params, "train.trainable_params": trainable,
                       "train.kind": kind, "train.architecture": architecture,
@@ -226,11 +272,12 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
         TimeBudget, Tracking, ValidationAccuracy = callback_classes()
         budget = TimeBudget(tcfg.max_minutes)
+        clock = checkpoint_clock(tcfg.checkpoint_minutes)  # a kill loses minutes, not an epoch
         # training pads on the right (positions start at 0 for every row); generation pads on the left
         padding_side = tokenizer.padding_side
         tokenizer.padding_side = "right"
         trainer = trainer_for(model, tokenizer, training_args, features, val_features, causal=causal,
-                              callbacks=[budget, Tracking(tracker),
+                              callbacks=[budget, clock, Tracking(tracker),
                                          ValidationAccuracy(tokenizer, gen_rows, tracker, tcfg.max_source_len,
                                                             gen_tokens, tcfg.batch_size * 2)])
 
@@ -239,8 +286,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
             # the untrained model's loss: where the validation curve starts (step 0; Tracking logs it)
             initial_val_loss = trainer.evaluate()["eval_loss"]
             if main:
-                write_json(resume_file, {"resume_digest": resume_digest, "run_id": run_id,
-                                         "initial_val_loss": initial_val_loss})
+                write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
+                                         "initial_val_loss": initial_val_loss, "finished": False})
         t0 = time.monotonic()
         with quiet_transformers():
             result = trainer.train(resume_from_checkpoint=last or None)
@@ -301,6 +348,10 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
             tracker.log_dict(card, "card.json")
             tracker.log_metrics({"train/examples_per_s": summary["examples_per_s"]}, step=state.global_step)
             summary.update(_log_model(tracker, out, run_id))
+        # the checkpoints now belong to a finished training: a rerun with a longer budget continues them
+        # in a new run, never in this one
+        write_json(resume_file, {**read_record(resume_file), "finished": True})
+        summary["outputs"] = fingerprints(student_files(out))  # what a rerun checks before it skips
         write_json(summary_path, summary)
     say(f"student written to {out / 'model'} ({stopped}, {state.global_step} steps, {wall_s:.0f} s)")
     return summary
