@@ -258,7 +258,8 @@ class FolderBusy(DataError):
     """Another live process writes the folder; the message names it (pid, command, since when)."""
 
 
-_held: dict[str, list] = {}  # lock file -> [fd, depth, mode]: a process re-enters its own lock
+_held: dict[tuple[int, str], list] = {}  # (pid, lock file) -> [fd, depth, mode]: a process re-enters its own
+# lock; keyed by pid because a forked child inherits this dict but not the lock
 
 
 @contextmanager
@@ -277,7 +278,7 @@ def folder_lock(folder: str | Path, command: str, *, shared: bool = False, name:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = (folder / name).resolve()
-    key = str(path)
+    key = (os.getpid(), str(path))
     if key in _held:
         entry = _held[key]
         if entry[2] == "shared" and not shared:
