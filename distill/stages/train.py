@@ -114,8 +114,6 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
 def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     import torch
-    from transformers.trainer_utils import get_last_checkpoint
-
     from distill.student import TINY_STUDENTS, build_student, count_parameters, save_student, student_kind
     from distill.thoughts import parse_mix
 
@@ -165,7 +163,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     # resume: the last checkpoint, if it was written by this config (budget fields aside) on this data
     resume_file = ckpt_dir / "resume.json"
     resume = read_json(resume_file, default={})
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_complete_checkpoint(ckpt_dir)
     if last and resume.get("resume_digest") != resume_digest:
         say(f"{ckpt_dir} was trained with another config or data; starting afresh")
         last = None
@@ -288,6 +286,13 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
             if main:
                 write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
                                          "initial_val_loss": initial_val_loss, "finished": False})
+        # the data order of an epoch comes from torch's global generator when the epoch starts; the
+        # evaluation above drew from it in a fresh run and not in a resumed one, so seed it here again:
+        # a resume inside an epoch then skips to the same batches (measured: without this, a resume
+        # from a mid-epoch checkpoint ended 2e-4 away in validation loss)
+        from transformers import set_seed
+
+        set_seed(tcfg.seed)
         t0 = time.monotonic()
         with quiet_transformers():
             result = trainer.train(resume_from_checkpoint=last or None)
@@ -355,6 +360,27 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         write_json(summary_path, summary)
     say(f"student written to {out / 'model'} ({stopped}, {state.global_step} steps, {wall_s:.0f} s)")
     return summary
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest Trainer checkpoint that was written to the end, or None. The Trainer writes
+    ``trainer_state.json`` last, straight into the folder: a kill while saving leaves a newer folder
+    without it (or with it cut), which is removed here, so the resume starts from the one before."""
+    import json
+
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            say(f"{path} was not written to the end (killed while saving); removed, resuming from the one before")
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        return str(path)
+    return None
 
 
 def best_form(forms, val_accuracy: dict) -> str:
