@@ -437,8 +437,9 @@ def mismatch(recorded: Mapping[str, Any] | None, files: Mapping[str, str | Path]
 
 
 def check_input(path: str | Path, recorded: Mapping[str, Any] | None, fix: str) -> None:
-    """Refuse an input that is missing, empty while its producer wrote something, or smaller than its
-    producer recorded (``recorded``: the producer's fingerprint of it); ``fix`` is the producer's command."""
+    """Refuse an input that is missing, or empty or smaller than its producer recorded (``recorded``: the
+    producer's fingerprint of it; None when the producer recorded nothing, e.g. a folder written before
+    fingerprints were); ``fix`` is the producer's command, which rebuilds it."""
     path = Path(path)
     now = fingerprint(path)
     if now is None:
@@ -447,5 +448,3 @@ def check_input(path: str | Path, recorded: Mapping[str, Any] | None, fix: str) 
         what = "empty" if now["bytes"] == 0 else f"{now['bytes']:,} bytes"
         raise DataError(f"{path} is {what}, but its producer wrote {recorded['bytes']:,} bytes (damaged or cut); "
                         f"rebuild it with `{fix}`")
-    if now["bytes"] == 0 and recorded is None:
-        raise DataError(f"{path} is empty and no stage recorded writing it; rebuild it with `{fix}`")
