@@ -216,6 +216,12 @@ def registry_lock(uri: str, wait: float = 600.0):
     if uri.startswith("sqlite:///"):
         key = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
     folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill" / "locks"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home (some CI runners): every process of this machine looks here too
+        import tempfile
+
+        folder = Path(tempfile.gettempdir()) / "distill-locks"
     name = f"registry-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
     return folder_lock(folder, command_line() or "distill register", name=name, wait=wait)
 

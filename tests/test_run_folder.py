@@ -203,7 +203,7 @@ def test_a_damaged_student_is_refused_by_evaluate_and_train_really_rebuilds_it(c
 def test_a_changed_budget_is_a_new_training_in_a_new_run_and_the_finished_run_is_untouched(copy):
     old = json.loads((copy.student / "summary.json").read_text())
     old_run = copy.client.get_run(old["run_id"])
-    shorter = train.run(replace(copy.cfg, train={"max_steps": 2}), copy.run_dir, copy.tracker, mix="etd")
+    shorter = train.run(replace(copy.cfg, train={"max_steps": 2, "val_generate_limit": 0}), copy.run_dir, copy.tracker, mix="etd")
     assert shorter["run_id"] != old["run_id"] and shorter["steps"] == 2 and "skipped" not in shorter
     card = json.loads((copy.student / "card.json").read_text())
     assert (card["train_run_id"], card["training"]["max_steps"], card["training"]["steps"]) == (shorter["run_id"], 2, 2)
@@ -212,7 +212,7 @@ def test_a_changed_budget_is_a_new_training_in_a_new_run_and_the_finished_run_is
     assert after.data.params["train.max_steps"] == "3"
     assert len(after.outputs.model_outputs) == len(old_run.outputs.model_outputs) == 1
     assert copy.client.get_run(shorter["run_id"]).data.params["train.max_steps"] == "2"
-    longer = train.run(replace(copy.cfg, train={"max_steps": 5}), copy.run_dir, copy.tracker, mix="etd")
+    longer = train.run(replace(copy.cfg, train={"max_steps": 5, "val_generate_limit": 0}), copy.run_dir, copy.tracker, mix="etd")
     assert longer["steps"] == 5 and longer["run_id"] not in (old["run_id"], shorter["run_id"])
     assert {r.info.status for r in copy.runs("train-etd")} == {"FINISHED"} and len(copy.runs("train-etd")) == 3
 
@@ -235,7 +235,7 @@ def _kill_when_running(copy, proc, run_name: str, timeout: float = 300) -> None:
 def test_register_after_a_killed_evaluate_refuses_the_earlier_students_evaluation(copy):
     evaluate.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
     first = register.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd", log=lambda line: None)
-    retrained = train.run(replace(copy.cfg, train={"lr": 1e-3}), copy.run_dir, copy.tracker, mix="etd")
+    retrained = train.run(replace(copy.cfg, train={"lr": 1e-3, "val_generate_limit": 0}), copy.run_dir, copy.tracker, mix="etd")
     proc = copy.start("evaluate", "--mix", "etd")
     _kill_when_running(copy, proc, "evaluate-etd")
     with pytest.raises(DataError, match=r"evaluation of an earlier student .* distill evaluate --preset smoke --mix etd"):
