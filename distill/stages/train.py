@@ -16,9 +16,20 @@ Writes ``<run_dir>/students/<mix>/``
 
 The stage itself lives here: read the mix, build the student, train, write the student and its
 card, log to MLflow (params, datasets, ``card.json``, the pyfunc model through
-distill.serving.logged_model), and decide when to skip or resume (``config_digest`` of the config
-and data; the budget fields may change on resume). The pieces it puts together are in
+distill.serving.logged_model), and decide when to skip or resume. The pieces it puts together are in
 distill/training.py: encoding, the schedule, precision, LoRA, the Trainer's arguments and callbacks.
+
+Skip and resume (one writer per run folder: distill.tracking.writing, main process only):
+  - the mix is refused when ``train.jsonl`` / ``val.jsonl`` is empty or shorter than the mix stage
+    recorded (``mix/<mix>/summary.json`` "outputs"), naming `distill mix`, which then rebuilds it;
+  - skip only when ``summary.json`` has this ``config_digest`` (config and data) and its "outputs"
+    (fingerprints of ``card.json`` and every file of ``model/``) still match; a damaged student is
+    trained again from scratch, in a new MLflow run, saying why;
+  - an interrupted training (``resume.json`` "finished": false) resumes from its newest complete
+    checkpoint in its own MLflow run (budget fields may change); a checkpoint is written at every
+    epoch end and every ``train.checkpoint_minutes``, so a kill loses minutes;
+  - a finished run is never reopened: another config is a new run, continuing the finished
+    checkpoints only when the same config asks for more steps, else training afresh.
 
 Training is transformers' ``Seq2SeqTrainer`` (seq2seq students) or ``Trainer`` (causal students):
 length-grouped batches (``group_by_length``), dynamic padding (``DataCollatorForSeq2Seq``, which
