@@ -35,7 +35,7 @@ from pathlib import Path
 
 from distill import sandbox
 from distill.config import Config
-from distill.files import (DataError, file_digest, fingerprints, mismatch, read_json, read_jsonl, read_record, write_json,
+from distill.files import (DataError, file_digest, fingerprints, mismatch, read_jsonl, read_record, write_json,
                            write_jsonl)
 from distill.shards import shard_files
 from distill.stages.generate import SAMPLES, latest_samples
