@@ -293,13 +293,19 @@ def folder_lock(folder: str | Path, command: str, *, shared: bool = False, name:
     # the holder's line is written into it through the locked descriptor: closing any other
     # descriptor of a locked file would drop a POSIX lock.
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
-    deadline = time.monotonic() + wait
+    deadline, waiting = time.monotonic() + wait, False
     while True:
         try:
             fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             break
         except OSError:
             if time.monotonic() < deadline:
+                if not waiting:
+                    import sys
+
+                    print(f"waiting for {_holder(path) or 'another process'} to release {path}", file=sys.stderr,
+                          flush=True)
+                    waiting = True
                 time.sleep(0.2)
                 continue
             holder = _holder(path) or "another process"
