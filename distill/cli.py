@@ -413,11 +413,14 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     shard = parse_shard(shard)
     if shard and merge:
         raise click.UsageError("--shard and --merge do not go together: run each shard, then --merge once")
-    if merge:
-        merged = merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
-        click.echo(f"merged {merged['shards']} shards ({merged['records']} answers imported)")
-    summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), mix=cfg.mix.mix,
-                        student=student or None, shard=shard)
+    from distill.files import command_line, run_folder_lock
+
+    with run_folder_lock(cfg.run_path, command_line(), shard=shard):  # the merge writes the folder too
+        if merge:
+            merged = merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
+            click.echo(f"merged {merged['shards']} shards ({merged['records']} answers imported)")
+        summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), mix=cfg.mix.mix,
+                            student=student or None, shard=shard)
     forms_done = list(summary["forms"])
     extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
     selected = summary.get("selected_form")

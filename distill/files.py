@@ -31,7 +31,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator, Mapping
 
 
 _UMASK = os.umask(0)
@@ -100,6 +100,16 @@ def read_json(path: str | Path, hint: str = "", *, default: Any = _REQUIRED) -> 
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}){fix}") from None
+
+
+def read_record(path: str | Path) -> dict:
+    """A stage's own record of earlier work (a summary, a state file): {} when it is missing, broken or
+    not an object, which means the work is done again, not an error."""
+    try:
+        record = read_json(path, default={})
+    except DataError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def file_digest(path: str | Path) -> str:
@@ -237,3 +247,210 @@ def _cut_torn_tail(path: Path, chunk: int = 1 << 16) -> None:
             pos = start
         if end:
             fh.truncate(0)
+
+
+# --- one writer per folder: OS file locks that die with their holder ------------------------------
+
+LOCK_NAME = ".distill.lock"
+
+
+class FolderBusy(DataError):
+    """Another live process writes the folder; the message names it (pid, command, since when)."""
+
+
+_held: dict[tuple[int, str], list] = {}  # (pid, lock file) -> [fd, depth, mode]: a process re-enters its own
+# lock; keyed by pid because a forked child inherits this dict but not the lock
+
+
+@contextmanager
+def folder_lock(folder: str | Path, command: str, *, shared: bool = False, name: str = LOCK_NAME,
+                wait: float = 0.0) -> Iterator[Path]:
+    """Hold ``folder/name`` while the block runs: exclusive (one writer of the folder) or ``shared``
+    (writers of disjoint shard files, which exclude an exclusive writer but not each other). A holder
+    that is busy elsewhere makes this a FolderBusy naming it, at once or after ``wait`` seconds.
+
+    A POSIX record lock (``fcntl.lockf``), not ``flock``: the kernel drops it when its process ends,
+    however it ends, so ``kill -9`` leaves no stale lock, and a forked child (the sandbox's workers,
+    a DataLoader) does not inherit it and cannot outlive its holder holding it. The same process
+    entering again (reproduce calling a stage) nests instead of deadlocking."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / name).resolve()
+    key = (os.getpid(), str(path))
+    if key in _held:
+        entry = _held[key]
+        if entry[2] == "shared" and not shared:
+            raise FolderBusy(f"{folder}: this process holds a shared lock and asked for an exclusive one")
+        entry[1] += 1
+        try:
+            yield path
+        finally:
+            entry[1] -= 1
+        return
+    # The lock file is never replaced or deleted (a rename would split holders over two files), and
+    # the holder's line is written into it through the locked descriptor: closing any other
+    # descriptor of a locked file would drop a POSIX lock.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    deadline, waiting = time.monotonic() + wait, False
+    while True:
+        try:
+            fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if time.monotonic() < deadline:
+                if not waiting:
+                    import sys
+
+                    print(f"waiting for {_holder(path) or 'another process'} to release {path}", file=sys.stderr,
+                          flush=True)
+                    waiting = True
+                time.sleep(0.2)
+                continue
+            holder = _holder(path) or "another process"
+            os.close(fd)
+            raise FolderBusy(f"{folder} is being written by {holder}; wait for it to finish (or stop it), "
+                             "then run the command again") from None
+    try:
+        if not shared:
+            line = json.dumps({"pid": os.getpid(), "command": command,
+                               "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}) + "\n"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, line.encode(), 0)
+        _held[key] = [fd, 1, "shared" if shared else "exclusive"]
+        yield path
+    finally:
+        _held.pop(key, None)
+        os.close(fd)  # releases the lock
+
+
+def _holder(path: Path) -> str:
+    """'pid 123 (`distill train --preset smoke`, since 2026-12-04 17:00:00 UTC)' from a lock file,
+    or the holders of the shard locks beside it."""
+    def describe(p: Path) -> str:
+        try:
+            info = json.loads(p.read_text(encoding="utf-8") or "{}")
+        except (OSError, json.JSONDecodeError):
+            return ""
+        return f"pid {info['pid']} (`{info['command']}`, since {info['since']})" if info.get("pid") else ""
+
+    # an exclusive holder writes its line into the lock file; shard writers (shared) into their own
+    found = [describe(path)] if not _shared_only(path) else []
+    found += [describe(p) for p in sorted(path.parent.glob(f"{path.name}.*")) if _locked(p)]
+    return ", ".join(d for d in found if d)
+
+
+def _locked(path: Path) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _shared_only(path: Path) -> bool:
+    """Whether the lock is held by shared holders only (then its file names an earlier exclusive holder)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def run_folder_lock(run_dir: str | Path, command: str, shard: Any = None) -> Iterator[Path]:
+    """The lock every stage that writes a run folder holds: exclusive, or for one shard of a sharded
+    stage (``generate --shard``, ``evaluate --shard``) shared on the folder plus exclusive on the
+    shard's own lock file, so the N shards run side by side and nothing else writes meanwhile."""
+    if shard is None:
+        with folder_lock(run_dir, command) as path:
+            yield path
+        return
+    with folder_lock(run_dir, command, shared=True) as path, \
+            folder_lock(run_dir, command, name=f"{LOCK_NAME}.{shard.tag}"):
+        yield path
+
+
+def command_line() -> str:
+    """The command this process runs, for a lock's holder line: ``distill train --preset smoke``."""
+    import sys
+
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("cli.py", "__main__.py", "/distill")):
+        argv[0] = "distill"
+    return " ".join(argv)[:300]
+
+
+# --- fingerprints: what a stage recorded about the files it read and wrote -----------------------
+
+def fingerprint(path: str | Path) -> dict | None:
+    """{"digest", "bytes"} of a file, None when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return {"digest": file_digest(path), "bytes": path.stat().st_size}
+
+
+def folder_files(folder: str | Path, prefix: str = "") -> dict[str, Path]:
+    """{prefix + relative path: path} of every file under ``folder`` (for a fingerprint of a model folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {prefix + p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def fingerprints(files: Mapping[str, str | Path]) -> dict[str, dict | None]:
+    """{name: fingerprint} of named files: what a stage records about its inputs and its outputs."""
+    return {name: fingerprint(path) for name, path in sorted(files.items())}
+
+
+def mismatch(recorded: Mapping[str, Any] | None, files: Mapping[str, str | Path]) -> str | None:
+    """Why ``files`` no longer are what was recorded (a missing, added, emptied or changed file), or None
+    when every file matches its recorded digest. ``recorded`` is what ``fingerprints`` returned."""
+    if recorded is None:
+        return "nothing was recorded about its files"
+    for name in sorted(set(recorded) - set(files)):
+        if recorded[name] is not None:
+            return f"{name} is missing"
+    for name, path in sorted(files.items()):
+        now, then = fingerprint(path), recorded.get(name, "absent")
+        if then == "absent":
+            return f"{name} was not recorded"
+        if now == then:
+            continue
+        if now is None:
+            return f"{name} is missing"
+        if then is None:
+            return f"{name} appeared"
+        if now["bytes"] != then["bytes"]:
+            return f"{name} changed ({then['bytes']:,} bytes recorded, {now['bytes']:,} now)"
+        return f"{name} changed (digest {then['digest']} recorded, {now['digest']} now)"
+    return None
+
+
+def check_input(path: str | Path, recorded: Mapping[str, Any] | None, fix: str) -> None:
+    """Refuse an input that is missing, or empty or smaller than its producer recorded (``recorded``: the
+    producer's fingerprint of it; None when the producer recorded nothing, e.g. a folder written before
+    fingerprints were); ``fix`` is the producer's command, which rebuilds it."""
+    path = Path(path)
+    now = fingerprint(path)
+    if now is None:
+        raise DataError(f"{path}: file not found. Run `{fix}`.")
+    if recorded and now["bytes"] < recorded.get("bytes", 0):
+        what = "empty" if now["bytes"] == 0 else f"{now['bytes']:,} bytes"
+        raise DataError(f"{path} is {what}, but its producer wrote {recorded['bytes']:,} bytes (damaged or cut); "
+                        f"rebuild it with `{fix}`")

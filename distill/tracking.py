@@ -4,16 +4,26 @@ A stage receives a ``Tracker`` and never imports mlflow itself, so stages run in
 against a throwaway SQLite store and the import cost is paid only when logging happens.
 
 Writes runs, params, metrics, tags, datasets, tables and artifacts to the store at the tracking URI
-it is given; reads back only the experiment of a run `mlflow run` started (distill.results and the
-registry stages read the store).
+it is given; reads back only the experiment of a run `mlflow run` started, the runs a killed
+process left RUNNING (``Tracker.claim`` ends them as KILLED) and the unfinished child run a
+resumed step continues (distill.results and the registry stages read the store).
+
+``writing(run_dir, tracker, stage)`` is how a stage starts: it takes the run folder's lock
+(distill.files.run_folder_lock: one writer per folder) and then claims the folder's runs in the
+store. ``registry_lock(uri)`` serialises registration and promotion against one store.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
+
+from distill.files import command_line, folder_lock, run_folder_lock
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -34,6 +44,7 @@ class Tracker:
 
         self.mlflow = mlflow
         self.uri = uri
+        self.run_dir: str | None = None  # set by claim(): every run is tagged with the folder it writes
         mlflow.set_tracking_uri(uri)
         launched = os.environ.get("MLFLOW_RUN_ID")
         if launched:
@@ -56,17 +67,78 @@ class Tracker:
     @contextmanager
     def run(self, name: str, tags: Mapping[str, str] | None = None, nested: bool = False,
             run_id: str | None = None) -> Iterator[Any]:
-        """Start (or resume, with run_id) a run; nested runs hang under the active one."""
+        """Start (or resume, with run_id) a run; nested runs hang under the active one. A nested run
+        whose parent already has an unfinished child of the same name (left by a killed or failed
+        invocation of that step) continues that child instead of starting a second one."""
         if nested and self.mlflow.active_run() is None:
             nested = False
+        if nested and run_id is None:
+            run_id = self._unfinished_child(name)
         if run_id is None and self.mlflow.active_run() is None and os.environ.get("MLFLOW_RUN_ID"):
             # launched by `mlflow run`: log into the run it created, and give it our name
             # pop it: a nested start_run would otherwise pick the same id up again
             run_id = os.environ.pop("MLFLOW_RUN_ID")
             tags = {"mlflow.runName": name, **(tags or {})}
+        own = {"distill.pid": str(os.getpid()), "distill.host": socket.gethostname()}
+        if self.run_dir:
+            own["distill.run_dir"] = self.run_dir
         with self.mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested,
-                                   tags={"distill.commit": git_commit(), **(tags or {})}) as run:
+                                   tags={"distill.commit": git_commit(), **own, **(tags or {})}) as run:
+            if run_id:  # a resumed run: its pid is ours now (tags given to start_run apply to new runs only)
+                self.mlflow.set_tags(own)
             yield run
+
+    def _unfinished_child(self, name: str) -> str | None:
+        parent = self.mlflow.active_run().info.run_id
+        client = self.mlflow.MlflowClient()
+        found = client.search_runs([self.mlflow.active_run().info.experiment_id],
+                                   f"tags.mlflow.parentRunId = '{parent}' and attributes.run_name = '{name}' "
+                                   "and attributes.status != 'FINISHED'", max_results=10,
+                                   order_by=["attributes.start_time DESC"])
+        if not found:
+            return None
+        say(f"tracking: continuing run {found[0].info.run_id} ({name}, {found[0].info.status}) of an earlier "
+            "invocation instead of starting a second one")
+        return found[0].info.run_id
+
+    def claim(self, run_dir: str | Path, *, exclusive: bool = True) -> list[str]:
+        """Tag this tracker's runs with ``run_dir`` and end as KILLED the runs of that folder that a
+        process which is gone left RUNNING (``kill -9`` never lets MLflow end a run). Called with the
+        folder's lock held: under the exclusive lock no other live process writes the folder, so every
+        RUNNING run of it that is not this process's is an orphan; under a shard's shared lock only
+        the runs whose process is gone are. Returns the ids it ended."""
+        self.run_dir = str(Path(run_dir).resolve())
+        client = self.mlflow.MlflowClient()
+        experiment = self.mlflow.get_experiment_by_name(self.experiment)
+        if experiment is None:
+            return []
+        where = self.run_dir.replace("'", "\\'")
+        runs = client.search_runs([experiment.experiment_id],
+                                  f"attributes.status = 'RUNNING' and tags.`distill.run_dir` = '{where}'",
+                                  max_results=1000)
+        ended = []
+        host = socket.gethostname()
+        for run in runs:
+            tags = run.data.tags
+            pid = int(tags.get("distill.pid", "0") or 0)
+            if tags.get("distill.host") == host and (pid == os.getpid() or (not exclusive and _alive(pid))):
+                continue
+            if tags.get("distill.host") != host and not exclusive:
+                continue
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+            say(f"tracking: run {run.info.run_id} ({run.info.run_name}) was left RUNNING by pid {pid or '?'}, "
+                "which is gone; marked KILLED")
+        return ended
+
+    def status(self, run_id: str | None) -> str | None:
+        """RUNNING, FINISHED, FAILED or KILLED; None for a run that is not in this store."""
+        if not run_id:
+            return None
+        try:
+            return self.mlflow.MlflowClient().get_run(run_id).info.status
+        except Exception:  # noqa: BLE001 - a wiped or another store: the run is not here
+            return None
 
     @property
     def run_id(self) -> str | None:
@@ -107,6 +179,51 @@ class Tracker:
             dataset = self.mlflow.data.from_pandas(frame, source=source, name=name)
             self.mlflow.log_input(dataset, context=context)
         return dataset.digest
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def writing(run_dir: str | Path, tracker: "Tracker | None", stage: str, *, shard: Any = None) -> Iterator[None]:
+    """A stage's hold on its run folder: the folder's lock (one writer; a shard shares it with the other
+    shards), then, with a tracker, the folder's runs claimed (orphans of a killed process ended)."""
+    with run_folder_lock(run_dir, command_line() or f"distill {stage}", shard=shard):
+        if tracker is not None:
+            tracker.claim(run_dir, exclusive=shard is None)
+        yield
+
+
+def registry_lock(uri: str, wait: float = 600.0):
+    """One registrant or promoter at a time per tracking store: a lock file keyed by the store (a
+    SQLite file by its absolute path) in ``$XDG_CACHE_HOME/distill/locks`` (default ~/.cache), so two
+    registrations cannot both find no version and both add one, and two promotions cannot interleave
+    their read of the champion and their move of the alias. Others wait up to ``wait`` seconds."""
+    key = uri
+    if uri.startswith("sqlite:///"):
+        key = "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill" / "locks"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only home (some CI runners): every process of this machine looks here too
+        import tempfile
+
+        folder = Path(tempfile.gettempdir()) / "distill-locks"
+    name = f"registry-{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
+    return folder_lock(folder, command_line() or "distill register", name=name, wait=wait)
 
 
 # Warnings MLflow 3.17 gives on every call of ours, each harmless here (they buried the progress

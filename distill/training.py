@@ -425,6 +425,44 @@ def callback_classes():
     return TimeBudget, Tracking, ValidationAccuracy
 
 
+def checkpoint_clock(minutes: float | None):
+    """A callback that asks the Trainer for a checkpoint whenever ``minutes`` have passed since the last
+    one (the epoch-end checkpoints still happen), so a kill loses minutes, not an epoch; None: epoch
+    ends only. Under several processes they agree on the slowest clock: a checkpoint is a step every
+    rank takes together. A mid-epoch checkpoint carries no validation loss, so it never becomes the
+    best one; it is the last one, which a resume starts from (transformers skips the batches of the
+    epoch already seen, with the data order and RNG states of the checkpoint: the same weights)."""
+    from transformers import TrainerCallback
+
+    class CheckpointClock(TrainerCallback):
+        def __init__(self):
+            self.every_s = minutes * 60 if minutes else None
+            self.last = time.monotonic()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+
+        def on_save(self, args, state, control, **kwargs):
+            self.last = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.every_s is None or control.should_save:
+                return
+            elapsed = time.monotonic() - self.last
+            if args.world_size > 1:
+                import torch
+                import torch.distributed as tdist
+
+                seconds = torch.tensor([elapsed], dtype=torch.float64,
+                                       device=args.device if args.device.type == "cuda" else "cpu")
+                tdist.all_reduce(seconds, op=tdist.ReduceOp.MAX)
+                elapsed = float(seconds.item())
+            if elapsed >= self.every_s:
+                control.should_save = True
+
+    return CheckpointClock()
+
+
 def stop_reason(state, budget, tcfg: TrainConfig, steps: dict) -> str:
     """Why training ended: ``max_minutes`` (the TimeBudget callback stopped it), ``max_steps`` (the step
     budget cut the epochs short) or ``epochs``."""
@@ -476,8 +514,12 @@ def validation_accuracy(model, tokenizer, rows: Sequence[dict], *, batch_size: i
 
 # --- files: digests, atomic folders ------------------------------------------------------------------
 
+NOT_IN_DIGEST = ("checkpoint_minutes",)
+"""Settings that change when a training is saved, not what it learns (a resume is byte-identical)."""
+
+
 def config_digest(tcfg: TrainConfig, mix: str, data_digest: str, exclude: Sequence[str] = ()) -> str:
-    fields = {k: v for k, v in asdict(tcfg).items() if k not in exclude}
+    fields = {k: v for k, v in asdict(tcfg).items() if k not in exclude and k not in NOT_IN_DIGEST}
     blob = json.dumps({"train": fields, "mix": mix, "data": data_digest}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

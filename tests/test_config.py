@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +138,49 @@ def test_environment_variables_choose_the_data_dir_and_the_tracking_store(monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
     assert str(cfg.data_path) == "/from/env"
     assert cfg.tracking_uri == "sqlite:////tmp/x.db"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("evaluate.limit=0", "evaluate.limit must be at least 1 (or null), got 0"),
+    ("evaluate.limit=-1315", "evaluate.limit must be at least 1 (or null), got -1315"),
+    ("train.batch_size=0", "train.batch_size must be at least 1 (or 'auto'), got 0"),
+    ("mix.val_fraction=1.0", "mix.val_fraction must be in [0, 1), got 1.0"),
+    ("train.lr=0", "train.lr must be more than 0, got 0.0"),
+    ("teacher.temperature=-0.5", "teacher.temperature must be in [0, 2], got -0.5"),
+    ("train.checkpoint_minutes=0", "train.checkpoint_minutes must be more than 0 (or null), got 0.0"),
+])
+def test_a_number_outside_its_range_is_refused_naming_the_key_and_the_range(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("smoke", [override])
+    assert str(err.value) == message
+
+
+def test_every_numeric_setting_has_a_range_and_every_default_lies_in_it():
+    from distill.config import RANGES, Config, check_ranges, flatten
+
+    numeric = {k for k, v in flatten(Config()).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    nullable = {"data.limit_train", "teacher.budget", "train.max_steps", "train.max_minutes", "evaluate.limit"}
+    assert numeric | nullable <= set(RANGES)
+    check_ranges(Config())
+    assert load_config("smoke", ["evaluate.limit=null", "train.checkpoint_minutes=null"]).evaluate.limit is None
+
+
+def test_replace_checks_the_ranges_too():
+    from distill.config import replace
+
+    with pytest.raises(ConfigError, match="evaluate.limit"):
+        replace(load_config("smoke"), evaluate={"limit": 0})
+
+
+def test_a_bad_range_on_the_command_line_is_refused_before_torch_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom distill.cli import main\n"
+            "r = CliRunner().invoke(main, ['evaluate', '--preset', 'smoke', '--limit', '0'])\n"
+            "print(r.exit_code, 'torch' in sys.modules, 'transformers' in sys.modules)\nprint(r.output)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}).stdout
+    assert out.splitlines()[0] == "2 False False"
+    assert "evaluate.limit must be at least 1 (or null), got 0" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,132 @@ def test_an_append_log_synced_every_n_seconds_fsyncs_once_a_window_and_at_the_en
             log.write_all([{"i": i}])
         assert synced == [] and len(list(read_log(tmp_path / "windowed.jsonl"))) == 3  # flushed, not synced
     assert len(synced) == 1
+
+
+# --- one writer per folder ---------------------------------------------------------------------------
+
+HOLD = """
+import sys, time
+from distill.files import folder_lock
+with folder_lock(sys.argv[1], "distill train --preset smoke"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_writer_of_a_folder_is_refused_with_the_holders_pid_command_and_start(tmp_path):
+    from distill.files import FolderBusy, folder_lock
+
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(FolderBusy, match=rf"pid {proc.pid} \(`distill train --preset smoke`, since 20"):
+            with folder_lock(tmp_path, "distill evaluate"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    import signal
+
+    from distill.files import folder_lock
+
+    proc = _holder(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with folder_lock(tmp_path, "distill evaluate") as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_a_process_enters_its_own_lock_again_and_a_forked_child_does_not_inherit_it(tmp_path):
+    import multiprocessing
+
+    from distill.files import FolderBusy, folder_lock
+
+    def try_lock(folder, out):
+        try:
+            with folder_lock(folder, "child"):
+                out.put("locked")
+        except FolderBusy:
+            out.put("busy")
+
+    with folder_lock(tmp_path, "distill reproduce"):
+        with folder_lock(tmp_path, "distill train"):  # reproduce calling a stage: nests, no deadlock
+            pass
+        ctx = multiprocessing.get_context("fork")
+        out = ctx.Queue()
+        # a forked child is another process: the parent's lock excludes it (it is not inherited by it)
+        child = ctx.Process(target=try_lock, args=(tmp_path, out))
+        child.start()
+        child.join()
+        assert out.get(timeout=5) == "busy"
+
+
+def test_shard_writers_share_a_folder_but_exclude_a_whole_folder_writer(tmp_path):
+    from distill.files import FolderBusy, run_folder_lock
+    from distill.shards import parse_shard
+
+    script = ("import sys, time\nfrom distill.files import run_folder_lock\nfrom distill.shards import parse_shard\n"
+              "with run_folder_lock(sys.argv[1], 'distill evaluate --shard 0/2', parse_shard('0/2')):\n"
+              "    print('held', flush=True)\n    time.sleep(600)\n")
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with run_folder_lock(tmp_path, "distill evaluate --shard 1/2", parse_shard("1/2")):
+            pass  # the other shard runs beside it
+        with pytest.raises(FolderBusy, match=rf"pid {proc.pid} \(`distill evaluate --shard 0/2`"):
+            with run_folder_lock(tmp_path, "distill evaluate"):
+                pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# --- fingerprints ------------------------------------------------------------------------------------
+
+def test_a_mismatch_names_the_missing_emptied_or_changed_file(tmp_path):
+    from distill.files import fingerprints, mismatch
+
+    files = {"a.jsonl": tmp_path / "a.jsonl", "b.jsonl": tmp_path / "b.jsonl"}
+    files["a.jsonl"].write_text('{"x": 1}\n{"x": 2}\n')
+    files["b.jsonl"].write_text('{"y": 1}\n')
+    recorded = fingerprints(files)
+    assert mismatch(recorded, files) is None
+    files["a.jsonl"].write_text('{"x": 1}\n')
+    assert mismatch(recorded, files) == "a.jsonl changed (18 bytes recorded, 9 now)"
+    files["a.jsonl"].write_text('{"x": 3}\n{"x": 2}\n')
+    assert mismatch(recorded, files).startswith("a.jsonl changed (digest ")
+    files["a.jsonl"].write_text('{"x": 1}\n{"x": 2}\n')
+    files["b.jsonl"].unlink()
+    assert mismatch(recorded, files) == "b.jsonl is missing"
+    assert mismatch(None, files) == "nothing was recorded about its files"
+
+
+def test_an_input_emptied_or_cut_is_refused_naming_its_producers_command(tmp_path):
+    from distill.files import check_input, fingerprint
+
+    path = tmp_path / "pot.jsonl"
+    path.write_text('{"x": 1}\n{"x": 2}\n')
+    recorded = fingerprint(path)
+    check_input(path, recorded, "distill verify --preset smoke")
+    path.write_text('{"x": 1}\n')
+    with pytest.raises(DataError, match=r"9 bytes, but its producer wrote 18 bytes .*`distill verify --preset smoke`"):
+        check_input(path, recorded, "distill verify --preset smoke")
+    path.write_text("")
+    with pytest.raises(DataError, match="is empty, but its producer wrote 18 bytes"):
+        check_input(path, recorded, "distill verify --preset smoke")

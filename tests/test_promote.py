@@ -200,3 +200,25 @@ def test_a_larger_protocol_replaces_a_champion_evaluated_on_fewer_problems(env):
     result = promote.run(cfg, run_dir, tracker, log=quiet)  # default config: no limit
     assert result["decision"] == "promoted" and champion(client) == full
     assert "smaller protocol" in result["reason"]
+
+
+def test_a_promotion_waits_for_the_registry_lock_so_two_cannot_interleave(tmp_path, mlflow_uri):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from distill.tracking import registry_lock
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "MLFLOW_TRACKING_URI": mlflow_uri}
+    with registry_lock(mlflow_uri):  # another promotion in the middle of its read-decide-move
+        proc = subprocess.Popen([sys.executable, "-m", "distill.cli", "promote", "--preset", "smoke", "--set",
+                                 f"run_dir={tmp_path / 'run'}"], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        line = next(line for line in proc.stderr if line.startswith("waiting for ") or proc.poll() is not None)
+        assert line.startswith(f"waiting for pid {os.getpid()} (") and "registry-" in line
+        assert proc.poll() is None and not (tmp_path / "run" / "promote" / "decision.json").exists()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert out.startswith("none: ") and (tmp_path / "run" / "promote" / "decision.json").exists()

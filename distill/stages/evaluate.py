@@ -41,25 +41,47 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from distill.config import Config
-from distill.files import DataError, append_log, read_log, write_json, write_jsonl
+from distill.files import DataError, append_log, mismatch, read_log, read_record, write_json, write_jsonl
 from distill.scoring import combine, correctness, metrics_of, score_test_set
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
 from distill.thoughts import FORM_NAMES, Verdict, get_form
+from distill.tracking import writing
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
         log=None, shard=None) -> dict:
     """Evaluate one student on ``cfg.data.test_sets``; return the summary dict (also in summary.json).
 
     ``shard`` (a distill.shards.Shard): only that share of each test set's problems, written under
-    ``eval/<mix>/shard-<i>-of-<n>/``; ``distill.shards.merge_evaluation`` joins the shards."""
+    ``eval/<mix>/shard-<i>-of-<n>/``; ``distill.shards.merge_evaluation`` joins the shards. One writer
+    per run folder (the shards of one evaluation share it, each the only writer of its shard)."""
+    with writing(run_dir, tracker, "evaluate", shard=shard):
+        return _run(cfg, Path(run_dir), tracker, mix=mix, student=student, log=log, shard=shard)
+
+
+def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
+    """Refuse the run folder's student when its card or model files are no longer what the train stage
+    recorded (a deleted weight file, a broken card): `distill train` then rebuilds it."""
+    from distill.stages.train import student_files
+
+    folder = run_dir / "students" / mix
+    recorded = read_record(folder / "summary.json").get("outputs")
+    damaged = mismatch(recorded, student_files(folder)) if recorded else None
+    if damaged:
+        raise DataError(f"{folder}: {damaged} since `distill train` wrote the student; rebuild it with "
+                        f"`distill train --preset {cfg.preset} --mix {mix}`")
+
+
+def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
+         log=None, shard=None) -> dict:
     from distill.problems import LOADERS, load_problems
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    run_dir = Path(run_dir)
     unknown = [t for t in cfg.data.test_sets if t not in LOADERS]
     if unknown:
         raise DataError(f"unknown test set {unknown[0]!r} in data.test_sets; valid: {', '.join(LOADERS)}")
     requested_mix = mix or cfg.mix.mix
+    if not student:
+        check_default_student(cfg, run_dir, requested_mix)
     with ExitStack() as stack:
         found = resolve_student(student or None, run_dir, requested_mix, cfg.tracking_uri, stack)
         card = found.card

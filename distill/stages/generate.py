@@ -30,6 +30,7 @@ from distill.problems import load_problems
 from distill.shards import Shard, pick, shard_files
 from distill.teachers import BudgetReached, Job, get_teacher
 from distill.thoughts import get_form
+from distill.tracking import writing
 
 SAMPLES = "samples.jsonl"
 SUMMARY = "generate_summary.json"
@@ -81,7 +82,13 @@ def _rows(job: Job, answer, teacher) -> list[dict]:
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, shard: Shard | None = None) -> dict:
     """Ask the teacher for every (problem, form) without a sample yet; ``batch`` is submit or collect;
-    ``shard`` restricts the run to its share of the pairs."""
+    ``shard`` restricts the run to its share of the pairs. One writer per run folder (the shards of
+    one generation share it, each the only writer of its own files)."""
+    with writing(run_dir, tracker, "generate", shard=shard):
+        return _run(cfg, Path(run_dir), tracker, batch=batch, shard=shard)
+
+
+def _run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, shard: Shard | None = None) -> dict:
     from tqdm import tqdm
 
     run_dir = Path(run_dir)

@@ -16,6 +16,12 @@ Nothing is dropped silently: duplicates (same form, input and target) and the ro
 questions that overlap a test set (``distill.overlap.contaminated_ids``, word n-grams) are counted
 per form and per test set. The validation split holds out whole training questions (all their
 forms), chosen with ``mix.seed``; it never takes a test question.
+
+Resume: the mix is not built again when its inputs (digests of the verified files) and settings are
+unchanged and ``train.jsonl`` / ``val.jsonl`` are still what it wrote (``summary.json`` records
+their fingerprints, distill.files.fingerprints, which the train stage also checks its input
+against). A verified file that is empty or smaller than the verify stage recorded is refused,
+naming `distill verify`. One writer per run folder (distill.tracking.writing).
 """
 from __future__ import annotations
 
@@ -28,9 +34,11 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import Config, ConfigError
-from distill.files import DataError, file_digest, read_json, read_jsonl, write_json, write_jsonl
+from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl, read_record,
+                           write_json, write_jsonl)
 from distill.problems import Problem, load_problems
 from distill.thoughts import get_form, parse_mix
+from distill.tracking import say, writing
 
 
 def _examples(run_dir: Path, forms: tuple[str, ...], preset: str) -> tuple[list[dict], dict[str, str]]:
@@ -40,6 +48,8 @@ def _examples(run_dir: Path, forms: tuple[str, ...], preset: str) -> tuple[list[
         if not path.exists():
             raise DataError(f"{path}: file not found. Run `distill verify --preset {preset}` (after generate) "
                             f"with {name} among generate.forms.")
+        state = read_record(run_dir / "verified" / "state" / f"{name}.json")
+        check_input(path, (state.get("outputs") or {}).get(f"{name}.jsonl"), f"distill verify --preset {preset}")
         digests[name] = file_digest(path)
         form = get_form(name)
         for r in read_jsonl(path, required=("problem_id", "question", "completion", "gold")):
@@ -81,8 +91,17 @@ def split_ids(problem_ids: list[str], fraction: float, seed: int) -> set[str]:
     return set(ids[:k])
 
 
+def outputs(out: Path) -> dict[str, Path]:
+    """The data files a mix writes, by the names its summary records them under."""
+    return {"train.jsonl": out / "train.jsonl", "val.jsonl": out / "val.jsonl"}
+
+
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> dict:
-    run_dir = Path(run_dir)
+    with writing(run_dir, tracker, "mix"):
+        return _run(cfg, Path(run_dir), tracker, mix=mix)
+
+
+def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> dict:
     mix = mix or cfg.mix.mix
     forms = parse_mix(mix)
     if not 0 <= cfg.mix.val_fraction < 1:
@@ -93,10 +112,13 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> 
                                              cfg.mix.overlap_n, cfg.mix.seed], "test_sets": cfg.data.test_sets},
                                             sort_keys=True).encode()).hexdigest()[:16]
     summary_path = out / "summary.json"
-    if summary_path.exists() and (out / "train.jsonl").exists():
-        previous = read_json(summary_path, "delete the mix folder to rebuild it")
+    if summary_path.exists():
+        previous = read_record(summary_path)  # unreadable: built again below
         if previous.get("fingerprint") == fingerprint:
-            return previous  # same inputs and settings: the files on disk are this mix
+            damaged = mismatch(previous.get("outputs"), outputs(out))
+            if damaged is None:
+                return previous  # same inputs and settings, and the files on disk are what this mix wrote
+            say(f"mix {mix}: {damaged} since the mix was built; building it again")
     n_rows = len(rows)
     rows, duplicates = _dedupe(rows)
     overlap: dict[str, set[str]] = {}
@@ -128,7 +150,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> 
                "overlap_by_test_set": {name: len(ids) for name, ids in overlap.items()},
                "overlap_n": cfg.mix.overlap_n, "seed": cfg.mix.seed, "val_fraction": cfg.mix.val_fraction,
                "inputs": inputs, "digest": file_digest(out / "train.jsonl"),
-               "val_digest": file_digest(out / "val.jsonl"), "fingerprint": fingerprint}
+               "val_digest": file_digest(out / "val.jsonl"), "fingerprint": fingerprint,
+               "outputs": fingerprints(outputs(out))}
     teacher = ""
     gen_summary = run_dir / "generate_summary.json"
     if gen_summary.exists():

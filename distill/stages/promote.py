@@ -18,6 +18,8 @@ compared the same way). A champion that is not comparable (another preset or
 evaluation protocol, or incomplete coverage) is replaced only by a candidate evaluated on strictly
 more problems per test set (a larger ``eval_limit``, "all" being the largest); otherwise it is kept,
 so a smaller protocol never takes the alias from a larger one. Aliases, not the deprecated stages.
+The read of the versions and the champion and the move of the alias hold the store's registry lock
+(distill.tracking.registry_lock): two promotions cannot interleave.
 
 Logs an MLflow run ``promote`` (tags distill.stage=promote, distill.preset, distill.mix,
 distill.promote.decision, distill.promote.reason, distill.champion.version; params metric, mix,
@@ -36,6 +38,7 @@ from typing import Any, Mapping
 
 from distill.config import Config, ConfigError
 from distill.files import write_json
+from distill.tracking import registry_lock, writing
 
 
 def check_metric(metric: str) -> str:
@@ -78,6 +81,12 @@ def _size(limit: str | None) -> float:
 def run(cfg: Config, run_dir: Path, tracker=None, *, metric: str | None = None, mix: str | None = None,
         log=print) -> dict:
     """Decide and (maybe) move the alias; the decision and its reason are logged and returned."""
+    with writing(run_dir, tracker, "promote"), registry_lock(cfg.tracking_uri):
+        return _run(cfg, run_dir, tracker, metric=metric, mix=mix, log=log)
+
+
+def _run(cfg: Config, run_dir: Path, tracker=None, *, metric: str | None = None, mix: str | None = None,
+         log=print) -> dict:
     import mlflow
     from mlflow.exceptions import MlflowException
 

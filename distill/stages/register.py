@@ -18,7 +18,11 @@ MLflow 3 registers it by its id, models:/m-...) as a new version of ``cfg.promot
   ``<test_set>/selected/accuracy`` per test set (reported, and checked by promote for complete
   coverage; never used to rank).
 
-Resume: a train run that already has a version gets its tags refreshed, not a second version.
+Resume: a train run that already has a version gets its tags refreshed, not a second version; the
+look-up and the registration hold the store's registry lock (distill.tracking.registry_lock), so two
+registrations of one student (two reproduces on one store) make one version. The evaluation summary
+must be of the student in ``students/<mix>/``: one left by an earlier student (its evaluation was
+killed before it wrote a new one) is refused, naming `distill evaluate`.
 Opens no MLflow run of its own. Writes ``register/<mix>.json`` {"model_name", "version", "model_uri",
 "train_run_id", "tags"} and returns it (the key ``train_run_id``, never ``run_id``: the run is not ours).
 """
@@ -28,19 +32,41 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from distill.config import Config
-from distill.files import DataError, read_json, write_json
+from distill.files import DataError, read_json, read_record, write_json
+from distill.tracking import registry_lock, writing
 
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, train_run_id: str | None = None,
         eval_summary: Mapping[str, Any] | None = None, log=print) -> dict:
     """Register the student of ``mix`` (default cfg.mix.mix); return {"model_name", "version", ...}."""
+    with writing(run_dir, tracker, "register"), registry_lock(cfg.tracking_uri):
+        return _run(cfg, Path(run_dir), mix=mix, train_run_id=train_run_id, eval_summary=eval_summary, log=log)
+
+
+def check_evaluation(cfg: Config, run_dir: Path, mix: str, eval_summary: Mapping[str, Any]) -> None:
+    """The evaluation summary must be of the student now in ``students/<mix>/`` when it evaluated that
+    folder: the card it recorded is the card on disk (which names the train run, data and best loss)."""
+    folder = run_dir / "students" / mix
+    student = eval_summary.get("student") or {}
+    if str(student.get("source")) != str(folder) or not (folder / "card.json").exists():
+        return  # another student was evaluated on purpose (--student), or there is none here to compare
+    if student.get("card") != read_record(folder / "card.json"):
+        raise DataError(f"{run_dir / 'eval' / mix / 'summary.json'} is the evaluation of an earlier student "
+                        f"(train run {eval_summary.get('train_run_id')}), not of the one in {folder} "
+                        f"(train run {read_record(folder / 'card.json').get('train_run_id')}); evaluate it first: "
+                        f"distill evaluate --preset {cfg.preset} --mix {mix}")
+
+
+def _run(cfg: Config, run_dir: Path, *, mix: str | None = None, train_run_id: str | None = None,
+         eval_summary: Mapping[str, Any] | None = None, log=print) -> dict:
     import mlflow
 
-    run_dir = Path(run_dir)
     mix = mix or (eval_summary or {}).get("mix") or cfg.mix.mix
     if eval_summary is None:
         eval_summary = read_json(run_dir / "eval" / mix / "summary.json",
                                  f"evaluate the student first: distill evaluate --preset {cfg.preset} --mix {mix}")
+        if not train_run_id:
+            check_evaluation(cfg, run_dir, mix, eval_summary)
     train_run_id = train_run_id or eval_summary.get("train_run_id") or _student_run_id(run_dir, mix)
     if not train_run_id:
         raise DataError(f"no training run id for mix {mix!r} in eval/{mix}/summary.json or "

@@ -21,8 +21,13 @@ the commands to run next (``make ui`` with the link to the evaluate runs, ``make
 
 Resume (our choice, documented in the README): a rerun with the same preset and the same config
 resumes the *same* parent run, so the tree stays one tree, and skips every step whose marker was
-written with this config digest and whose runs (the step's and its parent's) still exist in the
-store; the report step also runs again when its results.md is missing. A changed config (another
+written with this config digest, whose runs (the step's and its parent's) still exist in the
+store and whose output files are still what the marker recorded (distill.files.fingerprints of
+``step_outputs``; a damaged output runs the step again, saying why); the report step also runs
+again when its results.md is missing. A step killed midway continues its unfinished child run
+(distill.tracking.Tracker.run), never a second one; the runs a killed invocation left RUNNING are
+ended as KILLED first (Tracker.claim). The whole invocation holds the run folder's lock (one
+writer; a second reproduce or stage on the folder stops at once, naming this one). A changed config (another
 digest), a wiped or different store, or ``fresh=True`` starts a new parent; steps then run again,
 and each stage's own resume skips the work its files already hold. Under ``mlflow run`` the parent
 is the run that ``mlflow run`` created (MLFLOW_RUN_ID); markers of an earlier parent in the same
@@ -41,10 +46,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from distill.config import Config, flatten, replace
-from distill.files import DataError, read_json, write_json
+from distill.files import DataError, fingerprints, folder_files, mismatch, read_json, write_json
 from distill.results import constant_baseline
 from distill.stages import pipeline
 from distill.thoughts import MIXES
+from distill.tracking import writing
 
 StageFn = Callable[..., dict]
 
@@ -135,6 +141,25 @@ def _read_state(path: Path) -> dict | None:
         return None
 
 
+def step_outputs(run_dir: Path, step: Step) -> dict[str, Path]:
+    """The files a step leaves in the run folder, which its done-marker fingerprints."""
+    files = {"generate": {"samples.jsonl": run_dir / "samples.jsonl",
+                          "generate_summary.json": run_dir / "generate_summary.json"},
+             "verify": {"verified/summary.json": run_dir / "verified" / "summary.json"},
+             "mix": {f"mix/{step.mix}/{n}": run_dir / "mix" / str(step.mix) / n
+                     for n in ("train.jsonl", "val.jsonl", "summary.json")},
+             "train": {f"students/{step.mix}/{n}": run_dir / "students" / str(step.mix) / n
+                       for n in ("summary.json", "card.json")},
+             "evaluate": {f"eval/{step.mix}/summary.json": run_dir / "eval" / str(step.mix) / "summary.json"},
+             "register": {f"register/{step.mix}.json": run_dir / "register" / f"{step.mix}.json"},
+             "promote": {"promote/decision.json": run_dir / "promote" / "decision.json"}}.get(step.stage, {})
+    if step.stage == "verify":
+        files |= {f"verified/{p.name}": p for p in sorted((run_dir / "verified").glob("*.jsonl"))}
+    if step.stage == "train":
+        files |= folder_files(run_dir / "students" / str(step.mix) / "model", f"students/{step.mix}/model/")
+    return files
+
+
 def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
         stages: Mapping[str, StageFn] | None = None, report_dir: str | Path = "reports",
         log: Callable[[str], None] = print) -> dict:
@@ -142,10 +167,16 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
 
     ``stages`` maps a stage name to its run function (tests pass fakes); missing names are imported
     from distill/stages/. ``report_dir`` is where the report step writes results.md and the plots.
+    The run folder's lock is held throughout (the stages it calls enter it again).
     """
     if tracker is None:
         raise ValueError("reproduce needs a Tracker: its whole output is an MLflow run tree")
-    run_dir = Path(run_dir)
+    with writing(run_dir, tracker, "reproduce"):
+        return _run(cfg, Path(run_dir), tracker, fresh=fresh, stages=stages, report_dir=report_dir, log=log)
+
+
+def _run(cfg: Config, run_dir: Path, tracker, *, fresh: bool, stages: Mapping[str, StageFn] | None,
+         report_dir: str | Path, log: Callable[[str], None]) -> dict:
     offline_env(cfg)
     store = _Store(tracker)
     digest = config_digest(cfg)
@@ -187,7 +218,11 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
         for i, step in enumerate(steps, 1):
             marker = _read_state(_marker_path(run_dir, step))
             report_missing = step.stage == "report" and not (Path(report_dir) / "results.md").exists()
-            if not fresh and not report_missing and _marker_valid(marker, digest, store):
+            damaged = mismatch(marker.get("outputs"), step_outputs(run_dir, step)) \
+                if marker and marker.get("outputs") is not None else None
+            if damaged and not fresh:
+                log(f"[{i:2d}/{len(steps)}] {step.name:<16} {damaged} since it was done; running it again")
+            if not fresh and not report_missing and not damaged and _marker_valid(marker, digest, store):
                 timings[step.name] = {"seconds": marker.get("seconds", 0.0), "skipped": True}
                 results[step.name] = marker
                 if marker.get("run_id"):
@@ -213,7 +248,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
             step_run = _step_run_id(summary, step, before, store.children(parent_id))
             record = {"step": step.name, "stage": step.stage, "mix": step.mix, "run_id": step_run,
                       "parent_run_id": parent_id, "config_digest": digest, "seconds": round(seconds, 3),
-                      "summary": _jsonable(summary)}
+                      "summary": _jsonable(summary), "outputs": fingerprints(step_outputs(run_dir, step))}
             write_json(_marker_path(run_dir, step), record)
             results[step.name] = record
             timings[step.name] = {"seconds": round(seconds, 3), "skipped": False}
@@ -285,7 +320,11 @@ def _step_run_id(summary: Mapping, step: Step, before: Mapping[str, str], after:
     named = sorted(rid for rid, name in new.items() if name == step.name)
     if named:
         return named[0]
-    return next(iter(new)) if len(new) == 1 else None
+    if len(new) == 1:
+        return next(iter(new))
+    # a step that continued its unfinished child run of an earlier invocation made no new one
+    resumed = sorted(rid for rid, name in after.items() if name == step.name)
+    return resumed[0] if len(resumed) == 1 else None
 
 
 def _jsonable(obj: Any) -> Any:

@@ -16,9 +16,20 @@ Writes ``<run_dir>/students/<mix>/``
 
 The stage itself lives here: read the mix, build the student, train, write the student and its
 card, log to MLflow (params, datasets, ``card.json``, the pyfunc model through
-distill.serving.logged_model), and decide when to skip or resume (``config_digest`` of the config
-and data; the budget fields may change on resume). The pieces it puts together are in
+distill.serving.logged_model), and decide when to skip or resume. The pieces it puts together are in
 distill/training.py: encoding, the schedule, precision, LoRA, the Trainer's arguments and callbacks.
+
+Skip and resume (one writer per run folder: distill.tracking.writing, main process only):
+  - the mix is refused when ``train.jsonl`` / ``val.jsonl`` is empty or shorter than the mix stage
+    recorded (``mix/<mix>/summary.json`` "outputs"), naming `distill mix`, which then rebuilds it;
+  - skip only when ``summary.json`` has this ``config_digest`` (config and data) and its "outputs"
+    (fingerprints of ``card.json`` and every file of ``model/``) still match; a damaged student is
+    trained again from scratch, in a new MLflow run, saying why;
+  - an interrupted training (``resume.json`` "finished": false) resumes from its newest complete
+    checkpoint in its own MLflow run (budget fields may change); a checkpoint is written at every
+    epoch end and every ``train.checkpoint_minutes``, so a kill loses minutes;
+  - a finished run is never reopened: another config is a new run, continuing the finished
+    checkpoints only when the same config asks for more steps, else training afresh.
 
 Training is transformers' ``Seq2SeqTrainer`` (seq2seq students) or ``Trainer`` (causal students):
 length-grouped batches (``group_by_length``), dynamic padding (``DataCollatorForSeq2Seq``, which
@@ -47,11 +58,14 @@ from pathlib import Path
 from typing import Sequence
 
 from distill.config import Config, ConfigError, TrainConfig, flatten
-from distill.files import DataError, file_digest, read_json, read_jsonl, write_json
-from distill.training import (SCHEDULERS, agree_on_micro_batch, apply_lora, callback_classes, collator_for,
-                              config_digest, encode, probe_train_memory, quiet_tied_keys, quiet_transformers, replace_dir,
-                              resolve_batch, resolve_precision, say, schedule, stop_reason, trainer_for,
-                              training_arguments, validation_history, validation_rows, weights_digest)
+from distill.files import (DataError, check_input, file_digest, fingerprints, folder_files, mismatch, read_json,
+                           read_jsonl, read_record, write_json)
+from distill.training import (SCHEDULERS, agree_on_micro_batch, apply_lora, callback_classes, checkpoint_clock,
+                              collator_for, config_digest, encode, probe_train_memory, quiet_tied_keys,
+                              quiet_transformers, replace_dir, resolve_batch, resolve_precision, say, schedule,
+                              stop_reason, trainer_for, training_arguments, validation_history, validation_rows,
+                              weights_digest)
+from distill.tracking import writing
 
 ROW_FIELDS = ("id", "form", "input", "target", "gold")
 BUDGET_FIELDS = ("epochs", "max_steps", "max_minutes", "val_generate_limit", "log_every")
@@ -94,15 +108,29 @@ def check_config(tcfg: TrainConfig) -> TrainConfig:
 
 # --- the stage ---------------------------------------------------------------------------------------
 
+def student_files(out: Path) -> dict[str, Path]:
+    """What a finished training leaves and its summary records (fingerprints): the card and every
+    file of the model folder."""
+    return {"card.json": out / "card.json", **folder_files(out / "model", "model/")}
+
+
 def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     """Train a student on ``<run_dir>/mix/<mix>`` (mix defaults to cfg.mix.mix); see the module docstring.
 
-    Skips when summary.json was written by the same config on the same data; resumes from the last
-    Trainer checkpoint after an interruption. Returns the summary dict.
+    Skips when summary.json was written by the same config on the same data and the card and model
+    folder are still what it recorded; resumes from the last Trainer checkpoint after an interruption,
+    in the same MLflow run; a finished run is never reopened: another config, or a damaged student,
+    is a new training in a new run. Only the main process takes the run folder's lock (the others of
+    a torchrun write nothing). Returns the summary dict.
     """
-    import torch
-    from transformers.trainer_utils import get_last_checkpoint
+    if os.environ.get("RANK", "0") != "0":
+        return _run(cfg, Path(run_dir), tracker, mix)
+    with writing(run_dir, tracker, "train"):
+        return _run(cfg, Path(run_dir), tracker, mix)
 
+
+def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
+    import torch
     from distill.student import TINY_STUDENTS, build_student, count_parameters, save_student, student_kind
     from distill.thoughts import parse_mix
 
@@ -113,6 +141,10 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
     mix_dir = run_dir / "mix" / mix
     hint = f"Write it with `distill mix --preset {cfg.preset} --mix {mix}`."
+    # refuse a training set that is empty or shorter than the mix stage wrote (it would train on less)
+    written = read_record(mix_dir / "summary.json").get("outputs") or {}
+    for name in ("train.jsonl",) + (("val.jsonl",) if (mix_dir / "val.jsonl").exists() or "val.jsonl" in written else ()):
+        check_input(mix_dir / name, written.get(name), f"distill mix --preset {cfg.preset} --mix {mix}")
     train_rows = read_jsonl(mix_dir / "train.jsonl", ROW_FIELDS, hint)
     val_rows = read_jsonl(mix_dir / "val.jsonl", ROW_FIELDS, hint) if (mix_dir / "val.jsonl").exists() else []
     if not train_rows:
@@ -124,11 +156,18 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     out = run_dir / "students" / mix
     ckpt_dir = out / "checkpoints"
     summary_path = out / "summary.json"
-    if summary_path.exists():
-        done = read_json(summary_path, "delete it to retrain")
-        if done.get("config_digest") == digest:
-            say(f"{summary_path} is complete for this config and data; skipping (delete it to retrain)")
+    done = read_record(summary_path)  # a finished student (of any config); {} when none or unreadable
+    damaged = None
+    if done.get("config_digest") == digest:
+        damaged = mismatch(done.get("outputs"), student_files(out))
+        if damaged is None:
+            say(f"{summary_path} is complete for this config and data, and its card and model are what it "
+                "recorded; skipping (delete it to retrain)")
             return {**done, "skipped": True}
+        say(f"{out}: {damaged} since the student was written; training it again (a new MLflow run)")
+    elif done:
+        say(f"{out} holds a student finished with another config or data (digest {done.get('config_digest')}, "
+            f"now {digest}): this is a new training, in a new MLflow run")
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     main = rank == 0
@@ -140,12 +179,16 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     # resume: the last checkpoint, if it was written by this config (budget fields aside) on this data
     resume_file = ckpt_dir / "resume.json"
     resume = read_json(resume_file, default={})
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_complete_checkpoint(ckpt_dir)
     if last and resume.get("resume_digest") != resume_digest:
         say(f"{ckpt_dir} was trained with another config or data; starting afresh")
         last = None
-    if last:
-        say(f"resuming from {last}")
+    # checkpoints of an interrupted training are resumed (in its MLflow run); those of a finished one
+    # (resume.json says so; an older one without the flag counts as finished when summary.json exists)
+    # are only continued by a longer budget, in a new run, and never when the student is damaged
+    interrupted = bool(last) and not resume.get("finished", bool(done))
+    if last and not interrupted and damaged:
+        last = None
 
     texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
     model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
@@ -188,6 +231,16 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
         say(f"train.batch_size=auto -> {micro} x {accum} accumulation ({batch_reason})")
     tcfg = dataclasses.replace(tcfg, batch_size=micro, grad_accum=accum)
     steps = schedule(len(features), tcfg, world)
+    if last and not interrupted:
+        done_steps = int(last.rsplit("-", 1)[1])
+        if done_steps >= steps["total_steps"]:
+            say(f"the finished student's checkpoint has {done_steps} steps, as many as or more than this budget's "
+                f"{steps['total_steps']}; training afresh")
+            last = None
+        else:
+            say(f"continuing the finished student's {done_steps} steps to {steps['total_steps']} (a new MLflow run)")
+    if last and interrupted:
+        say(f"resuming from {last}")
     tokenizer_desc = (f"byte-level BPE, {len(tokenizer)} tokens, trained on the training texts"
                       if tcfg.student in TINY_STUDENTS else tcfg.student)
     lora = ({"r": tcfg.lora_r, "alpha": tcfg.lora_alpha, "dropout": tcfg.lora_dropout,
@@ -213,15 +266,18 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
     tags = {"distill.stage": "train", "distill.mix": mix, "distill.forms": ",".join(forms),
             "distill.preset": cfg.preset, "distill.student": tcfg.student, "distill.student_kind": kind}
-    resume_run = resume.get("run_id") if last and not os.environ.get("MLFLOW_RUN_ID") else None
+    resume_run = resume.get("run_id") if last and interrupted and not os.environ.get("MLFLOW_RUN_ID") else None
+    if tracker is not None and resume_run and tracker.status(resume_run) in (None, "FINISHED"):
+        resume_run = None  # a finished run is never reopened (nor one that is not in this store)
     if tracker is not None and tracker.mlflow.active_run() is not None:
-        resume_run = None  # nested under a parent (reproduce): a new child run
+        resume_run = None  # nested under a parent (reproduce): its unfinished child of this name, or a new one
     run_ctx = tracker.run(f"train-{mix}", tags, nested=True, run_id=resume_run) if tracker else nullcontext()
     with run_ctx:
         run_id = tracker.run_id if tracker else None
         if main:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
-            write_json(resume_file, {"resume_digest": resume_digest, "run_id": run_id})
+            write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
+                                     "finished": False})
         if tracker:
             params = {**flatten(cfg), "mix.mix": mix, "train.n_params": n_params, "train.trainable_params": trainable,
                       "train.kind": kind, "train.architecture": architecture,
@@ -248,11 +304,12 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
         TimeBudget, Tracking, ValidationAccuracy = callback_classes()
         budget = TimeBudget(tcfg.max_minutes)
+        clock = checkpoint_clock(tcfg.checkpoint_minutes)  # a kill loses minutes, not an epoch
         # training pads on the right (positions start at 0 for every row); generation pads on the left
         padding_side = tokenizer.padding_side
         tokenizer.padding_side = "right"
         trainer = trainer_for(model, tokenizer, training_args, features, val_features, causal=causal,
-                              callbacks=[budget, Tracking(tracker),
+                              callbacks=[budget, clock, Tracking(tracker),
                                          ValidationAccuracy(tokenizer, gen_rows, tracker, tcfg.max_source_len,
                                                             gen_tokens, tcfg.batch_size * 2)])
 
@@ -261,8 +318,15 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
             # the untrained model's loss: where the validation curve starts (step 0; Tracking logs it)
             initial_val_loss = trainer.evaluate()["eval_loss"]
             if main:
-                write_json(resume_file, {"resume_digest": resume_digest, "run_id": run_id,
-                                         "initial_val_loss": initial_val_loss})
+                write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
+                                         "initial_val_loss": initial_val_loss, "finished": False})
+        # the data order of an epoch comes from torch's global generator when the epoch starts; the
+        # evaluation above drew from it in a fresh run and not in a resumed one, so seed it here again:
+        # a resume inside an epoch then skips to the same batches (measured: without this, a resume
+        # from a mid-epoch checkpoint ended 2e-4 away in validation loss)
+        from transformers import set_seed
+
+        set_seed(tcfg.seed)
         t0 = time.monotonic()
         with quiet_transformers(), quiet_tied_keys(trainer.model):
             result = trainer.train(resume_from_checkpoint=last or None)
@@ -323,9 +387,34 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
             tracker.log_dict(card, "card.json")
             tracker.log_metrics({"train/examples_per_s": summary["examples_per_s"]}, step=state.global_step)
             summary.update(_log_model(tracker, out, run_id))
+        # the checkpoints now belong to a finished training: a rerun with a longer budget continues them
+        # in a new run, never in this one
+        write_json(resume_file, {**read_record(resume_file), "finished": True})
+        summary["outputs"] = fingerprints(student_files(out))  # what a rerun checks before it skips
         write_json(summary_path, summary)
     say(f"student written to {out / 'model'} ({stopped}, {state.global_step} steps, {wall_s:.0f} s)")
     return summary
+
+
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """The newest Trainer checkpoint that was written to the end, or None. The Trainer writes
+    ``trainer_state.json`` last, straight into the folder: a kill while saving leaves a newer folder
+    without it (or with it cut), which is removed here, so the resume starts from the one before."""
+    import json
+
+    if not ckpt_dir.is_dir():
+        return None
+    found = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for path in found:
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            say(f"{path} was not written to the end (killed while saving); removed, resuming from the one before")
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        return str(path)
+    return None
 
 
 def best_form(forms, val_accuracy: dict) -> str:

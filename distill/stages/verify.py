@@ -22,7 +22,11 @@ File mode (``verify_file``, ``distill verify FILE --thought FORM``): reads a JSO
 completions from anywhere, writes one verdict record per line to ``--output``.
 
 Resume: a form whose samples, form version and verifier settings are unchanged since its last
-verification is not verified again (``state/{form}.json`` holds the digest of its input).
+verification, and whose output files are still what that verification wrote, is not verified again
+(``state/{form}.json`` holds the digest of its input and the fingerprints of ``{form}.jsonl`` and
+``state/{form}.dropped.jsonl``, distill.files.fingerprints); a changed, cut or deleted output is
+verified again, saying why. The mix stage reads the same record to refuse a damaged ``{form}.jsonl``.
+One writer per run folder (distill.tracking.writing).
 """
 from __future__ import annotations
 
@@ -35,11 +39,13 @@ from pathlib import Path
 
 from distill import sandbox
 from distill.config import Config
-from distill.files import DataError, file_digest, read_json, read_jsonl, write_json, write_jsonl
+from distill.files import (DataError, file_digest, fingerprints, mismatch, read_jsonl, read_record, write_json,
+                           write_jsonl)
 from distill.shards import shard_files
 from distill.stages.generate import SAMPLES, latest_samples
 from distill.thoughts import FORM_NAMES, get_form
 from distill.thoughts.numbers import computed_in_text
+from distill.tracking import say, writing
 
 DATASET_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD"}
 TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl
@@ -106,8 +112,17 @@ def _examples(kept: dict[str, dict[str, dict]]) -> dict[str, str]:
                for f, r in rows.items()}}
 
 
+def outputs(out: Path, name: str) -> dict[str, Path]:
+    """The files the verification of one form writes, by the names its state records them under."""
+    return {f"{name}.jsonl": out / f"{name}.jsonl", f"state/{name}.dropped.jsonl": out / "state" / f"{name}.dropped.jsonl"}
+
+
 def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
-    run_dir = Path(run_dir)
+    with writing(run_dir, tracker, "verify"):
+        return _run(cfg, Path(run_dir), tracker)
+
+
+def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     samples_path = run_dir / SAMPLES
     if not shard_files(samples_path):  # samples.jsonl or the files of `generate --shard`
         raise DataError(f"{samples_path}: file not found. Run `distill generate --preset {cfg.preset}` first.")
@@ -136,11 +151,15 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
             digest_in = _input_digest(rows, version, cfg)
             state_path = out / "state" / f"{name}.json"
             dropped_path = out / "state" / f"{name}.dropped.jsonl"
-            state = read_json(state_path, "delete it to verify again", default={})
-            if state.get("input_digest") == digest_in and (out / f"{name}.jsonl").exists() and dropped_path.exists():
+            state = read_record(state_path)
+            files = outputs(out, name)
+            damaged = mismatch(state.get("outputs"), files) if state.get("input_digest") == digest_in else None
+            if state.get("input_digest") == digest_in and damaged is None:
                 dropped = read_jsonl(dropped_path)
                 stats = state["summary"]
             else:
+                if damaged:
+                    say(f"verify {name}: the samples are unchanged but {damaged} since it was verified; verifying again")
                 kept, dropped = verify_form(name, rows, cfg)
                 write_jsonl(out / f"{name}.jsonl", kept)
                 write_jsonl(dropped_path, dropped)
@@ -149,7 +168,7 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
                          "drop_rate": round(len(dropped) / max(1, len(rows)), 6),
                          "reasons": dict(sorted(reasons.items())), "digest": file_digest(out / f"{name}.jsonl"),
                          "version": version}
-                write_json(state_path, {"input_digest": digest_in, "summary": stats})
+                write_json(state_path, {"input_digest": digest_in, "summary": stats, "outputs": fingerprints(files)})
             all_dropped.extend(dropped)
             summary[name] = dict(stats)
             kept_rows = read_jsonl(out / f"{name}.jsonl")
