@@ -440,7 +440,7 @@ RANGES: dict[str, Range] = {
     "mix.val_fraction": SHARE, "mix.overlap_n": AT_LEAST_1, "mix.seed": AT_LEAST_0,
     "train.lr": POSITIVE, "train.epochs": AT_LEAST_1, "train.max_source_len": AT_LEAST_1,
     "train.max_target_len": AT_LEAST_1, "train.batch_size": Range(1, words=("auto",)),
-    "train.grad_accum": AT_LEAST_1, "train.weight_decay": AT_LEAST_0, "train.max_grad_norm": AT_LEAST_0,
+    "train.grad_accum": AT_LEAST_1, "train.effective_batch_size": AT_LEAST_1, "train.weight_decay": AT_LEAST_0, "train.max_grad_norm": AT_LEAST_0,
     "train.warmup_ratio": SHARE, "train.max_steps": Range(1, null=True),
     "train.max_minutes": Range(0, open_low=True, null=True), "train.checkpoint_minutes": Range(0, open_low=True, null=True),
     "train.seed": AT_LEAST_0, "train.log_every": AT_LEAST_1, "train.val_generate_limit": AT_LEAST_0,
