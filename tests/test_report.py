@@ -83,12 +83,15 @@ def test_report_writes_the_tables_and_plots_from_the_store(tmp_path, mlflow_uri)
     assert "| ETD (`etd`) | selected = cot — the form chosen on the validation split | 0.00 [0.0, 27.8] | 0.00 |" in text
     assert "| EoTD (`eot`) | eot | 10.00 [1.8, 40.4] | 20.00 |" in text
     assert "gsm8k (n=10)" in text and "n per test set: gsm8k 10, svamp 10" in text
-    assert "| constant answer 4 | — | 0.00 [0.0, 27.8] | 30.00 [10.8, 60.3] |" in text
+    assert "| always 4 (training prior) | — | 0.00 [0.0, 27.8] | 30.00 [10.8, 60.3] |" in text
     assert "the first 10 problems of each test set" in text
-    assert "best" not in text.lower().replace("best val/loss", "")
+    # nothing is the best of anything on a test set, except the oracle constant, labelled as one
+    assert "best" not in text.lower().replace("best val/loss", "").replace(
+        "best constant per test set, **oracle** (chosen on the test labels", "").replace(
+        "the **oracle** row is the best single answer of each test set", "")
     assert "| CodeT5-Small (60M), paper | 1.10 | – | – | 18.87 | 33.58 |" in text
     assert "arXiv 2401.11864" in text and "METHOD.md" not in text
-    assert ("| ours: `tiny` (1.4M params), preset `smoke` | 0.00 [0.0, 27.8] (constant answer) | – | – | "
+    assert ("| ours: `tiny` (1.4M params), preset `smoke` | 0.00 [0.0, 27.8] (always 4) | – | – | "
             "10.00 [1.8, 40.4] | 0.00 [0.0, 27.8] (cot) |") in text
     # paired tests: EoTD's eot (1/10) vs ETD's selected cot (0/10): 1 discordant -> p = 1;
     # ETD eot (9/10) vs cot (0/10): 9 discordant, all one way -> p = 2/2**9
@@ -104,7 +107,7 @@ def test_report_writes_the_tables_and_plots_from_the_store(tmp_path, mlflow_uri)
     assert "| eot | 40 | 30 | 25.00 | 4 | 6 |" in text  # samples, kept, drop rate, timeout, wrong_answer
     assert "| EoTD | eot | 2 parse_error | 0 |" in text
     assert f"| train-etd | train-etd | `{ids['train-etd']}` | 12.0 |" in text
-    assert "| ETD | 2 | 1.5000 | 2.0000 |" in text
+    assert "| ETD | 2 | not logged (1) | not logged | 1.5000 | 2.0000 | 0.001 | 2 | – |" in text
     for name in report.PLOTS:
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
