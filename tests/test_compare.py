@@ -35,7 +35,10 @@ def test_comparison_rows_carry_n_and_an_interval_for_every_student_form_and_test
     assert [(r["student"], r["form"], r["test_set"]) for r in rows][:3] == [
         ("CoTD", "cot", "gsm8k"), ("CoTD", "cot", "svamp"), ("ETD", "cot", "gsm8k")]
     assert all(r["n"] == 100 and r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["ci"] == "wilson" for r in rows)
-    assert "| CoTD | cot | gsm8k | 100 | 2.0 | 0.6-7.0 | wilson |" in compare.markdown(rows)
+    table = compare.markdown(rows)
+    assert "| CoTD | cot | gsm8k | 100 | 2.0 | 0.6-7.0 | Wilson, computed from accuracy and n | n/a | n/a | n/a |" in table
+    assert "| always 4 (training prior) | prior | gsm8k | 100 | 1.0 | 0.2-5.4 |" in table
+    assert "*interval*: where the 95% interval comes from" in table  # the column is explained
 
 
 def test_the_headline_never_picks_a_form_by_its_test_score():
@@ -52,7 +55,8 @@ def test_the_headline_has_n_in_the_header_intervals_in_the_cells_and_the_baselin
     assert "gsm8k (n=100)" in lines[0] and "svamp (n=100)" in lines[0]
     etd = next(line for line in lines if line.startswith("ETD"))
     assert "4.0% [1.6, 9.8]" in etd
-    assert lines[-2].startswith("constant 4")
+    assert lines[-3].startswith("always 4") and "training prior" in lines[-3]
+    assert lines[-1].startswith("DEGENERATE: the student gives one answer")
     cot = next(line for line in lines if line.startswith("CoTD"))
     assert "2.0% [" in cot and "n/a" not in cot  # a one-form student's row is its only form
 

@@ -144,3 +144,112 @@ def test_report_command_writes_to_the_output_dir_it_is_given(tmp_path, mlflow_ur
     assert result.exit_code == 0, result.output
     assert (tmp_path / "r" / "results.md").exists()
     assert "results.md" in result.output
+
+
+def _answered(answers, golds, form):
+    """Verdicts as a form's verifier gives them: correct within 1e-3, wrong, or no answer."""
+    from distill.answers import answers_match
+    from distill.thoughts import Verdict
+
+    return [Verdict("no_answer", None, "", form, 1) if a is None else
+            Verdict("correct" if answers_match(a, g) else "wrong_answer", a, "", form, 1)
+            for a, g in zip(answers, golds)]
+
+
+def _two_student_store(uri: str) -> dict:
+    """A store as reproduce leaves it, with per-problem answers logged as the evaluate stage logs them:
+    EoTD answers many different numbers (3 of 20 right); ETD answers 2 to 19 of 20 problems in every
+    form (degenerate) and was chosen on a three-way validation tie at 0; it stopped at its time budget."""
+    from distill.scoring import answers_of, correctness, metrics_of, profile_metrics, answer_profile, score_test_set
+
+    tracker = Tracker(uri, "distill")
+    golds = [2, 2, 2, 5, 7, 8, 10, 12, 3, 4, 4, 4, 6, 9, 11, 13, 14, 15, 16, 17]  # 4 is the most common (3 of 20)
+    eot = [2, 2, 2] + [1000 + i for i in range(17)]
+    etd = [2.0] * 19 + [None]
+    ids = {}
+
+    def evaluate(mix, forms, selected):
+        verdicts = {form: _answered(answers, golds, form) for form, answers in forms.items()}
+        scores = score_test_set(verdicts, golds, selected=selected)
+        answers = answers_of(verdicts, golds, selected)
+        metrics = {**metrics_of("gsm8k", scores),
+                   **profile_metrics("gsm8k", {n: answer_profile(a, golds) for n, a in answers.items()})}
+        with tracker.run(f"evaluate-{mix}", {"distill.stage": "evaluate", "distill.preset": "smoke", "distill.mix": mix,
+                                             "distill.selected_form": selected}, nested=True) as run:
+            tracker.log_metrics(metrics)
+            tracker.log_params({"evaluate.limit": "20"})
+            tracker.log_dict({"problem_ids": [f"gsm8k-{i}" for i in range(20)], "gold": golds, "answers": answers,
+                              "correct": correctness(verdicts, golds, selected)}, "eval/gsm8k/correct.json")
+            ids[f"evaluate-{mix}"] = run.info.run_id
+
+    with tracker.run("reproduce-smoke", {"distill.stage": "reproduce", "distill.preset": "smoke"}) as parent:
+        for mix, val, stopped in (("eot", {"val/eot/accuracy": 0.25}, "epochs"),
+                                  ("etd", {f"val/{f}/accuracy": 0.0 for f in ("cot", "pot", "eot")}, "max_minutes")):
+            with tracker.run(f"train-{mix}", {"distill.stage": "train", "distill.preset": "smoke", "distill.mix": mix,
+                                              "distill.stopped": stopped}, nested=True) as run:
+                tracker.log_metrics({**val, "train/steps_run": 30, "train/epochs_run": 0.3 if mix == "etd" else 2.0})
+                for step, loss in ((10, 3.0), (20, 2.5), (30, 2.2)):
+                    tracker.log_metrics({"train/loss": loss}, step=step)
+                for step, loss in ((0, 4.0), (30, 2.4)):
+                    tracker.log_metrics({"val/loss": loss}, step=step)
+                tracker.log_params({"train.epochs": "10", "train.max_steps": "1200", "train.max_minutes": "1",
+                                    "train.steps_per_epoch": "100", "train.lr": "0.001"})
+                ids[f"train-{mix}"] = run.info.run_id
+        evaluate("eot", {"eot": eot}, "eot")
+        evaluate("etd", {"cot": etd, "pot": etd, "eot": [None] * 20}, "eot")
+        tracker.set_tags({f"distill.step.{name}.run_id": rid for name, rid in ids.items()})
+        tracker.log_metrics({"baseline/gsm8k/accuracy": 0.0, "baseline/gsm8k/n": 20})
+        tracker.log_params({"baseline.answer": "1", "baseline.train_n": 40})
+        ids["parent"] = parent.info.run_id
+    return ids
+
+
+def test_the_report_names_a_degenerate_student_its_constant_the_oracle_and_the_validation_tie(tmp_path, mlflow_uri):
+    _two_student_store(mlflow_uri)
+    summary = report.run(load_config("smoke"), output_dir=tmp_path)
+    text = (tmp_path / "results.md").read_text()
+    head = text.split("## Accuracy")[0]
+    # the first lines: which student is degenerate, whose constant it is, and what its accuracy is
+    assert "**1 of 2 students is degenerate**" in head
+    assert ("**ETD** (eot) is **degenerate**: it gives no answer to 100.0% of gsm8k. Its accuracy is that "
+            "constant's: gsm8k 0.00%") in head
+    assert "**EoTD** (eot) is not degenerate: 18 distinct answers on gsm8k (the most common, 2, 15.0%)" in head
+    # per student, form and test set: distinct answers, the most common one's share, its own constant
+    assert "| ETD | cot | 2 distinct; 2 95.0%; own constant 15.00% **degenerate** |" in text
+    assert "| EoTD | eot | 18 distinct; 2 15.0%; own constant 15.00% |" in text
+    # the accuracy table: the degenerate cell says so; the training prior and the oracle beside it
+    assert "| ETD (`etd`) | cot | 15.00 [5.2, 36.0] (degenerate: 2) |" in text
+    assert "| EoTD (`eot`) | eot | 15.00 [5.2, 36.0] |" in text
+    assert "| always 1 (training prior) | — | 0.00 [0.0, 16.1] |" in text
+    assert ("| best constant per test set, **oracle** (chosen on the test labels: a bound for any constant "
+            "predictor, not a model) | — | 15.00 [5.2, 36.0] (always 2) |") in text
+    assert "| best constant per test set, **oracle**" in text.split("## Beside the paper")[1]
+    # paired tests: a degenerate side is marked, never "sig"; each student against its own constant
+    significance = text.split("## Which differences are significant")[1].split("\n## ")[0]
+    assert "| ETD forms | cot | eot | +15.0 (3/0) p 0.25 *degenerate: both* |" in significance
+    assert "| ETD forms | pot | eot |" in significance and "**sig**" not in significance.split("|---|")[1]
+    assert "| student vs its own constant | EoTD (eot) | always 2 | +0.0 (0/0) p 1 |" in significance
+    assert "| student vs its own constant | ETD (eot) | always no answer | +0.0 (0/0) p 1 (the student is degenerate) |" \
+        in significance
+    # the tie on the validation split is called a tie, with its rule
+    assert ("selected eot by the tie rule: a three-way **tie** at 0.00% between eot, pot, cot, broken by the fixed "
+            "order EoT, then PoT, then CoT") in text
+    # what ran: steps, epochs of the configured ones, and what stopped it
+    assert "| ETD | 30 | 0.30 (10) | max_minutes | 2.2000 | 2.4000 | 0.001 | 1200 | 1 |" in text
+    assert summary["students"] == ["eot", "etd"]
+
+
+def test_distill_compare_names_the_degenerate_student_first_and_shows_both_constants(tmp_path, mlflow_uri):
+    _two_student_store(mlflow_uri)
+    result = CliRunner().invoke(main, ["compare", "--preset", "smoke"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == ("DEGENERATE (one answer to more than 90% of every test set): ETD; its accuracy is its "
+                        "constant's, not what was learned")
+    assert "Downloading artifacts" not in result.output  # no progress bar per downloaded file
+    etd = next(line for line in lines if line.startswith("ETD"))
+    assert "0.0% [0.0, 16.1] DEGENERATE: always no answer" in etd
+    eot = next(line for line in lines if line.startswith("EoTD"))
+    assert "DEGENERATE" not in eot
+    assert any(line.startswith("always 1") and "training prior" in line for line in lines)
+    assert any(line.startswith("oracle (bound)") and "15.0% [5.2, 36.0] always 2" in line for line in lines)

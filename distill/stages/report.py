@@ -77,6 +77,10 @@ def _marked(cell: dict | None, profile: dict | None) -> str:
     return text
 
 
+def _gives(answer: float | None) -> str:
+    return "gives no answer" if answer is None else f"answers {format_answer(answer)}"
+
+
 def _oracle_label(oracle: dict) -> str:
     return ("best constant per test set, **oracle** (chosen on the test labels: a bound for any constant "
             "predictor, not a model)")
@@ -101,6 +105,7 @@ def _what_was_learned(results: Results, sets: list[str]) -> list[str]:
     if not prof:
         return []
     mixes = in_order(results.evaluations(), MIXES)
+    oracle = oracle_cells(results)
     lines, degenerate_students = [], []
     for mix in mixes:
         name = headline_name(results, mix)
@@ -115,21 +120,27 @@ def _what_was_learned(results: Results, sets: list[str]) -> list[str]:
         bad = {ts: p for ts, p in cells.items() if p["degenerate"]}
         if len(bad) == len(cells):
             degenerate_students.append(mix)
-            answers = sorted({format_answer(p["top_answer"]) for p in bad.values()})
-            lines.append(f"- {who} is **degenerate**: it answers {' or '.join(answers)} to "
-                         + ", ".join(f"{100 * p['top_share']:.1f}% of {ts}" for ts, p in bad.items())
-                         + "; its accuracy is that constant's (" + ", ".join(
-                             f"{ts} {_pct(p['own_constant_accuracy'])}% by always answering "
-                             f"{format_answer(p['top_answer'])}" for ts, p in bad.items()) + ").")
+            lines.append(f"- {who} is **degenerate**: it " + "; ".join(
+                f"{_gives(p['top_answer'])} to {100 * p['top_share']:.1f}% of {ts}" for ts, p in bad.items())
+                + ". Its accuracy is that constant's: " + ", ".join(
+                    f"{ts} {_pct(p['own_constant_accuracy'])}%" for ts, p in bad.items())
+                + " by always giving its most common answer.")
         elif bad:
             lines.append(f"- {who} is degenerate on " + ", ".join(
-                f"{ts} (answers {format_answer(p['top_answer'])} to {100 * p['top_share']:.1f}%)" for ts, p in bad.items())
+                f"{ts} ({_gives(p['top_answer'])} to {100 * p['top_share']:.1f}%)" for ts, p in bad.items())
                 + "; elsewhere it gives " + ", ".join(f"{p['distinct']} distinct answers on {ts}"
                                                      for ts, p in cells.items() if ts not in bad) + ".")
         else:
             lines.append(f"- {who} is not degenerate: " + ", ".join(
                 f"{p['distinct']} distinct answers on {ts} (the most common, {format_answer(p['top_answer'])}, "
                 f"{100 * p['top_share']:.1f}%)" for ts, p in cells.items()) + ".")
+        if len(bad) < len(cells):
+            acc = intervals(results).get((mix, name), {})
+            below = [ts for ts in cells if ts in oracle and ts in acc and acc[ts]["accuracy"] <= oracle[ts]["accuracy"]]
+            if below:
+                lines[-1] += (" At or below the best constant (oracle) on " + ", ".join(
+                    f"{ts} ({_pct(acc[ts]['accuracy'])}% vs {_pct(oracle[ts]['accuracy'])}%)" for ts in below)
+                    + ": no sign there of more than a constant could score.")
     if not lines:
         return []
     share = f"{100 * DEGENERATE_SHARE:.0f}%"
@@ -139,8 +150,10 @@ def _what_was_learned(results: Results, sets: list[str]) -> list[str]:
                  "answer, not what a student learned about the problems, and no difference between students "
                  "is a finding about distillation.")
     elif degenerate_students:
-        first = (f"**{len(degenerate_students)} of {len(lines)} students are degenerate** (one answer to more "
-                 f"than {share} of every test set): their accuracy is their constant's.")
+        verb = "is" if len(degenerate_students) == 1 else "are"
+        first = (f"**{len(degenerate_students)} of {len(lines)} students {verb} degenerate** (one answer to more "
+                 f"than {share} of every test set): " + ("its accuracy is its constant's." if verb == "is"
+                                                        else "their accuracy is their constants'."))
     else:
         first = f"No student is degenerate (none gives one answer to more than {share} of a test set)."
     return ["## What the students learned", "", first, "", *lines, "",
