@@ -57,11 +57,11 @@ DEFAULTS = {
 class StudentModel(mlflow.pyfunc.PythonModel):
     """The pyfunc model: a student (seq2seq or causal), its tokenizer and its forms' extractors.
 
-    ``predict``'s input carries the hint ``pd.DataFrame`` (what MLflow passes once the logged
-    signature has been enforced; parse_requests also takes records): MLflow wraps the ``predict`` of
-    a PythonModel subclass and warns at import when it has no type hint, and a DataFrame hint is the
-    one from which it infers no schema and validates nothing, so the logged signature
-    (distill.serving.logged_model.signature) stays the only contract.
+    ``predict``'s input carries the hint ``pd.DataFrame`` (parse_requests also takes the records and
+    columns the scoring server passes): MLflow wraps the ``predict`` of a PythonModel subclass and
+    warns at import when it has no type hint, and a DataFrame hint is the one from which it infers no
+    schema and validates nothing. The logged signature has no input schema either
+    (distill.serving.logged_model.signature says why), so parse_requests is the request's one contract.
     """
 
     def load_context(self, context) -> None:
