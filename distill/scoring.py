@@ -69,7 +69,11 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    # at 0 (or n) correct the bound is exactly 0 (or 1); rounding would leave 4.3e-19, which the MLflow
+    # UI shows as such
+    low = 0.0 if correct == 0 else max(0.0, center - half)
+    high = 1.0 if correct == n else min(1.0, center + half)
+    return low, high
 
 
 def mcnemar(a: Sequence[int | bool], b: Sequence[int | bool]) -> dict:
@@ -207,7 +211,8 @@ def score_test_set(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[fl
 
 def metrics_of(test_set: str, scores: Mapping) -> dict[str, float]:
     """The MLflow metric names of one test set's scores (contract: ``<test_set>/n``,
-    ``<test_set>/<form|vote|fallback|selected>/{accuracy,ci_low,ci_high}``,
+    ``<test_set>/<form|vote|fallback|selected>/{accuracy,ci_low,ci_high}`` (fractions) and the same
+    ``..._pct`` (percent, 2 decimals, for the MLflow UI),
     ``<test_set>/<form>/failures/<status>``)."""
     out: dict[str, float] = {f"{test_set}/n": scores["n"]}
     named = dict(scores["forms"])
@@ -217,6 +222,10 @@ def metrics_of(test_set: str, scores: Mapping) -> dict[str, float]:
     for name, s in named.items():
         for key in ("accuracy", "ci_low", "ci_high"):
             out[f"{test_set}/{name}/{key}"] = s[key]
+        # the same three in percent, rounded as the report prints them: what the MLflow UI shows beside
+        # the report without a reader converting fractions
+        for key in ("accuracy", "ci_low", "ci_high"):
+            out[f"{test_set}/{name}/{key}_pct"] = round(100 * s[key], 2)
         for reason, count in s.get("failures", {}).items():
             out[f"{test_set}/{name}/failures/{reason}"] = count
     return out
