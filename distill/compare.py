@@ -115,7 +115,7 @@ def headline(results: Results) -> list[str]:
             p = prof.get((mix, _answers_name(results, mix, form, ts), ts))
             text = _cell(cells.get((mix, form, ts)))
             if p and p["degenerate"]:
-                text += f" DEGENERATE: always {format_answer(p['top_answer'])}"
+                text += f" DEGENERATE: {format_answer(p['top_answer'])}"
                 marks.append(ts)
             row.append(text)
         table.append(row)
@@ -133,9 +133,10 @@ def headline(results: Results) -> list[str]:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("accuracy on the test sets, [95% confidence interval]; the form is chosen without a test set")
-    lines.append(f"DEGENERATE: the student gives one answer to more than {100 * DEGENERATE_SHARE:.0f}% of the set; "
-                 "its accuracy is that constant's. oracle: the best single answer of each test set, chosen on its "
-                 "labels, a bound for any constant predictor (not a model)")
+    lines.append(f"DEGENERATE: A: the student gives answer A to more than {100 * DEGENERATE_SHARE:.0f}% of the set; "
+                 "its accuracy is that constant's")
+    lines.append("oracle: the best single answer of each test set, chosen on its labels: a bound for any constant "
+                 "predictor, not a model")
     students = len(table) - 1 - bool(base) - bool(oracle)
     if degenerate:
         rule = f"one answer to more than {100 * DEGENERATE_SHARE:.0f}% of every test set"

@@ -55,8 +55,8 @@ def test_the_headline_has_n_in_the_header_intervals_in_the_cells_and_the_baselin
     assert "gsm8k (n=100)" in lines[0] and "svamp (n=100)" in lines[0]
     etd = next(line for line in lines if line.startswith("ETD"))
     assert "4.0% [1.6, 9.8]" in etd
-    assert lines[-3].startswith("always 4") and "training prior" in lines[-3]
-    assert lines[-1].startswith("DEGENERATE: the student gives one answer")
+    assert lines[-4].startswith("always 4") and "training prior" in lines[-4]
+    assert lines[-2].startswith("DEGENERATE: A: the student gives answer A") and lines[-1].startswith("oracle: ")
     cot = next(line for line in lines if line.startswith("CoTD"))
     assert "2.0% [" in cot and "n/a" not in cot  # a one-form student's row is its only form
 

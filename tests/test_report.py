@@ -248,7 +248,7 @@ def test_distill_compare_names_the_degenerate_student_first_and_shows_both_const
                         "constant's, not what was learned")
     assert "Downloading artifacts" not in result.output  # no progress bar per downloaded file
     etd = next(line for line in lines if line.startswith("ETD"))
-    assert "0.0% [0.0, 16.1] DEGENERATE: always no answer" in etd
+    assert "0.0% [0.0, 16.1] DEGENERATE: no answer" in etd
     eot = next(line for line in lines if line.startswith("EoTD"))
     assert "DEGENERATE" not in eot
     assert any(line.startswith("always 1") and "training prior" in line for line in lines)
