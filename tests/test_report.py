@@ -253,3 +253,24 @@ def test_distill_compare_names_the_degenerate_student_first_and_shows_both_const
     assert "DEGENERATE" not in eot
     assert any(line.startswith("always 1") and "training prior" in line for line in lines)
     assert any(line.startswith("oracle (bound)") and "15.0% [5.2, 36.0] always 2" in line for line in lines)
+
+
+def test_when_every_student_is_degenerate_the_report_says_so_first():
+    from distill.results import Results, RunView
+
+    golds = [2, 3, 4, 5, 6, 7, 8, 9, 10, 2]
+    steps, correct = {}, {}
+    for mix, answer in (("cot", 2.0), ("pot", 32.0)):
+        steps[f"evaluate-{mix}"] = RunView(f"r-{mix}", f"evaluate-{mix}", {"distill.selected_form": mix},
+                                           {"evaluate.limit": "10"},
+                                           {"gsm8k/n": 10, f"gsm8k/{mix}/accuracy": 0.2 if answer == 2 else 0.0})
+        correct[mix] = {"gsm8k": {"problem_ids": list(range(10)), "gold": golds, "answers": {mix: [answer] * 10},
+                                  "correct": {mix: [int(g == answer) for g in golds]}}}
+    results = Results("smoke", "distill", None, steps, "distill-student", [], {}, correct)
+    text = report.render(results)
+    learned = text.split("## What the students learned\n\n")[1]
+    assert learned.startswith("**Every student is degenerate**: each gives one answer to more than 90% of the "
+                              "problems of every test set")
+    assert "- **PoTD** (pot) is **degenerate**: it answers 32 to 100.0% of gsm8k" in learned
+    # the section comes before any accuracy table
+    assert text.index("## What the students learned") < text.index("## Accuracy")
