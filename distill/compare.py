@@ -128,7 +128,8 @@ def headline(results: Results) -> list[str]:
     oracle = oracle_cells(results)
     if oracle:
         table.append(["oracle (bound)", "best constant on test labels"]
-                     + [_cell(oracle[ts]) + f" always {oracle[ts]['answer']}" if ts in oracle else "n/a" for ts in sets])
+                     + [_cell(oracle[ts]) + f" always {oracle[ts]['answer']}" if ts in oracle else "n/a"
+                        for ts in sets])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -163,7 +164,8 @@ def markdown(rows: list[dict]) -> str:
             f"{r['top_answer']} ({100 * r['top_answer_share']:.1f})" + (" **degenerate**" if r["degenerate"] else ""),
             f"{100 * r['own_constant_accuracy']:.1f}"])
         out.append(f"| {r['student']} | {r['form']} | {r['test_set']} | {r['n'] if r['n'] is not None else 'n/a'} | "
-                   f"{100 * r['accuracy']:.1f} | {ci} | {CI_SOURCES.get(r['ci'], 'n/a')} | " + " | ".join(profile) + " |")
+                   f"{100 * r['accuracy']:.1f} | {ci} | {CI_SOURCES.get(r['ci'], 'n/a')} | "
+                   + " | ".join(profile) + " |")
     out += ["", "*interval*: where the 95% interval comes from (the evaluate run logs a Wilson score interval; "
             "when it logged none, one is computed here from the accuracy and n). *distinct answers*: how many "
             "different answers the student gave (a missing answer counts as one); *most common answer*: that "

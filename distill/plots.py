@@ -194,7 +194,8 @@ def accuracy_figure(results: Results):
                               label="oracle: best constant per test set (chosen on test labels; a bound, not a model)"))
     if degenerate_seen:
         handles.append(Patch(facecolor="white", edgecolor="black", hatch="////",
-                             label=f"degenerate: one answer to >{100 * DEGENERATE_SHARE:.0f}% (accuracy = its constant's)"))
+                             label=f"degenerate: one answer to >{100 * DEGENERATE_SHARE:.0f}% "
+                                   "(accuracy = its constant's)"))
     if cis:
         handles.append(Line2D([], [], color="black", marker="|", linestyle="none", markersize=10,
                               label="95% CI" + (" (Wilson)" if cis == {"wilson"} else "")))

@@ -175,7 +175,8 @@ class StudentModel(mlflow.pyfunc.PythonModel):
             if votes > 1:
                 reason = f"{votes} of {n} forms agree ({', '.join(agree)})"
             elif len(answered) == 1:
-                reason = f"only {agree[0]} gave an answer (1 of {n} forms): no agreement, this is {agree[0]}'s answer alone"
+                reason = (f"only {agree[0]} gave an answer (1 of {n} forms): no agreement, "
+                          f"this is {agree[0]}'s answer alone")
             else:
                 given = ", ".join(f"{f} {by_form[f][1].answer:g}" for f in answered)
                 reason = (f"no two forms agree ({given}): {agree[0]}'s answer by the tie rule "

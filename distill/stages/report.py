@@ -317,7 +317,8 @@ def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
         out.append(f"| {student}, paper | " + " | ".join(
             "–" if k not in nums else f"{nums[k]:.2f}" for k in ("none", "cot", "pot", "eot", "etd")) + " |")
     prof = profiles(results)
-    ours = [_marked(cells.get((mix, mix), {}).get("gsm8k"), prof.get((mix, mix, "gsm8k"))) for mix in ("cot", "pot", "eot")]
+    ours = [_marked(cells.get((mix, mix), {}).get("gsm8k"), prof.get((mix, mix, "gsm8k")))
+            for mix in ("cot", "pot", "eot")]
     etd = cells.get(("etd", "selected"), {}).get("gsm8k")
     etd_cell = _marked(etd, prof.get(("etd", "selected", "gsm8k"))) + (
         f" ({chosen['etd']})" if etd is not None and chosen.get("etd") else "")
