@@ -211,8 +211,8 @@ def test_the_report_names_a_degenerate_student_its_constant_the_oracle_and_the_v
     head = text.split("## Accuracy")[0]
     # the first lines: which student is degenerate, whose constant it is, and what its accuracy is
     assert "**1 of 2 students is degenerate**" in head
-    assert ("**ETD** (eot) is **degenerate**: it gives no answer to 100.0% of gsm8k. Its accuracy is that "
-            "constant's: gsm8k 0.00%") in head
+    assert ("**ETD** (eot) is **degenerate**: it gives no answer to 100.0% of the problems of gsm8k. Its accuracy "
+            "is that constant's: gsm8k 0.00%") in head
     assert "**EoTD** (eot) is not degenerate: 18 distinct answers on gsm8k (the most common, 2, 15.0%)" in head
     # per student, form and test set: distinct answers, the most common one's share, its own constant
     assert "| ETD | cot | 2 distinct; 2 95.0%; own constant 15.00% **degenerate** |" in text
@@ -271,6 +271,6 @@ def test_when_every_student_is_degenerate_the_report_says_so_first():
     learned = text.split("## What the students learned\n\n")[1]
     assert learned.startswith("**Every student is degenerate**: each gives one answer to more than 90% of the "
                               "problems of every test set")
-    assert "- **PoTD** (pot) is **degenerate**: it answers 32 to 100.0% of gsm8k" in learned
+    assert "- **PoTD** (pot) is **degenerate**: it answers 32 to 100.0% of the problems of gsm8k." in learned
     # the section comes before any accuracy table
     assert text.index("## What the students learned") < text.index("## Accuracy")

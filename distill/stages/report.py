@@ -77,6 +77,11 @@ def _marked(cell: dict | None, profile: dict | None) -> str:
     return text
 
 
+def _share_range(shares: list[float]) -> str:
+    low, high = 100 * min(shares), 100 * max(shares)
+    return f"{low:.1f}%" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}%"
+
+
 def _gives(answer: float | None) -> str:
     return "gives no answer" if answer is None else f"answers {format_answer(answer)}"
 
@@ -120,8 +125,12 @@ def _what_was_learned(results: Results, sets: list[str]) -> list[str]:
         bad = {ts: p for ts, p in cells.items() if p["degenerate"]}
         if len(bad) == len(cells):
             degenerate_students.append(mix)
+            groups: dict = {}
+            for ts, p in bad.items():
+                groups.setdefault(p["top_answer"], []).append((ts, p["top_share"]))
             lines.append(f"- {who} is **degenerate**: it " + "; ".join(
-                f"{_gives(p['top_answer'])} to {100 * p['top_share']:.1f}% of {ts}" for ts, p in bad.items())
+                f"{_gives(answer)} to {_share_range([sh for _, sh in items])} of the problems of "
+                + ", ".join(ts for ts, _ in items) for answer, items in groups.items())
                 + ". Its accuracy is that constant's: " + ", ".join(
                     f"{ts} {_pct(p['own_constant_accuracy'])}%" for ts, p in bad.items())
                 + " by always giving its most common answer.")
