@@ -304,12 +304,18 @@ def format_answer(answer: float | None) -> str:
 def degenerate_tag(profiles: Mapping[str, Mapping[str, Mapping]]) -> str:
     """``profiles`` (test_set -> name -> answer_profile) as one line: "no" when no set of answers is
     degenerate, else per name its constant and the test sets where it covers > DEGENERATE_SHARE."""
-    found: dict[str, list[str]] = {}
+    found: dict[str, dict] = {}  # name -> answer -> [(test_set, share)]
     for test_set, by_name in profiles.items():
         for name, p in by_name.items():
             if p["degenerate"]:
-                found.setdefault(name, []).append(
-                    f"{format_answer(p['top_answer'])} on {test_set} ({100 * p['top_share']:.0f}%)")
+                found.setdefault(name, {}).setdefault(p["top_answer"], []).append((test_set, p["top_share"]))
     if not found:
         return "no"
-    return "; ".join(f"{name}: " + ", ".join(items) for name, items in found.items())
+
+    def shares(items) -> str:
+        low, high = (f"{100 * f(s for _, s in items):.0f}" for f in (min, max))
+        return f"{low}%" if low == high else f"{low}-{high}%"
+
+    return "; ".join(f"{name}: " + ", ".join(
+        f"{format_answer(answer)} on {', '.join(ts for ts, _ in items)} ({shares(items)})" for answer, items in by.items())
+        for name, by in found.items())

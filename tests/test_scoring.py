@@ -210,6 +210,7 @@ def test_the_degenerate_tag_names_the_answers_and_the_test_sets():
 
     golds = [1, 2, 3, 4]
     profiles = {"gsm8k": {"cot": answer_profile([2.0] * 4, golds), "pot": answer_profile([1.0, 2.0, 3.0, 4.0], golds)},
-                "svamp": {"cot": answer_profile([None] * 4, golds)}}
-    assert degenerate_tag(profiles) == "cot: 2 on gsm8k (100%), no answer on svamp (100%)"
+                "svamp": {"cot": answer_profile([None] * 4, golds)},
+                "asdiv": {"cot": answer_profile([2.0] * 4, golds)}}
+    assert degenerate_tag(profiles) == "cot: 2 on gsm8k, asdiv (100%), no answer on svamp (100%)"
     assert degenerate_tag({"gsm8k": {"pot": profiles["gsm8k"]["pot"]}}) == "no"

@@ -33,7 +33,7 @@ with the forms side by side, and ``eval/<test_set>/correct.json`` {"problem_ids"
 the metrics), which the report's paired tests and answer profiles read; per name the answer profile
 (distill.scoring.answer_profile) ``<test_set>/<name>/{distinct_answers,top_answer_share,own_constant_accuracy}``
 and the tag ``distill.degenerate`` ("no", or which names give one answer to more than 90% of which test
-sets, e.g. "selected: 2 on gsm8k (99%), svamp (100%)").
+sets, e.g. "selected: 2 on gsm8k, svamp (99-100%)").
 """
 from __future__ import annotations
 
