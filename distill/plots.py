@@ -15,7 +15,9 @@ says how far training got and what stopped it.
 Data contract: reads ``Results.steps`` (evaluate runs' metrics ``<test_set>/<form>/accuracy``,
 ``<test_set>/<form>/ci_low``, ``<test_set>/<form>/ci_high``, ``<test_set>/n``; the verify run's
 ``verify/<form>/...``; train runs' histories ``train/loss``, ``val/loss`` and params
-``train.steps_per_epoch``, ``train.epochs``, ``train.train_examples``) and ``Results.baseline``.
+``train.steps_per_epoch``, ``train.epochs``, ``train.train_examples``, metric ``train/epochs_run`` and
+tag ``distill.stopped``), ``Results.baseline``, and ``Results.correct`` (answers and golds: degenerate
+bars and the oracle constant).
 Writes one PNG per function (deterministic: no timestamp in the file's metadata).
 """
 from __future__ import annotations

@@ -8,10 +8,12 @@ the one given by ``parent_run_id``) and the step runs its ``distill.step.<step>.
 without a parent, the newest run of each stage (and mix) with tag distill.preset=<preset>. From them:
 evaluate metrics ``<test_set>/n``, ``<test_set>/<name>/{accuracy,ci_low,ci_high}`` and
 ``.../failures/<reason>``, the tag ``distill.selected_form`` and the per-problem artifacts
-``eval/<test_set>/correct.json`` (for the paired tests), verify metrics
+``eval/<test_set>/correct.json`` (correct, answers and gold: the paired tests, the answer profiles and
+the oracle constant), verify metrics
 ``verify/<form>/{drop_rate,kept,dropped/<reason>,repaired}`` and param ``verify.strict``, mix metrics
 ``mix/overlap/<test_set>`` and ``mix/removed_overlap`` and params ``mix.val_fraction``,
-``mix.decontaminate``, train metric histories ``train/loss`` and ``val/loss``, the parent's
+``mix.decontaminate``, train metric histories ``train/loss`` and ``val/loss``, train metrics
+``train/steps_run``, ``train/epochs_run``, ``val/<form>/accuracy`` and tag ``distill.stopped``, the parent's
 ``baseline/<test_set>/{accuracy,n}`` and ``wall_seconds/<step>``, and the registry's versions of the
 student model and its champion alias. Without a baseline on a parent run, the constant-answer
 baseline is computed from the data files (``constant_baseline``, which ``distill reproduce`` also

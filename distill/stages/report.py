@@ -5,9 +5,17 @@ Reads: a ``distill.results.Results`` (``distill.results.collect``: the parent ru
 and its step runs, or the newest run of each stage of the preset; see that module for every metric,
 param, tag and artifact it reads). An empty store gives a results.md that says so.
 
+What a student learned comes first: which students are degenerate (one answer to more than 90% of
+a test set; distill.scoring.DEGENERATE_SHARE) and whose constant they are, and, per student, form and
+test set, the distinct answers, the share of the most common one and its own constant's accuracy.
+Every accuracy table shows two constants: the training prior (always the most common training
+answer) and the oracle (the best single answer of each test set, chosen on its labels: a bound for
+any constant predictor, never a model).
+
 Significance: a difference between two paired sets of answers (distill.results.paired_tests, the
 exact McNemar test) is called significant at p < 0.05, with no correction for the number of
-comparisons (the table shows every p-value, so a reader can apply one).
+comparisons (the table shows every p-value, so a reader can apply one); a cell with a degenerate side
+is marked as such, never significant, and each student is also tested against its own constant.
 
 Writes (``output_dir``, default reports/): ``results.md`` and the plots ``accuracy.png``,
 ``drop_rates.png``, ``training_curves.png`` (drawn by distill/plots.py). Every table is sorted and no
