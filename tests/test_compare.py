@@ -80,3 +80,16 @@ def test_distill_compare_on_an_empty_store_says_what_to_run_first(mlflow_uri):
     result = CliRunner().invoke(main, ["compare", "--preset", "smoke"])
     assert result.exit_code == 2
     assert "run `make reproduce`" in result.output and "Traceback" not in result.output
+
+
+def test_when_every_student_is_degenerate_the_headline_says_so_first():
+    results = _results(selected=True)
+    golds = [1, 2, 3, 4, 4]
+    for mix, forms in (("cot", ["cot"]), ("etd", ["cot", "pot", "eot", "vote", "selected"])):
+        answers = {f: [7.0] * 5 for f in forms}
+        results.correct[mix] = {ts: {"problem_ids": list(range(5)), "gold": golds, "answers": answers,
+                                     "correct": {f: [0] * 5 for f in forms}} for ts in SETS}
+    lines = compare.headline(results)
+    assert lines[0].startswith("EVERY STUDENT IS DEGENERATE (one answer to more than 90% of every test set): CoTD, ETD")
+    assert "DEGENERATE: 7" in next(line for line in lines if line.startswith("ETD"))
+    assert any(line.startswith("oracle (bound)") and "always 4" in line for line in lines)
