@@ -27,6 +27,27 @@ def _existing_dir(ctx, param, value):
     return value
 
 
+def _valid_mix(ctx, param, value):
+    """--mix names a student before anything heavy is imported: a typo fails at once, listing the valid names."""
+    if value:
+        from distill.thoughts import parse_mix  # light: no model, no sandbox
+
+        try:
+            parse_mix(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def _preset_value(key: str, preset: str = "tiny") -> str:
+    """A value of the default preset, for --help: what the flag's default really is when it is not given."""
+    try:
+        section, name = key.split(".")
+        return f"{getattr(getattr(config_mod.load_config(preset), section), name):g}"
+    except Exception:  # noqa: BLE001 - --help must work even with a broken preset file
+        return "?"
+
+
 def common_options(fn):
     """--preset, --set key=value (repeatable) and --data-dir, shared by every stage command."""
 
@@ -84,7 +105,11 @@ class _Group(click.Group):
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="distill")
 def main():
-    """Distill math reasoning (CoT, PoT, EoT) from a teacher LLM into a small seq2seq student.
+    """Distill math reasoning (CoT, PoT, EoT) from a teacher into a small student.
+
+    The teacher is an LLM behind an OpenAI-compatible API, a replay of its recorded answers, or the
+    offline gold teacher (derived from GSM8K's annotations); the student is a seq2seq (T5, CodeT5) or
+    causal (decoder-only) model under one billion parameters.
 
     Stages, in order: generate -> verify -> mix -> train -> evaluate -> register -> promote -> report.
     `distill reproduce` runs them all as one MLflow run tree; `make serve` then serves the champion.
@@ -93,7 +118,7 @@ def main():
 
 # --- problems (data sets) -------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help='List the data sets with their counts, or show records of one.')
 @click.argument("dataset", required=False)
 @click.option("--split", default="test", show_default=True, help="train or test (gsm8k has both).")
 @click.option("--head", type=int, default=0, help="Show the first N records.")
@@ -137,7 +162,7 @@ def problems(dataset, split, head, data_dir, as_json):
 
 # --- overlap (decontamination report) -------------------------------------------------------
 
-@main.command()
+@main.command(short_help='Count training questions that overlap each test set.')
 @common_options
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON report (default: runs/<preset>/overlap.json).")
@@ -184,7 +209,7 @@ def _reasons_table(verdicts) -> str:
     return "\n".join(lines)
 
 
-@main.command()
+@main.command(short_help="Check completions against gold answers with each form's verifier.")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, exists=True))
 @common_options
 @click.option("--thought", type=click.Choice(["cot", "pot", "eot"]), default=None,
@@ -247,7 +272,7 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
 
 # --- generate -------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help='Ask the teacher for every training problem in every form.')
 @common_options
 @click.option("--teacher", default="", metavar="NAME",
               help="gold (from GSM8K annotations, offline), replay (from teacher.replay_file) or openai "
@@ -313,9 +338,9 @@ def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit
 
 # --- mix ------------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help='Build a training set from verified samples (decontaminated).')
 @common_options
-@click.option("--mix", default="", metavar="MIX",
+@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
               help="cot, pot, eot, etd (all three) or forms joined by '+', e.g. cot+eot (default: mix.mix).")
 def mix(cfg_args, mix):
     """Build a training set from verified samples: runs/<preset>/mix/<mix>/{train,val}.jsonl.
@@ -342,15 +367,19 @@ def _number(value: str | None, kind: type, flag: str):
         raise click.BadParameter(f"{value!r} is not a valid {kind.__name__}", param_hint=flag) from None
 
 
-@main.command()
+@main.command(short_help='Fine-tune a student on a mix.')
 @common_options
-@click.option("--mix", default="etd", show_default=True,
+@click.option("--mix", default="etd", show_default=True, callback=_valid_mix,
               help="Training mix to read from runs/<preset>/mix/<mix>/: cot, pot, eot, etd or forms joined by '+'.")
 @click.option("--student", default="", metavar="NAME",
               help="tiny (built from a config, no download), a hub name such as Salesforce/codet5-small, "
                    "or a local folder (default: train.student of the preset).")
-@click.option("--lr", default="", metavar="FLOAT", help="Learning rate (default: train.lr, 5e-4 as in the paper).")
-@click.option("--epochs", default="", metavar="INT", help="Epochs (default: train.epochs, 10 as in the paper).")
+@click.option("--lr", default="", metavar="FLOAT",
+              help=f"Learning rate (default: the preset's train.lr: {_preset_value('train.lr')} in tiny; the paper "
+                   "uses 5e-4).")
+@click.option("--epochs", default="", metavar="INT",
+              help=f"Epochs (default: the preset's train.epochs: {_preset_value('train.epochs')} in tiny; the paper "
+                   "uses 10). A time or step budget (train.max_minutes, --max-steps) may stop training earlier.")
 @click.option("--batch-size", default="", metavar="INT|auto",
               help="Examples per micro-batch per process (train.batch_size); auto sizes it to the GPU.")
 @click.option("--max-steps", default="", metavar="INT", help="Stop after this many optimizer steps (a CPU budget).")
@@ -374,9 +403,9 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 
 # --- evaluate -------------------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help='Score a student on the test sets, per form, with 95% intervals.')
 @common_options
-@click.option("--mix", default="", help="Which student: cot, pot, eot, etd or forms joined by '+' "
+@click.option("--mix", default="", callback=_valid_mix, help="Which student: cot, pot, eot, etd or forms joined by '+' "
               "(default: mix.mix). With --student, the student's card.json decides.")
 @click.option("--student", default="", metavar="PATH|RUN_ID|URI",
               help="A student folder, a training run id, or an MLflow model URI (models:/distill-student/3, "
@@ -443,9 +472,9 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 
 # --- register / promote ---------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help='Register an evaluated student in the MLflow model registry.')
 @common_options
-@click.option("--mix", default="", metavar="MIX",
+@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
               help="Which student: cot, pot, eot, etd or forms joined by '+' (default: mix.mix).")
 @click.option("--train-run-id", default="", metavar="RUN_ID",
               help="The training run whose model to register (default: train_run_id of "
@@ -467,12 +496,12 @@ def register(cfg_args, mix, train_run_id):
                f"train run {summary['train_run_id']})")
 
 
-@main.command()
+@main.command(short_help='Make the best registered student (on validation) the champion.')
 @common_options
 @click.option("--metric", default="", metavar="NAME",
               help="Validation accuracy tag to rank on, val/<...>/accuracy (default: promote.metric, "
                    "val/selected/accuracy); a test-set metric is refused.")
-@click.option("--mix", default="", metavar="MIX",
+@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
               help="Candidates are the versions of this mix (default: promote.mix, etd).")
 def promote(cfg_args, metric, mix):
     """Give the best registered student of MIX the alias `champion` if it beats the current champion.
@@ -491,7 +520,7 @@ def promote(cfg_args, metric, mix):
         click.echo(f"models:/{summary['model_name']}@{summary['alias']} -> version {summary['version']}")
 # --- report / reproduce ---------------------------------------------------------------------
 
-@main.command()
+@main.command(short_help='Run the whole study as one MLflow run tree (resumable).')
 @common_options
 @click.option("--teacher", default="", help="Teacher for generate: gold (offline default), replay or openai.")
 @click.option("--fresh", is_flag=True, help="Start a new parent run and run every step again (ignore done-markers).")
@@ -509,15 +538,16 @@ def reproduce(cfg_args, teacher, fresh, output_dir):
                       log=lambda line: click.echo(line, err=False))
 
 
-@main.command()
+@main.command(short_help='Write results.md and the plots from the MLflow store.')
 @common_options
 @click.option("--output-dir", type=click.Path(file_okay=False), default="reports", show_default=True,
               help="Folder for results.md and the PNG plots.")
 @click.option("--run-id", "parent_run_id", default=None,
               help="The reproduce run to report on (default: the newest reproduce-<preset> run).")
 def report(cfg_args, output_dir, parent_run_id):
-    """Write results.md (accuracy per form and student beside the paper, drop rates, a constant-answer
-    baseline, run ids) and plots, read from the MLflow store only."""
+    """Write results.md (which students are degenerate, accuracy per form and student beside the paper
+    and beside two constants, the training prior and the per-test-set oracle, drop rates, run ids) and
+    the plots, read from the MLflow store only."""
     from distill.stages import report as report_mod
 
     cfg = load(*cfg_args)
@@ -526,7 +556,7 @@ def report(cfg_args, output_dir, parent_run_id):
         click.echo(f"{output_dir}/{name}")
 
 
-@main.command()
+@main.command(short_help='Print the students side by side, with the MLflow UI links.')
 @common_options
 @click.option("--run-id", "parent_run_id", default=None,
               help="The reproduce run whose students to compare (default: the newest reproduce-<preset> run).")

@@ -16,8 +16,12 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from distill import plots
-from distill.results import FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, in_order
+from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, in_order,
+                             oracle_cells, primary_form, profiles)
+from distill.scoring import DEGENERATE_SHARE, format_answer
 from distill.thoughts import MIXES
+
+__all__ = ["comparison_rows", "headline", "markdown", "primary_form", "ui_link", "write"]
 
 UI_URL = "http://127.0.0.1:5000"
 """Where `make ui` serves the MLflow UI."""
@@ -25,10 +29,15 @@ UI_URL = "http://127.0.0.1:5000"
 
 def comparison_rows(results: Results) -> list[dict]:
     """One row per (student, form, test set): {"student", "mix", "form", "test_set", "n", "accuracy",
-    "ci_low", "ci_high", "ci"} with fractions; "ci" says whether the interval was logged by evaluate
-    or computed here (Wilson); sorted by student, form, test set."""
+    "ci_low", "ci_high", "ci", "distinct_answers", "top_answer", "top_answer_share", "own_constant_accuracy",
+    "degenerate"} with fractions; "ci" says whether the interval was logged by evaluate or computed
+    here (Wilson); the answer profile is None where the evaluate run logged no answers; sorted by
+    student, form, test set. Then the two constants, student "always <answer> (training prior)" and
+    "oracle: best constant" (mix "baseline", form "prior" / "oracle")."""
     cells = plots.accuracy_cells(results)
-    rows = [{"student": STUDENT_NAMES.get(mix, mix), "mix": mix, "form": form, "test_set": ts, **cell}
+    prof = profiles(results)
+    rows = [{"student": STUDENT_NAMES.get(mix, mix), "mix": mix, "form": form, "test_set": ts, **cell,
+             **_profile_fields(prof.get((mix, _answers_name(results, mix, form, ts), ts)))}
             for (mix, form, ts), cell in cells.items()]
     mixes, forms = list(MIXES), list(FORM_ORDER)
     sets = list(TEST_SET_ORDER)
@@ -38,26 +47,34 @@ def comparison_rows(results: Results) -> list[dict]:
                 forms.index(row["form"]) if row["form"] in forms else 99, row["form"],
                 sets.index(row["test_set"]) if row["test_set"] in sets else 99, row["test_set"])
 
-    return sorted(rows, key=key)
+    rows = sorted(rows, key=key)
+    b = results.baseline
+    for ts, cell in baseline_cells(results).items():
+        rows.append({"student": f"always {b.get('answer', '?')} (training prior)", "mix": "baseline", "form": "prior",
+                     "test_set": ts, "n": cell["n"], "accuracy": cell["accuracy"], "ci_low": cell["ci_low"],
+                     "ci_high": cell["ci_high"], "ci": "wilson" if cell["ci_low"] is not None else None,
+                     **_profile_fields(None)})
+    for ts, cell in oracle_cells(results).items():
+        rows.append({"student": f"oracle: always {cell['answer']} (best constant on the test labels)",
+                     "mix": "baseline", "form": "oracle", "test_set": ts, "n": cell["n"], "accuracy": cell["accuracy"],
+                     "ci_low": cell["ci_low"], "ci_high": cell["ci_high"],
+                     "ci": "wilson" if cell["ci_low"] is not None else None, **_profile_fields(None)})
+    return rows
 
 
-def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
-    """(metric form, label) of the student's one headline number, chosen without a test set."""
-    run = results.evaluations().get(mix)
-    if run is None:
-        return None
-    forms = {k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
-    selected = run.tags.get("distill.selected_form")
-    trained = sorted(forms & {"cot", "pot", "eot"})
-    if len(trained) == 1:  # a one-form student: its "selected" is that form again (the report shows it once)
-        return trained[0], trained[0]
-    if "selected" in forms:
-        return "selected", f"{selected or '?'} (chosen on validation)"
-    if selected in forms:
-        return selected, f"{selected} (chosen on validation)"
-    if "eot" in forms:
-        return "eot", "eot (no validation choice logged)"
-    return (trained[0], trained[0]) if trained else None
+def _answers_name(results: Results, mix: str, form: str, ts: str) -> str:
+    data = results.correct.get(mix, {}).get(ts) or {}
+    answers = data.get("answers") or {}
+    return next(iter(answers)) if form == "selected" and "selected" not in answers and len(answers) == 1 else form
+
+
+def _profile_fields(p: dict | None) -> dict:
+    if p is None:
+        return {"distinct_answers": None, "top_answer": None, "top_answer_share": None,
+                "own_constant_accuracy": None, "degenerate": None}
+    return {"distinct_answers": p["distinct"], "top_answer": format_answer(p["top_answer"]),
+            "top_answer_share": p["top_share"], "own_constant_accuracy": p["own_constant_accuracy"],
+            "degenerate": p["degenerate"]}
 
 
 def _cell(cell: dict | None) -> str:
@@ -71,11 +88,15 @@ def _cell(cell: dict | None) -> str:
 
 def headline(results: Results) -> list[str]:
     """A plain-text table: a row per student (its primary form), a column per test set with
-    accuracy and its 95% interval, n in the header; the constant-answer row last."""
+    accuracy and its 95% interval, n in the header, "DEGENERATE: always A" where the student gives one
+    answer A to more than 90% of the set; the two constants last (the training prior, the oracle).
+    Degenerate students are named above the table, and when every student is, that comes first."""
     cells = plots.accuracy_cells(results)
+    prof = profiles(results)
     sets = in_order({ts for (_, _, ts) in cells} | set(results.baseline.get("accuracy", {})), TEST_SET_ORDER)
     if not cells:
         return ["no evaluation runs in the store yet: run `make reproduce` (or `distill evaluate`) first"]
+    degenerate: list[str] = []
     ns = {}
     for (_, _, ts), cell in cells.items():
         if cell["n"]:
@@ -88,25 +109,71 @@ def headline(results: Results) -> list[str]:
         if chosen is None:
             continue
         form, label = chosen
-        table.append([STUDENT_NAMES.get(mix, mix), label] + [_cell(cells.get((mix, form, ts))) for ts in sets])
-    base = results.baseline.get("accuracy", {})
+        row = [STUDENT_NAMES.get(mix, mix), label]
+        marks = []
+        for ts in sets:
+            p = prof.get((mix, _answers_name(results, mix, form, ts), ts))
+            text = _cell(cells.get((mix, form, ts)))
+            if p and p["degenerate"]:
+                text += f" DEGENERATE: {format_answer(p['top_answer'])}"
+                marks.append(ts)
+            row.append(text)
+        table.append(row)
+        if marks and len(marks) == len([ts for ts in sets if (mix, _answers_name(results, mix, form, ts), ts) in prof]):
+            degenerate.append(STUDENT_NAMES.get(mix, mix))
+    base = baseline_cells(results)
     if base:
-        table.append([f"constant {results.baseline.get('answer', '?')}", "-"]
-                     + [f"{100 * base[ts]:.1f}%" if ts in base else "n/a" for ts in sets])
+        table.append([f"always {results.baseline.get('answer', '?')}", "training prior"]
+                     + [_cell(base.get(ts)) for ts in sets])
+    oracle = oracle_cells(results)
+    if oracle:
+        table.append(["oracle (bound)", "best constant on test labels"]
+                     + [_cell(oracle[ts]) + f" always {oracle[ts]['answer']}" if ts in oracle else "n/a"
+                        for ts in sets])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("accuracy on the test sets, [95% confidence interval]; the form is chosen without a test set")
+    lines.append(f"DEGENERATE: A: the student gives answer A to more than {100 * DEGENERATE_SHARE:.0f}% of the set; "
+                 "its accuracy is that constant's")
+    lines.append("oracle: the best single answer of each test set, chosen on its labels: a bound for any constant "
+                 "predictor, not a model")
+    students = len(table) - 1 - bool(base) - bool(oracle)
+    if degenerate:
+        rule = f"one answer to more than {100 * DEGENERATE_SHARE:.0f}% of every test set"
+        first = (f"EVERY STUDENT IS DEGENERATE ({rule}): " if len(degenerate) == students
+                 else f"DEGENERATE ({rule}): ") + ", ".join(degenerate) + (
+            "; its accuracy is its constant's" if len(degenerate) == 1 else "; their accuracy is their constants'"
+        ) + ", not what was learned"
+        lines.insert(0, first)
     return lines
 
 
+CI_SOURCES = {"logged": "logged by the evaluate run", "wilson": "Wilson, computed from accuracy and n"}
+
+
 def markdown(rows: list[dict]) -> str:
-    """The comparison rows as a Markdown table (percentages)."""
-    out = ["| student | form | test set | n | accuracy (%) | 95% CI (%) | CI from |", "|---|---|---|---:|---:|---|---|"]
+    """The comparison rows as a Markdown table (percentages), with what each column means below it."""
+    out = ["| student | form | test set | n | accuracy (%) | 95% CI (%) | interval | distinct answers | "
+           "most common answer (share %) | own constant (%) |",
+           "|---|---|---|---:|---:|---|---|---:|---|---:|"]
     for r in rows:
         ci = f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}" if r["ci_low"] is not None else "n/a"
+        profile = (["n/a"] * 3 if r.get("distinct_answers") is None else [
+            str(r["distinct_answers"]),
+            f"{r['top_answer']} ({100 * r['top_answer_share']:.1f})" + (" **degenerate**" if r["degenerate"] else ""),
+            f"{100 * r['own_constant_accuracy']:.1f}"])
         out.append(f"| {r['student']} | {r['form']} | {r['test_set']} | {r['n'] if r['n'] is not None else 'n/a'} | "
-                   f"{100 * r['accuracy']:.1f} | {ci} | {r['ci'] or 'n/a'} |")
+                   f"{100 * r['accuracy']:.1f} | {ci} | {CI_SOURCES.get(r['ci'], 'n/a')} | "
+                   + " | ".join(profile) + " |")
+    out += ["", "*interval*: where the 95% interval comes from (the evaluate run logs a Wilson score interval; "
+            "when it logged none, one is computed here from the accuracy and n). *distinct answers*: how many "
+            "different answers the student gave (a missing answer counts as one); *most common answer*: that "
+            "answer and its share of the problems, **degenerate** when it is over "
+            f"{100 * DEGENERATE_SHARE:.0f}% (the student's accuracy is then that constant's); *own constant*: "
+            "the accuracy of always giving that answer. The last rows are constants: always the most common "
+            "training answer (the training prior), and the **oracle**, the best single answer of each test set, "
+            "chosen on the test labels: a bound for any constant predictor, never a model."]
     return "\n".join(out) + "\n"
 
 

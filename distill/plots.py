@@ -1,16 +1,23 @@
 """The report's plots, drawn from a ``distill.results.Results`` (the MLflow store's view); no query here.
 
 What each plot promises a reader, so that no difference is read into noise: a legend; n in every title or label; 95% confidence
-intervals as error bars; the constant-answer baseline as a line with its own legend entry; a bar
+intervals as error bars; the training prior's constant ("always 4") and the per-test-set oracle constant
+(the best single answer, chosen on the test labels: a bound, not a model) as lines with their own legend
+entries; a degenerate student's bar (one answer to more than 90% of the set) hatched and labelled with
+its constant, since its height is that constant's; the x labels name the selected form; a bar
 that scored 0 is marked "0" and a value that was never measured says "n/a"; the accuracy axis
 starts at 0 and ends above the highest interval, so noise does not look like a difference; loss
 curves are smoothed (EMA) with the raw curve faint, one panel per student, because per-token losses
-of different forms (text, Python, equations) are not on one scale.
+of different forms (text, Python, equations) are not on one scale; a curve of one or two points is
+drawn as points (a line between two points would look like a measured trend); each panel's title
+says how far training got and what stopped it.
 
 Data contract: reads ``Results.steps`` (evaluate runs' metrics ``<test_set>/<form>/accuracy``,
 ``<test_set>/<form>/ci_low``, ``<test_set>/<form>/ci_high``, ``<test_set>/n``; the verify run's
 ``verify/<form>/...``; train runs' histories ``train/loss``, ``val/loss`` and params
-``train.steps_per_epoch``, ``train.epochs``, ``train.train_examples``) and ``Results.baseline``.
+``train.steps_per_epoch``, ``train.epochs``, ``train.train_examples``, metric ``train/epochs_run`` and
+tag ``distill.stopped``), ``Results.baseline``, and ``Results.correct`` (answers and golds: degenerate
+bars and the oracle constant).
 Writes one PNG per function (deterministic: no timestamp in the file's metadata).
 """
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from distill.results import FORM_ORDER, STUDENT_NAMES, Results, accuracies, drop_rates, in_order, sets_of
+from distill.results import (FORM_ORDER, STUDENT_NAMES, Results, accuracies, drop_rates, in_order, oracle_cells,
+                             profiles, selected_forms, sets_of)
+from distill.scoring import DEGENERATE_SHARE, format_answer
 from distill.thoughts import MIXES
 
 COLORS = {"cot": "tab:blue", "pot": "tab:orange", "eot": "tab:green", "etd": "tab:purple"}
@@ -81,6 +90,18 @@ def accuracy_cells(results: Results) -> dict[tuple[str, str, str], dict]:
     return cells
 
 
+def _answers_name(results: Results, mix: str, form: str, ts: str) -> str:
+    """The name of a (mix, form) cell in correct.json's answers: a one-form student's "selected" is its form."""
+    answers = (results.correct.get(mix, {}).get(ts) or {}).get("answers") or {}
+    return next(iter(answers)) if form == "selected" and "selected" not in answers and len(answers) == 1 else form
+
+
+def _bar_label(mix: str, form: str, chosen: dict[str, str]) -> str:
+    """"ETD selected (eot)": the selected form named, so the label says which answers the bar is."""
+    name = STUDENT_NAMES.get(mix, mix)
+    return f"{name} selected ({chosen.get(mix, '?')})" if form == "selected" else f"{name} {form}"
+
+
 def _bar_keys(results: Results) -> list[tuple[str, str]]:
     acc = accuracies(results)
     return [(m, f) for m in in_order({m for m, _ in acc}, MIXES) for f in in_order({f for mm, f in acc if mm == m}, FORM_ORDER)]
@@ -96,20 +117,26 @@ def accuracy_figure(results: Results):
     cells = accuracy_cells(results)
     keys = _bar_keys(results)
     sets = sets_of(results) or ["gsm8k"]
+    oracle = oracle_cells(results)
+    prof = profiles(results)
+    chosen = selected_forms(results)
     tops = [c["ci_high"] if c["ci_high"] is not None else c["accuracy"] for c in cells.values()]
-    tops += list(results.baseline.get("accuracy", {}).values())
+    tops += list(results.baseline.get("accuracy", {}).values()) + [o["accuracy"] for o in oracle.values()]
     # 0 to 1.2 x the highest interval end (at least 10%): every bar's interval is on screen and a
     # 1-point gap between two bars whose intervals overlap does not fill the panel
     ymax = min(100.0, max(10.0, 120 * max(tops, default=0.0)))
+    if any(p["degenerate"] for p in prof.values()):
+        ymax = min(100.0, ymax * 1.5)  # room for the rotated "= always A" over a degenerate bar
     # two panels a row: four test sets of nine bars each stay readable on one page
     ncols = min(2, len(sets))
     nrows = math.ceil(len(sets) / ncols)
     width = max(3.6, 0.45 * len(keys) + 1.4)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.6 * nrows + 0.9), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.6 * nrows + 1.0), sharey=True, squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[len(sets):]:
         ax.set_visible(False)
     cis = set()
+    degenerate_seen = False
     for ax, ts in zip(flat, sets):
         ns = {c["n"] for (m, f, t), c in cells.items() if t == ts and c["n"]}
         base_n = results.baseline.get("n", {}).get(ts)
@@ -122,7 +149,12 @@ def accuracy_figure(results: Results):
                 ax.text(i, ymax * 0.01, "n/a", ha="center", va="bottom", fontsize=7, color="dimgray", rotation=90)
                 continue
             value = 100 * cell["accuracy"]
-            ax.bar(i, value, color=color, edgecolor="black", linewidth=0.4)
+            p = prof.get((mix, _answers_name(results, mix, form, ts), ts))
+            flat_answers = bool(p and p["degenerate"])
+            ax.bar(i, value, color=color, edgecolor="black", linewidth=0.4, hatch="////" if flat_answers else None,
+                   alpha=0.55 if flat_answers else 1.0)
+            if flat_answers:
+                degenerate_seen = True
             if cell["ci_low"] is not None:
                 cis.add(cell["ci"])
                 # clipped at 0: rounding can put an interval end a hair inside the accuracy
@@ -134,15 +166,22 @@ def accuracy_figure(results: Results):
                 ax.plot([i], [0], marker="o", markersize=5, color=color, markeredgecolor="black",
                         markeredgewidth=0.6, clip_on=False, zorder=3)
             top = 100 * cell["ci_high"] if cell["ci_high"] is not None else value
-            ax.text(i, top + ymax * 0.015, f"{value:.0f}" if value == 0 else f"{value:.1f}",
-                    ha="center", va="bottom", fontsize=6.5)
+            label = f"{value:.0f}" if value == 0 else f"{value:.1f}"
+            if flat_answers:
+                label += f" = always {format_answer(p['top_answer'])}"
+            ax.text(i, top + ymax * 0.015, label, ha="center", va="bottom", fontsize=6.5,
+                    rotation=90 if flat_answers else 0)
         base = results.baseline.get("accuracy", {}).get(ts)
         if base is not None:
             ax.axhline(100 * base, color="black", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(keys)), [f"{STUDENT_NAMES.get(m, m)} {f}" for m, f in keys],
+        if ts in oracle:
+            ax.axhline(100 * oracle[ts]["accuracy"], color="tab:red", linestyle=":", linewidth=1.4)
+        ax.set_xticks(range(len(keys)), [_bar_label(m, f, chosen) for m, f in keys],
                       rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.7, len(keys) - 0.3)
-        ax.set_title(f"{ts} ({n_text})", fontsize=9)
+        oracle_text = (f"; oracle: always {oracle[ts]['answer']} = {100 * oracle[ts]['accuracy']:.1f}%"
+                       if ts in oracle else "")
+        ax.set_title(f"{ts} ({n_text}{oracle_text})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylim(0, ymax)
     for row in axes:
@@ -151,7 +190,14 @@ def accuracy_figure(results: Results):
                for m in dict.fromkeys(m for m, _ in keys)]
     if results.baseline.get("accuracy"):
         handles.append(Line2D([], [], color="black", linestyle="--",
-                              label=f"constant answer {results.baseline.get('answer', '?')}"))
+                              label=f"always answering {results.baseline.get('answer', '?')} (training prior)"))
+    if oracle:
+        handles.append(Line2D([], [], color="tab:red", linestyle=":", linewidth=1.4,
+                              label="oracle: best constant per test set (chosen on test labels; a bound, not a model)"))
+    if degenerate_seen:
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch="////",
+                             label=f"degenerate: one answer to >{100 * DEGENERATE_SHARE:.0f}% "
+                                   "(accuracy = its constant's)"))
     if cis:
         handles.append(Line2D([], [], color="black", marker="|", linestyle="none", markersize=10,
                               label="95% CI" + (" (Wilson)" if cis == {"wilson"} else "")))
@@ -163,9 +209,27 @@ def accuracy_figure(results: Results):
     fig.suptitle(f"Test accuracy by student and form, preset {results.preset}", fontsize=10)
     if handles:
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.965), fontsize=7,
-                   ncol=min(len(handles), 4), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.75 / fig.get_figheight()))
+                   ncol=min(len(handles), 3), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))
     return fig
+
+
+def _teacher(results: Results) -> str:
+    """The teacher's name (tag distill.teacher of the reproduce or generate run), or "" when not logged."""
+    for run in (results.parent, results.steps.get("generate")):
+        if run is not None and run.tags.get("distill.teacher"):
+            return run.tags["distill.teacher"]
+    return ""
+
+
+REASON_NOTES = {
+    "teacher_failed": lambda teacher: (
+        "teacher_failed: the gold teacher could not derive this form (no GSM8K calculator annotation, "
+        "or a step it cannot read)" if teacher == "gold" else
+        "teacher_failed: the teacher gave no usable completion (error, refusal or empty)"),
+    "wrong_answer": lambda teacher: "wrong_answer: ran, but not to the gold answer",
+}
+"""Legend text per drop reason, where the status name alone does not say what failed."""
 
 
 def drop_rates_figure(results: Results):
@@ -176,7 +240,7 @@ def drop_rates_figure(results: Results):
     reasons = sorted({r for d in drops.values() for r in d["reasons"] if d["reasons"][r]})
     totals = {f: (drops[f]["kept"] or 0) + sum(drops[f]["reasons"].values()) for f in forms}
     shares = {f: 100 * sum(drops[f]["reasons"].values()) / totals[f] if totals[f] else 0.0 for f in forms}
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6, 5))
     bottom = [0.0] * len(forms)
     for reason in reasons:
         part = [100 * drops[f]["reasons"].get(reason, 0) / totals[f] if totals[f] else 0.0 for f in forms]
@@ -192,7 +256,12 @@ def drop_rates_figure(results: Results):
     ax.set_ylabel("dropped samples (% of the form's samples)")
     ax.set_title(f"Verification: samples dropped per form and reason ({results.preset})", fontsize=10)
     if reasons:
-        ax.legend(title="reason", fontsize=7, title_fontsize=7, loc="upper left")
+        handles, labels = ax.get_legend_handles_labels()
+        import textwrap
+
+        ax.legend(handles, [textwrap.fill(REASON_NOTES.get(r, lambda t: r)(_teacher(results)), 70) for r in labels],
+                  title="reason", fontsize=7, title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  frameon=False)
     if not forms:
         ax.text(0.5, 0.5, "no verify run yet", transform=ax.transAxes, ha="center")
     ax.grid(axis="y", alpha=0.3)
@@ -237,6 +306,20 @@ def val_points(run, train_points: list[tuple[int, float]]) -> tuple[list[tuple[i
     return points, "at its logged step"
 
 
+MAX_POINTS_ONLY = 2
+"""A curve of at most this many points is drawn as points: a line through two points is no trend."""
+
+
+def _what_ran(run) -> str:
+    """", 0.41 of 10 epochs (stopped: max_minutes)" from the train run's train/epochs_run and distill.stopped."""
+    epochs = run.metrics.get("train/epochs_run")
+    stopped = run.tags.get("distill.stopped")
+    if epochs is None and not stopped:
+        return ""
+    text = f"\n{epochs:.2f} of {run.params.get('train.epochs', '?')} epochs" if epochs is not None else "\n"
+    return text + (f" (stopped: {stopped})" if stopped else "")
+
+
 def training_figure(results: Results):
     """One panel per student: train/loss raw (faint) and smoothed, val/loss as markers, on one step axis."""
     plt = _pyplot()
@@ -250,7 +333,7 @@ def training_figure(results: Results):
     flat = [ax for row in axes for ax in row]
     for ax in flat[len(mixes):]:
         ax.set_visible(False)
-    weights, hows = set(), set()
+    weights, hows, short = set(), set(), set()
     for ax, mix in zip(flat, mixes):
         run = trains.get(mix)
         color = COLORS.get(mix, "gray")
@@ -258,22 +341,28 @@ def training_figure(results: Results):
             ax.text(0.5, 0.5, "no train runs yet", transform=ax.transAxes, ha="center")
             continue
         raw = run.history.get("train/loss", [])
-        if raw:
+        if len(raw) > MAX_POINTS_ONLY:
             steps, values = [s for s, _ in raw], [v for _, v in raw]
             weight = _smoothing_weight(len(values))
             weights.add(weight)
             ax.plot(steps, values, color=color, alpha=0.3, linewidth=0.8)
             ax.plot(steps, ema(values, weight), color=color, linewidth=1.8)
+        elif raw:  # one or two points: no line that would look like a measured trend
+            ax.plot([s for s, _ in raw], [v for _, v in raw], color=color, marker="s", markersize=5, linestyle="none")
+            short.add("train")
         val, how = val_points(run, raw)
         if val:
             hows.add(how)
+            few = len(val) <= MAX_POINTS_ONLY
+            short |= {"val"} if few else set()
             ax.plot([s for s, _ in val], [v for _, v in val], color="black", marker="o", markersize=4,
-                    linestyle=":", linewidth=0.8)
+                    linestyle="none" if few else ":", linewidth=0.8)
         if not raw and not val:
             ax.text(0.5, 0.5, "no loss logged (n/a)", transform=ax.transAxes, ha="center")
         examples = run.params.get("train.train_examples")
         ax.set_title(f"{STUDENT_NAMES.get(mix, mix)} ({mix})" + (f", n={int(examples):,} train rows"
-                                                                  if str(examples or "").isdigit() else ""), fontsize=9)
+                                                                  if str(examples or "").isdigit() else "")
+                     + _what_ran(run), fontsize=9)
         ax.grid(alpha=0.3)
     for ax in flat[len(mixes) - ncols:len(mixes)]:
         ax.set_xlabel("optimizer step")
@@ -283,9 +372,13 @@ def training_figure(results: Results):
     handles = [Line2D([], [], color="gray", alpha=0.3, label="train/loss, raw")] if any(weights) else []
     handles += [Line2D([], [], color="gray", linewidth=1.8, label=f"train/loss, EMA (weight {smooth})" if smooth
                       and smooth != "0.00" else "train/loss"),
-               Line2D([], [], color="black", marker="o", markersize=4, linestyle=":",
+               Line2D([], [], color="black", marker="o", markersize=4, linestyle="none" if short == {"val"} else ":",
                       label="val/loss" + (" (logged per epoch; drawn at epoch x steps/epoch)"
-                                          if "logged per epoch, drawn at epoch x steps/epoch" in hows else ""))]
+                                          if "logged per epoch, drawn at epoch x steps/epoch" in hows else "")
+                      + (" (points only: too few for a trend)" if "val" in short else ""))]
+    if "train" in short:
+        handles.append(Line2D([], [], color="gray", marker="s", markersize=5, linestyle="none",
+                              label="train/loss, one or two points (no line drawn)"))
     fig.suptitle(f"Training curves ({results.preset}); each panel has its own y-axis: the forms' "
                  "targets differ, so their per-token losses are not on one scale", fontsize=9)
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.3 / fig.get_figheight()),

@@ -8,14 +8,23 @@ the one given by ``parent_run_id``) and the step runs its ``distill.step.<step>.
 without a parent, the newest run of each stage (and mix) with tag distill.preset=<preset>. From them:
 evaluate metrics ``<test_set>/n``, ``<test_set>/<name>/{accuracy,ci_low,ci_high}`` and
 ``.../failures/<reason>``, the tag ``distill.selected_form`` and the per-problem artifacts
-``eval/<test_set>/correct.json`` (for the paired tests), verify metrics
+``eval/<test_set>/correct.json`` (correct, answers and gold: the paired tests, the answer profiles and
+the oracle constant), verify metrics
 ``verify/<form>/{drop_rate,kept,dropped/<reason>,repaired}`` and param ``verify.strict``, mix metrics
 ``mix/overlap/<test_set>`` and ``mix/removed_overlap`` and params ``mix.val_fraction``,
-``mix.decontaminate``, train metric histories ``train/loss`` and ``val/loss``, the parent's
+``mix.decontaminate``, train metric histories ``train/loss`` and ``val/loss``, train metrics
+``train/steps_run``, ``train/epochs_run``, ``val/<form>/accuracy`` and tag ``distill.stopped``, the parent's
 ``baseline/<test_set>/{accuracy,n}`` and ``wall_seconds/<step>``, and the registry's versions of the
 student model and its champion alias. Without a baseline on a parent run, the constant-answer
 baseline is computed from the data files (``constant_baseline``, which ``distill reproduce`` also
 logs on its parent run). Writes nothing.
+
+What a student learned: ``profiles`` characterises each student's answers per form and test set (the
+number of distinct answers, the share of the most common one, the accuracy of always giving it: its
+own constant) from the ``answers`` and ``gold`` lists of ``correct.json``; ``degenerate`` names the
+(student, form, test set) cells whose most common answer covers more than
+distill.scoring.DEGENERATE_SHARE of the problems. ``oracle_cells`` is the best single constant on each
+test set, chosen on that set's labels: a bound for any constant predictor, never a model.
 
 Significance: two sets of answers to the same problems (two students' selected forms, or two forms
 of the ETD student) are compared per test set with the exact McNemar test (distill.scoring.mcnemar).
@@ -24,7 +33,9 @@ mlflow is imported here only to read the store (logging goes through distill.tra
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from distill.config import Config
@@ -148,6 +159,7 @@ def collect(cfg: Config, parent_run_id: str | None = None) -> Results:
             computed = None
         if computed:
             baseline = {"answer": f"{computed['answer']:g}", "accuracy": computed["accuracy"], "n": computed["n"],
+                        "oracle": computed["oracle"],
                         "source": "computed from the data files (no reproduce run in the store)"}
     if parent is None and not steps:
         return Results(cfg.preset, experiment.name, None, {}, cfg.promote.model_name, [], {}, empty=True)
@@ -155,6 +167,17 @@ def collect(cfg: Config, parent_run_id: str | None = None) -> Results:
     for name, run in steps.items():
         if name.startswith("evaluate-"):
             correct[name.split("-", 1)[1]] = _correctness(cfg, run.run_id)
+    golds = {ts for per in correct.values() for ts, data in per.items() if data.get("gold")}
+    if not baseline.get("oracle") and not golds and correct:
+        # evaluate runs that predate the golds in correct.json: the oracle from the data files
+        from dataclasses import replace
+
+        limits = {run.params.get("evaluate.limit", "") for name, run in steps.items() if name.startswith("evaluate-")}
+        limit = int(next(iter(limits))) if len(limits) == 1 and next(iter(limits)).isdigit() else cfg.evaluate.limit
+        try:  # on the problems the evaluate runs scored (their evaluate.limit)
+            baseline["oracle"] = constant_baseline(replace(cfg, evaluate=replace(cfg.evaluate, limit=limit)))["oracle"]
+        except (DataError, ValueError, OSError):
+            pass  # no data files here either: no oracle row
     return Results(cfg.preset, experiment.name, parent, steps, cfg.promote.model_name, versions, baseline,
                    correct)
 
@@ -171,7 +194,7 @@ def _correctness(cfg: Config, run_id: str) -> dict:
         folders = [a.path for a in client.list_artifacts(run_id, "eval") if a.is_dir]
     except Exception:  # noqa: BLE001 - no artifacts (an old run): no paired tests for it
         return {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _no_progress_bars():
         for folder in sorted(folders):
             if not any(a.path == f"{folder}/correct.json" for a in client.list_artifacts(run_id, folder)):
                 continue
@@ -179,6 +202,22 @@ def _correctness(cfg: Config, run_id: str) -> dict:
                                                        dst_path=tmp, tracking_uri=cfg.tracking_uri)
             out[folder.split("/", 1)[1]] = read_json(path)
     return out
+
+
+@contextmanager
+def _no_progress_bars():
+    """MLflow draws a progress bar per downloaded artifact (16 before `distill compare`'s table);
+    a few small JSON files need none."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    before = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _baseline(parent: RunView) -> dict:
@@ -213,25 +252,30 @@ def constant_baseline(cfg: Config) -> dict:
     "accuracy": {test_set: acc on the evaluated problems}, "n": {test_set: n}}; the evaluated
     problems are the first ``evaluate.limit`` of each set, as the evaluate stage takes them.
     Ties between equally common answers go to the smaller number, so the result is deterministic.
+    "oracle": {test_set: {"answer", "accuracy", "n"}} is the best constant of each test set, chosen on
+    its labels (a bound for constant predictors, shown beside this one, never a model).
     """
     from collections import Counter
 
     from distill.answers import answers_match
     from distill.problems import load
+    from distill.scoring import format_answer, oracle_constant
 
     train = load(cfg.data.train_set, "train", cfg.data_path, hub=cfg.data.hub).problems
     if cfg.data.limit_train:
         train = train[: cfg.data.limit_train]
     counts = Counter(p.answer for p in train)
     answer = min(counts, key=lambda a: (-counts[a], a))
-    accuracy, sizes = {}, {}
+    accuracy, sizes, oracle = {}, {}, {}
     for name in cfg.data.test_sets:
         problems = load(name, "test", cfg.data_path, hub=cfg.data.hub).problems
         if cfg.evaluate.limit:
             problems = problems[: cfg.evaluate.limit]
         sizes[name] = len(problems)
         accuracy[name] = sum(answers_match(answer, p.answer) for p in problems) / max(len(problems), 1)
-    return {"answer": answer, "train_n": len(train), "accuracy": accuracy, "n": sizes}
+        best = oracle_constant([p.answer for p in problems])
+        oracle[name] = {"answer": format_answer(best["answer"]), "accuracy": best["accuracy"], "n": best["n"]}
+    return {"answer": answer, "train_n": len(train), "accuracy": accuracy, "n": sizes, "oracle": oracle}
 
 
 # --- numbers derived from the runs ----------------------------------------------------------------
@@ -292,13 +336,98 @@ def baseline_cells(results: Results) -> dict[str, dict]:
     return {ts: out[ts] for ts in in_order(out, TEST_SET_ORDER)}
 
 
+def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
+    """(metric form, label) of the student's one headline number, chosen without a test set: the form
+    chosen on the validation split (``selected``), a one-form student's only form, else eot."""
+    run = results.evaluations().get(mix)
+    if run is None:
+        return None
+    forms = {k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
+    selected = run.tags.get("distill.selected_form")
+    trained = sorted(forms & {"cot", "pot", "eot"})
+    if len(trained) == 1:  # a one-form student: its "selected" is that form again (the report shows it once)
+        return trained[0], trained[0]
+    if "selected" in forms:
+        return "selected", f"{selected or '?'} (chosen on validation)"
+    if selected in forms:
+        return selected, f"{selected} (chosen on validation)"
+    if "eot" in forms:
+        return "eot", "eot (no validation choice logged)"
+    return (trained[0], trained[0]) if trained else None
+
+
+def profiles(results: Results) -> dict[tuple[str, str, str], dict]:
+    """(mix, name, test_set) -> distill.scoring.answer_profile of that student's answers (name: a form,
+    vote, fallback or selected), from correct.json's "answers" and "gold"; cells of an evaluate run
+    that logged no answers (older runs) are left out."""
+    from distill.scoring import answer_profile
+
+    out = {}
+    for mix, per_set in results.correct.items():
+        for ts, data in per_set.items():
+            golds = data.get("gold")
+            for name, answers in (data.get("answers") or {}).items():
+                if golds is not None and len(golds) == len(answers):
+                    out[(mix, name, ts)] = answer_profile(answers, golds)
+    return out
+
+
+def degenerate(results: Results) -> dict[tuple[str, str], list[str]]:
+    """(mix, name) -> the test sets on which its answers are (almost) one value, in test-set order."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for (mix, name, ts), p in profiles(results).items():
+        if p["degenerate"]:
+            found.setdefault((mix, name), []).append(ts)
+    return {k: in_order(v, TEST_SET_ORDER) for k, v in found.items()}
+
+
+def headline_name(results: Results, mix: str) -> str | None:
+    """The answer name (form or "selected") of the student's headline number, as in correct.json."""
+    chosen = primary_form(results, mix)
+    return chosen[0] if chosen else None
+
+
+def oracle_cells(results: Results) -> dict[str, dict]:
+    """test_set -> the best single constant on that test set's labels: {"answer" (text), "accuracy",
+    "ci_low", "ci_high", "n"}; from the golds of the evaluated problems (correct.json), else from the
+    data files (``Results.baseline["oracle"]``). Chosen on the test labels: a bound, never a model."""
+    from distill.scoring import format_answer, oracle_constant, wilson
+
+    out = {}
+    for per_set in results.correct.values():
+        for ts, data in per_set.items():
+            if ts not in out and data.get("gold"):
+                o = oracle_constant(data["gold"])
+                out[ts] = {"answer": format_answer(o["answer"]), "accuracy": o["accuracy"], "n": o["n"],
+                           "correct": o["correct"]}
+    for ts, o in (results.baseline.get("oracle") or {}).items():
+        out.setdefault(ts, dict(o))
+    for cell in out.values():
+        n = cell.get("n")
+        cell["ci_low"], cell["ci_high"] = wilson(round(cell["accuracy"] * n), n) if n else (None, None)
+    return {ts: out[ts] for ts in in_order(out, TEST_SET_ORDER)}
+
+
+def validation_choice(results: Results, mix: str = "etd") -> dict | None:
+    """How the student's form was chosen on the validation split: {"accuracy": {form: value}, "selected",
+    "tied": [forms sharing the highest accuracy] (more than one = a tie), "rule"}; None without a train run."""
+    run = results.steps.get(f"train-{mix}")
+    if run is None:
+        return None
+    val = {k.split("/")[1]: v for k, v in run.metrics.items() if k.startswith("val/") and k.endswith("/accuracy")}
+    top = max(val.values(), default=None)
+    tied = in_order([f for f, v in val.items() if v == top], ("eot", "pot", "cot")) if val else []
+    return {"accuracy": val, "selected": selected_forms(results).get(mix), "tied": tied,
+            "rule": "ties go to EoT, then PoT, then CoT"}
+
+
 def paired_tests(results: Results) -> list[dict]:
     """Every paired comparison the report shows: {"what", "a", "b", "test_set", "a_acc", "b_acc", "n",
     "a_only", "b_only", "p_value"}; students by their selected answers (a one-form student's only form),
     and the ETD student's forms and combinations against each other, on the same problems."""
     from itertools import combinations
 
-    from distill.scoring import mcnemar
+    from distill.scoring import format_answer, mcnemar
 
     chosen = selected_forms(results)
     rows = []
@@ -312,23 +441,48 @@ def paired_tests(results: Results) -> list[dict]:
             name = next(iter(correct))  # a one-form student: its only form is its answer
         return data.get("problem_ids"), correct.get(name)
 
-    def add(what, a_label, b_label, ts, a, b):
+    profile = profiles(results)
+
+    def is_degenerate(mix: str, ts: str, name: str) -> bool:
+        data = results.correct.get(mix, {}).get(ts) or {}
+        if name == "selected" and "selected" not in (data.get("correct") or {}) and len(data.get("correct") or {}) == 1:
+            name = next(iter(data["correct"]))
+        return bool(profile.get((mix, name, ts), {}).get("degenerate"))
+
+    def add(what, a_label, b_label, ts, a, b, degenerate=(False, False)):
         (ids_a, xs), (ids_b, ys) = a, b
         if xs is None or ys is None or ids_a != ids_b:
             return  # not the same problems: no paired test
         test = mcnemar(xs, ys)
         rows.append({"what": what, "a": a_label, "b": b_label, "test_set": ts, "a_acc": sum(xs) / len(xs) if xs else 0.0,
-                     "b_acc": sum(ys) / len(ys) if ys else 0.0, **test})
+                     "b_acc": sum(ys) / len(ys) if ys else 0.0, "a_degenerate": degenerate[0],
+                     "b_degenerate": degenerate[1], **test})
+
+    def label(mix: str) -> str:
+        return f"{STUDENT_NAMES.get(mix, mix)} ({chosen.get(mix, 'selected')})"
 
     sets = in_order({ts for per in results.correct.values() for ts in per}, TEST_SET_ORDER)
     mixes = in_order(results.correct, MIXES)
     for ts in sets:
         for a, b in combinations(mixes, 2):
-            label = lambda m: f"{STUDENT_NAMES.get(m, m)} ({chosen.get(m, 'selected')})"  # noqa: E731
-            add("students", label(a), label(b), ts, answers(a, ts, "selected"), answers(b, ts, "selected"))
+            add("students", label(a), label(b), ts, answers(a, ts, "selected"), answers(b, ts, "selected"),
+                (is_degenerate(a, ts, "selected"), is_degenerate(b, ts, "selected")))
         forms = in_order(set(results.correct.get("etd", {}).get(ts, {}).get("correct", {})) - {"selected"}, FORM_ORDER)
         for a, b in combinations(forms, 2):
-            add("ETD forms", a, b, ts, answers("etd", ts, a), answers("etd", ts, b))
+            add("ETD forms", a, b, ts, answers("etd", ts, a), answers("etd", ts, b),
+                (is_degenerate("etd", ts, a), is_degenerate("etd", ts, b)))
+        # each student against always giving its own most common answer: did it learn more than that?
+        for mix in mixes:
+            ids, xs = answers(mix, ts, "selected")
+            name = "selected"
+            data = results.correct.get(mix, {}).get(ts) or {}
+            if "selected" not in (data.get("correct") or {}) and len(data.get("correct") or {}) == 1:
+                name = next(iter(data["correct"]))
+            p = profile.get((mix, name, ts))
+            if p is None or xs is None:
+                continue
+            add("student vs its own constant", label(mix), f"always {format_answer(p['top_answer'])}", ts,
+                (ids, xs), (ids, p["own_constant_correct"]), (p["degenerate"], True))
     return rows
 
 

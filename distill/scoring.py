@@ -24,6 +24,13 @@ choose. **selected** is the form chosen on the validation split (the train stage
 ``best_form``): its test accuracy is reported under its own name, so a multi-form student has one
 headline number that no test set helped to pick.
 
+What a student learned: ``answer_profile`` counts a set of answers' distinct values, the share of
+the most common one and the accuracy of always giving that one answer (the student's *own constant*);
+a student whose most common answer covers more than ``DEGENERATE_SHARE`` of a test set is
+*degenerate* there: its accuracy is (almost) its constant's, whatever the constant is. The best
+single constant on a test set (``oracle_constant``) is chosen on that set's labels: a bound for
+every constant predictor, never a model.
+
 Uncertainty: every accuracy comes with its 95% Wilson score interval (``wilson``), and two sets of
 answers to the same problems are compared with the exact McNemar test on the discordant pairs
 (``mcnemar``).
@@ -42,6 +49,9 @@ COMBINE_ORDER = ("eot", "pot", "cot")
 FAILURE_STATUSES = tuple(s for s in STATUSES if s != "correct")
 Z95 = 1.959963984540054
 """The two-sided 95% normal quantile used by ``wilson``."""
+DEGENERATE_SHARE = 0.9
+"""A set of answers whose most common value (a missing answer counts as one value) covers more than
+this share of the problems is called degenerate: the student gives (almost) one answer to everything."""
 
 
 def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -59,7 +69,11 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    # at 0 (or n) correct the bound is exactly 0 (or 1); rounding would leave 4.3e-19, which the MLflow
+    # UI shows as such
+    low = 0.0 if correct == 0 else max(0.0, center - half)
+    high = 1.0 if correct == n else min(1.0, center + half)
+    return low, high
 
 
 def mcnemar(a: Sequence[int | bool], b: Sequence[int | bool]) -> dict:
@@ -197,7 +211,8 @@ def score_test_set(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[fl
 
 def metrics_of(test_set: str, scores: Mapping) -> dict[str, float]:
     """The MLflow metric names of one test set's scores (contract: ``<test_set>/n``,
-    ``<test_set>/<form|vote|fallback|selected>/{accuracy,ci_low,ci_high}``,
+    ``<test_set>/<form|vote|fallback|selected>/{accuracy,ci_low,ci_high}`` (fractions) and the same
+    ``..._pct`` (percent, 2 decimals, for the MLflow UI),
     ``<test_set>/<form>/failures/<status>``)."""
     out: dict[str, float] = {f"{test_set}/n": scores["n"]}
     named = dict(scores["forms"])
@@ -207,6 +222,100 @@ def metrics_of(test_set: str, scores: Mapping) -> dict[str, float]:
     for name, s in named.items():
         for key in ("accuracy", "ci_low", "ci_high"):
             out[f"{test_set}/{name}/{key}"] = s[key]
+        # the same three in percent, rounded as the report prints them: what the MLflow UI shows beside
+        # the report without a reader converting fractions
+        for key in ("accuracy", "ci_low", "ci_high"):
+            out[f"{test_set}/{name}/{key}_pct"] = round(100 * s[key], 2)
         for reason, count in s.get("failures", {}).items():
             out[f"{test_set}/{name}/failures/{reason}"] = count
     return out
+
+
+def answer_key(answer: float | None) -> float | None:
+    """The value two answers share when they are the same number (rounded to the 1e-3 tolerance's
+    grid), or None for a missing answer; used to count distinct answers."""
+    return None if answer is None else round(float(answer), 3) + 0.0
+
+
+def answers_of(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float],
+               selected: str | None = None) -> dict[str, list[float | None]]:
+    """Per problem the answer of every form (None when it gave none), of vote and fallback (two or
+    more forms) and of the selected form: what ``answer_profile`` characterises."""
+    out = {form: [v.answer if answered(v) else None for v in items] for form, items in verdicts.items()}
+    if len(verdicts) > 1:
+        for name, rows in combine(verdicts, golds).items():
+            out[name] = [r["answer"] for r in rows]
+    if selected in verdicts:
+        out["selected"] = list(out[selected])
+    return out
+
+
+def answer_profile(answers: Sequence[float | None], golds: Sequence[float]) -> dict:
+    """How varied a set of answers is, and what its own constant scores.
+
+    Returns {"n", "distinct" (distinct values, a missing answer counting as one), "top_answer" (the most
+    common value, None when that is "no answer"; ties go to the smaller number), "top_share",
+    "own_constant_accuracy" (accuracy of always answering top_answer on these golds; 0 when it is None),
+    "own_constant_correct" (0/1 per problem, for the paired test against it), "degenerate"
+    (top_share > DEGENERATE_SHARE)}.
+    """
+    if len(answers) != len(golds):
+        raise ValueError(f"{len(answers)} answers for {len(golds)} problems; align them first")
+    counts = Counter(answer_key(a) for a in answers)
+    if not counts:
+        return {"n": 0, "distinct": 0, "top_answer": None, "top_share": 0.0, "own_constant_accuracy": 0.0,
+                "own_constant_correct": [], "degenerate": False}
+    top = min(counts, key=lambda a: (-counts[a], a is None, a if a is not None else 0.0))
+    share = counts[top] / len(answers)
+    correct = [int(top is not None and answers_match(top, g)) for g in golds]
+    return {"n": len(answers), "distinct": len(counts), "top_answer": top, "top_share": share,
+            "own_constant_accuracy": sum(correct) / len(golds), "own_constant_correct": correct,
+            "degenerate": share > DEGENERATE_SHARE}
+
+
+def oracle_constant(golds: Sequence[float]) -> dict:
+    """The single answer that scores best on these golds (the most common gold; ties to the smaller
+    number) and its {"answer", "accuracy", "correct", "n"}. It is chosen on the test labels: a bound
+    for any constant predictor, never a model to compare as an equal."""
+    counts = Counter(answer_key(g) for g in golds if g is not None)
+    if not counts:
+        return {"answer": None, "accuracy": 0.0, "correct": 0, "n": len(golds)}
+    best = min(counts, key=lambda a: (-counts[a], a))
+    correct = sum(answers_match(best, g) for g in golds)
+    return {"answer": best, "accuracy": correct / len(golds), "correct": correct, "n": len(golds)}
+
+
+def profile_metrics(test_set: str, profiles: Mapping[str, Mapping]) -> dict[str, float]:
+    """MLflow metric names of the answer profiles: ``<test_set>/<name>/distinct_answers``,
+    ``.../top_answer_share`` and ``.../own_constant_accuracy``."""
+    out: dict[str, float] = {}
+    for name, p in profiles.items():
+        out[f"{test_set}/{name}/distinct_answers"] = p["distinct"]
+        out[f"{test_set}/{name}/top_answer_share"] = p["top_share"]
+        out[f"{test_set}/{name}/own_constant_accuracy"] = p["own_constant_accuracy"]
+    return out
+
+
+def format_answer(answer: float | None) -> str:
+    """An answer as a reader writes it: 2, 0.5, or "no answer"."""
+    return "no answer" if answer is None else f"{answer:g}"
+
+
+def degenerate_tag(profiles: Mapping[str, Mapping[str, Mapping]]) -> str:
+    """``profiles`` (test_set -> name -> answer_profile) as one line: "no" when no set of answers is
+    degenerate, else per name its constant and the test sets where it covers > DEGENERATE_SHARE."""
+    found: dict[str, dict] = {}  # name -> answer -> [(test_set, share)]
+    for test_set, by_name in profiles.items():
+        for name, p in by_name.items():
+            if p["degenerate"]:
+                found.setdefault(name, {}).setdefault(p["top_answer"], []).append((test_set, p["top_share"]))
+    if not found:
+        return "no"
+
+    def shares(items) -> str:
+        low, high = (f"{100 * f(s for _, s in items):.0f}" for f in (min, max))
+        return f"{low}%" if low == high else f"{low}-{high}%"
+
+    return "; ".join(f"{name}: " + ", ".join(
+        f"{format_answer(answer)} on {', '.join(ts for ts, _ in items)} ({shares(items)})" for answer, items in by.items())
+        for name, by in found.items())

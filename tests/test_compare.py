@@ -35,7 +35,10 @@ def test_comparison_rows_carry_n_and_an_interval_for_every_student_form_and_test
     assert [(r["student"], r["form"], r["test_set"]) for r in rows][:3] == [
         ("CoTD", "cot", "gsm8k"), ("CoTD", "cot", "svamp"), ("ETD", "cot", "gsm8k")]
     assert all(r["n"] == 100 and r["ci_low"] <= r["accuracy"] <= r["ci_high"] and r["ci"] == "wilson" for r in rows)
-    assert "| CoTD | cot | gsm8k | 100 | 2.0 | 0.6-7.0 | wilson |" in compare.markdown(rows)
+    table = compare.markdown(rows)
+    assert "| CoTD | cot | gsm8k | 100 | 2.0 | 0.6-7.0 | Wilson, computed from accuracy and n | n/a | n/a | n/a |" in table
+    assert "| always 4 (training prior) | prior | gsm8k | 100 | 1.0 | 0.2-5.4 |" in table
+    assert "*interval*: where the 95% interval comes from" in table  # the column is explained
 
 
 def test_the_headline_never_picks_a_form_by_its_test_score():
@@ -52,7 +55,8 @@ def test_the_headline_has_n_in_the_header_intervals_in_the_cells_and_the_baselin
     assert "gsm8k (n=100)" in lines[0] and "svamp (n=100)" in lines[0]
     etd = next(line for line in lines if line.startswith("ETD"))
     assert "4.0% [1.6, 9.8]" in etd
-    assert lines[-2].startswith("constant 4")
+    assert lines[-4].startswith("always 4") and "training prior" in lines[-4]
+    assert lines[-2].startswith("DEGENERATE: A: the student gives answer A") and lines[-1].startswith("oracle: ")
     cot = next(line for line in lines if line.startswith("CoTD"))
     assert "2.0% [" in cot and "n/a" not in cot  # a one-form student's row is its only form
 
@@ -76,3 +80,16 @@ def test_distill_compare_on_an_empty_store_says_what_to_run_first(mlflow_uri):
     result = CliRunner().invoke(main, ["compare", "--preset", "smoke"])
     assert result.exit_code == 2
     assert "run `make reproduce`" in result.output and "Traceback" not in result.output
+
+
+def test_when_every_student_is_degenerate_the_headline_says_so_first():
+    results = _results(selected=True)
+    golds = [1, 2, 3, 4, 4]
+    for mix, forms in (("cot", ["cot"]), ("etd", ["cot", "pot", "eot", "vote", "selected"])):
+        answers = {f: [7.0] * 5 for f in forms}
+        results.correct[mix] = {ts: {"problem_ids": list(range(5)), "gold": golds, "answers": answers,
+                                     "correct": {f: [0] * 5 for f in forms}} for ts in SETS}
+    lines = compare.headline(results)
+    assert lines[0].startswith("EVERY STUDENT IS DEGENERATE (one answer to more than 90% of every test set): CoTD, ETD")
+    assert "DEGENERATE: 7" in next(line for line in lines if line.startswith("ETD"))
+    assert any(line.startswith("oracle (bound)") and "always 4" in line for line in lines)

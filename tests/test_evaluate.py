@@ -272,6 +272,14 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
     assert set(correct["correct"]) == {*FORM_NAMES, "vote", "fallback", "selected"}
     assert sum(correct["correct"]["eot"]) == round(2 * m["gsm8k/eot/accuracy"])
     assert correct["correct"]["selected"] == correct["correct"]["pot"]
+    # the answers themselves and the golds, for the report's answer profiles and oracle constant
+    assert correct["gold"] == [r[table["columns"].index("gold")] for r in table["data"]]
+    assert set(correct["answers"]) == set(correct["correct"]) and len(correct["answers"]["eot"]) == 2
+    assert 1 <= m["gsm8k/eot/distinct_answers"] <= 2 and m["gsm8k/eot/top_answer_share"] >= 0.5
+    # two problems: one answer to both is more than 90%, so some name is degenerate, and the tag says which
+    assert tags["distill.degenerate"] == "no" or "(100%)" in tags["distill.degenerate"]
+    assert (tags["distill.degenerate"] == "no") == all(m[f"{t}/{n}/top_answer_share"] <= 0.9 for t in TEST_SETS
+                                                       for n in (*FORM_NAMES, "vote", "fallback", "selected"))
 
     saved = json.loads((tmp_path / "eval" / "etd" / "summary.json").read_text())
     assert saved["metrics"] == pytest.approx({k: v for k, v in m.items()})

@@ -67,7 +67,7 @@ def test_accuracy_cells_prefer_the_logged_interval_and_fall_back_to_wilson():
 def test_accuracy_figure_has_a_legend_with_students_baseline_and_interval_and_n_in_titles():
     fig = plots.accuracy_figure(_results())
     labels = _legend_labels(fig)
-    assert {"CoTD", "PoTD", "EoTD", "ETD", "constant answer 4", "95% CI (Wilson)"} <= set(labels)
+    assert {"CoTD", "PoTD", "EoTD", "ETD", "always answering 4 (training prior)", "95% CI (Wilson)"} <= set(labels)
     titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
     assert titles == [f"{ts} (n=100)" for ts in SETS]
     # the baseline is a horizontal line at 1% on every panel
@@ -123,5 +123,58 @@ def test_drop_rates_figure_names_n_per_form_and_the_reasons():
     fig = plots.drop_rates_figure(_results())
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cot\n(n=7,473 samples)", "pot\n(n=7,473 samples)"]
-    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"no_calculator_steps", "wrong_answer"}
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == {"no_calculator_steps",
+                                                                  "wrong_answer: ran, but not to the gold answer"}
     assert "0 dropped" in _texts(fig) and "3.85% (288)" in _texts(fig)
+
+
+def _with_answers() -> Results:
+    """ETD (selected eot, chosen on validation) answers 2 to every problem of every set; CoTD answers varied
+    numbers; the gold answers make 7 the best constant (3 of 10)."""
+    results = _results()
+    golds = [7, 7, 7, 2, 1, 3, 4, 5, 6, 8]
+    for mix, answers in (("etd", {"cot": [9.0] * 10, "pot": [1.0 * i for i in range(10)], "eot": [2.0] * 10,
+                                  "selected": [2.0] * 10}),
+                         ("cot", {"cot": [1.0 * i for i in range(10)]})):
+        results.correct[mix] = {ts: {"problem_ids": list(range(10)), "gold": golds, "answers": answers,
+                                     "correct": {k: [0] * 10 for k in answers}} for ts in SETS}
+        results.steps[f"evaluate-{mix}"].tags["distill.selected_form"] = "eot" if mix == "etd" else "cot"
+    for ts in SETS:
+        results.steps["evaluate-etd"].metrics[f"{ts}/selected/accuracy"] = 0.1
+    return results
+
+
+def test_accuracy_figure_hatches_degenerate_bars_names_the_selected_form_and_draws_the_oracle():
+    fig = plots.accuracy_figure(_with_answers())
+    ax = fig.axes[0]
+    assert "ETD selected (eot)" in [t.get_text() for t in ax.get_xticklabels()]
+    hatched = [bar for bar in ax.patches if bar.get_hatch()]
+    assert len(hatched) == 3  # ETD's cot (always 9), eot and selected (always 2); CoTD and ETD pot are varied
+    assert "10.0 = always 2" in _texts(fig) and "3.0 = always 9" in _texts(fig)
+    assert ax.get_title() == "gsm8k (n=100; oracle: always 7 = 30.0%)"
+    assert any(list(line.get_ydata()) == [30.0, 30.0] and line.get_linestyle() == ":" for line in ax.lines)
+    labels = _legend_labels(fig)
+    assert "oracle: best constant per test set (chosen on test labels; a bound, not a model)" in labels
+    assert "degenerate: one answer to >90% (accuracy = its constant's)" in labels
+
+
+def test_training_figure_draws_two_validation_points_as_points_and_says_what_stopped_training():
+    results = _results()
+    run = results.steps["train-cot"]
+    run.history["val/loss"] = [(0, 6.0), (1190, 1.0)]
+    run.metrics["train/epochs_run"] = 0.41
+    run.tags["distill.stopped"] = "max_minutes"
+    fig = plots.training_figure(results)
+    panel = fig.axes[0]
+    val = panel.lines[-1]
+    assert list(val.get_xdata()) == [0, 1190] and val.get_linestyle() == "None"  # no line through two points
+    assert panel.get_title().endswith("0.41 of 10 epochs (stopped: max_minutes)")
+    assert any("points only" in label for label in _legend_labels(fig))
+
+
+def test_drop_rates_legend_says_what_failed_when_the_gold_teacher_fails():
+    results = _results()
+    results.steps["verify"].metrics["verify/pot/dropped/teacher_failed"] = 72
+    results.steps["generate"] = RunView("g", "generate", {"distill.teacher": "gold"}, {}, {})
+    labels = {t.get_text() for t in plots.drop_rates_figure(results).axes[0].get_legend().get_texts()}
+    assert any(label.startswith("teacher_failed: the gold teacher could not derive this form") for label in labels)

@@ -204,15 +204,18 @@ def test_make_reproduce_on_the_smoke_preset_builds_the_run_tree_champion_and_rep
                                for m in reproduce.MIXES}
     assert mlflow.models.get_model_info("models:/distill-student@champion").artifact_path
     text = (tmp_path / "reports" / "results.md").read_text()
-    assert f"reproduce run: `{parent_id}`" in text and "ETD (`etd`)" in text and "constant answer" in text
+    assert f"reproduce run: `{parent_id}`" in text and "ETD (`etd`)" in text and "(training prior)" in text
+    assert "**oracle**" in text and "## What the students learned" in text  # from the answers evaluate logged
     assert all((tmp_path / "reports" / name).stat().st_size > 0 for name in ("accuracy.png", "drop_rates.png",
                                                                                   "training_curves.png"))
     # the parent carries the four students side by side, and the run ends saying what to open next
     artifacts = {f.path for f in client.list_artifacts(parent_id, "comparison")}
     assert artifacts == {"comparison/accuracy.md", "comparison/accuracy.json", "comparison/accuracy.png"}
     rows = json.loads((smoke.run_path / "reproduce" / "comparison" / "accuracy.json").read_text())
-    assert {r["student"] for r in rows} == {"CoTD", "PoTD", "EoTD", "ETD"}
+    assert {r["student"] for r in rows if r["mix"] != "baseline"} == {"CoTD", "PoTD", "EoTD", "ETD"}
+    assert {r["form"] for r in rows if r["mix"] == "baseline"} == {"prior", "oracle"}
     assert all(r["n"] == 3 and r["ci_low"] is not None for r in rows)
+    assert all(r["distinct_answers"] is not None for r in rows if r["mix"] != "baseline")
     closing = result.output[result.output.index("report: "):]
     assert f"report: {(tmp_path / 'reports' / 'results.md').resolve()}" in closing
     assert "gsm8k (n=3)" in closing and "ETD" in closing and "constant" in closing

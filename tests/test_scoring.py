@@ -180,3 +180,37 @@ def test_correctness_lists_align_with_the_scores():
     for name in ("eot", "cot"):
         assert sum(table[name]) == scores["forms"][name]["correct"]
     assert sum(table["vote"]) == scores["vote"]["correct"] and sum(table["fallback"]) == scores["fallback"]["correct"]
+
+
+def test_answer_profile_counts_distinct_answers_the_most_common_share_and_its_own_constant():
+    from distill.scoring import answer_profile
+
+    golds = [2, 2, 5, 7, 2, 9, 1, 2, 3, 4]
+    p = answer_profile([2.0] * 9 + [None], golds)
+    assert (p["distinct"], p["top_answer"], p["top_share"]) == (2, 2.0, 0.9)
+    assert p["own_constant_accuracy"] == 0.4 and p["own_constant_correct"] == [1, 1, 0, 0, 1, 0, 0, 1, 0, 0]
+    assert not p["degenerate"]  # 90% is not more than 90%
+    assert answer_profile([2.0] * 10, golds)["degenerate"]
+    # a student that gives no answer at all is degenerate too, and its constant scores 0
+    none = answer_profile([None] * 10, golds)
+    assert none["degenerate"] and none["top_answer"] is None and none["own_constant_accuracy"] == 0.0
+    # 12 and 12.0004 are one answer (the 1e-3 tolerance)
+    assert answer_profile([12.0, 12.0004], [1, 1])["distinct"] == 1
+
+
+def test_the_oracle_constant_is_the_most_common_gold_answer_ties_to_the_smaller():
+    from distill.scoring import oracle_constant
+
+    assert oracle_constant([3, 5, 5, 3, 1]) == {"answer": 3, "accuracy": 0.4, "correct": 2, "n": 5}
+    assert oracle_constant([8, 8, 8, 1])["accuracy"] == 0.75
+
+
+def test_the_degenerate_tag_names_the_answers_and_the_test_sets():
+    from distill.scoring import answer_profile, degenerate_tag
+
+    golds = [1, 2, 3, 4]
+    profiles = {"gsm8k": {"cot": answer_profile([2.0] * 4, golds), "pot": answer_profile([1.0, 2.0, 3.0, 4.0], golds)},
+                "svamp": {"cot": answer_profile([None] * 4, golds)},
+                "asdiv": {"cot": answer_profile([2.0] * 4, golds)}}
+    assert degenerate_tag(profiles) == "cot: 2 on gsm8k, asdiv (100%), no answer on svamp (100%)"
+    assert degenerate_tag({"gsm8k": {"pot": profiles["gsm8k"]["pot"]}}) == "no"

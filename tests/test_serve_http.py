@@ -155,13 +155,15 @@ def test_the_split_dataframe_format_is_accepted_too(server):
 
 
 @pytest.mark.parametrize("records, message", [
-    ([{"text": "How many?"}], "missing column 'question' (got columns: "),
+    ([{"text": "How many?"}], "missing column 'question' (got columns: text); expected 'question'"),
     ([{"question": 5}], "'question' must be a string, got int 5"),
     ([{"question": "fine"}, {"question": None}], "row 1: 'question' must be a string, got null"),
     ([{"question": ""}], "'question' is empty"),
     ([{"question": "x" * 2001}], "'question' has 2001 characters; at most 2000 are accepted"),
     ([{"question": "How many?", "thought": "tot"}], "unknown thought 'tot'; valid: cot, pot, eot, vote"),
     ([{"question": "How many?"}] * 17, "17 rows in one request; send at most 16"),
+    ([], "no rows: the request holds no record"),
+    ([{"question": "How many?", "extra": 1}], "unknown column 'extra'; valid columns: question, thought"),
 ])
 def test_bad_input_gets_a_400_that_says_what_is_wrong(server, records, message):
     status, body = post(server, {"dataframe_records": records})
@@ -173,7 +175,7 @@ def test_bad_input_gets_a_400_that_says_what_is_wrong(server, records, message):
     ([{"question": "How many?"}] * 17, "17 rows in one request; send at most 16 rows per request"),
     ([{"question": "How many?", "thought": "tot"}], "row 0: unknown thought 'tot'"),
     ([{"question": "   "}], "row 0: 'question' is empty; send the text of the question"),
-    ([{"text": "How many?"}], "missing column 'question' (got columns: "),
+    ([{"text": "How many?"}], "missing column 'question' (got columns: text)"),
 ])
 def test_our_bad_input_message_comes_first_and_does_not_echo_the_request(server, records, start):
     status, body = post(server, {"dataframe_records": records})

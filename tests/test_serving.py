@@ -32,16 +32,27 @@ def test_requests_default_to_the_given_thought_and_keep_a_named_one():
     assert parse([{"question": "d?", "thought": "vote"}])[0].thought == "vote"
 
 
+def test_the_scoring_servers_inputs_and_instances_formats_are_read_as_records_and_columns():
+    import numpy as np
+
+    # {"inputs": [{"question": "a?"}]} and {"instances": {"question": ["a?", "b?"]}} as MLflow parses them
+    assert [r.question for r in parse([{"question": np.array("a?")}])] == ["a?"]
+    assert [r.question for r in parse({"question": np.array(["a?", "b?"]), "thought": np.array(["cot", "pot"])})] \
+        == ["a?", "b?"]
+
+
 @pytest.mark.parametrize("records, message", [
-    ([{"text": "a?"}], "missing column 'question' (got columns: text)"),
+    ([{"text": "a?"}], "missing column 'question' (got columns: text); expected 'question' and optionally 'thought'"),
     ([{"question": 7}], "row 0: 'question' must be a string, got int 7"),
     ([{"question": "ok"}, {"question": None}], "row 1: 'question' must be a string, got null"),
     ([{"question": "  "}], "row 0: 'question' is empty"),
     ([{"question": "x" * 101}], "row 0: 'question' has 101 characters; at most 100 are accepted"),
     ([{"question": "a?", "thought": "tot"}], "row 0: unknown thought 'tot'; valid: cot, pot, eot, vote"),
-    ([{"question": "a?", "extra": 1}], "unknown column 'extra'; valid columns: question, thought"),
+    ([{"question": "a?", "extra": 1}], "unknown column 'extra'; valid columns: question, thought; remove the others"),
+    ([{"question": "a?", "b": 1, "c": 2}], "unknown column 'b' (and 1 more)"),
     ([{"question": "a?"}] * 5, "5 rows in one request; send at most 4"),
-    ([], "send records like"),
+    ([], "no rows: the request holds no record"),
+    (pd.DataFrame(), "no rows: the request holds no record"),
     ("a?", "input must be a DataFrame or JSON records"),
 ])
 def test_bad_input_is_refused_with_a_message_that_says_what_is_wrong(records, message):
@@ -126,9 +137,43 @@ def test_answers_are_json_numbers_and_a_failed_row_is_null_not_nan():
 def test_vote_takes_the_majority_of_the_forms_that_answered():
     model = stub_model({"cot|q": "so 7", "pot|q": "ans = 7", "eot|q": "ans = 9"})
     row = model.predict(None, [{"question": "q", "thought": "vote"}]).to_dict("records")[0]
-    assert row["answer"] == 7 and row["status"] == "ok" and row["reason"] == "2 of 3 forms agree"
+    assert row["answer"] == 7 and row["status"] == "ok" and row["reason"] == "2 of 3 forms agree (cot, pot)"
     assert row["versions"] == "cot=2,pot=2,eot=2"
     assert row["reasoning"] == "[cot]\nso 7\n\n[pot]\nans = 7\n\n[eot]\nans = 9"
+
+
+def test_a_vote_that_only_one_form_answered_says_it_is_that_forms_answer_alone():
+    model = stub_model({"cot|q": "so 2", "pot|q": "none", "eot|q": "none"})
+    row = model.predict(None, [{"question": "q", "thought": "vote"}]).to_dict("records")[0]
+    assert row["answer"] == 2 and row["status"] == "ok"
+    assert row["reason"].startswith("only cot gave an answer (1 of 3 forms): no agreement, this is cot's answer alone")
+    assert "pot: no_answer no number" in row["reason"] and "eot: no_answer" in row["reason"]
+
+
+def test_a_vote_where_no_two_forms_agree_names_the_tie_rule():
+    model = stub_model({"cot|q": "so 2", "pot|q": "ans = 3", "eot|q": "ans = 4"})
+    row = model.predict(None, [{"question": "q", "thought": "vote"}]).to_dict("records")[0]
+    assert row["answer"] == 4
+    assert row["reason"] == ("no two forms agree (cot 2, pot 3, eot 4): eot's answer by the tie rule "
+                             "(EoT, then PoT, then CoT), not a majority")
+
+
+class WordTokenizer:
+    """Counts a word as a token, as a stand-in for the student's tokenizer in the length check."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": text.split()}
+
+
+def test_no_answer_from_an_output_that_ran_to_the_token_limit_says_the_student_never_stopped():
+    model = stub_model({"eot|q": "none x x x x x x x", "eot|short": "none here"})
+    model.tokenizer = WordTokenizer()
+    model.settings["max_new_tokens"] = 8
+    rows = model.predict(None, [{"question": "q"}, {"question": "short"}]).to_dict("records")
+    assert rows[0]["status"] == "no_answer"
+    assert rows[0]["reason"] == ("no number; the output ran to the max_new_tokens limit (8) without ending: "
+                                 "this student has not learned to stop, so no complete answer was written")
+    assert rows[1]["reason"] == "no number"  # a short output: the form's reason alone
 
 
 def test_a_vote_where_no_form_answers_has_no_answer_and_names_each_failure():
@@ -229,12 +274,26 @@ def test_logged_model_holds_the_student_folder_a_signature_an_example_and_its_se
     assert {"artifacts/student/card.json", "artifacts/student/model/config.json",
             "artifacts/student/model/model.safetensors"} <= files
     assert not any("checkpoints" in f for f in files)
-    assert [c["name"] for c in info.signature.inputs.to_dict()] == ["question", "thought"]
-    assert info.signature.inputs.to_dict()[1]["required"] is False
+    # no input schema: MLflow's check would drop unknown columns before parse_requests could name them
+    assert info.signature.inputs is None
     assert "answer" in info.signature.outputs.input_names()
     assert info.saved_input_example_info is not None
     mlmodel = (local / "MLmodel").read_text()
     assert "timeout: 2.0" in mlmodel and "default_thought: eot" in mlmodel
+
+
+def test_the_loaded_model_names_the_columns_it_got_and_refuses_extra_ones(tmp_path, student, store):
+    import mlflow
+
+    with Tracker(store, "distill").run("train"):
+        info = log_student(student, max_new_tokens=8)
+    model = mlflow.pyfunc.load_model(info.model_uri)
+    for frame, message in ((pd.DataFrame({"text": ["How many?"]}), "missing column 'question' (got columns: text)"),
+                           (pd.DataFrame({"question": ["How many?"], "extra": [1]}), "unknown column 'extra'"),
+                           (pd.DataFrame({"question": []}), "no rows")):
+        with pytest.raises(MlflowException) as caught:
+            model.predict(frame)
+        assert message in caught.value.message
 
 
 def test_a_student_whose_form_version_differs_from_the_code_is_refused_at_load(tmp_path, store):

@@ -131,6 +131,13 @@ def test_train_writes_model_card_checkpoints_and_summary(learned):
     assert len(card["data_digest"]) == 16 and "byte-level BPE" in card["tokenizer"]
     assert card["training"]["optimizer"].startswith("AdamW") and card["training"]["precision"] == "fp32"
     assert card["training"]["trainer"] == "transformers.Seq2SeqTrainer"
+    # what ran beside what was configured: the report's training table reads these
+    assert (card["training"]["epochs_run"], card["training"]["steps"], card["training"]["stopped"]) == (4.0, 4 * 38, "epochs")
+    import mlflow
+
+    run = mlflow.MlflowClient(learned["tracker"].uri).get_run(learned["summary"]["run_id"])
+    assert run.data.metrics["train/epochs_run"] == 4.0 and run.data.metrics["train/steps_run"] == 4 * 38
+    assert run.data.tags["distill.stopped"] == "epochs"
     assert (card["kind"], card["architecture"], card["chat_template"], card["lora"]) == (
         "seq2seq", "T5ForConditionalGeneration", False, None)
     assert card["best_step"] == 4 * 38  # the loss fell every epoch: the last checkpoint is the best

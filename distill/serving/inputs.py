@@ -66,30 +66,42 @@ def bad_input(message: str) -> MlflowException:
 def parse_requests(model_input: Any, forms: Sequence[str], default: str, *, max_chars: int,
                    max_rows: int) -> list[Request]:
     """Validated requests from a DataFrame, a list of records or one record; raises bad_input naming the problem."""
+    import numpy as np
     import pandas as pd
 
+    # without an input schema (logged_model.signature) the scoring server passes the "inputs" and
+    # "instances" formats as parsed: records whose values are 0-d arrays, or columns as 1-d arrays
     if isinstance(model_input, Mapping):
-        model_input = [model_input]
+        values = list(model_input.values())
+        if values and all(isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1 for v in values):
+            if len({len(v) for v in values}) != 1:
+                raise bad_input("columns of different lengths; send one value per row in every column")
+            model_input = pd.DataFrame({str(k): [_plain(x) for x in v] for k, v in model_input.items()})
+        else:
+            model_input = [model_input]
     if isinstance(model_input, list):
         if not all(isinstance(r, Mapping) for r in model_input):
             raise bad_input("input must be records (objects) with a 'question' field")
-        model_input = pd.DataFrame(model_input)
+        model_input = pd.DataFrame([{str(k): _plain(v) for k, v in r.items()} for r in model_input])
     if not isinstance(model_input, pd.DataFrame):
         raise bad_input(f"input must be a DataFrame or JSON records with a 'question' field, "
                         f"got {type(model_input).__name__}")
-    if "question" not in model_input.columns:  # first: MLflow's schema check drops unknown columns, rows and all
+    if len(model_input) == 0:
+        raise bad_input("no rows: the request holds no record; send at least one, like "
+                        '{"question": "...", "thought": "eot"}')
+    if "question" not in model_input.columns:
         names = [str(c)[:40] for c in model_input.columns]
         columns = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "") or "none"
-        raise bad_input(f"missing column 'question' (got columns: {columns}); send records like "
-                        '{"question": "...", "thought": "eot"}')
-    if len(model_input) == 0:
-        raise bad_input("no rows: send at least one record with a 'question'")
+        raise bad_input(f"missing column 'question' (got columns: {columns}); expected 'question' and optionally "
+                        '\'thought\', e.g. {"question": "...", "thought": "eot"}')
     if len(model_input) > max_rows:
         raise bad_input(f"{len(model_input)} rows in one request; send at most {max_rows} rows per request "
                         "(split the rest into further requests)")
     unknown = sorted(set(map(str, model_input.columns)) - {"question", "thought"})
     if unknown:
-        raise bad_input(f"unknown column {unknown[0][:40]!r}; valid columns: question, thought")
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise bad_input(f"unknown column {unknown[0][:40]!r}{more}; valid columns: question, thought; "
+                        "remove the others (nothing is ignored silently)")
     valid = list(forms) + ([VOTE] if len(forms) > 1 else [])
     thoughts = model_input["thought"] if "thought" in model_input.columns else [None] * len(model_input)
     requests = []
@@ -108,6 +120,17 @@ def parse_requests(model_input: Any, forms: Sequence[str], default: str, *, max_
                             f"(or leave it out for {default})")
         requests.append(Request(question, thought))
     return requests
+
+
+def _plain(value: Any) -> Any:
+    """A 0-d numpy array (how the scoring server parses a JSON scalar without a schema) as its Python value."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _missing(value: Any) -> bool:

@@ -37,9 +37,12 @@ def signature():
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
 
-    # `question` is required by parse_requests, not by the schema: MLflow's schema check would answer a
-    # missing column with its own message in front of ours, so ours names it and the fix
-    inputs = Schema([ColSpec("string", "question", required=False), ColSpec("string", "thought", required=False)])
+    # No input schema: MLflow 3.17's schema check drops every column the schema does not name before
+    # predict sees the request, so a request with `text` instead of `question` arrived as an empty
+    # table ("got columns: none") and an extra column was ignored without a word. The request's
+    # contract (question, optional thought; nothing else) is checked by serving.inputs.parse_requests,
+    # whose messages name the columns it got and the ones it expects; the input example shows it.
+    inputs = None
     outputs = Schema([ColSpec("double", "answer", required=False), ColSpec("string", "thought"),
                       ColSpec("string", "versions"), ColSpec("string", "reasoning"), ColSpec("string", "status"),
                       ColSpec("string", "reason", required=False)])

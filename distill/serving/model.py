@@ -57,11 +57,11 @@ DEFAULTS = {
 class StudentModel(mlflow.pyfunc.PythonModel):
     """The pyfunc model: a student (seq2seq or causal), its tokenizer and its forms' extractors.
 
-    ``predict``'s input carries the hint ``pd.DataFrame`` (what MLflow passes once the logged
-    signature has been enforced; parse_requests also takes records): MLflow wraps the ``predict`` of
-    a PythonModel subclass and warns at import when it has no type hint, and a DataFrame hint is the
-    one from which it infers no schema and validates nothing, so the logged signature
-    (distill.serving.logged_model.signature) stays the only contract.
+    ``predict``'s input carries the hint ``pd.DataFrame`` (parse_requests also takes the records and
+    columns the scoring server passes): MLflow wraps the ``predict`` of a PythonModel subclass and
+    warns at import when it has no type hint, and a DataFrame hint is the one from which it infers no
+    schema and validates nothing. The logged signature has no input schema either
+    (distill.serving.logged_model.signature says why), so parse_requests is the request's one contract.
     """
 
     def load_context(self, context) -> None:
@@ -135,10 +135,27 @@ class StudentModel(mlflow.pyfunc.PythonModel):
     def _single(self, form: str, text: str, ext) -> dict:
         return {"answer": _number(ext.answer) if ext.status == "ok" else None, "thought": form,
                 "versions": f"{form}={self.forms[form].version}", "reasoning": text,
-                "status": ext.status, "reason": ext.reason}
+                "status": ext.status, "reason": self._why(text, ext)}
+
+    def _why(self, text: str, ext) -> str:
+        """The form's reason for a failed extraction, plus the likely cause when the output ran to the
+        token limit: a student that never learned to stop writes until max_new_tokens, and the form
+        then finds no complete answer in what it wrote (the reproduced tiny students do this)."""
+        if ext.status == "ok":
+            return ext.reason
+        limit = int(self.settings["max_new_tokens"])
+        tokenizer = getattr(self, "tokenizer", None)
+        if tokenizer is None or not text:
+            return ext.reason
+        written = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if written < limit - 1:  # decoded text re-tokenizes to about the tokens generated
+            return ext.reason
+        return ((f"{ext.reason}; " if ext.reason else "") + f"the output ran to the max_new_tokens limit ({limit}) "
+                "without ending: this student has not learned to stop, so no complete answer was written")
 
     def _vote(self, by_form: Mapping[str, tuple]) -> dict:
         """The majority answer over the forms (distill.scoring.vote_answer: ties go to EoT, then PoT)."""
+        from distill.answers import answers_match
         from distill.scoring import vote_answer
         from distill.thoughts import Verdict
 
@@ -148,11 +165,26 @@ class StudentModel(mlflow.pyfunc.PythonModel):
                                self.forms[f].version) for f, (_, ext) in by_form.items()}
         answer, votes = vote_answer(verdicts)
         failed = sorted({ext.status for _, ext in by_form.values() if ext.status != "ok"})
+        failures = "; ".join(f"{f}: {ext.status} {self._why(text, ext)}".strip()
+                             for f, (text, ext) in by_form.items() if ext.status != "ok")
+        answered = [f for f, (_, ext) in by_form.items() if ext.status == "ok"]
+        n = len(by_form)
         if answer is not None:
-            status, reason = "ok", f"{votes} of {len(by_form)} forms agree"
+            status = "ok"
+            agree = [f for f in answered if answers_match(by_form[f][1].answer, answer)]
+            if votes > 1:
+                reason = f"{votes} of {n} forms agree ({', '.join(agree)})"
+            elif len(answered) == 1:
+                reason = (f"only {agree[0]} gave an answer (1 of {n} forms): no agreement, "
+                          f"this is {agree[0]}'s answer alone")
+            else:
+                given = ", ".join(f"{f} {by_form[f][1].answer:g}" for f in answered)
+                reason = (f"no two forms agree ({given}): {agree[0]}'s answer by the tie rule "
+                          "(EoT, then PoT, then CoT), not a majority")
+            reason += f"; {failures}" if failures else ""
         else:
             status = failed[0] if len(failed) == 1 else "no_answer"
-            reason = "; ".join(f"{f}: {ext.status} {ext.reason}".strip() for f, (_, ext) in by_form.items())
+            reason = failures
         return {"answer": _number(answer), "thought": VOTE,
                 "versions": ",".join(f"{f}={self.forms[f].version}" for f in by_form),
                 "reasoning": "\n\n".join(f"[{f}]\n{text}" for f, (text, _) in by_form.items()),

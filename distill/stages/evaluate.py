@@ -29,7 +29,11 @@ own combinations, see distill/scoring.py) and selected (the selected form's answ
 name for every student), ``<test_set>/<form>/failures/<status>``; tables ``eval/<test_set>/<form>.json``
 (question, output, extracted answer, gold, status, reason), for several forms ``eval/<test_set>/combined.json``
 with the forms side by side, and ``eval/<test_set>/correct.json`` {"problem_ids": [...], "correct":
-{name: [0/1 per problem]}} (names as in the metrics), which the report's paired tests read.
+{name: [0/1 per problem]}, "answers": {name: [answer or null per problem]}, "gold": [...]} (names as in
+the metrics), which the report's paired tests and answer profiles read; per name the answer profile
+(distill.scoring.answer_profile) ``<test_set>/<name>/{distinct_answers,top_answer_share,own_constant_accuracy}``
+and the tag ``distill.degenerate`` ("no", or which names give one answer to more than 90% of which test
+sets, e.g. "selected: 2 on gsm8k, svamp (99-100%)").
 """
 from __future__ import annotations
 
@@ -42,7 +46,8 @@ from typing import Mapping, Sequence
 
 from distill.config import Config
 from distill.files import DataError, append_log, mismatch, read_log, read_record, write_json, write_jsonl
-from distill.scoring import combine, correctness, metrics_of, score_test_set
+from distill.scoring import (answer_profile, answers_of, combine, correctness, degenerate_tag, metrics_of,
+                             profile_metrics, score_test_set)
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
 from distill.thoughts import FORM_NAMES, Verdict, get_form
 from distill.tracking import writing
@@ -118,6 +123,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
     def body(run_id: str | None) -> dict:
         results: dict[str, dict] = {}
         metrics: dict[str, float] = {}
+        profiles: dict[str, dict] = {}
         for test_set in cfg.data.test_sets:
             problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
             if cfg.evaluate.limit:
@@ -131,6 +137,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             scores = score_test_set(verdicts, golds, selected=selected)
             results[test_set] = scores
             metrics.update(metrics_of(test_set, scores))
+            answers = answers_of(verdicts, golds, selected)
+            profiles[test_set] = {name: answer_profile(values, golds) for name, values in answers.items()}
+            metrics.update(profile_metrics(test_set, profiles[test_set]))
             log(f"evaluate {mix}: {test_set} ({len(problems)} problems) " + ", ".join(
                 f"{f} {s['accuracy']:.1%}" for f, s in scores["forms"].items())
                 + "".join(f", {k} {scores[k]['accuracy']:.1%}" for k in ("vote", "fallback") if k in scores)
@@ -140,7 +149,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             if tracker is not None:
                 _log_tables(tracker, test_set, rows, verdicts, golds)
                 tracker.log_dict({"problem_ids": [p.id for p in problems],
-                                  "correct": correctness(verdicts, golds, selected)},
+                                  "correct": correctness(verdicts, golds, selected),
+                                  "answers": answers, "gold": golds},
                                  f"eval/{test_set}/correct.json")
         summary = {
             "mix": mix, "preset": cfg.preset, "run_id": run_id, "limit": cfg.evaluate.limit,
@@ -156,6 +166,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
         write_json(out_dir / "summary.json", summary)
         if tracker is not None:
             tracker.log_metrics(metrics)
+            # the runs table of the MLflow UI says which answers are (almost) one constant
+            tracker.set_tags({"distill.degenerate": degenerate_tag(profiles)})
             tracker.log_dict(summary, "eval/summary.json")
         return summary
 

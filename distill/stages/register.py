@@ -172,7 +172,7 @@ def _ensure_registered_model(client, name: str) -> None:
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="Students distilled from a teacher LLM (distill); "
+        client.create_registered_model(name, description="Students distilled from a teacher (distill); "
                                                          "the alias `champion` marks the one served.")
 
 

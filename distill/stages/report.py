@@ -5,9 +5,17 @@ Reads: a ``distill.results.Results`` (``distill.results.collect``: the parent ru
 and its step runs, or the newest run of each stage of the preset; see that module for every metric,
 param, tag and artifact it reads). An empty store gives a results.md that says so.
 
+What a student learned comes first: which students are degenerate (one answer to more than 90% of
+a test set; distill.scoring.DEGENERATE_SHARE) and whose constant they are, and, per student, form and
+test set, the distinct answers, the share of the most common one and its own constant's accuracy.
+Every accuracy table shows two constants: the training prior (always the most common training
+answer) and the oracle (the best single answer of each test set, chosen on its labels: a bound for
+any constant predictor, never a model).
+
 Significance: a difference between two paired sets of answers (distill.results.paired_tests, the
 exact McNemar test) is called significant at p < 0.05, with no correction for the number of
-comparisons (the table shows every p-value, so a reader can apply one).
+comparisons (the table shows every p-value, so a reader can apply one); a cell with a degenerate side
+is marked as such, never significant, and each student is also tested against its own constant.
 
 Writes (``output_dir``, default reports/): ``results.md`` and the plots ``accuracy.png``,
 ``drop_rates.png``, ``training_curves.png`` (drawn by distill/plots.py). Every table is sorted and no
@@ -23,7 +31,9 @@ from distill import plots
 from distill.config import Config
 from distill.files import atomic_write_text
 from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, collect,
-                             drop_rates, in_order, intervals, paired_tests, selected_forms, sets_of)
+                             degenerate, drop_rates, headline_name, in_order, intervals, oracle_cells, paired_tests,
+                             profiles, selected_forms, sets_of, validation_choice)
+from distill.scoring import DEGENERATE_SHARE, format_answer
 from distill.stages import pipeline
 from distill.teachers.gold import WRITES, GoldTeacher
 from distill.thoughts import MIXES
@@ -43,6 +53,12 @@ PAPER_GSM8K = {
     "CodeT5-Large (770M)": {"etd": 42.45},
 }
 PLOTS = ("accuracy.png", "drop_rates.png", "training_curves.png")
+PAPER_SCOPE = ("What a small CPU study can show: that the pipeline runs end to end and is tracked, and how "
+               "each student's answers compare with a constant on the same problems. What it cannot show: the "
+               "paper's findings. Neither the level nor the ordering of our columns says anything about the "
+               "paper's claims, and a degenerate student's number (marked) is a constant's, not a measure of "
+               "what it learned. The comparison between CoTD, PoTD, EoTD and ETD needs pre-trained students on a GPU.")
+"""One voice with the README's "What the embedded default can and cannot show"."""
 
 
 def _millions(n: int) -> str:
@@ -60,6 +76,142 @@ def _cell(cell: dict | None) -> str:
     if cell.get("ci_low") is None or cell.get("ci_high") is None:
         return _pct(cell["accuracy"])
     return f"{_pct(cell['accuracy'])} [{100 * cell['ci_low']:.1f}, {100 * cell['ci_high']:.1f}]"
+
+
+def _marked(cell: dict | None, profile: dict | None) -> str:
+    """_cell, plus "(degenerate: always A)" when the answers behind it are (almost) one value A."""
+    text = _cell(cell)
+    if cell is not None and profile and profile["degenerate"]:
+        text += f" (degenerate: {format_answer(profile['top_answer'])})"
+    return text
+
+
+def _share_range(shares: list[float]) -> str:
+    low, high = 100 * min(shares), 100 * max(shares)
+    return f"{low:.1f}%" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f}-{high:.1f}%"
+
+
+def _gives(answer: float | None) -> str:
+    return "gives no answer" if answer is None else f"answers {format_answer(answer)}"
+
+
+def _oracle_label(oracle: dict) -> str:
+    return ("best constant per test set, **oracle** (chosen on the test labels: a bound for any constant "
+            "predictor, not a model)")
+
+
+def _oracle_cell(cell: dict | None) -> str:
+    return "–" if cell is None else f"{_cell(cell)} (always {cell['answer']})"
+
+
+def _profile_name(results: Results, mix: str, name: str, ts: str) -> str:
+    """The name under which correct.json holds a (mix, form) cell: a one-form student's "selected" is its form."""
+    data = results.correct.get(mix, {}).get(ts) or {}
+    if name == "selected" and "selected" not in (data.get("answers") or {}) and len(data.get("answers") or {}) == 1:
+        return next(iter(data["answers"]))
+    return name
+
+
+def _what_was_learned(results: Results, sets: list[str]) -> list[str]:
+    """The first lines of the report: which students give (almost) one answer to everything, whose
+    constant it is, and what that makes of their accuracy; when every student does, that comes first."""
+    prof = profiles(results)
+    if not prof:
+        return []
+    mixes = in_order(results.evaluations(), MIXES)
+    oracle = oracle_cells(results)
+    lines, degenerate_students = [], []
+    for mix in mixes:
+        name = headline_name(results, mix)
+        if name is None:
+            continue
+        cells = {ts: prof.get((mix, _profile_name(results, mix, name, ts), ts)) for ts in sets}
+        cells = {ts: p for ts, p in cells.items() if p}
+        if not cells:
+            continue
+        form = selected_forms(results).get(mix, name)
+        who = f"**{STUDENT_NAMES.get(mix, mix)}** ({form})"
+        bad = {ts: p for ts, p in cells.items() if p["degenerate"]}
+        if len(bad) == len(cells):
+            degenerate_students.append(mix)
+            groups: dict = {}
+            for ts, p in bad.items():
+                groups.setdefault(p["top_answer"], []).append((ts, p["top_share"]))
+            lines.append(f"- {who} is **degenerate**: it " + "; ".join(
+                f"{_gives(answer)} to {_share_range([sh for _, sh in items])} of the problems of "
+                + ", ".join(ts for ts, _ in items) for answer, items in groups.items())
+                + ". Its accuracy is that constant's: " + ", ".join(
+                    f"{ts} {_pct(p['own_constant_accuracy'])}%" for ts, p in bad.items())
+                + " by always giving its most common answer.")
+        elif bad:
+            lines.append(f"- {who} is degenerate on " + ", ".join(
+                f"{ts} ({_gives(p['top_answer'])} to {100 * p['top_share']:.1f}%)" for ts, p in bad.items())
+                + "; elsewhere it gives " + ", ".join(f"{p['distinct']} distinct answers on {ts}"
+                                                     for ts, p in cells.items() if ts not in bad) + ".")
+        else:
+            lines.append(f"- {who} is not degenerate: " + ", ".join(
+                f"{p['distinct']} distinct answers on {ts} (the most common, {format_answer(p['top_answer'])}, "
+                f"{100 * p['top_share']:.1f}%)" for ts, p in cells.items()) + ".")
+        if len(bad) < len(cells):
+            acc = intervals(results).get((mix, name), {})
+            below = [ts for ts in cells if ts in oracle and ts in acc and acc[ts]["accuracy"] <= oracle[ts]["accuracy"]]
+            if below:
+                lines[-1] += (" At or below the best constant (oracle) on " + ", ".join(
+                    f"{ts} ({_pct(acc[ts]['accuracy'])}% vs {_pct(oracle[ts]['accuracy'])}%)" for ts in below)
+                    + ": no sign there of more than a constant could score.")
+    if not lines:
+        return []
+    share = f"{100 * DEGENERATE_SHARE:.0f}%"
+    if degenerate_students and len(degenerate_students) == len(lines):
+        first = (f"**Every student is degenerate**: each gives one answer to more than {share} of the problems "
+                 "of every test set, so the accuracies below measure how often that constant is the gold "
+                 "answer, not what a student learned about the problems, and no difference between students "
+                 "is a finding about distillation.")
+    elif degenerate_students:
+        verb = "is" if len(degenerate_students) == 1 else "are"
+        first = (f"**{len(degenerate_students)} of {len(lines)} students {verb} degenerate** (one answer to more "
+                 f"than {share} of every test set): " + ("its accuracy is its constant's." if verb == "is"
+                                                        else "their accuracy is their constants'."))
+    else:
+        first = f"No student is degenerate (none gives one answer to more than {share} of a test set)."
+    return ["## What the students learned", "", first, "", *lines, "",
+            "Each student is judged by its headline answers (the form chosen on the validation split, or its "
+            f"only form). *Degenerate*: the most common answer covers more than {share} of a test set's "
+            "problems (a missing answer counts as one value). Per form and test set: see the section "
+            "*What each student answers* below.", ""]
+
+
+def _answers_table(results: Results, sets: list[str]) -> list[str]:
+    """Per student, form and test set: distinct answers, the most common one and its share, and the
+    accuracy of always giving it (the student's own constant)."""
+    prof = profiles(results)
+    out = ["## What each student answers", "",
+           "Per student, form and test set: the number of distinct answers (a missing answer counts as one), "
+           "the most common answer and its share of the problems, and the accuracy of always giving that answer "
+           f"(the student's own constant). **degenerate**: the most common answer covers more than "
+           f"{100 * DEGENERATE_SHARE:.0f}% of the problems; the student's accuracy there is (almost) its "
+           "constant's.", ""]
+    if not prof:
+        return out + ["No answers logged (eval/<test_set>/correct.json has no `answers`: the evaluate runs "
+                      "predate them); rerun `distill evaluate` to characterise them.", ""]
+    out += ["| student | answers of | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for mix in in_order({m for m, _, _ in prof}, MIXES):
+        names = in_order({n for m, n, _ in prof if m == mix}, FORM_ORDER)
+        if len([n for n in names if n in ("cot", "pot", "eot")]) <= 1:
+            names = [n for n in names if n != "selected"]
+        for name in names:
+            cells = []
+            for ts in sets:
+                p = prof.get((mix, name, ts))
+                if p is None:
+                    cells.append("–")
+                    continue
+                cells.append(f"{p['distinct']} distinct; {format_answer(p['top_answer'])} {100 * p['top_share']:.1f}%; "
+                             f"own constant {_pct(p['own_constant_accuracy'])}%"
+                             + (" **degenerate**" if p["degenerate"] else ""))
+            label = f"selected = {selected_forms(results).get(mix, '?')}" if name == "selected" else name
+            out.append(f"| {STUDENT_NAMES.get(mix, mix)} | {label} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def _limit(results: Results) -> str | None:
@@ -99,6 +251,7 @@ def render(results: Results) -> str:
     sets = sets_of(results)
     ns = _ns(results, sets)
     chosen = selected_forms(results)
+    prof = profiles(results)
     p = results.parent
     out = [f"# Results: preset `{results.preset}`", ""]
     out.append("Generated by `distill report` from the MLflow store "
@@ -115,6 +268,7 @@ def render(results: Results) -> str:
         out.append(f"- evaluated on {limit}; n per test set: "
                    + ", ".join(f"{ts} {ns[ts]}" for ts in sets))
     out.append("")
+    out += _what_was_learned(results, sets)
 
     out += ["## Accuracy (%), with 95% Wilson intervals", "",
             "Each student is asked for every form it was trained on; a prediction is correct when it is "
@@ -131,20 +285,33 @@ def render(results: Results) -> str:
             else:
                 label = f"{form} — {OURS_NOTE[form]}" if form in OURS_NOTE else form
             row = cells[(mix, form)]
-            out.append(f"| {STUDENT_NAMES.get(mix, mix)} (`{mix}`) | {label} | "
-                       + " | ".join(_cell(row.get(ts)) for ts in sets) + " |")
+            out.append(f"| {STUDENT_NAMES.get(mix, mix)} (`{mix}`) | {label} | " + " | ".join(
+                _marked(row.get(ts), prof.get((mix, _profile_name(results, mix, form, ts), ts))) for ts in sets) + " |")
     base = baseline_cells(results)
+    oracle = oracle_cells(results)
     if base:
         b = results.baseline
-        out.append(f"| constant answer {b['answer']} | — | " + " | ".join(_cell(base.get(ts)) for ts in sets) + " |")
-        out += ["", f"The constant-answer row always answers {b['answer']}, the most common answer of the "
+        out.append(f"| always {b['answer']} (training prior) | — | "
+                   + " | ".join(_cell(base.get(ts)) for ts in sets) + " |")
+    if oracle:
+        out.append(f"| {_oracle_label(oracle)} | — | " + " | ".join(_oracle_cell(oracle.get(ts)) for ts in sets) + " |")
+    if base:
+        out += ["", f"*always {b['answer']} (training prior)* answers {b['answer']}, the most common answer of the "
                 f"training problems ({b.get('source', '')}), on the same problems "
                 "(n: " + ", ".join(f"{ts} {c['n']}" for ts, c in base.items()) + "): a student at or below it has "
                 "learned only the prior."]
+    if oracle:
+        out += ["", "The **oracle** row is the best single answer of each test set (its most common gold answer), "
+                "chosen on that test set's labels: no constant predictor can score above it, so a student at or "
+                "below it has shown nothing a constant could not; it is a bound, never a model to compare with."]
+    if prof:
+        out += ["", "*(degenerate: A)*: on that test set the student answers A to more than "
+                f"{100 * DEGENERATE_SHARE:.0f}% of the problems; its accuracy is (almost) that of always answering A."]
     if not cells:
         out += ["", "No evaluation runs found yet."]
     out.append("")
 
+    out += _answers_table(results, sets)
     out += _paper_table(results, cells, chosen)
     out += _significance(results, sets)
     out += _choices(results)
@@ -161,24 +328,30 @@ def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
     out = ["## Beside the paper (GSM8K test accuracy, %)", "",
            f"The paper's numbers: {PAPER_CITATION}; – means not reported. Which form the paper's ETD figure "
            "uses is not known; ours is the ETD student's form chosen on the validation split (named), with "
-           "its 95% interval. The paper's students are 60M-770M CodeT5 models trained on a GPU; ours is the "
-           "student of this preset, so only the ordering of the columns is comparable, not the level.", ""]
+           "its 95% interval. The paper's students are 60M-770M pre-trained CodeT5 models fine-tuned on a GPU; "
+           "ours is the student of this preset. " + PAPER_SCOPE, ""]
     out.append("| student | no distillation | CoTD | PoTD | EoTD | ETD |")
     out.append("|---|---:|---:|---:|---:|---:|")
     for student, nums in PAPER_GSM8K.items():
         out.append(f"| {student}, paper | " + " | ".join(
             "–" if k not in nums else f"{nums[k]:.2f}" for k in ("none", "cot", "pot", "eot", "etd")) + " |")
-    ours = [_cell(cells.get((mix, mix), {}).get("gsm8k")) for mix in ("cot", "pot", "eot")]
+    prof = profiles(results)
+    ours = [_marked(cells.get((mix, mix), {}).get("gsm8k"), prof.get((mix, mix, "gsm8k")))
+            for mix in ("cot", "pot", "eot")]
     etd = cells.get(("etd", "selected"), {}).get("gsm8k")
-    etd_cell = _cell(etd) + (f" ({chosen['etd']})" if etd is not None and chosen.get("etd") else "")
+    etd_cell = _marked(etd, prof.get(("etd", "selected", "gsm8k"))) + (
+        f" ({chosen['etd']})" if etd is not None and chosen.get("etd") else "")
     p = results.parent
     student = p.tags.get("distill.student", "?") if p else "?"
     sizes = sorted({int(run.params["train.n_params"]) for name, run in results.steps.items()
                     if name.startswith("train-") and run.params.get("train.n_params", "").isdigit()})
     student += f"` ({'/'.join(_millions(n) for n in sizes)} params)" if sizes else "`"
     base = baseline_cells(results).get("gsm8k")
-    out.append(f"| ours: `{student}, preset `{results.preset}` | {_cell(base)} (constant answer) | "
-               + " | ".join(ours) + f" | {etd_cell} |")
+    prior = f"{_cell(base)} (always {results.baseline.get('answer', '?')})" if base else "–"
+    out.append(f"| ours: `{student}, preset `{results.preset}` | {prior} | " + " | ".join(ours) + f" | {etd_cell} |")
+    oracle = oracle_cells(results).get("gsm8k")
+    if oracle:
+        out.append(f"| {_oracle_label(oracle)} | {_oracle_cell(oracle)} | – | – | – | – |")
     return out + [""]
 
 
@@ -189,7 +362,11 @@ def _significance(results: Results, sets: list[str]) -> list[str]:
            "percentage points, (a only / b only) discordant problems, the two-sided p-value, and **sig** "
            f"when p < {ALPHA}. No correction for the number of comparisons (about 1 in 20 cells falls below "
            f"{ALPHA} by chance alone). Students are compared by their selected form (the only form of a "
-           "one-form student).", ""]
+           "one-form student). A cell where a side is **degenerate** (one answer to more than "
+           f"{100 * DEGENERATE_SHARE:.0f}% of the problems) is marked *degenerate: a*, *b* or *both* and never "
+           "**sig**: it compares how often constants hit the gold answer, not what was learned. The rows "
+           "*student vs its own constant* pair each student with always giving its own most common answer: "
+           "**sig** there means the student's answers differ from its constant's by more than chance.", ""]
     if not rows:
         return out + ["No per-problem results (eval/<test_set>/correct.json) in the evaluate runs.", ""]
     cols = [ts for ts in sets if any(r["test_set"] == ts for r in rows)]
@@ -205,8 +382,18 @@ def _significance(results: Results, sets: list[str]) -> list[str]:
                 cells.append("–")
                 continue
             diff = 100 * (r["a_acc"] - r["b_acc"])
-            cells.append(f"{diff:+.1f} ({r['a_only']}/{r['b_only']}) p {r['p_value']:.2g}"
-                         + (" **sig**" if r["p_value"] < ALPHA else ""))
+            text = f"{diff:+.1f} ({r['a_only']}/{r['b_only']}) p {r['p_value']:.2g}"
+            sides = [side for side, flag in (("a", r["a_degenerate"]), ("b", r["b_degenerate"])) if flag]
+            if what == "student vs its own constant":
+                if r["a_degenerate"]:
+                    text += " (the student is degenerate)"
+                elif r["p_value"] < ALPHA:
+                    text += " **sig**"
+            elif sides:
+                text += f" *degenerate: {'both' if len(sides) == 2 else sides[0]}*"
+            elif r["p_value"] < ALPHA:
+                text += " **sig**"
+            cells.append(text)
         out.append(f"| {what} | {a} | {b} | " + " | ".join(cells) + " |")
     return out + [""]
 
@@ -253,11 +440,20 @@ def _choices(results: Results) -> list[str]:
                    f"`train.max_minutes={run.params.get('train.max_minutes') or 'none'}`.")
         val = {k.split("/")[1]: v for k, v in run.metrics.items() if k.startswith("val/") and k.endswith("/accuracy")}
         shown = ", ".join(f"{f} {_pct(val[f])}%" for f in in_order(val, FORM_ORDER)) or "not logged"
+        mix = run.tags.get("distill.mix", "etd")
+        tied = (validation_choice(results, mix) or {}).get("tied", [])
+        selected = selected_forms(results).get(mix, "?")
+        if len(tied) > 1:
+            words = {2: "two-way", 3: "three-way"}.get(len(tied), f"{len(tied)}-way")
+            how = (f"selected {selected} by the tie rule: a {words} **tie** at {_pct(val[tied[0]])}% between "
+                   f"{', '.join(tied)}, broken by the fixed order EoT, then PoT, then CoT; the validation split "
+                   "did not tell these forms apart")
+        else:
+            how = f"selected {selected}"
         out.append("- **Form selection**: the ETD student's `selected` form is the one with the highest "
                    f"validation accuracy on `train.val_generate_limit={run.params.get('train.val_generate_limit', '?')}` "
                    f"validation rows (ties to EoT, PoT, CoT); here {shown} (train run of "
-                   f"{STUDENT_NAMES.get(run.tags.get('distill.mix', ''), 'the student')}), selected "
-                   f"{selected_forms(results).get('etd', '?')}. Promotion ranks on that validation accuracy.")
+                   f"{STUDENT_NAMES.get(mix, 'the student')}), {how}. Promotion ranks on that validation accuracy.")
     evals = results.evaluations()
     if evals:
         run = evals.get("etd") or next(iter(evals.values()))
@@ -342,16 +538,33 @@ def _training_table(results: Results) -> list[str]:
     trains = {name.split("-", 1)[1]: run for name, run in results.steps.items() if name.startswith("train-")}
     if not trains:
         return []
-    out = ["## Training", "", "| student | steps | last train/loss | best val/loss | lr | epochs | max_steps |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["## Training", "",
+           "What ran, beside what was configured: the optimizer steps and epochs actually run and what stopped "
+           "training (`max_minutes`: the time budget; `max_steps`: the step budget; `epochs`: every configured "
+           "epoch ran).", "",
+           "| student | steps run | epochs run (configured) | stopped by | last train/loss | best val/loss | lr | "
+           "max_steps | max_minutes |",
+           "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for mix in in_order(trains, MIXES):
         run = trains[mix]
         loss = run.history.get("train/loss", [])
         val = [v for _, v in run.history.get("val/loss", [])]
-        out.append(f"| {STUDENT_NAMES.get(mix, mix)} | {loss[-1][0] if loss else '–'} | "
+        steps = run.metrics.get("train/steps_run")
+        steps = int(steps) if steps is not None else (loss[-1][0] if loss else None)
+        epochs = run.metrics.get("train/epochs_run")
+        per_epoch = run.params.get("train.steps_per_epoch", "")
+        if epochs is not None:
+            epochs_text = f"{epochs:.2f}"
+        elif steps is not None and per_epoch.isdigit() and int(per_epoch):
+            epochs_text = f"≈{steps / int(per_epoch):.2f}"  # an older run: from its steps per epoch
+        else:
+            epochs_text = "not logged"
+        out.append(f"| {STUDENT_NAMES.get(mix, mix)} | {steps if steps is not None else '–'} | "
+                   f"{epochs_text} ({run.params.get('train.epochs', '?')}) | "
+                   f"{run.tags.get('distill.stopped', 'not logged')} | "
                    f"{f'{loss[-1][1]:.4f}' if loss else '–'} | {f'{min(val):.4f}' if val else '–'} | "
-                   f"{run.params.get('train.lr', '–')} | {run.params.get('train.epochs', '–')} | "
-                   f"{run.params.get('train.max_steps', '–') or '–'} |")
+                   f"{run.params.get('train.lr', '–')} | {run.params.get('train.max_steps', '–') or '–'} | "
+                   f"{run.params.get('train.max_minutes', '–') or '–'} |")
     return out + [""]
 
 

@@ -8,7 +8,8 @@ Writes ``<run_dir>/students/<mix>/``
   - ``card.json``         {"mix","forms":{form:{"version","instruction"}},"best_form","student","kind",
                           "architecture","chat_template","lora","base_model","tokenizer","data_digest",
                           "train_run_id","preset","best_val_loss","best_step","n_params","trainable_params",
-                          "training":{hyper-parameters as chosen}}
+                          "training":{hyper-parameters as chosen, "steps", "epochs_run" (fractional:
+                          what ran, not train.epochs), "stopped" (max_minutes | max_steps | epochs)}}
   - ``checkpoints/``      transformers Trainer checkpoints (``checkpoint-<step>/``: weights, optimizer,
                           scheduler, RNG, trainer_state.json), the best and the last kept, plus
                           ``resume.json`` {"resume_digest","run_id"} saying which config and MLflow run they belong to
@@ -38,7 +39,8 @@ evaluation and a checkpoint at every epoch end, the best checkpoint by validatio
 end, and resume from the last checkpoint. benchmarks/train.py compares it with a hand-written loop.
 What the stage adds lives in callbacks: the time budget (``train.max_minutes``), validation
 generation accuracy per form, and MLflow logging through distill.tracking (``train/loss``,
-``train/lr``, ``val/loss``, ``val/<form>/accuracy``, all on the optimizer-step axis).
+``train/lr``, ``val/loss``, ``val/<form>/accuracy``, all on the optimizer-step axis; at the end
+``train/steps_run``, ``train/epochs_run`` and the tag ``distill.stopped``).
 
 A causal student sees the same student input as a seq2seq one (question + form instruction; the
 chat template when ``train.chat_template``); its loss covers the completion only (labels -100 on
@@ -378,7 +380,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
                 "tokenizer": tokenizer_desc, "data_digest": data_digest, "train_run_id": run_id,
                 "preset": cfg.preset, "best_val_loss": best_val_loss, "best_step": best_step,
                 "n_params": n_params, "trainable_params": trainable,
-                "training": {**chosen, "steps": state.global_step, "stopped": stopped}}
+                "training": {**chosen, "steps": state.global_step, "epochs_run": round(state.epoch or 0.0, 3),
+                             "stopped": stopped}}
         write_json(out / "card.json", card)
         summary.update({"run_id": run_id, "initial_val_loss": initial_val_loss, "best_val_loss": best_val_loss,
                         "best_step": best_step, "val_loss": val_losses[max(val_losses)] if val_losses else None,
@@ -386,6 +389,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         if tracker:
             tracker.log_dict(card, "card.json")
             tracker.log_metrics({"train/examples_per_s": summary["examples_per_s"]}, step=state.global_step)
+            # what ran, beside what was configured (train.epochs, train.max_steps): the report shows both
+            tracker.log_metrics({"train/steps_run": state.global_step, "train/epochs_run": state.epoch or 0.0})
+            tracker.set_tags({"distill.stopped": stopped})
             summary.update(_log_model(tracker, out, run_id))
         # the checkpoints now belong to a finished training: a rerun with a longer budget continues them
         # in a new run, never in this one
