@@ -284,13 +284,55 @@ def trainer_for(model, tokenizer, args, features: list[dict], val_features: list
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     collator = collator_for(model, tokenizer, causal=causal)
-    trainer_cls = Trainer if causal else Seq2SeqTrainer
+    trainer_cls = _epoch_seeded(Trainer if causal else Seq2SeqTrainer)
     trainer = trainer_cls(
         model=model, args=args, data_collator=collator, train_dataset=features,
         eval_dataset=val_features or None, processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout, where the CLI writes JSON
     trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+class EpochSeededSampler:
+    """The Trainer's training sampler with an order that is a function of (seed, epoch) only.
+
+    transformers' samplers (``LengthGroupedSampler`` for group_by_length, ``RandomSampler``) draw
+    their order from torch's global generator when an epoch's iterator starts, so the order of epoch
+    2 depends on every random number drawn before it (dropout, the first evaluation). A run resumed
+    inside epoch 2 starts that iterator from another state and sees other batches: measured, the
+    resumed weights differed from an uninterrupted run's. The Trainer calls ``set_epoch`` before each
+    epoch's iterator (accelerate forwards it), so seeding a generator there makes the order the same
+    in a fresh and in a resumed run."""
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.seed = sampler, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch) -> None:
+        import torch
+
+        self.sampler.generator = torch.Generator().manual_seed(self.seed + int(epoch))
+
+    def __iter__(self):
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _epoch_seeded(trainer_cls):
+    """``trainer_cls`` whose training sampler is an ``EpochSeededSampler`` (see there why)."""
+
+    class EpochSeeded(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if sampler is None or not hasattr(sampler, "generator"):
+                return sampler
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededSampler(sampler, seed)
+
+    EpochSeeded.__name__ = EpochSeeded.__qualname__ = trainer_cls.__name__
+    return EpochSeeded
 
 
 MISSING_KEYS = "There were missing keys in the checkpoint model loaded:"

@@ -417,8 +417,9 @@ def test_the_student_is_its_best_checkpoint_with_tied_embeddings_and_the_log_has
         tmp_path, capfd):
     import torch
 
-    # lr 0.3 overshoots after epoch 2, so the best checkpoint (step 16) is not the last (24) and is reloaded
-    summary = small_run(tmp_path, "train.lr=0.3")
+    # lr 0.5 overshoots after epoch 2, so the best checkpoint (step 16) is not the last (24) and is reloaded
+    # (the rate depends on the data order: with epoch-seeded orders, 0.3 no longer overshoots here)
+    summary = small_run(tmp_path, "train.lr=0.5")
     assert (summary["best_step"], summary["steps"]) == (16, 24)
     assert "There were missing keys" not in capfd.readouterr().err
     students = tmp_path / "students" / "cot"
