@@ -121,7 +121,8 @@ def test_a_single_question_gets_the_champions_default_thought_and_a_solver_check
     status, body = post(server, {"dataframe_records": [{"question": "Tom has 3 apples and buys 4. How many?"}]})
     assert status == 200
     assert body["predictions"] == [{"answer": 1, "thought": "cot", "versions": "cot=1", "reasoning": LOOP,
-                                    "status": "ok", "reason": "fallback: last number in the text"}]
+                                    "status": "ok", "reason": "fallback: last number in the text",
+                                    "device": "cpu"}]
 
 
 def test_a_program_that_loops_ends_in_a_timeout_row_and_the_server_keeps_answering(server):
@@ -146,7 +147,7 @@ def test_a_batch_keeps_its_order_and_answers_each_row_in_its_own_thought(server)
     assert rows[2]["answer"] == 1
     # EoT reads only the equation lines of the text: "ans = 1" (the loop's lines are prose to it)
     assert rows[3] == {"answer": 1, "thought": "eot", "versions": f"eot={get_form('eot').version}",
-                       "reasoning": LOOP, "status": "ok", "reason": ""}
+                       "reasoning": LOOP, "status": "ok", "reason": "", "device": "cpu"}
 
 
 def test_the_split_dataframe_format_is_accepted_too(server):

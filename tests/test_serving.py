@@ -111,7 +111,7 @@ def test_each_row_gets_answer_thought_versions_reasoning_status_and_reason():
     assert list(frame.columns) == list(OUTPUT_COLUMNS)
     rows = frame.to_dict("records")
     assert rows[0] == {"answer": 12, "thought": "eot", "versions": "eot=2", "reasoning": "ans = 12",
-                       "status": "ok", "reason": ""}
+                       "status": "ok", "reason": "", "device": "cpu"}
     assert rows[1]["answer"] is None and rows[1]["status"] == "timeout" and "0.5 s" in rows[1]["reason"]
     assert rows[2]["answer"] is None and rows[2]["status"] == "no_answer"
 

@@ -300,7 +300,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
         if tracker:
             tracker.log_dict(card, "card.json")
             tracker.log_metrics({"train/examples_per_s": summary["examples_per_s"]}, step=state.global_step)
-            summary.update(_log_model(tracker, out, run_id))
+            summary.update(_log_model(tracker, out, run_id, cfg))
         write_json(summary_path, summary)
     say(f"student written to {out / 'model'} ({stopped}, {state.global_step} steps, {wall_s:.0f} s)")
     return summary
@@ -313,11 +313,12 @@ def best_form(forms, val_accuracy: dict) -> str:
     return max(forms, key=lambda f: (val_accuracy.get(f, 0.0), -order.index(f) if f in order else -len(order)))
 
 
-def _log_model(tracker, student_dir: Path, run_id: str | None) -> dict:
-    """Log the student as an MLflow pyfunc model through distill.serving."""
-    from distill.serving.logged_model import log_student
+def _log_model(tracker, student_dir: Path, run_id: str | None, cfg: Config) -> dict:
+    """Log the student as an MLflow pyfunc model through distill.serving, decoding and checking
+    answers as the evaluate stage does (serving_settings), so the served answer is the evaluated one."""
+    from distill.serving.logged_model import log_student, serving_settings
 
-    log_student(student_dir, artifact_path="model")
+    log_student(student_dir, artifact_path="model", **serving_settings(cfg))
     uri = f"runs:/{run_id}/model"
     tracker.set_tags({"distill.model_uri": uri})
     return {"model_logged": True, "model_uri": uri}
