@@ -139,7 +139,7 @@ def description(name: str, version, tags: Mapping[str, str], eval_summary: Mappi
     size = f", {int(card['n_params']):,} parameters" if card.get("n_params") else ""
     lora = " (LoRA adapter)" if card.get("lora") else ""
     lines = [f"**{tags.get('distill.mix', '?')} student** `{tags.get('distill.student') or '?'}`: a {kind} model{size}{lora}, "
-             f"fine-tuned on the teacher's verified reasoning in {forms or '?'} (form versions "
+             f"fine-tuned on the teacher's verified reasoning in {forms.replace(',', ', ') or '?'} (form versions "
              f"{tags.get('distill.form_versions', '?')}); preset `{tags.get('distill.preset', '?')}`.", ""]
     if selected:
         val = tags.get("val/selected/accuracy")
