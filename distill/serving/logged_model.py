@@ -175,7 +175,7 @@ def log_student(student_dir: Path, artifact_path: str = "model", **settings: Any
         shutil.copytree(model_dir, staged / "model")
         shutil.copy2(card_path, staged / "card.json")
         # models-from-code: the logged model is this short script, not a pickle of the class, so
-        # loading it runs no pickled bytes and always uses the installed distill's StudentModel
+        # loading it runs no pickled bytes; its StudentModel is the one of the distill it carries
         code = Path(tmp) / "student_model.py"
         code.write_text(MODEL_CODE)
         package = package_copy(Path(tmp) / "package")
