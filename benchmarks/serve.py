@@ -1,17 +1,30 @@
-"""Latency and throughput of the served student: `mlflow models serve` on 127.0.0.1, a student
-registered and promoted in a throwaway store, then 200 sequential and 200 concurrent (8 clients)
-one-question requests. Also the time from starting `mlflow models serve` to its first answer.
+"""Latency and throughput of the served student at 1, 8 and 32 concurrent clients, with the batching of
+concurrent calls on and off (the baseline), on CPU and, where there is one, on the GPU.
 
-    python benchmarks/serve.py                                  # tiny-preset-shaped student (see below)
-    python benchmarks/serve.py --student runs/tiny/students/etd --thought eot --requests 100
+    python benchmarks/serve.py                         # tiny student over HTTP; + GPU-shaped students on a GPU
+    python benchmarks/serve.py --students tiny --clients 1,8,32 --requests-per-client 4
+    python benchmarks/serve.py --students codet5-large,qwen2.5-0.5b --transport inprocess   # needs a GPU
 
-Default student: the tiny preset's shape (d_model 128, 2+2 layers, byte-level BPE tokenizer;
-distill.student.build_tiny) overfitted for a few seconds to write one short EoT system for every
-question, so each request does what a real one does (greedy decoding until </s>, about 30 tokens,
-then the equation solver in the sandbox) with a known, realistic output length.
-Baseline: the same model's pyfunc predict called in-process, one question at a time; the printed
-ratios say what HTTP and the server add, and what 8 clients gain over one (calls that arrive while
-the model is busy are answered together in one batch; --no-combine switches that off).
+Students:
+  - ``tiny``: the tiny preset's shape (d_model 128, 2+2 layers, byte-level BPE tokenizer;
+    distill.student.build_tiny) overfitted for a few seconds to write one short EoT system for every
+    question, so each request does what a real one does (greedy decoding until </s>, about 30
+    tokens, then the equation solver in the sandbox). Served by the real `mlflow models serve`
+    (``--env-manager local``) on 127.0.0.1.
+  - ``codet5-large`` (T5, d_model 1024, 24+24 layers, vocabulary 32,100) and ``qwen2.5-0.5b``
+    (Qwen2, hidden 896, 24 layers, 14 query and 2 key/value heads, vocabulary 151,936): the shapes of
+    the paper's largest student and of our decoder-only preset, random weights (speed does not
+    depend on them; a random student writes until ``--gpu-new-tokens``). Only where CUDA is
+    available, answered in this process by the served model's own code (StudentModel.predict called
+    from client threads, as the scoring server calls it), so no 3 GB model is copied into a store.
+
+Scenarios: for each student and client count, ``requests-per-client * clients`` one-question
+requests (at least 8), first with batching on (the served default: ``max_batch: auto``, calls that
+arrive while the model is busy answered together, up to what memory holds) and then off
+(``max_rows: 1, max_batch: 1``: each call decoded alone, the strongest fair baseline: the same model,
+server and decoding, no merging). Printed: p50/p95 latency (ms), throughput (requests/s) and the
+ratios batched / unbatched. Every row the model returns names the device that answered; the table
+shows it.
 """
 from __future__ import annotations
 
@@ -28,6 +41,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -46,6 +60,17 @@ QUESTIONS = [
 ]
 EOT_TARGET = "% Tom has 3 apples and buys 4 more:\ntotal_apples = 3 + 4\nans = total_apples"
 # few repeated words: a 2-layer T5 has no absolute positions and loops on repetitive targets
+UNBATCHED = {"max_rows": 1, "max_batch": 1, "batch_size": 1}
+
+
+def write_card(folder: Path, student: str) -> None:
+    from distill.thoughts import FORM_NAMES, get_form
+
+    card = {"mix": "etd", "forms": {f: {"version": get_form(f).version, "instruction": get_form(f).instruction}
+                                    for f in FORM_NAMES},
+            "student": student, "data_digest": "benchmark", "train_run_id": None, "preset": "benchmark",
+            "best_form": "eot"}
+    (folder / "card.json").write_text(json.dumps(card))
 
 
 def tiny_student(folder: Path, steps: int) -> Path:
@@ -75,13 +100,44 @@ def tiny_student(folder: Path, steps: int) -> Path:
     torch.set_num_threads(threads)
     model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
-    card = {"mix": "etd", "forms": {f: {"version": get_form(f).version, "instruction": get_form(f).instruction}
-                                    for f in FORM_NAMES},
-            "student": "tiny (benchmark, overfitted)", "tokenizer": "bpe-500", "data_digest": "benchmark",
-            "train_run_id": None, "preset": "benchmark"}
-    (folder / "card.json").write_text(json.dumps(card))
+    write_card(folder, "tiny (benchmark, overfitted)")
     return folder
 
+
+def shaped_student(folder: Path, name: str) -> Path:
+    """A random-weight student of the named shape (see the module docstring), saved in the train stage's layout."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
+
+    from distill.student import save_student, train_tokenizer
+    from distill.thoughts import FORM_NAMES, get_form
+
+    texts = [get_form(f).student_input(q) for q in QUESTIONS for f in FORM_NAMES] + [EOT_TARGET] * 20
+    if name == "codet5-large":
+        tokenizer = train_tokenizer(texts, 500)
+        config = T5Config(vocab_size=32100, d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_decoder_layers=24,
+                          num_heads=16, dropout_rate=0.0, pad_token_id=tokenizer.pad_token_id,
+                          eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+        cls = T5ForConditionalGeneration
+    elif name == "qwen2.5-0.5b":
+        tokenizer = train_tokenizer(texts, 500, append_eos=False)
+        tokenizer.padding_side = "left"
+        config = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                             num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                             tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+        cls = Qwen2ForCausalLM
+    else:
+        raise SystemExit(f"unknown student {name!r}; valid: tiny, codet5-large, qwen2.5-0.5b")
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = cls(config)
+    save_student(model.cpu(), tokenizer, folder / "model")
+    write_card(folder, f"{name} shape, random weights (benchmark)")
+    return folder
+
+
+# --- the two ways of calling the served model --------------------------------------------------------
 
 def start_server(uri: str, model_uri: str, log_path: Path) -> tuple[subprocess.Popen, str]:
     """`mlflow models serve` in its own process group (as `make serve` runs it); returns it and its URL."""
@@ -114,6 +170,60 @@ def stop_server(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+class Http:
+    """The student logged to a throwaway store and served by `mlflow models serve`; call(record) posts one request."""
+
+    def __init__(self, folder: Path, settings: dict, tmp: Path):
+        import mlflow
+
+        from distill.serving.logged_model import log_student
+        from distill.tracking import Tracker
+
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        with Tracker(uri, "distill-bench").run("train-bench"):
+            info = log_student(folder, **settings)
+        mlflow.set_tracking_uri(uri)
+        self.proc, self.url = start_server(uri, info.model_uri, tmp / f"server-{len(settings)}.log")
+        self.local = threading.local()
+
+    def call(self, record: dict) -> dict:
+        import requests
+
+        if not hasattr(self.local, "session"):
+            self.local.session = requests.Session()
+        r = self.local.session.post(self.url + "/invocations", json={"dataframe_records": [record]}, timeout=300)
+        r.raise_for_status()
+        return r.json()["predictions"][0]
+
+    def close(self) -> None:
+        stop_server(self.proc)
+
+
+class InProcess:
+    """The served model's own class (StudentModel), loaded from the folder as the pyfunc loader does;
+    call(record) is one predict call, made from the client's thread as the scoring server makes it."""
+
+    def __init__(self, folder: Path, settings: dict, tmp: Path):
+        from distill.serving.model import DEFAULTS, STUDENT_ARTIFACT, StudentModel
+
+        self.model = StudentModel()
+        self.model.load_context(SimpleNamespace(artifacts={STUDENT_ARTIFACT: str(folder)},
+                                                model_config={**DEFAULTS, **settings}))
+
+    def call(self, record: dict) -> dict:
+        return self.model.predict(None, [record]).to_dict("records")[0]
+
+    def close(self) -> None:
+        import torch
+
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
@@ -123,6 +233,7 @@ def measure(call, n: int, clients: int) -> dict:
     """Run call(i) for i < n from ``clients`` threads; latencies in ms, throughput in requests/s."""
     latencies: list[float] = []
     errors: list[str] = []
+    devices: set[str] = set()
     lock = threading.Lock()
     counter = iter(range(n))
 
@@ -134,13 +245,14 @@ def measure(call, n: int, clients: int) -> dict:
                 return
             t0 = time.perf_counter()
             try:
-                call(i)
+                row = call(i)
             except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
                 with lock:
                     errors.append(str(exc)[:200])
                 continue
             with lock:
                 latencies.append((time.perf_counter() - t0) * 1000)
+                devices.add(str(row.get("device")))
 
     start = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(clients)]
@@ -152,102 +264,95 @@ def measure(call, n: int, clients: int) -> dict:
     return {"n": len(latencies), "errors": len(errors), "first_error": errors[0] if errors else None,
             "p50_ms": statistics.median(latencies) if latencies else float("nan"),
             "p95_ms": percentile(latencies, 95) if latencies else float("nan"),
-            "rps": len(latencies) / wall, "wall_s": wall}
+            "rps": len(latencies) / wall, "wall_s": wall, "device": ",".join(sorted(devices))}
+
+
+def run_student(name: str, folder: Path, transport: str, settings: dict, args, tmp: Path) -> list[dict]:
+    rows = []
+    for batched in (True, False):
+        served = (Http if transport == "http" else InProcess)(
+            folder, settings if batched else {**settings, **UNBATCHED}, tmp)
+        try:
+            def call(i):
+                return served.call({"question": QUESTIONS[i % len(QUESTIONS)], "thought": "eot"})
+
+            for i in range(len(QUESTIONS)):  # warm: every question once (the sandbox's workers, CUDA kernels)
+                call(i)
+            for clients in args.clients:
+                n = max(8, args.requests_per_client * clients)
+                m = measure(call, n, clients)
+                rows.append({"student": name, "transport": transport, "batching": "on" if batched else "off",
+                             "clients": clients, **m})
+                print(f"  {name:<13} batching {'on ' if batched else 'off'} {clients:>3} clients: p50 {m['p50_ms']:8.1f} ms"
+                      f"  p95 {m['p95_ms']:8.1f} ms  {m['rps']:8.2f} req/s  ({m['n']} requests, {m['errors']} errors,"
+                      f" device {m['device']})", flush=True)
+        finally:
+            served.close()
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--student", default=None,
-                        help="A student folder (model/ + card.json); default: tiny preset shape, overfitted.")
-    parser.add_argument("--thought", default=None, help="Thought to ask for (default: the student's default).")
-    parser.add_argument("--requests", type=int, default=200, help="Requests per scenario.")
-    parser.add_argument("--clients", type=int, default=8, help="Concurrent clients in the second scenario.")
-    parser.add_argument("--steps", type=int, default=80, help="Overfitting steps of the default student.")
-    parser.add_argument("--no-combine", action="store_true",
-                        help="Log the model with max_rows=1, so that calls arriving while the model is busy are "
-                             "answered one by one instead of in one batch (the comparison for the combining).")
+    parser.add_argument("--students", default="tiny,codet5-large,qwen2.5-0.5b",
+                        help="Comma-separated: tiny, codet5-large, qwen2.5-0.5b (the last two only on a GPU).")
+    parser.add_argument("--clients", default="1,8,32", type=lambda s: [int(c) for c in s.split(",")],
+                        help="Concurrent clients per scenario (comma-separated).")
+    parser.add_argument("--requests-per-client", type=int, default=4,
+                        help="Requests per scenario = this x clients (at least 8).")
+    parser.add_argument("--transport", default="auto", choices=("auto", "http", "inprocess"),
+                        help="auto: the tiny student over HTTP (mlflow models serve), GPU shapes in-process.")
+    parser.add_argument("--steps", type=int, default=80, help="Overfitting steps of the tiny student.")
+    parser.add_argument("--gpu-new-tokens", type=int, default=32,
+                        help="max_new_tokens of the random GPU-shaped students (they write until it).")
     parser.add_argument("--json", default=None, help="Also write the figures to this JSON file.")
     args = parser.parse_args()
 
-    import mlflow
-    import requests
+    import torch
 
-    from distill.config import load_config
-    from distill.files import read_json
-    from distill.serving.logged_model import log_student
-    from distill.stages import promote, register
-    from distill.tracking import Tracker
-
+    gpu = torch.cuda.is_available()
+    print(f"device: {torch.cuda.get_device_name(0) if gpu else 'cpu'} (torch {torch.__version__}, "
+          f"{os.cpu_count()} CPUs)")
     tmp = Path(tempfile.mkdtemp(prefix="distill-serve-bench-"))
-    proc = None
+    rows: list[dict] = []
     try:
-        t0 = time.perf_counter()
-        student = Path(args.student) if args.student else tiny_student(tmp / "student", args.steps)
-        print(f"student: {args.student or 'tiny preset shape, overfitted'} ({time.perf_counter() - t0:.1f} s to make)")
-        uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        cfg = load_config(None, [])
-        tracker = Tracker(uri, cfg.tracking.experiment)
-        card = read_json(student / "card.json")
-        selected = card.get("best_form") or next(iter(card["forms"]))
-        with tracker.run("train-etd", {"distill.stage": "train"}):
-            info = log_student(student, **({"max_rows": 1} if args.no_combine else {}))
-            tracker.log_metrics({f"val/{selected}/accuracy": 0.0})  # promote ranks on validation accuracy
-            run_id = tracker.run_id
-        register.run(cfg, tmp / "runs", tracker, train_run_id=run_id, log=lambda _: None,
-                     eval_summary={"mix": card["mix"], "forms": card["forms"], "train_run_id": run_id,
-                                   "selected_form": selected,
-                                   "metrics": {f"{t}/selected/accuracy": 0.0 for t in cfg.data.test_sets}})
-        promote.run(cfg, tmp / "runs", tracker, mix=card["mix"], log=lambda _: None)
-
-        def record(i: int) -> dict:
-            return {"question": QUESTIONS[i % len(QUESTIONS)], **({"thought": args.thought} if args.thought else {})}
-
-        # baseline: the pyfunc model in this process, no HTTP
-        model = mlflow.pyfunc.load_model(info.model_uri)
-        first = model.predict([record(0)]).to_dict("records")[0]
-        print(f"answer: {first['answer']} ({first['thought']}, {first['status']}); output: {first['reasoning'][:60]!r}")
-        direct = measure(lambda i: model.predict([record(i)]), args.requests, 1)
-        del model
-
-        started = time.perf_counter()
-        proc, url = start_server(uri, f"models:/{cfg.promote.model_name}@{cfg.promote.alias}", tmp / "server.log")
-        session = requests.Session()
-
-        def call(i, s=session):
-            r = s.post(url + "/invocations", json={"dataframe_records": [record(i)]}, timeout=120)
-            r.raise_for_status()
-            return r.json()
-
-        call(0)
-        to_first = time.perf_counter() - started
-        sequential = measure(call, args.requests, 1)
-        sessions = threading.local()
-
-        def concurrent_call(i):
-            if not hasattr(sessions, "s"):
-                sessions.s = requests.Session()
-            return call(i, sessions.s)
-
-        concurrent = measure(concurrent_call, args.requests, args.clients)
+        for name in [s.strip() for s in args.students.split(",") if s.strip()]:
+            folder = tmp / name
+            t0 = time.perf_counter()
+            if name == "tiny":
+                tiny_student(folder, args.steps)
+                transport = "http" if args.transport == "auto" else args.transport
+                settings = {}
+            else:
+                if not gpu:
+                    print(f"{name}: skipped (no GPU here; the shape runs unchanged where CUDA is available)")
+                    continue
+                shaped_student(folder, name)
+                transport = "inprocess" if args.transport == "auto" else args.transport
+                settings = {"max_new_tokens": args.gpu_new_tokens}
+            print(f"{name}: student made in {time.perf_counter() - t0:.1f} s; {transport}", flush=True)
+            rows += run_student(name, folder, transport, settings, args, tmp)
+            shutil.rmtree(folder, ignore_errors=True)
     finally:
-        if proc is not None:
-            stop_server(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"`mlflow models serve` start to first answer: {to_first:.1f} s")
-    print(f"{'scenario':<28}{'n':>5}{'errors':>8}{'p50 ms':>10}{'p95 ms':>10}{'req/s':>9}")
-    rows = {"in-process predict (baseline)": direct, "HTTP, sequential": sequential,
-            f"HTTP, {args.clients} concurrent clients": concurrent}
-    for name, m in rows.items():
-        print(f"{name:<28}{m['n']:>5}{m['errors']:>8}{m['p50_ms']:>10.1f}{m['p95_ms']:>10.1f}{m['rps']:>9.2f}")
-    print(f"ratio HTTP sequential / in-process p50 latency: {sequential['p50_ms'] / direct['p50_ms']:.2f}")
-    print(f"ratio {args.clients} clients / 1 client throughput: {concurrent['rps'] / sequential['rps']:.2f}")
-    for m in rows.values():
-        if m["first_error"]:
-            print(f"first error: {m['first_error']}")
+    print(f"\n{'student':<14}{'clients':>8}{'batching':>10}{'n':>5}{'p50 ms':>10}{'p95 ms':>10}{'req/s':>9}"
+          f"{'device':>9}")
+    for r in rows:
+        print(f"{r['student']:<14}{r['clients']:>8}{r['batching']:>10}{r['n']:>5}{r['p50_ms']:>10.1f}"
+              f"{r['p95_ms']:>10.1f}{r['rps']:>9.2f}{r['device']:>9}")
+    print("\nratios, batching on / off (same student, server and clients):")
+    for r in rows:
+        if r["batching"] != "on":
+            continue
+        off = next(o for o in rows if o["student"] == r["student"] and o["clients"] == r["clients"]
+                   and o["batching"] == "off")
+        print(f"  {r['student']:<13} {r['clients']:>3} clients: throughput x{r['rps'] / off['rps']:.2f}, "
+              f"p50 latency x{r['p50_ms'] / off['p50_ms']:.2f}, p95 latency x{r['p95_ms'] / off['p95_ms']:.2f}")
+    for r in rows:
+        if r["first_error"]:
+            print(f"first error ({r['student']}, {r['clients']} clients, batching {r['batching']}): {r['first_error']}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"seconds_to_first_answer": to_first, **rows}, indent=2))
+        Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

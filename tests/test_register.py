@@ -153,3 +153,29 @@ def test_cli_register_without_an_evaluation_prints_one_line_and_exits_2(env, mon
     result = CliRunner().invoke(main, ["register", "--preset", "tiny", "--mix", "pot"])
     assert result.exit_code == 2
     assert "error: runs/tiny/eval/pot/summary.json not found; evaluate the student first" in result.output
+
+
+def test_the_versions_description_is_a_model_card_with_form_accuracies_teacher_digest_and_the_curl_line(env, student):
+    import mlflow
+
+    cfg, run_dir, tracker = env
+    run_id = train_run(tracker, student)
+    summary = eval_summary(run_id)
+    summary["metrics"] |= {"gsm8k/selected/ci_low": 0.05, "gsm8k/selected/ci_high": 0.6, "gsm8k/n": 8}
+    summary["student"]["card"] |= {"kind": "seq2seq", "n_params": 1234567}
+    register.run(cfg, run_dir, tracker, train_run_id=run_id, eval_summary=summary, log=quiet)
+    name = cfg.promote.model_name
+    text = mlflow.MlflowClient().get_model_version(name, "1").description
+    assert "**etd student** `tiny`: a seq2seq model, 1,234,567 parameters" in text
+    assert "**Selected form: eot**, chosen on the validation split (validation accuracy 37.5%)" in text
+    assert "Other forms on validation: pot 50.0%" in text
+    assert "gsm8k 25.0% [5.0%, 60.0%] (n = 8); asdiv 0.0%" in text and "First 8 problems of each test set." in text
+    assert "**Teacher**: gold. **Data digest** (the training mix): `mixdigest`" in text
+    assert f"mlflow models serve -m models:/{name}/1 --env-manager virtualenv" in text
+    curl = next(line for line in text.splitlines() if line.startswith("  -d '"))
+    payload = json.loads(curl[len("  -d '"):-1])
+    assert payload["dataframe_records"][0]["thought"] == "eot"
+    # registering again (new accuracies) rewrites the card with the version
+    summary["metrics"]["gsm8k/selected/accuracy"] = 0.5
+    register.run(cfg, run_dir, tracker, train_run_id=run_id, eval_summary=summary, log=quiet)
+    assert "gsm8k 50.0% [5.0%, 60.0%]" in mlflow.MlflowClient().get_model_version(name, "1").description

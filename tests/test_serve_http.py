@@ -30,20 +30,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(uri: str, model_uri: str, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`mlflow models serve` as a subprocess (its own process group); returns it and its URL once /ping answers."""
+def start_server(uri: str, model_uri: str, log_path: Path, *, env_manager: str = "local", wait_s: float = 120,
+                 env: dict | None = None, cwd: Path = REPO) -> tuple[subprocess.Popen, str]:
+    """`mlflow models serve` as a subprocess (its own process group); returns it and its URL once /ping answers.
+    ``env`` replaces the environment the server inherits (then MLFLOW_TRACKING_URI and PATH are added)."""
     import requests
 
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)  # the venv's bin: the server calls uvicorn from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+    base = dict(os.environ if env is None else env)
+    env = {**base, "MLFLOW_TRACKING_URI": uri, "PATH": bin_dir + os.pathsep + base.get("PATH", ""),
            "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
     log = open(log_path, "w")
     proc = subprocess.Popen([os.path.join(bin_dir, "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
-                             "local", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+                             env_manager, "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
@@ -54,7 +57,7 @@ def start_server(uri: str, model_uri: str, log_path: Path) -> tuple[subprocess.P
             pass
         time.sleep(0.3)
     stop_server(proc)
-    raise RuntimeError(f"server did not answer /ping within 120 s:\n{log_path.read_text()[-3000:]}")
+    raise RuntimeError(f"server did not answer /ping within {wait_s:.0f} s:\n{log_path.read_text()[-3000:]}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -121,7 +124,8 @@ def test_a_single_question_gets_the_champions_default_thought_and_a_solver_check
     status, body = post(server, {"dataframe_records": [{"question": "Tom has 3 apples and buys 4. How many?"}]})
     assert status == 200
     assert body["predictions"] == [{"answer": 1, "thought": "cot", "versions": "cot=1", "reasoning": LOOP,
-                                    "status": "ok", "reason": "fallback: last number in the text"}]
+                                    "status": "ok", "reason": "fallback: last number in the text",
+                                    "device": "cpu"}]
 
 
 def test_a_program_that_loops_ends_in_a_timeout_row_and_the_server_keeps_answering(server):
@@ -146,7 +150,7 @@ def test_a_batch_keeps_its_order_and_answers_each_row_in_its_own_thought(server)
     assert rows[2]["answer"] == 1
     # EoT reads only the equation lines of the text: "ans = 1" (the loop's lines are prose to it)
     assert rows[3] == {"answer": 1, "thought": "eot", "versions": f"eot={get_form('eot').version}",
-                       "reasoning": LOOP, "status": "ok", "reason": ""}
+                       "reasoning": LOOP, "status": "ok", "reason": "", "device": "cpu"}
 
 
 def test_the_split_dataframe_format_is_accepted_too(server):

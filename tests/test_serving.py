@@ -122,7 +122,7 @@ def test_each_row_gets_answer_thought_versions_reasoning_status_and_reason():
     assert list(frame.columns) == list(OUTPUT_COLUMNS)
     rows = frame.to_dict("records")
     assert rows[0] == {"answer": 12, "thought": "eot", "versions": "eot=2", "reasoning": "ans = 12",
-                       "status": "ok", "reason": ""}
+                       "status": "ok", "reason": "", "device": "cpu"}
     assert rows[1]["answer"] is None and rows[1]["status"] == "timeout" and "0.5 s" in rows[1]["reason"]
     assert rows[2]["answer"] is None and rows[2]["status"] == "no_answer"
 
@@ -307,3 +307,60 @@ def test_a_student_whose_form_version_differs_from_the_code_is_refused_at_load(t
         info = log_student(folder, max_new_tokens=32)
     with pytest.raises(MlflowException, match="learned eot version 999"):
         mlflow.pyfunc.load_model(info.model_uri)
+
+
+# --- batch size: what the device's memory holds, what the sandbox checks in time ----------------
+
+def test_a_batch_holds_what_free_memory_allows_so_a_gpu_with_more_memory_batches_more():
+    from transformers import Qwen2Config, T5Config
+
+    from distill.serving.batching import MAX_ROWS_CAP, memory_rows, row_bytes
+
+    t5_large = T5Config(vocab_size=32100, d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_decoder_layers=24,
+                        num_heads=16)
+    qwen = Qwen2Config(vocab_size=151936, hidden_size=896, num_hidden_layers=24, num_attention_heads=14,
+                       num_key_value_heads=2)
+    shape = {"max_source_len": 256, "max_new_tokens": 256}
+    # CodeT5-large: encoder states + 2 x 24 layers x 1024 x (256 + 256) cache values, fp32, plus one step's logits
+    assert row_bytes(t5_large, **shape) == (1024 * 256 + 2 * 24 * 1024 * 512 + 2 * 32100) * 4
+    # Qwen2.5-0.5B keeps 2 key/value heads of 64: a far smaller cache per question
+    assert row_bytes(qwen, **shape) == (2 * 24 * 128 * 512 + 2 * 151936) * 4
+    gib = 1 << 30
+    small, large = (memory_rows(t5_large, free, **shape) for free in (2 * gib, 40 * gib))
+    assert 1 <= small < large <= MAX_ROWS_CAP
+    assert small == int(2 * gib * 0.5) // row_bytes(t5_large, **shape)
+    assert memory_rows(t5_large, 1, **shape) == 1  # never below one question
+    assert memory_rows(qwen, 140 * gib, **shape) == MAX_ROWS_CAP
+    assert memory_rows(t5_large, 40 * gib, dtype_bytes=2, **shape) > large  # half precision, twice the rows
+
+
+def test_a_batch_is_no_larger_than_the_sandbox_checks_in_time_and_never_smaller_than_one_request():
+    from transformers import T5Config
+
+    from distill.serving.batching import SANDBOX_BUDGET_S, batch_rows, sandbox_rows
+
+    assert sandbox_rows(5.0, 4) == int(SANDBOX_BUDGET_S * 4 / 5.0) == 32
+    config = T5Config(d_model=64, d_kv=16, num_layers=2, num_heads=4, vocab_size=500)
+    common = {"max_source_len": 256, "max_new_tokens": 256, "dtype_bytes": 4, "at_least": 16}
+    assert batch_rows(config, "cpu", free_bytes=100 << 30, timeout=5.0, workers=4, **common) == 32
+    assert batch_rows(config, "cpu", free_bytes=100 << 30, timeout=0.5, workers=4, **common) > 32
+    assert batch_rows(config, "cpu", free_bytes=1 << 10, timeout=5.0, workers=4, **common) == 16
+
+
+def test_a_served_student_reports_its_device_and_sizes_its_batch_from_its_settings(student):
+    from types import SimpleNamespace
+
+    from distill.serving.model import STUDENT_ARTIFACT
+
+    def loaded(**settings):
+        model = StudentModel()
+        model.load_context(SimpleNamespace(artifacts={STUDENT_ARTIFACT: str(student)},
+                                           model_config={**DEFAULTS, "max_new_tokens": 8, **settings}))
+        return model
+
+    auto = loaded()
+    assert auto.device == "cpu" and auto.max_batch >= DEFAULTS["max_rows"]
+    assert loaded(max_batch=40).max_batch == 40
+    assert loaded(max_batch=1, max_rows=1).max_batch == 1
+    rows = auto.predict(None, [{"question": "How many?", "thought": "cot"}]).to_dict("records")
+    assert rows[0]["device"] == "cpu" and rows[0]["thought"] == "cot"

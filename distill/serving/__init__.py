@@ -10,11 +10,12 @@ One job per module:
 
 This file only names ``StudentModel``: every logged model is a models-from-code script
 (logged_model.MODEL_CODE) that runs ``from distill.serving import StudentModel``, so that import
-path must keep working for the models already in a registry. Loading one needs ``distill``
-importable: serve with ``--env-manager local`` from the project's venv (its ``bin`` on PATH,
-because the scoring server calls ``uvicorn``)::
+path must keep working for the models already in a registry. The model carries the package
+(``code/distill/``) and names what it imports in its requirements (logged_model), so it serves from
+the project's venv or from an environment MLflow builds from the model alone::
 
     mlflow models serve -m models:/distill-student@champion --env-manager local --host 127.0.0.1 --port 5005
+    mlflow models serve -m models:/distill-student@champion --env-manager virtualenv --host 127.0.0.1 --port 5005
 
 Request (``/invocations``, JSON): ``{"dataframe_records": [{"question": "...", "thought": "eot"}]}``,
 ``thought`` optional: ``cot``, ``pot``, ``eot`` (one of the student's forms) or ``vote`` (every form,
@@ -25,7 +26,8 @@ else its first form.
 Response, one row per question: ``answer`` (number or null), ``thought`` (the form asked for),
 ``versions`` ("eot=1"; every form for vote), ``reasoning`` (the generated text; for vote each form's
 text under a ``[form]`` header), ``status`` (``ok``, ``no_answer``, ``parse_error``, ``exec_error``,
-``timeout``, ``unsafe``) and ``reason`` (why, for a failure).
+``timeout``, ``unsafe``), ``reason`` (why, for a failure) and ``device`` (where the student ran:
+``cpu``, ``cuda:0``).
 
 Reads and writes nothing itself.
 """

@@ -4,6 +4,11 @@ call at a time uses the model and the sandbox (``busy``); calls that arrive mean
 question at a time (benchmarks/serve.py measures what that buys). One call's failure never fails
 the calls it was batched with.
 
+How many questions one batch may hold (``batch_rows``): as many as the device's free memory holds
+(``memory_rows``: the key/value cache and encoder states of greedy decoding, per question, from the
+model's config), and no more than the sandbox can check in ``SANDBOX_BUDGET_S`` when every program
+loops (``sandbox_rows``), so a batch stays inside the scoring server's request limit.
+
 Reads and writes nothing: it holds parsed requests (distill.serving.inputs.Request) until the
 ``answer`` function it was given has answered them.
 """
@@ -13,6 +18,82 @@ import threading
 from typing import Callable, Sequence
 
 from distill.serving.inputs import Request
+
+SANDBOX_BUDGET_S = 40.0
+"""Seconds a batch may spend in the sandbox if every program loops until its timeout: inside the
+scoring server's 60 s request limit (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT), with room for decoding."""
+MEMORY_SHARE = 0.5
+"""Share of the free device memory (after loading the model) that one batch's decoding may use: the
+estimate below counts the cache, not every temporary buffer of attention and sampling."""
+MAX_ROWS_CAP = 512
+
+
+def row_bytes(config, *, max_source_len: int, max_new_tokens: int, dtype_bytes: int = 4) -> int:
+    """Bytes one question needs while it is decoded greedily: the key/value cache of every layer over
+    the prompt and the new tokens (a causal model), or the encoder states, the cross-attention cache
+    over the source and the self-attention cache over the new tokens (seq2seq); plus the logits of
+    one step. Read from a transformers config (T5/CodeT5 or Llama/Qwen names)."""
+    def get(*names, default=None):
+        for name in names:
+            value = getattr(config, name, None)
+            if value is not None:
+                return int(value)
+        return default
+
+    d_model = get("d_model", "hidden_size", "n_embd", default=512)
+    heads = get("num_heads", "num_attention_heads", "n_head", default=8)
+    head_dim = get("d_kv", "head_dim", default=max(1, d_model // max(1, heads)))
+    kv_heads = get("num_key_value_heads", default=heads)
+    kv_width = kv_heads * head_dim
+    vocab = get("vocab_size", default=32000)
+    if getattr(config, "is_encoder_decoder", False):
+        dec_layers = get("num_decoder_layers", "decoder_layers", "num_layers", default=6)
+        values = (d_model * max_source_len                              # encoder output
+                  + 2 * dec_layers * kv_width * max_source_len          # cross-attention keys and values
+                  + 2 * dec_layers * kv_width * max_new_tokens)         # self-attention cache
+    else:
+        layers = get("num_hidden_layers", "n_layer", "num_layers", default=12)
+        values = 2 * layers * kv_width * (max_source_len + max_new_tokens)
+    return int((values + 2 * vocab) * dtype_bytes)
+
+
+def memory_rows(config, free_bytes: int, *, max_source_len: int, max_new_tokens: int, dtype_bytes: int = 4) -> int:
+    """How many questions fit in MEMORY_SHARE of ``free_bytes`` (at least 1, at most MAX_ROWS_CAP)."""
+    per_row = row_bytes(config, max_source_len=max_source_len, max_new_tokens=max_new_tokens,
+                        dtype_bytes=dtype_bytes)
+    return max(1, min(MAX_ROWS_CAP, int(free_bytes * MEMORY_SHARE) // max(1, per_row)))
+
+
+def sandbox_rows(timeout: float, workers: int, *, at_least: int = 1) -> int:
+    """How many looping programs the sandbox's ``workers`` end within SANDBOX_BUDGET_S (``timeout`` s each)."""
+    return max(at_least, int(SANDBOX_BUDGET_S * max(1, workers) / max(timeout, 1e-3)))
+
+
+def free_memory(device) -> int:
+    """Free bytes where the model runs: the GPU's free memory (torch.cuda.mem_get_info), else the
+    machine's available memory."""
+    import os
+
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 4 GiB
+        return 4 << 30
+
+
+def batch_rows(config, device, *, free_bytes: int | None = None, max_source_len: int, max_new_tokens: int,
+               dtype_bytes: int, timeout: float, workers: int, at_least: int) -> int:
+    """Questions per batch: what memory holds and the sandbox can check in time, never below ``at_least``
+    (one request's rows must fit one batch)."""
+    free = free_memory(device) if free_bytes is None else free_bytes
+    rows = min(memory_rows(config, free, max_source_len=max_source_len, max_new_tokens=max_new_tokens,
+                           dtype_bytes=dtype_bytes),
+               sandbox_rows(timeout, workers))
+    return max(at_least, rows)
 
 
 class _Call:

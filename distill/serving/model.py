@@ -6,6 +6,17 @@ Reads the pyfunc artifact ``student/`` (``model/``: the student as distill.stude
 and the overrides given to distill.serving.logged_model.log_student). Writes nothing: each request
 gets one output row per question (the columns ``OUTPUT_COLUMNS``, described in distill/serving/__init__.py).
 
+Where it runs: ``device: auto`` puts the student on the first GPU when there is one, else on the
+CPU (distill.student.resolve_device, the evaluate stage's rule), and every row says which device
+answered (``device``) in which form (``thought``, ``versions``). Concurrent calls are answered
+together in batches of up to ``max_batch`` questions (``auto``: what the device's free memory holds,
+distill.serving.batching.batch_rows).
+
+Served equals evaluated: the text comes from distill.decoding.decode_batches and the answer from the
+form's ``extract_many``, the two calls the evaluate stage makes (its ``verify_many`` is
+``extract_many`` plus the gold), with the settings the train stage logs from the evaluate and
+verify config (logged_model.serving_settings); tests/test_served_equals_evaluated.py checks it.
+
 The answer is taken by the same form module that verified the training data (``get_form(f)
 .extract_many``): programs and equation systems run in the sandbox, outside the server's process,
 with a timeout, so a looping program ends as a ``timeout`` row and never hangs the server. Model
@@ -30,7 +41,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 STUDENT_ARTIFACT = "student"
 """Name of the pyfunc artifact (a folder holding model/ and card.json)."""
-OUTPUT_COLUMNS = ("answer", "thought", "versions", "reasoning", "status", "reason")
+OUTPUT_COLUMNS = ("answer", "thought", "versions", "reasoning", "status", "reason", "device")
 
 DEFAULTS = {
     # GSM8K's longest question is about 1,000 characters; twice that still fits the 256-token input,
@@ -44,10 +55,17 @@ DEFAULTS = {
     # seconds per program or equation system: the same limit as verify and evaluate
     # (VerifyConfig.timeout), so a served answer is the evaluated answer
     "timeout": 5.0,
-    # the paper's decoding: greedy, 256 tokens in and out (METHOD.md)
+    # like VerifyConfig.strict: True refuses a CoT text whose answer is only its last number
+    "strict": False,
+    # the paper's decoding: greedy, 256 tokens in and out (METHOD.md); the train stage logs the
+    # evaluate stage's values instead (logged_model.serving_settings)
     "max_new_tokens": 256,
     "max_source_len": 256,
-    "batch_size": 16,
+    # questions decoded per generate call; auto: the whole batch (max_batch)
+    "batch_size": "auto",
+    # questions answered together across concurrent calls; auto: what the device's free memory holds
+    # for greedy decoding, capped by what the sandbox checks in 40 s (distill.serving.batching.batch_rows)
+    "max_batch": "auto",
     # auto: the first GPU when there is one, else the CPU
     "device": "auto",
 }
@@ -78,6 +96,7 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         # any kind of student (seq2seq, causal, a LoRA adapter): distill.student reads its folder
         self.model, self.tokenizer = load_student(root / "model", local_files_only=True)
         self.model.to(resolve_device(str(self.settings["device"]))).eval()
+        self.device = str(next(self.model.parameters()).device)
         self.forms = {name: get_form(name) for name in self.card.get("forms") or {}}
         for name, form in self.forms.items():
             trained = (self.card["forms"][name] or {}).get("version")
@@ -89,8 +108,31 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         self.start_batching()
 
     def start_batching(self) -> None:
-        """Concurrent predict calls are answered together (distill.serving.batching)."""
-        self.batches = BatchQueue(self.answer, int(self.settings["max_rows"]))
+        """Concurrent predict calls are answered together (distill.serving.batching), up to max_batch questions."""
+        self.max_batch = self._max_batch()
+        self.batches = BatchQueue(self.answer, self.max_batch)
+
+    def _max_batch(self) -> int:
+        """The setting ``max_batch`` when it is a number, else what memory and the sandbox allow (batching.batch_rows)."""
+        max_rows = int(self.settings["max_rows"])
+        if str(self.settings.get("max_batch", "auto")) != "auto":
+            return max(max_rows, int(self.settings["max_batch"]))
+        model = getattr(self, "model", None)
+        if model is None:  # no model loaded (a test's stand-in generator): one request's rows
+            return max_rows
+        import torch
+
+        from distill.sandbox import default_workers
+        from distill.serving.batching import batch_rows
+
+        param = next(model.parameters())
+        config = getattr(model, "config", None)
+        if hasattr(model, "get_base_model"):  # a LoRA student: the base model's shape
+            config = model.get_base_model().config
+        return batch_rows(config, param.device, max_source_len=int(self.settings["max_source_len"]),
+                          max_new_tokens=int(self.settings["max_new_tokens"]),
+                          dtype_bytes=torch.finfo(param.dtype).bits // 8 if param.dtype.is_floating_point else 4,
+                          timeout=float(self.settings["timeout"]), workers=default_workers(), at_least=max_rows)
 
     def predict(self, context, model_input: pd.DataFrame, params=None):
         requests = parse_requests(model_input, list(self.forms), self.default,
@@ -103,7 +145,9 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         """Greedy outputs of the student for ``inputs`` (the paper's decoding, distill/decoding.py)."""
         from distill.decoding import decode
 
-        return decode(self.model, self.tokenizer, inputs, batch_size=int(self.settings["batch_size"]),
+        size = self.settings.get("batch_size", "auto")
+        batch_size = self.max_batch if str(size) == "auto" else int(size)
+        return decode(self.model, self.tokenizer, inputs, batch_size=batch_size,
                       max_new_tokens=int(self.settings["max_new_tokens"]),
                       max_source_len=int(self.settings["max_source_len"]))
 
@@ -115,10 +159,10 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         by_form: dict[str, list[int]] = {}
         for i, (_, f) in enumerate(pairs):
             by_form.setdefault(f, []).append(i)
-        timeout = float(self.settings["timeout"])
+        timeout, strict = float(self.settings["timeout"]), bool(self.settings.get("strict", False))
 
         def extract(form: str) -> list:
-            return self.forms[form].extract_many([texts[i] for i in by_form[form]], timeout=timeout)
+            return self.forms[form].extract_many([texts[i] for i in by_form[form]], timeout=timeout, strict=strict)
 
         # each form's programs or systems run in the sandbox's own workers (one kind per form), so the
         # forms are extracted side by side: a vote whose program and system both time out waits once
@@ -135,7 +179,7 @@ class StudentModel(mlflow.pyfunc.PythonModel):
     def _single(self, form: str, text: str, ext) -> dict:
         return {"answer": _number(ext.answer) if ext.status == "ok" else None, "thought": form,
                 "versions": f"{form}={self.forms[form].version}", "reasoning": text,
-                "status": ext.status, "reason": self._why(text, ext)}
+                "status": ext.status, "reason": self._why(text, ext), "device": self._device_name()}
 
     def _why(self, text: str, ext) -> str:
         """The form's reason for a failed extraction, plus the likely cause when the output ran to the
@@ -188,7 +232,11 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         return {"answer": _number(answer), "thought": VOTE,
                 "versions": ",".join(f"{f}={self.forms[f].version}" for f in by_form),
                 "reasoning": "\n\n".join(f"[{f}]\n{text}" for f, (text, _) in by_form.items()),
-                "status": status, "reason": reason}
+                "status": status, "reason": reason, "device": self._device_name()}
+
+    def _device_name(self) -> str:
+        """Where the student runs: ``cuda:0``, ``cpu`` (set when it is loaded)."""
+        return getattr(self, "device", "cpu")
 
 
 def _number(value: float | None) -> float | int | None:

@@ -18,7 +18,12 @@ MLflow 3 registers it by its id, models:/m-...) as a new version of ``cfg.promot
   ``<test_set>/selected/accuracy`` per test set (reported, and checked by promote for complete
   coverage; never used to rank).
 
-Resume: a train run that already has a version gets its tags refreshed, not a second version; the
+The version's description is its model card for people (``description``): what the student is, its
+form chosen on validation and that form's validation accuracy, its test accuracies with n and 95%
+intervals, the teacher, the data digest and how to serve and call it (the curl line), so the
+registry page says what the version is and how good it is without the report.
+
+Resume: a train run that already has a version gets its tags and description refreshed, not a second version; the
 look-up and the registration hold the store's registry lock (distill.tracking.registry_lock), so two
 registrations of one student (two reproduces on one store) make one version. The evaluation summary
 must be of the student in ``students/<mix>/``: one left by an earlier student (its evaluation was
@@ -99,6 +104,8 @@ def _run(cfg: Config, run_dir: Path, *, mix: str | None = None, train_run_id: st
         for key, value in tags.items():
             client.set_model_version_tag(name, version, key, value)
         log(f"register: {model_uri} is already {name} version {version}; tags refreshed")
+    client.update_model_version(name, version, description=description(
+        name, version, tags, eval_summary, train_run.data.metrics))
     summary = {"model_name": name, "version": int(version), "model_uri": f"models:/{name}/{version}",
                "train_run_id": train_run_id, "mix": mix, "tags": tags}
     write_json(run_dir / "register" / f"{mix}.json", summary)
@@ -139,6 +146,67 @@ def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_s
         if key.endswith("/selected/accuracy"):
             tags[key] = repr(float(value))
     return tags
+
+
+CALL_QUESTION = "Tom has 3 boxes of 12 pencils and gives away 7 pencils. How many pencils does he have left?"
+
+
+def description(name: str, version, tags: Mapping[str, str], eval_summary: Mapping[str, Any],
+                val_metrics: Mapping[str, float] | None = None, port: int = 5005) -> str:
+    """The version's model card in Markdown (MLflow shows it on the version's page)."""
+    import json
+
+    card = (eval_summary.get("student") or {}).get("card") or {}
+    metrics = eval_summary.get("metrics") or {}
+    val_metrics = val_metrics or {}
+    selected = tags.get("distill.selected_form") or ""
+    forms = tags.get("distill.forms", "")
+    kind = card.get("kind") or ("causal" if "causal" in str(card.get("student", "")) else "seq2seq")
+    size = f", {int(card['n_params']):,} parameters" if card.get("n_params") else ""
+    lora = " (LoRA adapter)" if card.get("lora") else ""
+    lines = [f"**{tags.get('distill.mix', '?')} student** `{tags.get('distill.student') or '?'}`: a {kind} model{size}{lora}, "
+             f"fine-tuned on the teacher's verified reasoning in {forms.replace(',', ', ') or '?'} (form versions "
+             f"{tags.get('distill.form_versions', '?')}); preset `{tags.get('distill.preset', '?')}`.", ""]
+    if selected:
+        val = tags.get("val/selected/accuracy")
+        val_text = f"validation accuracy {float(val):.1%}" if val is not None else "no validation accuracy logged"
+        lines.append(f"- **Selected form: {selected}**, chosen on the validation split ({val_text}); "
+                     "requests that name no `thought` are answered in it.")
+        others = {f: v for f in forms.split(",") if f and f != selected
+                  and (v := val_metrics.get(f"val/{f}/accuracy")) is not None}
+        if others:
+            lines.append("  Other forms on validation: " + ", ".join(f"{f} {v:.1%}" for f, v in others.items()) + ".")
+    else:
+        lines.append("- **Selected form: none** (no validation accuracy per form); requests that name no "
+                     "`thought` are answered in eot when trained, else the first form.")
+    limit = eval_summary.get("limit")
+    tests = []
+    reported = [k[: -len("/selected/accuracy")] for k in metrics if k.endswith("/selected/accuracy")]
+    for test_set in dict.fromkeys([*(t for t in (eval_summary.get("test_sets") or {}) if t in reported), *reported]):
+        acc = metrics.get(f"{test_set}/selected/accuracy")
+        if acc is None:
+            continue
+        low, high = metrics.get(f"{test_set}/selected/ci_low"), metrics.get(f"{test_set}/selected/ci_high")
+        n = metrics.get(f"{test_set}/n")
+        interval = f" [{low:.1%}, {high:.1%}]" if low is not None and high is not None else ""
+        tests.append(f"{test_set} {acc:.1%}{interval}" + (f" (n = {int(n)})" if n is not None else ""))
+    if tests:
+        lines.append(f"- **Test accuracy** of {selected or 'the selected form'} (95% Wilson intervals; reported, "
+                     "never used to choose): " + "; ".join(tests) + "."
+                     + (f" First {limit} problems of each test set." if limit else ""))
+    lines += [f"- **Teacher**: {tags.get('distill.teacher', '?')}. **Data digest** (the training mix): "
+              f"`{tags.get('distill.data_digest') or '?'}`. Train run `{tags.get('distill.train_run_id', '?')}`, "
+              f"evaluate run `{tags.get('distill.eval_run_id') or '?'}`, commit `{tags.get('distill.commit', '?')}`.",
+              "", "**Serve and call it** (the model carries the distill package; see the README, \"Deploying the champion\"):",
+              "", "```sh",
+              f"mlflow models serve -m models:/{name}/{version} --env-manager virtualenv --host 127.0.0.1 --port {port}",
+              f"curl -s http://127.0.0.1:{port}/invocations -H 'Content-Type: application/json' \\",
+              "  -d '" + json.dumps({"dataframe_records": [{"question": CALL_QUESTION, "thought": selected or "eot"}]})
+              + "'", "```", "",
+              "Each row answers with `answer` (a number or null), `thought` and `versions` (the form that "
+              "answered), `reasoning` (the student's text), `status` (`ok`, `no_answer`, `parse_error`, "
+              "`exec_error`, `timeout`, `unsafe`), `reason` and `device` (where it ran)."]
+    return "\n".join(lines)
 
 
 def _teacher(cfg: Config, run_dir: Path, train_tags: Mapping[str, str]) -> str:

@@ -392,7 +392,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
             # what ran, beside what was configured (train.epochs, train.max_steps): the report shows both
             tracker.log_metrics({"train/steps_run": state.global_step, "train/epochs_run": state.epoch or 0.0})
             tracker.set_tags({"distill.stopped": stopped})
-            summary.update(_log_model(tracker, out, run_id))
+            summary.update(_log_model(tracker, out, run_id, cfg))
         # the checkpoints now belong to a finished training: a rerun with a longer budget continues them
         # in a new run, never in this one
         write_json(resume_file, {**read_record(resume_file), "finished": True})
@@ -430,11 +430,12 @@ def best_form(forms, val_accuracy: dict) -> str:
     return max(forms, key=lambda f: (val_accuracy.get(f, 0.0), -order.index(f) if f in order else -len(order)))
 
 
-def _log_model(tracker, student_dir: Path, run_id: str | None) -> dict:
-    """Log the student as an MLflow pyfunc model through distill.serving."""
-    from distill.serving.logged_model import log_student
+def _log_model(tracker, student_dir: Path, run_id: str | None, cfg: Config) -> dict:
+    """Log the student as an MLflow pyfunc model through distill.serving, decoding and checking
+    answers as the evaluate stage does (serving_settings), so the served answer is the evaluated one."""
+    from distill.serving.logged_model import log_student, serving_settings
 
-    log_student(student_dir, artifact_path="model")
+    log_student(student_dir, artifact_path="model", **serving_settings(cfg))
     uri = f"runs:/{run_id}/model"
     tracker.set_tags({"distill.model_uri": uri})
     return {"model_logged": True, "model_uri": uri}
