@@ -272,14 +272,15 @@ def resolve_eval_batch(requested: int | str, model=None, *, max_new_tokens: int 
 EVAL_DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
-def resolve_eval_dtype(requested: str, model, *, cuda: bool) -> tuple[str | None, str]:
+def resolve_eval_dtype(requested: str, model, *, cuda: bool, bf16: bool | None = None) -> tuple[str | None, str]:
     """(torch dtype name to cast the student to, or None to keep it; the reason) for ``evaluate.dtype``.
 
     ``auto``: the dtype the student was saved in, as transformers loads it (fp32 for a student of the
     train stage, which keeps fp32 master weights under bf16 autocast): today's decoding, unchanged.
     ``fp32``: cast to fp32. ``bf16`` / ``fp16``: cast on a CUDA GPU (half the bytes read per decode step;
     greedy outputs can differ slightly from fp32); on the CPU the student keeps its dtype, as
-    train.precision does. A T5-family student is never cast to fp16 (it overflows)."""
+    train.precision does, and bf16 on a GPU without it (``bf16``: whether it has it; default asks torch)
+    keeps the saved dtype too. A T5-family student is never cast to fp16 (it overflows)."""
     from distill.training import FP16_OVERFLOWS
 
     if requested not in EVAL_DTYPES:
@@ -289,6 +290,11 @@ def resolve_eval_dtype(requested: str, model, *, cuda: bool) -> tuple[str | None
         return None, f"auto: {loaded}, as the student was saved"
     if requested in ("bf16", "fp16") and not cuda:
         return None, f"{requested} applies on a CUDA GPU only; the CPU keeps {loaded}"
+    if requested == "bf16":
+        import torch
+
+        if not (torch.cuda.is_bf16_supported() if bf16 is None else bf16):
+            return None, f"bf16: this GPU has no bf16; the student keeps {loaded}"
     model_type = getattr(getattr(model, "config", None), "model_type", "")
     if requested == "fp16" and model_type in FP16_OVERFLOWS:
         raise ValueError(f"evaluate.dtype=fp16: a {model_type} student overflows fp16; use bf16 or fp32")
@@ -298,11 +304,11 @@ def resolve_eval_dtype(requested: str, model, *, cuda: bool) -> tuple[str | None
     return target, f"{requested}: cast from {loaded}"
 
 
-def cast_for_evaluation(model, requested: str, *, cuda: bool):
+def cast_for_evaluation(model, requested: str, *, cuda: bool, bf16: bool | None = None):
     """(model, dtype name it decodes in, whether it was cast, reason): ``resolve_eval_dtype`` applied."""
     import torch
 
-    target, reason = resolve_eval_dtype(requested, model, cuda=cuda)
+    target, reason = resolve_eval_dtype(requested, model, cuda=cuda, bf16=bf16)
     if target is not None:
         model = model.to(getattr(torch, target))
     return model, str(next(model.parameters()).dtype).removeprefix("torch."), target is not None, reason

@@ -276,7 +276,8 @@ def test_evaluation_dtype_auto_keeps_the_saved_dtype_and_half_precision_applies_
     assert resolve_eval_dtype("fp32", model, cuda=True)[0] is None  # already fp32
     with pytest.raises(ValueError, match="overflows fp16"):
         resolve_eval_dtype("fp16", model, cuda=True)
-    cast, dtype, changed, reason = cast_for_evaluation(model, "bf16", cuda=True)  # as on a GPU
+    assert resolve_eval_dtype("bf16", model, cuda=True, bf16=False)[0] is None  # a GPU without bf16
+    cast, dtype, changed, reason = cast_for_evaluation(model, "bf16", cuda=True, bf16=True)  # as on an H200
     assert (dtype, changed) == ("bfloat16", True) and "cast from float32" in reason
     assert all(p.dtype == torch.bfloat16 for p in cast.parameters())
     causal = tiny_qwen2()
