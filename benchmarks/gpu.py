@@ -261,8 +261,8 @@ def report(result: dict, args) -> list[str]:
                      f"(same effective batch: {auto['effective'] == fixed['effective']})")
     if any(row["s_per_step"] is None for _, row in rows):
         lines.append(f"s/step n/a: fewer than 3 steps timed after the 2 warm-up steps (--steps {args.steps})")
-    lines += ["| evaluation (gsm8k, eot) | batch | dtype | probe s | problems/s (stage) | problems/s (stage less probe) "
-              "| peak GiB | one student's full evaluation (min) |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| evaluation (gsm8k, eot) | batch | dtype | probe s | problems/s (stage) "
+              "| problems/s (stage less probe) | peak GiB | one student's full evaluation (min) |", "|---|---|---|---|---|---|---|---|"]
     for name, row in result["evals"].items():
         full_min = (row["probe_s"] + FULL_TEST_PROBLEMS * 3 / row["decoding_problems_per_s"]) / 60
         lines.append(f"| {name} | {row['batch']} | {row['dtype']} | {row['probe_s']:.1f} | "

@@ -13,8 +13,10 @@ same prompt (the chat template when the student was trained with it, and never a
 
 Decoding follows the paper's protocol (METHOD.md): greedy, at most 256 new tokens by default.
 On a GPU, ``evaluate.batch_size: auto`` sizes the batch to the memory (``resolve_eval_batch``: a
-probe that decodes a few tokens and adds the rest of the KV cache by arithmetic) and ``static_cache`` lets transformers compile the decoding step; both keep the greedy
-outputs of one ``generate`` call per problem (tests/test_decoding.py). Reads and writes no files.
+probe that decodes a few tokens and adds the rest of the KV cache by arithmetic) and ``static_cache``
+lets transformers compile the decoding step; both keep the greedy outputs of one ``generate`` call
+per problem (tests/test_decoding.py). ``evaluate.dtype`` (``resolve_eval_dtype``) may cast the
+student to bf16 on a GPU; its default keeps the dtype it was saved in. Reads and writes no files.
 """
 from __future__ import annotations
 

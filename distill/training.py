@@ -5,10 +5,10 @@ Owns: encoding mix rows into features (``encode``), the step schedule as the Tra
 (``schedule``), the micro-batch (``resolve_batch``: a number, or ``auto`` sized to the GPU by a
 memory probe), the precision (``resolve_precision``), LoRA adapters (``apply_lora``), the
 Trainer's arguments (``training_arguments``), the callbacks the stage adds to it (time budget,
-MLflow logging, validation accuracy per form, the optimizer-step timer ``step_timer``), the filter that keeps the tied-embedding "missing
-keys" warning out of the log (``quiet_tied_keys``), reading its state at the end (``stop_reason``,
-``validation_history``), and the files of a training run: digests of config and weights,
-and the atomic swap of a written folder (``replace_dir``).
+MLflow logging, validation accuracy per form, the optimizer-step timer ``step_timer``), the filter
+that keeps the tied-embedding "missing keys" warning out of the log (``quiet_tied_keys``), reading
+its state at the end (``stop_reason``, ``validation_history``), and the files of a training run:
+digests of config and weights, and the atomic swap of a written folder (``replace_dir``).
 
 Reads rows {"input","target","form","gold"} handed to it; writes only through ``replace_dir`` (a
 folder the caller wrote) and stderr lines (``say``).
