@@ -10,23 +10,35 @@ For each preset (default: codet5-large and qwen2.5-0.5b, the shapes issue 19 mea
    is downloaded. A causal student gets a ChatML-style chat template, as the presets use one.
 2. the data stages (gold teacher, verify, mix) write an ETD mix of ``--limit-train`` GSM8K problems;
 3. the train stage (``distill.stages.train.run``, the preset's own settings, no validation rows)
-   runs ``--steps`` optimizer steps with ``train.batch_size: auto`` and with the preset's former fixed
-   micro-batch x accumulation (``FIXED``, the same effective batch 32). Each is run twice, fresh, at
-   ``--steps`` and a third of it, and the seconds per step are the difference of the two wall times over
-   the difference of steps, so loading, the first steps' warm-up and the checkpoint save cancel out;
+   runs ``--steps`` optimizer steps once with ``train.batch_size: auto`` and once with the preset's
+   former fixed micro-batch x accumulation (``FIXED``, the same effective batch 32). The seconds per
+   step are the stage's own measurement (summary ``step_s``, distill.training.step_timer: the median
+   gap between optimizer-step ends after 2 warm-up steps), so loading, the memory probe and the
+   checkpoint save are not in it; with fewer than 3 timed steps it prints n/a. (The first version took
+   the difference of a short and a long run's wall times: on an H200 the save and load noise swamped
+   it, 0.000 s/step.)
 4. the evaluate stage (``distill.stages.evaluate.run``) answers ``--problems`` GSM8K test problems in
-   the EoT form with 256 new tokens, at the fixed ``--eval-baseline`` batch (64, as measured in the
-   issue), with ``evaluate.batch_size: auto``, and auto with ``evaluate.static_cache``.
+   the EoT form with 256 new tokens: at the fixed ``--eval-baseline`` batch (64, as measured in the
+   issue) in the fp32 the student was saved in (the evaluation before issue 19), with
+   ``evaluate.batch_size: auto`` in fp32, auto in the preset's ``evaluate.dtype`` (bf16 on a GPU), and
+   that with ``evaluate.static_cache``. The auto batch's memory probe is timed by the stage
+   (summary ``decoding.batch_probe_s``) and printed apart: problems/s of the whole stage (loading and
+   probe included) and of the stage less the probe (the full evaluation adds one probe per student).
 
-Prints per preset: micro-batch x accumulation, s/step, examples/s, peak GPU memory, the estimated time
-of the preset's full training (``--full-rows`` ETD rows, 20,351 in the issue, x the preset's epochs) and
-of one student's full evaluation (5,015 test problems x 3 forms), problems/s, and the ratios auto /
-fixed. Figures are in the same process and session, so the ratio is fair.
+Prints per preset: micro-batch x accumulation, s/step (and the steps it was timed over), examples/s,
+peak GPU memory, the estimated time of the preset's full training (``--full-rows`` ETD rows, 20,351 in
+the issue, x the preset's epochs) and of one student's full evaluation (one probe + 5,015 test problems
+x 3 forms at the decoding rate), problems/s, and the ratios against the fixed batches. Figures are in
+the same process and session, so the ratios are fair.
 
     python benchmarks/gpu.py                       # on a GPU: codet5-large and qwen2.5-0.5b
     python benchmarks/gpu.py --presets all         # every GPU preset
+    python benchmarks/gpu.py --static-cache-only   # auto training only; evaluation: auto vs auto + static cache
     python benchmarks/gpu.py --tiny                # the same code at toy size on a CPU (tests/test_gpu_benchmark.py)
 
+``--static-cache-only`` skips the fixed-batch training and the fp32 evaluations: it trains the auto
+student (the evaluate stage needs one) and evaluates it in the preset's dtype with and without the
+static cache, so the static cache's first-batch compilation can be measured within one short call.
 Without a GPU it runs at --tiny size (so `make bench` stays short); --full-size forces the real shapes.
 Needs the benchmark data (DISTILL_DATA_DIR). On CPU, peak GPU memory prints as n/a.
 """
@@ -141,9 +153,10 @@ def data_stages(root: Path, data_dir: Path, limit_train: int) -> Path:
     return root / "mix" / "etd" / "train.jsonl"
 
 
-def train_once(preset: str, student: Path, train_file: Path, run_dir: Path, steps: int, batch: tuple | None,
-               overrides: list[str]) -> dict:
-    """The train stage on ``train_file`` only (no validation rows), fresh, for ``steps`` optimizer steps."""
+def train_variant(preset: str, student: Path, train_file: Path, run_dir: Path, steps: int, batch: tuple | None,
+                  overrides: list[str]) -> dict:
+    """The train stage on ``train_file`` only (no validation rows), fresh, for ``steps`` optimizer steps; its
+    s/step as the stage measured it (summary ``step_s``: None when too few steps were timed)."""
     from distill.config import load_config
     from distill.stages import train
 
@@ -157,29 +170,21 @@ def train_once(preset: str, student: Path, train_file: Path, run_dir: Path, step
     reset_peak()
     t0 = time.monotonic()
     summary = train.run(cfg, run_dir, None, mix="etd")
-    wall_s = time.monotonic() - t0  # the summary's train_s is rounded to 0.1 s: too coarse for a difference
+    wall_s = time.monotonic() - t0
     card = json.loads((run_dir / "students" / "etd" / "card.json").read_text())
-    return {"wall_s": wall_s, "steps": summary["steps"], "peak_gib": peak_gib(),
+    effective = card["training"]["effective_batch_size"]
+    step_s = summary.get("step_s")
+    return {"wall_s": wall_s, "steps": summary["steps"], "peak_gib": peak_gib(), "s_per_step": step_s,
+            "timed_steps": summary.get("step_s_steps", 0),
+            "examples_per_s": effective / step_s if step_s else None,
             "micro": card["training"]["batch_size"], "accum": card["training"]["grad_accum"],
-            "effective": card["training"]["effective_batch_size"], "epochs": cfg.train.epochs}
-
-
-def train_variant(preset, student, train_file, work: Path, steps: int, batch, overrides) -> dict:
-    """s/step from two fresh runs of the whole stage (steps and a third of it): loading the student, the
-    memory probe, the first steps' warm-up and the checkpoint save are in both and cancel out."""
-    short = max(steps // 3, 1)
-    a = train_once(preset, student, train_file, work / "short", short, batch, overrides)
-    b = train_once(preset, student, train_file, work / "long", steps, batch, overrides)
-    s_per_step = max(b["wall_s"] - a["wall_s"], 1e-6) / max(b["steps"] - a["steps"], 1)
-    shutil.rmtree(work / "short", ignore_errors=True)
-    return {**b, "s_per_step": s_per_step, "examples_per_s": b["effective"] / s_per_step,
-            "peak_gib": max(x for x in (a["peak_gib"], b["peak_gib"], 0.0) if x is not None) if cuda() else None,
-            "run_dir": work / "long"}
+            "effective": effective, "epochs": cfg.train.epochs, "run_dir": run_dir}
 
 
 def evaluate_variant(preset: str, run_dir: Path, data_dir: Path, problems: int, max_new_tokens: int,
-                     batch, static_cache: bool, overrides: list[str]) -> dict:
-    """The evaluate stage on the first ``problems`` GSM8K test problems, EoT form, fresh."""
+                     batch, static_cache: bool, dtype: str | None, overrides: list[str]) -> dict:
+    """The evaluate stage on the first ``problems`` GSM8K test problems, EoT form, fresh; ``dtype``:
+    evaluate.dtype (None: the preset's)."""
     from distill.config import load_config
     from distill.stages import evaluate
 
@@ -187,18 +192,34 @@ def evaluate_variant(preset: str, run_dir: Path, data_dir: Path, problems: int, 
     cfg = load_config(preset, [f"run_dir={run_dir}", f"data.data_dir={data_dir}", "data.hub=false",
                                "data.test_sets=[gsm8k]", "evaluate.forms=[eot]", f"evaluate.limit={problems}",
                                f"evaluate.max_new_tokens={max_new_tokens}", f"evaluate.batch_size={batch}",
-                               f"evaluate.static_cache={str(static_cache).lower()}", *overrides])
+                               f"evaluate.static_cache={str(static_cache).lower()}",
+                               *([f"evaluate.dtype={dtype}"] if dtype else []), *overrides])
     reset_peak()
     t0 = time.monotonic()
     summary = evaluate.run(cfg, run_dir, None, mix="etd", log=lambda msg: None)
     seconds = time.monotonic() - t0
     n = summary["test_sets"]["gsm8k"]["n"]
-    return {"n": n, "seconds": seconds, "problems_per_s": n / seconds, "peak_gib": peak_gib(),
-            "batch": summary["decoding"]["batch_size"]}
+    probe_s = summary["decoding"].get("batch_probe_s") or 0.0
+    decoding_s = max(seconds - probe_s, 1e-9)
+    return {"n": n, "seconds": seconds, "probe_s": probe_s, "problems_per_s": n / seconds,
+            "decoding_problems_per_s": n / decoding_s, "peak_gib": peak_gib(),
+            "batch": summary["decoding"]["batch_size"], "dtype": summary["decoding"].get("dtype")}
 
 
 def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def eval_variants(args) -> list[tuple[str, object, bool, str | None]]:
+    """(name, evaluate.batch_size, static_cache, evaluate.dtype or None for the preset's) to measure; the
+    first is the baseline the ratios divide by."""
+    if args.static_cache_only:
+        return [("auto", "auto", False, None), ("auto + static cache", "auto", True, None)]
+    variants = [(f"fixed {args.eval_baseline}, fp32 (before)", args.eval_baseline, False, "auto"),
+                ("auto, fp32", "auto", False, "auto"), ("auto, preset dtype", "auto", False, None)]
+    if not args.no_static_cache:
+        variants.append(("auto, preset dtype + static cache", "auto", True, None))
+    return variants
 
 
 def bench_preset(preset: str, args, root: Path, train_file: Path, texts: list[str]) -> dict:
@@ -208,17 +229,18 @@ def bench_preset(preset: str, args, root: Path, train_file: Path, texts: list[st
     overrides = ["train.max_source_len=64", "train.max_target_len=64"] if args.tiny else []
     eval_overrides = ["evaluate.max_source_len=64"] if args.tiny else []
     auto = train_variant(preset, student, train_file, root / "train" / preset / "auto", args.steps, None, overrides)
-    fixed = train_variant(preset, student, train_file, root / "train" / preset / "fixed", args.steps, FIXED[preset],
-                          overrides)
+    fixed = None if args.static_cache_only else train_variant(
+        preset, student, train_file, root / "train" / preset / "fixed", args.steps, FIXED[preset], overrides)
     evals = {}
-    variants = [(f"fixed {args.eval_baseline}", args.eval_baseline, False), ("auto", "auto", False)]
-    if not args.no_static_cache:
-        variants.append(("auto + static cache", "auto", True))
-    for name, batch, static in variants:
+    for name, batch, static, dtype in eval_variants(args):
         evals[name] = evaluate_variant(preset, auto["run_dir"], args.data_dir, args.problems, args.max_new_tokens,
-                                       batch, static, eval_overrides)
+                                       batch, static, dtype, eval_overrides)
     full_steps = math.ceil(args.full_rows / auto["effective"]) * auto["epochs"]
     return {"preset": preset, "shape": shape, "auto": auto, "fixed": fixed, "evals": evals, "full_steps": full_steps}
+
+
+def ratio(a, b) -> str:
+    return "n/a" if not a or not b else f"{a / b:.2f}x"
 
 
 def report(result: dict, args) -> list[str]:
@@ -226,23 +248,33 @@ def report(result: dict, args) -> list[str]:
     lines = [f"\n## {result['preset']}: {shape['params']:,} params, vocabulary {shape['vocab']:,} "
              f"(tokenizer {shape['tokenizer']:,}), {result['full_steps']} optimizer steps in the full preset "
              f"({args.full_rows:,} rows x {auto['epochs']} epochs / {auto['effective']})",
-             "| training | micro x accum | s / step | examples/s | peak GiB | full preset (min) |",
+             "| training | micro x accum | s / step (timed steps) | examples/s | peak GiB | full preset (min) |",
              "|---|---|---|---|---|---|"]
-    for name, row in (("fixed (the preset before auto)", fixed), ("auto", auto)):
-        lines.append(f"| {name} | {row['micro']} x {row['accum']} | {row['s_per_step']:.3f} | "
-                     f"{row['examples_per_s']:.1f} | {fmt(row['peak_gib'], '.1f')} | "
-                     f"{result['full_steps'] * row['s_per_step'] / 60:.1f} |")
-    lines.append(f"ratio auto / fixed (examples/s): {auto['examples_per_s'] / fixed['examples_per_s']:.2f}x "
-                 f"(same effective batch: {auto['effective'] == fixed['effective']})")
-    lines += ["| evaluation (gsm8k, eot) | batch | problems/s | peak GiB | one student's full evaluation (min) |",
-              "|---|---|---|---|---|"]
+    rows = ([("fixed (the preset before auto)", fixed)] if fixed else []) + [("auto", auto)]
+    for name, row in rows:
+        step = row["s_per_step"]
+        lines.append(f"| {name} | {row['micro']} x {row['accum']} | {fmt(step, '.3f')} ({row['timed_steps']}) | "
+                     f"{fmt(row['examples_per_s'], '.1f')} | {fmt(row['peak_gib'], '.1f')} | "
+                     f"{fmt(result['full_steps'] * step / 60 if step else None, '.1f')} |")
+    if fixed:
+        lines.append(f"ratio auto / fixed (examples/s): {ratio(auto['examples_per_s'], fixed['examples_per_s'])} "
+                     f"(same effective batch: {auto['effective'] == fixed['effective']})")
+    if any(row["s_per_step"] is None for _, row in rows):
+        lines.append(f"s/step n/a: fewer than 3 steps timed after the 2 warm-up steps (--steps {args.steps})")
+    lines += ["| evaluation (gsm8k, eot) | batch | dtype | probe s | problems/s (stage) "
+              "| problems/s (stage less probe) | peak GiB | one student's full evaluation (min) |", "|---|---|---|---|---|---|---|---|"]
     for name, row in result["evals"].items():
-        lines.append(f"| {name} | {row['batch']} | {row['problems_per_s']:.2f} | {fmt(row['peak_gib'], '.1f')} | "
-                     f"{FULL_TEST_PROBLEMS * 3 / row['problems_per_s'] / 60:.1f} |")
-    base = result["evals"][f"fixed {args.eval_baseline}"]["problems_per_s"]
-    for name in [n for n in ("auto", "auto + static cache") if n in result["evals"]]:
-        lines.append(f"ratio {name} / fixed {args.eval_baseline} (problems/s): "
-                     f"{result['evals'][name]['problems_per_s'] / base:.2f}x")
+        full_min = (row["probe_s"] + FULL_TEST_PROBLEMS * 3 / row["decoding_problems_per_s"]) / 60
+        lines.append(f"| {name} | {row['batch']} | {row['dtype']} | {row['probe_s']:.1f} | "
+                     f"{row['problems_per_s']:.2f} | {row['decoding_problems_per_s']:.2f} | "
+                     f"{fmt(row['peak_gib'], '.1f')} | {full_min:.1f} |")
+    names = list(result["evals"])
+    base = result["evals"][names[0]]
+    for name in names[1:]:
+        row = result["evals"][name]
+        lines.append(f"ratio {name} / {names[0]} (problems/s, stage): "
+                     f"{ratio(row['problems_per_s'], base['problems_per_s'])}; less the probe: "
+                     f"{ratio(row['decoding_problems_per_s'], base['decoding_problems_per_s'])}")
     return lines
 
 
@@ -254,13 +286,18 @@ def main(argv=None) -> int:
                         help="toy shapes, few steps and problems: runs on a CPU (the default without a GPU)")
     parser.add_argument("--full-size", action="store_true",
                         help="the real shapes even without a GPU (hours on a CPU)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per timed run (default 30; tiny 6)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="optimizer steps per training run (default 30; tiny 6); s/step is timed over the "
+                             "steps after the first 2, n/a under 5")
     parser.add_argument("--problems", type=int, default=None, help="test problems evaluated (default 256; tiny 8)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 256 (the paper's); tiny 16")
     parser.add_argument("--limit-train", type=int, default=None,
                         help="GSM8K training problems in the benchmark's ETD mix (default 1000; tiny 40)")
     parser.add_argument("--no-static-cache", action="store_true",
                         help="skip the static-cache evaluation (its first batches compile the decoding step)")
+    parser.add_argument("--static-cache-only", action="store_true",
+                        help="train the auto student only and evaluate it with and without the static cache "
+                             "(fits one short GPU call)")
     parser.add_argument("--eval-baseline", type=int, default=64, help="the fixed evaluation batch compared")
     parser.add_argument("--full-rows", type=int, default=20351, help="ETD rows of the full preset (issue 19)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DISTILL_DATA_DIR", "data")))
@@ -282,7 +319,7 @@ def main(argv=None) -> int:
     if args.tiny:
         torch.set_num_threads(1)
     device = torch.cuda.get_device_name() if cuda() else "CPU (no GPU: peak memory n/a)"
-    print(f"# benchmarks/gpu.py on {device}{' (--tiny)' if args.tiny else ''}: {args.steps} steps per timed run, "
+    print(f"# benchmarks/gpu.py on {device}{' (--tiny)' if args.tiny else ''}: {args.steps} steps per training run, "
           f"{args.problems} problems x {args.max_new_tokens} new tokens", flush=True)
     results, lines = [], []
     with tempfile.TemporaryDirectory(prefix="distill-gpu-bench-") as tmp:
@@ -297,7 +334,7 @@ def main(argv=None) -> int:
             lines += block
             print("\n".join(block), flush=True)
     if args.out:
-        args.out.write_text(json.dumps([{k: v for k, v in r.items()} for r in results], indent=2, default=str))
+        args.out.write_text(json.dumps(results, indent=2, default=str))
     return 0
 
 

@@ -223,6 +223,15 @@ class EvaluateConfig:
     """auto (cuda when available, else cpu), cpu, cuda or cuda:N."""
     threads: int = 0
     """torch CPU threads (0: torch's default). 1 decodes a tiny student several times faster on a busy CPU."""
+    dtype: str = "auto"
+    """The student's weights while decoding: auto (the dtype it was saved in: fp32 for a student of the
+    train stage; unchanged greedy outputs), fp32, bf16 or fp16. bf16 / fp16 apply on a CUDA GPU only
+    (half the bytes read per decode step; greedy outputs can differ slightly from fp32); fp16 is
+    refused for T5-family students (they overflow). distill.decoding.resolve_eval_dtype."""
+
+    def __post_init__(self):
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"evaluate.dtype: unknown {self.dtype!r}; valid: auto, fp32, bf16, fp16")
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,11 @@ student input becomes token ids; the train stage uses it too, so training and de
 same prompt (the chat template when the student was trained with it, and never a trailing EOS).
 
 Decoding follows the paper's protocol (METHOD.md): greedy, at most 256 new tokens by default.
-On a GPU, ``evaluate.batch_size: auto`` sizes the batch to the memory (``resolve_eval_batch``, a
-short probe) and ``static_cache`` lets transformers compile the decoding step; both keep the greedy
-outputs of one ``generate`` call per problem (tests/test_decoding.py). Reads and writes no files.
+On a GPU, ``evaluate.batch_size: auto`` sizes the batch to the memory (``resolve_eval_batch``: a
+probe that decodes a few tokens and adds the rest of the KV cache by arithmetic) and ``static_cache``
+lets transformers compile the decoding step; both keep the greedy outputs of one ``generate`` call
+per problem (tests/test_decoding.py). ``evaluate.dtype`` (``resolve_eval_dtype``) may cast the
+student to bf16 on a GPU; its default keeps the dtype it was saved in. Reads and writes no files.
 """
 from __future__ import annotations
 
@@ -176,16 +178,61 @@ class CudaMemory:
         return free + torch.cuda.memory_reserved(self.device)
 
 
+PROBE_TOKENS = 16
+"""New tokens the generation probe writes: enough for the prefill and a few decode steps; the KV cache of
+the remaining new tokens is added by arithmetic (``kv_cache_bytes_per_token``)."""
+
+
+def kv_cache_layout(model) -> tuple[int, int, int] | None:
+    """(layers, key/value heads, head dim) of the cache that grows with every new token: a T5's decoder
+    self-attention (its cross-attention cache is fixed by the input length), a decoder-only model's
+    attention (grouped-query: its key/value heads). None when the config does not say (then the probe
+    decodes every new token, as before)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    if getattr(config, "is_encoder_decoder", False):
+        layers = getattr(config, "num_decoder_layers", None) or getattr(config, "num_layers", None)
+        heads, head_dim = getattr(config, "num_heads", None), getattr(config, "d_kv", None)
+    else:
+        layers = getattr(config, "num_hidden_layers", None)
+        attention_heads = getattr(config, "num_attention_heads", None)
+        heads = getattr(config, "num_key_value_heads", None) or attention_heads
+        head_dim = getattr(config, "head_dim", None)
+        if not head_dim and attention_heads and getattr(config, "hidden_size", None):
+            head_dim = config.hidden_size // attention_heads
+    if not all(isinstance(v, int) and v > 0 for v in (layers, heads, head_dim)):
+        return None
+    return layers, heads, head_dim
+
+
+def kv_cache_bytes_per_token(model) -> int | None:
+    """Bytes the growing KV cache takes per row and new token: 2 (keys and values) x layers x key/value
+    heads x head dim x bytes of the model's dtype (``kv_cache_layout``); None when unknown."""
+    layout = kv_cache_layout(model)
+    if layout is None:
+        return None
+    layers, heads, head_dim = layout
+    return 2 * layers * heads * head_dim * next(model.parameters()).element_size()
+
+
 def probe_generation_memory(model, *, max_new_tokens: int, max_source_len: int, sizes: tuple[int, int] = (1, 4),
-                            memory=None):
-    """(device bytes, fixed bytes, bytes per row) on the model's CUDA device: greedy decoding of ``sizes``
-    rows of ``max_source_len`` tokens forced to write all ``max_new_tokens`` (the worst case of the
-    evaluate stage); the per-row cost is the slope of the peak memory. ``memory``: as in CudaMemory."""
+                            memory=None, probe_tokens: int = PROBE_TOKENS):
+    """(device bytes, fixed bytes, bytes per row) on the model's CUDA device, an upper bound for greedy
+    decoding of rows of ``max_source_len`` tokens that write all ``max_new_tokens`` (the worst case of the
+    evaluate stage). Measured: greedy decoding of ``sizes`` rows forced to write ``probe_tokens`` new tokens
+    (the prefill, the cross-attention or prompt cache, the logits: the slope of the peak memory is the
+    per-row cost, its intercept the fixed cost). Added by arithmetic: the KV cache of the remaining
+    new tokens per row (``kv_cache_bytes_per_token``), plus one layer's share for the copy a growing
+    cache makes of a layer when it appends. A model whose cache layout is unknown decodes all
+    ``max_new_tokens`` instead (the old probe: ~2 x 256 decode steps). ``memory``: as in CudaMemory."""
     import torch
 
     device = next(model.parameters()).device
     memory = memory or CudaMemory(device)
     model.eval()
+    per_token, layout = kv_cache_bytes_per_token(model), kv_cache_layout(model)
+    steps = max_new_tokens if per_token is None else min(probe_tokens, max_new_tokens)
     eos = getattr(model.config, "eos_token_id", None)
     token = int((eos[0] if isinstance(eos, (list, tuple)) else eos) or 1) + 1  # any ordinary token id
     peaks = []
@@ -194,12 +241,14 @@ def probe_generation_memory(model, *, max_new_tokens: int, max_source_len: int, 
         memory.reset()
         with torch.inference_mode():
             model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
-                           max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+                           max_new_tokens=steps, min_new_tokens=steps,
                            pad_token_id=getattr(model.config, "pad_token_id", None) or 0)
         peaks.append(memory.peak())
     memory.reset()
-    per_row = max(peaks[1] - peaks[0], 1) / (sizes[1] - sizes[0])
-    return memory.budget(), peaks[0] - per_row * sizes[0], per_row
+    measured = max(peaks[1] - peaks[0], 1) / (sizes[1] - sizes[0])
+    remaining = max_new_tokens - steps
+    added = remaining * per_token * (1 + 1 / layout[0]) if remaining and per_token else 0.0
+    return memory.budget(), peaks[0] - measured * sizes[0], measured + added
 
 
 def resolve_eval_batch(requested: int | str, model=None, *, max_new_tokens: int = 256, max_source_len: int = 256,
@@ -218,3 +267,50 @@ def resolve_eval_batch(requested: int | str, model=None, *, max_new_tokens: int 
             return probe_generation_memory(model, max_new_tokens=max_new_tokens, max_source_len=max_source_len)
     device_bytes, fixed, per_row = probe()
     return choose_eval_batch(device_bytes, fixed, per_row, n_inputs=n_inputs)
+
+
+# --- evaluate.dtype ----------------------------------------------------------------------------------
+
+EVAL_DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_eval_dtype(requested: str, model, *, cuda: bool, bf16: bool | None = None) -> tuple[str | None, str]:
+    """(torch dtype name to cast the student to, or None to keep it; the reason) for ``evaluate.dtype``.
+
+    ``auto``: the dtype the student was saved in, as transformers loads it (fp32 for a student of the
+    train stage, which keeps fp32 master weights under bf16 autocast): today's decoding, unchanged.
+    ``fp32``: cast to fp32. ``bf16`` / ``fp16``: cast on a CUDA GPU (half the bytes read per decode step;
+    greedy outputs can differ slightly from fp32); on the CPU the student keeps its dtype, as
+    train.precision does, and bf16 on a GPU without it (``bf16``: whether it has it; default asks torch)
+    keeps the saved dtype too. A T5-family student is never cast to fp16 (it overflows)."""
+    from distill.training import FP16_OVERFLOWS
+
+    if requested not in EVAL_DTYPES:
+        raise ValueError(f"evaluate.dtype: unknown {requested!r}; valid: {', '.join(EVAL_DTYPES)}")
+    loaded = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if requested == "auto":
+        return None, f"auto: {loaded}, as the student was saved"
+    if requested in ("bf16", "fp16") and not cuda:
+        return None, f"{requested} applies on a CUDA GPU only; the CPU keeps {loaded}"
+    if requested == "bf16":
+        import torch
+
+        if not (torch.cuda.is_bf16_supported() if bf16 is None else bf16):
+            return None, f"bf16: this GPU has no bf16; the student keeps {loaded}"
+    model_type = getattr(getattr(model, "config", None), "model_type", "")
+    if requested == "fp16" and model_type in FP16_OVERFLOWS:
+        raise ValueError(f"evaluate.dtype=fp16: a {model_type} student overflows fp16; use bf16 or fp32")
+    target = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[requested]
+    if target == loaded:
+        return None, f"{requested}: the student is already {loaded}"
+    return target, f"{requested}: cast from {loaded}"
+
+
+def cast_for_evaluation(model, requested: str, *, cuda: bool, bf16: bool | None = None):
+    """(model, dtype name it decodes in, whether it was cast, reason): ``resolve_eval_dtype`` applied."""
+    import torch
+
+    target, reason = resolve_eval_dtype(requested, model, cuda=cuda, bf16=bf16)
+    if target is not None:
+        model = model.to(getattr(torch, target))
+    return model, str(next(model.parameters()).dtype).removeprefix("torch."), target is not None, reason

@@ -5,10 +5,10 @@ Owns: encoding mix rows into features (``encode``), the step schedule as the Tra
 (``schedule``), the micro-batch (``resolve_batch``: a number, or ``auto`` sized to the GPU by a
 memory probe), the precision (``resolve_precision``), LoRA adapters (``apply_lora``), the
 Trainer's arguments (``training_arguments``), the callbacks the stage adds to it (time budget,
-MLflow logging, validation accuracy per form), the filter that keeps the tied-embedding "missing
-keys" warning out of the log (``quiet_tied_keys``), reading its state at the end (``stop_reason``,
-``validation_history``), and the files of a training run: digests of config and weights,
-and the atomic swap of a written folder (``replace_dir``).
+MLflow logging, validation accuracy per form, the optimizer-step timer ``step_timer``), the filter
+that keeps the tied-embedding "missing keys" warning out of the log (``quiet_tied_keys``), reading
+its state at the end (``stop_reason``, ``validation_history``), and the files of a training run:
+digests of config and weights, and the atomic swap of a written folder (``replace_dir``).
 
 Reads rows {"input","target","form","gold"} handed to it; writes only through ``replace_dir`` (a
 folder the caller wrote) and stderr lines (``say``).
@@ -503,6 +503,51 @@ def checkpoint_clock(minutes: float | None):
                 control.should_save = True
 
     return CheckpointClock()
+
+
+WARMUP_STEPS = 2
+"""Optimizer steps left out of the step time: the first ones allocate memory, build kernels and fill caches."""
+MIN_TIMED_STEPS = 3
+"""Fewer timed steps than this after the warm-up: no step time (n/a), rather than a number from noise."""
+
+
+def median_step_seconds(step_ends: Sequence[float], warmup: int = WARMUP_STEPS,
+                        min_steps: int = MIN_TIMED_STEPS) -> tuple[float | None, int]:
+    """(median seconds per optimizer step, steps it was measured over) from the monotonic times at which
+    consecutive steps ended: the gaps after the first ``warmup`` steps. (None, n) when fewer than
+    ``min_steps`` gaps remain. A median, so the odd step that also evaluated or saved a checkpoint
+    (done between two step ends) does not move it."""
+    gaps = [b - a for a, b in zip(step_ends[warmup:], step_ends[warmup + 1:])]
+    if len(gaps) < min_steps:
+        return None, len(gaps)
+    gaps.sort()
+    mid = len(gaps) // 2
+    return (gaps[mid] if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2), len(gaps)
+
+
+def step_timer():
+    """A callback that notes the monotonic time at each optimizer step's end (one float per step) for
+    ``median_step_seconds``: the stage's own s/step, measured inside the training, without the loading,
+    probing and saving around it (benchmarks/gpu.py reads it from the summary). On a GPU it waits for
+    the step's kernels first (one synchronisation per step, as the loss logging at log_every 1 does), so
+    the gap is the step's time, not the time to queue it."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            import torch
+
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.synchronize()
+            self.ends.append(time.monotonic())
+
+        def seconds_per_step(self) -> tuple[float | None, int]:
+            return median_step_seconds(self.ends)
+
+    return StepTimer()
 
 
 def stop_reason(state, budget, tcfg: TrainConfig, steps: dict) -> str:

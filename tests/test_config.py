@@ -79,6 +79,7 @@ def test_a_later_override_wins_and_the_preset_beats_the_default():
     ("train=3", "train must be a mapping"),
     ("train.epochs", "override 'train.epochs' must look like section.key=value"),
     ("train.epochs.x=1", "train.epochs.x: epochs is not a section"),
+    ("evaluate.dtype=half", "evaluate.dtype: unknown 'half'; valid: auto, fp32, bf16, fp16"),
 ])
 def test_a_bad_override_names_the_key(override, message):
     with pytest.raises(ConfigError) as err:

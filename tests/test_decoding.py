@@ -159,3 +159,153 @@ def test_the_generation_probe_decodes_full_length_rows_of_the_longest_input():
     assert budget == 24e9 and per_row == pytest.approx(0.1 * GIB) and fixed == pytest.approx(1.9 * GIB)
     assert [shape[0] for shape in lengths].count(1) == 12 and [shape[0] for shape in lengths].count(4) == 12
     assert choose_eval_batch(budget, fixed, per_row)[0] == int((24e9 * 0.9 - 1.9 * GIB) // (0.1 * GIB))
+
+
+# --- the generation probe: a few measured tokens, the rest of the KV cache by arithmetic ----------------
+
+class ScriptedMemory:
+    """Device memory counters for a probe run on the CPU: the peaks a GPU would report, in order."""
+
+    def __init__(self, peaks, budget=24e9):
+        import torch
+
+        self.device, self.peaks, self.total = torch.device("cpu"), list(peaks), budget
+
+    def reset(self):
+        pass
+
+    def peak(self):
+        return self.peaks.pop(0)
+
+    def budget(self):
+        return self.total
+
+
+def cache_bytes(cache) -> tuple[int, int]:
+    """(bytes of the cache that grows with new tokens, its length in tokens) of a generate's cache."""
+    growing = getattr(cache, "self_attention_cache", cache)  # T5: the decoder's self-attention cache
+    tensors = [t for layer in growing.layers for t in (layer.keys, layer.values)]
+    return sum(t.numel() * t.element_size() for t in tensors), tensors[0].shape[-2]
+
+
+def tiny_qwen2():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    # grouped-query attention: 4 query heads share 2 key/value heads
+    return Qwen2ForCausalLM(Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=100))
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    # a head dim of its own (not hidden / heads)
+    return LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, head_dim=12,
+                                        num_attention_heads=4, num_key_value_heads=1, vocab_size=100))
+
+
+def tiny_t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration(T5Config(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, vocab_size=100,
+                                               decoder_start_token_id=0))
+
+
+@pytest.mark.parametrize("build", [tiny_t5, tiny_qwen2, tiny_llama], ids=["t5", "qwen2", "llama"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_analytic_kv_cache_per_token_is_the_size_of_the_real_cache_after_a_generate(build, dtype):
+    import torch
+
+    from distill.decoding import kv_cache_bytes_per_token
+
+    torch.manual_seed(0)
+    model = build().to(getattr(torch, dtype)).eval()
+    rows, prompt, new = 3, 7, 5
+    ids = torch.randint(3, 100, (rows, prompt))
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=1,
+                             max_new_tokens=new, min_new_tokens=new, return_dict_in_generate=True, pad_token_id=0)
+    size, length = cache_bytes(out.past_key_values)
+    # the last token written is never fed back: the cache holds the prompt (causal) or the decoder start (T5)
+    # and all new tokens but the last
+    assert length == (new if model.config.is_encoder_decoder else prompt + new - 1)
+    assert kv_cache_bytes_per_token(model) * rows * length == size
+
+
+def test_the_generation_probe_decodes_a_few_tokens_and_adds_the_rest_of_the_kv_cache():
+    from distill.decoding import kv_cache_bytes_per_token, probe_generation_memory
+
+    model, _ = seq2seq_student()
+    steps = []
+    model.register_forward_hook(lambda module, args, kwargs, out: steps.append(out.logits.shape[0]),
+                                with_kwargs=True)
+    budget, fixed, per_row = probe_generation_memory(model, max_new_tokens=256, max_source_len=40, probe_tokens=8,
+                                                     memory=ScriptedMemory([2 * GIB, 2.3 * GIB]))
+    assert steps.count(1) == 8 and steps.count(4) == 8  # 8 new tokens at 1 and at 4 rows, not 256
+    per_token = kv_cache_bytes_per_token(model)
+    assert per_token == 2 * 1 * 4 * 8 * 4  # keys and values x 1 decoder layer x 4 heads x d_kv 8 x fp32
+    # measured slope + the 248 tokens not decoded, with one layer's copy while the cache grows (1 layer: x2)
+    assert per_row == pytest.approx(0.1 * GIB + 248 * per_token * 2)
+    assert fixed == pytest.approx(1.9 * GIB) and budget == 24e9
+
+
+def test_a_model_whose_cache_layout_is_unknown_is_probed_at_every_new_token():
+    from distill.decoding import kv_cache_layout, probe_generation_memory
+
+    model, _ = seq2seq_student()
+    object.__setattr__(model.config, "d_kv", None)  # a config that does not say its head size
+    assert kv_cache_layout(model) is None
+    steps = []
+    model.register_forward_hook(lambda module, args, kwargs, out: steps.append(out.logits.shape[0]),
+                                with_kwargs=True)
+    _, _, per_row = probe_generation_memory(model, max_new_tokens=20, max_source_len=10, probe_tokens=4,
+                                            memory=ScriptedMemory([2 * GIB, 2.3 * GIB]))
+    assert steps.count(1) == 20 and per_row == pytest.approx(0.1 * GIB)
+
+
+# --- evaluate.dtype: auto keeps the saved dtype (today's outputs); bf16 halves the bytes on a GPU -------
+
+def test_evaluation_dtype_auto_keeps_the_saved_dtype_and_half_precision_applies_on_a_gpu_only():
+    import torch
+
+    from distill.decoding import cast_for_evaluation, resolve_eval_dtype
+
+    model, _ = seq2seq_student()  # fp32, as the train stage saves every student
+    assert resolve_eval_dtype("auto", model, cuda=True)[0] is None
+    assert resolve_eval_dtype("bf16", model, cuda=False)[0] is None  # the CPU keeps fp32, as train.precision
+    assert resolve_eval_dtype("fp32", model, cuda=True)[0] is None  # already fp32
+    with pytest.raises(ValueError, match="overflows fp16"):
+        resolve_eval_dtype("fp16", model, cuda=True)
+    assert resolve_eval_dtype("bf16", model, cuda=True, bf16=False)[0] is None  # a GPU without bf16
+    cast, dtype, changed, reason = cast_for_evaluation(model, "bf16", cuda=True, bf16=True)  # as on an H200
+    assert (dtype, changed) == ("bfloat16", True) and "cast from float32" in reason
+    assert all(p.dtype == torch.bfloat16 for p in cast.parameters())
+    causal = tiny_qwen2()
+    assert resolve_eval_dtype("fp16", causal, cuda=True)[0] == "float16"
+
+
+def test_the_evaluate_stage_decodes_in_the_saved_dtype_by_default_and_logs_the_probe_once(tmp_path, data_dir):
+    from distill.problems import load_problems
+    from distill.stages import evaluate as stage
+    from distill.student import load_student
+    from distill.thoughts import get_form
+
+    problems = load_problems("svamp", "test", data_dir, hub=False)[:6]
+    model, tokenizer = seq2seq_student()
+    save(model, tokenizer, tmp_path / "students" / "eot+pot")
+    cfg = load_config(None, [f"data.data_dir={data_dir}", "data.hub=false"])
+    cfg = replace(cfg, data={"test_sets": ("svamp", "multiarith")},
+                  evaluate={"limit": 6, "batch_size": "auto", "max_new_tokens": 12})
+    messages = []
+    summary = stage.run(cfg, tmp_path, mix="eot+pot", log=messages.append)
+    decoding = summary["decoding"]
+    assert decoding["dtype"] == "float32" and decoding["batch_probe_s"] >= 0
+    assert sum("batch_size=auto" in m for m in messages) == 1  # one probe for 2 test sets x 2 forms
+    loaded, loaded_tok = load_student(tmp_path / "students" / "eot+pot" / "model")
+    by_id = {r["problem_id"]: r for r in read_log(tmp_path / "eval" / "eot+pot" / "svamp" / "eot.jsonl")}
+    inputs = [get_form("eot").student_input(p.question) for p in problems]
+    assert [by_id[p.id]["output"] for p in problems] == reference(loaded, loaded_tok, inputs, max_new_tokens=12,
+                                                                  max_source_len=cfg.evaluate.max_source_len)
+    # another dtype is another decoding setting: its answers are never mixed with auto's
+    assert stage.student_digest(tmp_path / "students" / "eot+pot" / "model", cfg) != stage.student_digest(
+        tmp_path / "students" / "eot+pot" / "model", replace(cfg, evaluate={"dtype": "bf16"}))

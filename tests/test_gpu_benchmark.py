@@ -30,9 +30,27 @@ def test_the_gpu_benchmark_runs_a_seq2seq_and_a_causal_preset_at_tiny_size_on_th
         assert (fixed["micro"], fixed["accum"]) == bench.FIXED[preset]
         assert (auto["micro"], auto["accum"]) == (16, 2)  # auto on the CPU keeps 16, accumulation keeps 32
         assert auto["effective"] == fixed["effective"] == 32
-        assert auto["s_per_step"] > 0 and fixed["examples_per_s"] > 0
+        # one run per variant, timed by the train stage itself: 6 steps, 2 of warm-up, 3 gaps timed
+        for row in (auto, fixed):
+            assert row["steps"] == 6 and row["timed_steps"] == 3 and row["s_per_step"] > 0
+            assert row["examples_per_s"] == 32 / row["s_per_step"]
         evals = result["evals"]
-        assert [e["batch"] for e in evals.values()] == [64, 32, 32]
-        assert all(e["n"] == 8 and e["problems_per_s"] > 0 for e in evals.values())
+        assert [e["batch"] for e in evals.values()] == [64, 32, 32, 32]
+        assert {e["dtype"] for e in evals.values()} == {"float32"}  # the preset's bf16 applies on a GPU only
+        assert all(e["n"] == 8 and e["problems_per_s"] > 0 and e["probe_s"] >= 0 for e in evals.values())
         assert f"## {preset}" in printed
-    assert printed.count("ratio auto / fixed (examples/s)") == 2 and "problems/s" in printed
+    assert printed.count("ratio auto / fixed (examples/s)") == 2 and "probe s" in printed
+    assert "0.000" not in printed.split("| training")[1].split("| evaluation")[0]
+
+
+def test_too_few_timed_steps_print_n_a_and_static_cache_only_skips_the_fixed_runs(tmp_path, data_dir, capsys):
+    bench = load_benchmark()
+    out = tmp_path / "results.json"
+    assert bench.main(["--tiny", "--presets", "codet5-small", "--steps", "3", "--problems", "4",
+                       "--static-cache-only", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    (result,) = json.loads(out.read_text())
+    assert result["fixed"] is None and result["auto"]["s_per_step"] is None
+    assert list(result["evals"]) == ["auto", "auto + static cache"]
+    assert "| n/a (0) | n/a |" in printed and "s/step n/a" in printed
+    assert "ratio auto + static cache / auto" in printed

@@ -57,3 +57,16 @@ def test_decoder_presets_use_the_chat_template_the_papers_lengths_and_note_their
 def test_the_lora_preset_keeps_a_merged_student_so_it_serves_like_any_other():
     train = load_config("qwen2.5-0.5b-lora").train
     assert train.lora_merge and train.lora_alpha == 2 * train.lora_r and train.lr > load_config("qwen2.5-0.5b").train.lr
+
+
+GPU_PRESETS = (*PAPER_STUDENTS, *DECODER_STUDENTS)
+
+
+@pytest.mark.parametrize("preset", GPU_PRESETS)
+def test_gpu_presets_decode_in_bf16_and_the_cpu_presets_keep_the_saved_fp32(preset):
+    assert load_config(preset).evaluate.dtype == "bf16"
+
+
+@pytest.mark.parametrize("preset", ["tiny", "smoke"])
+def test_cpu_presets_evaluate_in_the_dtype_the_student_was_saved_in(preset):
+    assert load_config(preset).evaluate.dtype == "auto"

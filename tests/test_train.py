@@ -545,3 +545,25 @@ def test_the_memory_probe_trains_on_the_longest_examples_and_leaves_no_gradients
     assert seen == [(1, longest), (2, longest)]
     assert (budget, per_sequence) == (24e9, 0.5 * GIB) and fixed == 2.5 * GIB + 8 * trainable
     assert all(p.grad is None for p in model.parameters()) and not model.training  # as it was before
+
+
+# --- seconds per optimizer step, measured inside the training -------------------------------------
+
+def test_the_step_time_is_the_median_gap_after_two_warm_up_steps_and_n_a_when_too_few_were_timed():
+    # step ends at 0, 5 (compile), 6, 7, 9.5 (a checkpoint saved in between), 10.5, 11.5
+    ends = [0.0, 5.0, 6.0, 7.0, 9.5, 10.5, 11.5]
+    assert training.median_step_seconds(ends) == (1.0, 4)
+    assert training.median_step_seconds(ends[:5]) == (None, 2)  # 2 gaps after warm-up: too few to say
+    assert training.median_step_seconds([0.0, 1.0, 3.0, 4.0, 6.0]) == (None, 2)
+    assert training.median_step_seconds([0.0, 9.0, 10.0, 11.0, 13.0, 14.0]) == (1.0, 3)
+    assert training.median_step_seconds([0.0, 9.0, 10.0, 11.0, 13.0, 14.0, 16.0]) == (1.5, 4)
+
+
+def test_the_train_stage_records_its_seconds_per_step_and_a_rerun_still_skips(tmp_path):
+    summary = small_run(tmp_path, "train.max_steps=6")
+    card = json.loads((tmp_path / "students" / "cot" / "card.json").read_text())
+    assert summary["step_s_steps"] == 3 and summary["step_s"] > 0  # 6 steps: 5 gaps, 2 of them warm-up
+    assert card["training"]["step_s"] == summary["step_s"] and card["training"]["step_s_steps"] == 3
+    assert small_run(tmp_path, "train.max_steps=6").get("skipped")  # the timing is not part of the config digest
+    short = small_run(tmp_path / "short", "train.max_steps=3")
+    assert (short["step_s"], short["step_s_steps"]) == (None, 0)

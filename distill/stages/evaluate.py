@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -96,10 +97,16 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
         forms = choose_forms(cfg.evaluate.forms, card, found)
         selected = selected_form(card, forms)
         model, tokenizer = _load(found.model_dir, cfg)
+        model, dtype, _cast_done, dtype_reason = _cast(model, cfg)
         digest = student_digest(found.model_dir, cfg)
+    if cfg.evaluate.dtype != "auto":
+        log(f"evaluate: dtype={cfg.evaluate.dtype} -> {dtype} ({dtype_reason})")
+    # one probe per evaluate run (every test set and form decodes at this batch), timed
+    probe_t0 = time.monotonic()
     batch_size, batch_reason = _batch_size(model, cfg)
+    probe_s = round(time.monotonic() - probe_t0, 2)
     if cfg.evaluate.batch_size == "auto":
-        log(f"evaluate: batch_size=auto -> {batch_size} ({batch_reason})")
+        log(f"evaluate: batch_size=auto -> {batch_size} ({batch_reason}; {probe_s:.1f} s)")
 
     out_dir = run_dir / "eval" / mix
     if shard is not None:
@@ -160,7 +167,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             "train_run_id": train_run_id, "data_digest": card.get("data_digest"),
             "decoding": {"greedy": True, "max_new_tokens": cfg.evaluate.max_new_tokens,
                          "max_source_len": cfg.evaluate.max_source_len, "batch_size": batch_size,
-                         "batch_size_reason": batch_reason, "static_cache": cfg.evaluate.static_cache},
+                         "batch_size_reason": batch_reason, "batch_probe_s": probe_s,
+                         "static_cache": cfg.evaluate.static_cache, "dtype": dtype, "dtype_reason": dtype_reason},
             "test_sets": results, "metrics": metrics,
         }
         write_json(out_dir / "summary.json", summary)
@@ -176,7 +184,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
     with tracker.run(f"evaluate-{mix}", tags, nested=True):
         tracker.log_params({f"evaluate.{k}": v for k, v in _evaluate_params(cfg).items()}
                            | {"student": found.source, "evaluate.batch_size_resolved": batch_size,
-                              "evaluate.batch_size_reason": batch_reason})
+                              "evaluate.batch_size_reason": batch_reason, "evaluate.batch_probe_s": probe_s,
+                              "evaluate.dtype_resolved": dtype})
         return body(tracker.run_id)
 
 
@@ -227,6 +236,16 @@ def _load(model_dir: Path, cfg: Config):
     return model.to(resolve_device(cfg.evaluate.device)), tokenizer
 
 
+def _cast(model, cfg: Config):
+    """(model, dtype name, whether it was cast, reason) for evaluate.dtype (distill.decoding.cast_for_evaluation)."""
+    from distill.decoding import cast_for_evaluation
+
+    try:
+        return cast_for_evaluation(model, cfg.evaluate.dtype, cuda=next(model.parameters()).device.type == "cuda")
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+
+
 def _batch_size(model, cfg: Config) -> tuple[int, str]:
     """evaluate.batch_size, or with ``auto`` what the device holds (distill.decoding.resolve_eval_batch)."""
     from distill.decoding import resolve_eval_batch
@@ -239,15 +258,19 @@ def _batch_size(model, cfg: Config) -> tuple[int, str]:
 
 
 def student_digest(model_dir: Path, cfg: Config) -> str:
-    """Digest of the weights and the decoding settings: predictions of the same digest can be reused."""
+    """Digest of the weights and the decoding settings: predictions of the same digest can be reused.
+    An ``evaluate.dtype`` other than auto is a setting of its own (a cast can change the answers), so
+    records of one dtype are never reused for another; with auto the digest is what it always was."""
     h = hashlib.sha256()
     for path in sorted(p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"):
         h.update(path.name.encode())
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)
-    h.update(json.dumps({"max_new_tokens": cfg.evaluate.max_new_tokens,
-                         "max_source_len": cfg.evaluate.max_source_len}).encode())
+    settings = {"max_new_tokens": cfg.evaluate.max_new_tokens, "max_source_len": cfg.evaluate.max_source_len}
+    if cfg.evaluate.dtype != "auto":
+        settings["dtype"] = cfg.evaluate.dtype
+    h.update(json.dumps(settings).encode())
     return h.hexdigest()[:16]
 
 

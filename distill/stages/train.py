@@ -13,7 +13,9 @@ Writes ``<run_dir>/students/<mix>/``
   - ``checkpoints/``      transformers Trainer checkpoints (``checkpoint-<step>/``: weights, optimizer,
                           scheduler, RNG, trainer_state.json), the best and the last kept, plus
                           ``resume.json`` {"resume_digest","run_id"} saying which config and MLflow run they belong to
-  - ``summary.json``      {"run_id","mix","steps","epochs_done","stopped","best_val_loss","val_accuracy",...}
+  - ``summary.json``      {"run_id","mix","steps","epochs_done","stopped","best_val_loss","val_accuracy",
+                          "step_s" (median seconds per optimizer step after 2 warm-up steps; null under 3
+                          timed steps), "step_s_steps" (the steps it was measured over),...}
 
 The stage itself lives here: read the mix, build the student, train, write the student and its
 card, log to MLflow (params, datasets, ``card.json``, the pyfunc model through
@@ -40,7 +42,8 @@ end, and resume from the last checkpoint. benchmarks/train.py compares it with a
 What the stage adds lives in callbacks: the time budget (``train.max_minutes``), validation
 generation accuracy per form, and MLflow logging through distill.tracking (``train/loss``,
 ``train/lr``, ``val/loss``, ``val/<form>/accuracy``, all on the optimizer-step axis; at the end
-``train/steps_run``, ``train/epochs_run`` and the tag ``distill.stopped``).
+``train/steps_run``, ``train/epochs_run``, ``train/step_s`` (distill.training.step_timer) and the tag
+``distill.stopped``).
 
 A causal student sees the same student input as a seq2seq one (question + form instruction; the
 chat template when ``train.chat_template``); its loss covers the completion only (labels -100 on
@@ -65,7 +68,8 @@ from distill.files import (DataError, check_input, file_digest, fingerprints, fo
 from distill.training import (SCHEDULERS, agree_on_micro_batch, apply_lora, callback_classes, checkpoint_clock,
                               collator_for, config_digest, encode, probe_train_memory, quiet_tied_keys,
                               quiet_transformers, replace_dir, resolve_batch, resolve_precision, say, schedule,
-                              stop_reason, trainer_for, training_arguments, validation_history, validation_rows,
+                              step_timer, stop_reason, trainer_for, training_arguments, validation_history,
+                              validation_rows,
                               weights_digest)
 from distill.tracking import writing
 
@@ -307,11 +311,12 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         TimeBudget, Tracking, ValidationAccuracy = callback_classes()
         budget = TimeBudget(tcfg.max_minutes)
         clock = checkpoint_clock(tcfg.checkpoint_minutes)  # a kill loses minutes, not an epoch
+        timer = step_timer()  # s per optimizer step, measured in the training (summary "step_s")
         # training pads on the right (positions start at 0 for every row); generation pads on the left
         padding_side = tokenizer.padding_side
         tokenizer.padding_side = "right"
         trainer = trainer_for(model, tokenizer, training_args, features, val_features, causal=causal,
-                              callbacks=[budget, clock, Tracking(tracker),
+                              callbacks=[budget, clock, timer, Tracking(tracker),
                                          ValidationAccuracy(tokenizer, gen_rows, tracker, tcfg.max_source_len,
                                                             gen_tokens, tcfg.batch_size * 2)])
 
@@ -340,11 +345,13 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         val_losses, val_accuracy = validation_history(state.log_history, best_step)
         train_s = float(result.metrics.get("train_runtime", wall_s))
         steps_now = state.global_step - (int(last.rsplit("-", 1)[1]) if last else 0)
+        step_s, step_s_steps = timer.seconds_per_step()
         summary = {"mix": mix, "forms": list(forms), "student": tcfg.student, "kind": kind, "preset": cfg.preset,
                    "steps": state.global_step, "epochs_done": int(math.ceil((state.epoch or 0) - 1e-9)),
                    "stopped": stopped, "train_examples": len(features), "n_params": n_params,
                    "trainable_params": trainable, "wall_s": round(wall_s, 1), "train_s": round(train_s, 1),
                    "examples_per_s": round(steps_now * steps["effective_batch_size"] / max(train_s, 1e-9), 1),
+                   "step_s": None if step_s is None else round(step_s, 4), "step_s_steps": step_s_steps,
                    "config_digest": digest}
         if world > 1:
             summary["weights_sha256"] = weights_digest(trainer.model)
@@ -381,7 +388,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
                 "preset": cfg.preset, "best_val_loss": best_val_loss, "best_step": best_step,
                 "n_params": n_params, "trainable_params": trainable,
                 "training": {**chosen, "steps": state.global_step, "epochs_run": round(state.epoch or 0.0, 3),
-                             "stopped": stopped}}
+                             "stopped": stopped, "step_s": summary["step_s"], "step_s_steps": step_s_steps}}
         write_json(out / "card.json", card)
         summary.update({"run_id": run_id, "initial_val_loss": initial_val_loss, "best_val_loss": best_val_loss,
                         "best_step": best_step, "val_loss": val_losses[max(val_losses)] if val_losses else None,
@@ -389,6 +396,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         if tracker:
             tracker.log_dict(card, "card.json")
             tracker.log_metrics({"train/examples_per_s": summary["examples_per_s"]}, step=state.global_step)
+            if step_s is not None:
+                tracker.log_metrics({"train/step_s": step_s}, step=state.global_step)
             # what ran, beside what was configured (train.epochs, train.max_steps): the report shows both
             tracker.log_metrics({"train/steps_run": state.global_step, "train/epochs_run": state.epoch or 0.0})
             tracker.set_tags({"distill.stopped": stopped})
