@@ -46,6 +46,25 @@ def test_a_rerun_skips_every_item_that_has_a_sample(tmp_path, data_dir):
     assert len(list(read_log(cfg.run_path / "samples.jsonl"))) == 15
 
 
+def test_gold_samples_of_an_earlier_derivation_are_derived_again(tmp_path, data_dir):
+    import json
+
+    from distill.stages.generate import latest_samples
+    from distill.teachers.gold import GoldTeacher
+
+    cfg = config(tmp_path, data_dir, "data.limit_train=3")
+    generate.run(cfg, cfg.run_path)
+    path = cfg.run_path / "samples.jsonl"
+    # a run folder written by the gold teacher before its EoT comments restated the question only
+    rows = [{**json.loads(line), "model": "gsm8k-annotations", "completion": "stale"}
+            for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = generate.run(cfg, cfg.run_path)
+    assert summary["answered"] == 9
+    latest = latest_samples(path).values()
+    assert {r["model"] for r in latest} == {GoldTeacher.model} and "stale" not in {r["completion"] for r in latest}
+
+
 def test_samples_of_another_teacher_in_the_run_folder_are_refused(tmp_path, data_dir):
     cfg = config(tmp_path, data_dir, "data.limit_train=2")
     generate.run(cfg, cfg.run_path)

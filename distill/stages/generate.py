@@ -110,7 +110,13 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, 
     _check_teacher(existing, teacher.name, samples_path)
     done = {(pid, form) for pid, form, _ in existing}
     versions = {(r["problem_id"], r["form"]): r.get("version") for r in existing.values()}
-    todo = [j for j in jobs if j.key not in done or versions.get(j.key) != j.version]
+    # the gold teacher's answers cost nothing and change with its derivation (its model string says
+    # which, e.g. gsm8k-annotations-v2): samples of another derivation are derived again. A paid
+    # teacher's samples are kept whatever its model string; its form versions decide, as above.
+    models = {(r["problem_id"], r["form"]): r.get("model") for r in existing.values()}
+    stale_model = teacher.name == "gold"
+    todo = [j for j in jobs if j.key not in done or versions.get(j.key) != j.version
+            or (stale_model and models.get(j.key) != teacher.model)]
     tags = {"distill.stage": "generate", "distill.preset": cfg.preset, "distill.forms": ",".join(cfg.generate.forms),
             "distill.teacher": teacher.name, **({"distill.shard": str(shard)} if shard else {})}
     out_path = shard.path(samples_path) if shard else samples_path

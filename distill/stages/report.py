@@ -31,7 +31,7 @@ from distill import plots
 from distill.config import Config
 from distill.files import atomic_write_text
 from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, collect,
-                             degenerate, drop_rates, headline_name, in_order, intervals, oracle_cells, paired_tests,
+                             drop_rates, headline_name, in_order, intervals, oracle_cells, paired_tests,
                              profiles, selected_forms, sets_of, validation_choice)
 from distill.scoring import DEGENERATE_SHARE, format_answer
 from distill.stages import pipeline
