@@ -112,3 +112,19 @@ def test_a_reservation_that_would_pass_the_budget_is_refused(tmp_path):
     assert ledger.reserve(6.0) and not ledger.reserve(6.0)
     ledger.release(6.0)
     assert ledger.reserve(6.0)
+
+
+def test_many_processes_opening_a_new_store_at_once_all_open_it(tmp_path):
+    # SQLite skips the busy handler for the switch to WAL: without a retry, a process opening a new
+    # store beside another one got "database is locked" at once (seen with two generate --shard)
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from distill.teachers.store import CompletionStore\n"
+            "while time.time() < float(sys.argv[2]): pass\n"  # all processes start their open together
+            "CompletionStore(sys.argv[1])\n")
+    start = __import__("time").time() + 3
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "store"), str(start)],
+                              stderr=subprocess.PIPE, text=True) for _ in range(12)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 12, [e for e in errors if e][:1]

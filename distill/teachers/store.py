@@ -55,13 +55,27 @@ class CompletionStore:
         self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute("PRAGMA synchronous=FULL")  # fsync each commit: "stored" means on disk
         with self._transaction():
             self._db.execute("CREATE TABLE IF NOT EXISTS completions (hash TEXT PRIMARY KEY, request TEXT NOT NULL, "
                              "raw TEXT NOT NULL, usage TEXT NOT NULL, source TEXT NOT NULL, time REAL NOT NULL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._import_legacy()
+
+    def _wal(self) -> None:
+        """Switch the file to WAL mode. SQLite does not call the busy handler for this switch: two
+        processes opening a new store at once (two `generate --shard` starting together) can get
+        "database is locked" at once, whatever the busy timeout. So retry for as long as that timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- the former JSONL store ------------------------------------------------------------------
 
