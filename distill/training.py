@@ -335,6 +335,19 @@ def _epoch_seeded(trainer_cls):
     return EpochSeeded
 
 
+def slowest(args, elapsed: float) -> float:
+    """The largest ``elapsed`` over the processes of a distributed run (every process must take the
+    same decision to stop or save, or they wait for each other for ever); ``elapsed`` itself in one process."""
+    if args.world_size <= 1:
+        return elapsed
+    import torch
+    import torch.distributed as tdist
+
+    seconds = torch.tensor([elapsed], dtype=torch.float64, device=args.device if args.device.type == "cuda" else "cpu")
+    tdist.all_reduce(seconds, op=tdist.ReduceOp.MAX)
+    return float(seconds.item())
+
+
 MISSING_KEYS = "There were missing keys in the checkpoint model loaded:"
 
 
@@ -411,14 +424,7 @@ def callback_classes():
             if self.budget_s is None:
                 return
             elapsed = time.monotonic() - self.t0
-            if args.world_size > 1:
-                import torch
-                import torch.distributed as tdist
-
-                seconds = torch.tensor([elapsed], dtype=torch.float64,
-                                       device=args.device if args.device.type == "cuda" else "cpu")
-                tdist.all_reduce(seconds, op=tdist.ReduceOp.MAX)
-                elapsed = float(seconds.item())
+            elapsed = slowest(args, elapsed)
             if elapsed >= self.budget_s:
                 self.stopped = True
                 control.should_training_stop = True
@@ -491,14 +497,7 @@ def checkpoint_clock(minutes: float | None):
             if self.every_s is None or control.should_save:
                 return
             elapsed = time.monotonic() - self.last
-            if args.world_size > 1:
-                import torch
-                import torch.distributed as tdist
-
-                seconds = torch.tensor([elapsed], dtype=torch.float64,
-                                       device=args.device if args.device.type == "cuda" else "cpu")
-                tdist.all_reduce(seconds, op=tdist.ReduceOp.MAX)
-                elapsed = float(seconds.item())
+            elapsed = slowest(args, elapsed)
             if elapsed >= self.every_s:
                 control.should_save = True
 

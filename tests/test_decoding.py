@@ -12,6 +12,7 @@ from distill.config import load_config, replace
 from distill.decoding import (CPU_EVAL_BATCH, MAX_EVAL_BATCH, choose_eval_batch, encode_prompts, is_causal,
                               resolve_eval_batch)
 from distill.files import read_log
+from device_memory import ScriptedMemory
 
 GIB = 1024 ** 3
 FORMS = ("eot", "pot")
@@ -132,53 +133,19 @@ def test_an_explicit_evaluation_batch_wins_and_auto_keeps_the_cpu_default():
 
 
 def test_the_generation_probe_decodes_full_length_rows_of_the_longest_input():
-    import torch
-
-    class ScriptedMemory:
-        device = torch.device("cpu")
-
-        def __init__(self):
-            self.peaks = [2 * GIB, 2.3 * GIB]
-
-        def reset(self):
-            pass
-
-        def peak(self):
-            return self.peaks.pop(0)
-
-        def budget(self):
-            return 24e9
-
     from distill.decoding import probe_generation_memory
 
     model, _ = seq2seq_student()
     lengths = []
     model.register_forward_hook(lambda module, args, kwargs, out: lengths.append(out.logits.shape), with_kwargs=True)
     budget, fixed, per_row = probe_generation_memory(model, max_new_tokens=12, max_source_len=40,
-                                                     memory=ScriptedMemory())
+                                                     memory=ScriptedMemory([2 * GIB, 2.3 * GIB]))
     assert budget == 24e9 and per_row == pytest.approx(0.1 * GIB) and fixed == pytest.approx(1.9 * GIB)
     assert [shape[0] for shape in lengths].count(1) == 12 and [shape[0] for shape in lengths].count(4) == 12
     assert choose_eval_batch(budget, fixed, per_row)[0] == int((24e9 * 0.9 - 1.9 * GIB) // (0.1 * GIB))
 
 
 # --- the generation probe: a few measured tokens, the rest of the KV cache by arithmetic ----------------
-
-class ScriptedMemory:
-    """Device memory counters for a probe run on the CPU: the peaks a GPU would report, in order."""
-
-    def __init__(self, peaks, budget=24e9):
-        import torch
-
-        self.device, self.peaks, self.total = torch.device("cpu"), list(peaks), budget
-
-    def reset(self):
-        pass
-
-    def peak(self):
-        return self.peaks.pop(0)
-
-    def budget(self):
-        return self.total
 
 
 def cache_bytes(cache) -> tuple[int, int]:

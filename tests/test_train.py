@@ -17,6 +17,7 @@ from distill import training
 from distill.config import ConfigError, TrainConfig, load_config
 from distill.files import DataError, write_jsonl
 from distill.stages import train as T
+from device_memory import ScriptedMemory
 
 COLORS = "red blue green black white pink".split()
 ANIMALS = "cat dog cow hen fox owl".split()
@@ -500,23 +501,6 @@ def test_a_t5_student_never_trains_in_fp16_on_a_gpu():
     with pytest.raises(ConfigError, match="overflows fp16"):
         training.resolve_precision("fp16", cuda=True, model_type="t5")
 
-
-class ScriptedMemory:
-    """Device memory counters for a probe run on the CPU: the peaks a GPU would report, in order."""
-
-    def __init__(self, peaks, budget):
-        import torch
-
-        self.device, self.peaks, self.total = torch.device("cpu"), list(peaks), budget
-
-    def reset(self):
-        pass
-
-    def peak(self):
-        return self.peaks.pop(0)
-
-    def budget(self):
-        return self.total
 
 
 @pytest.mark.parametrize("student,lora", [("tiny", 0), ("tiny-causal", 8)])
