@@ -122,7 +122,13 @@ def test_the_smoke_pipeline_logs_to_the_server_on_postgresql_with_two_trainings_
     distill(env, "verify", *common)
     distill(env, "mix", *common, "--mix", "etd")
     distill(env, "mix", *common, "--mix", "cot")
-    trains = [distill(env, "train", *common, "--mix", mix, background=True) for mix in ("etd", "cot")]
+    # two trainings at once, as two machines of a team run them: each in its own run folder (a run folder
+    # has one writer at a time), both logging to the one server
+    shutil.copytree(run_dir, tmp_path / "run-cot", ignore=shutil.ignore_patterns(".distill.lock*"))
+    other = ["--preset", "smoke", "--set", f"run_dir={tmp_path / 'run-cot'}",
+             "--set", f"teacher.store_dir={tmp_path / 'store'}"]
+    trains = [distill(env, "train", *args, "--mix", mix, background=True)
+              for args, mix in ((common, "etd"), (other, "cot"))]
     outputs = [p.communicate(timeout=600)[0] for p in trains]
     assert [p.returncode for p in trains] == [0, 0], outputs
     distill(env, "evaluate", *common, "--mix", "etd")
