@@ -341,34 +341,32 @@ def _holder(path: Path) -> str:
     return ", ".join(d for d in found if d)
 
 
-def _locked(path: Path) -> bool:
+def _lockable(path: Path, *, shared: bool) -> bool | None:
+    """Whether this process could take a lock of that kind on ``path`` now (taken and released at once);
+    None when the file cannot be opened."""
     import fcntl
 
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY if shared else os.O_RDWR)
     except OSError:
-        return False
+        return None
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
+        fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         return True
+    except OSError:
+        return False
     finally:
         os.close(fd)
+
+
+def _locked(path: Path) -> bool:
+    """Whether some process holds a lock on ``path``."""
+    return _lockable(path, shared=False) is False
 
 
 def _shared_only(path: Path) -> bool:
     """Whether the lock is held by shared holders only (then its file names an earlier exclusive holder)."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return bool(_lockable(path, shared=True))
 
 
 @contextmanager
