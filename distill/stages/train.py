@@ -327,10 +327,10 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
             if main:
                 write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
                                          "initial_val_loss": initial_val_loss, "finished": False})
-        # the data order of an epoch comes from torch's global generator when the epoch starts; the
-        # evaluation above drew from it in a fresh run and not in a resumed one, so seed it here again:
-        # a resume inside an epoch then skips to the same batches (measured: without this, a resume
-        # from a mid-epoch checkpoint ended 2e-4 away in validation loss)
+        # the evaluation above drew from torch's global generator in a fresh run and not in a resumed
+        # one: seed it here again, so what the first steps draw (dropout) does not depend on it. The data
+        # order of each epoch is distill.training.EpochSeededSampler's (seed and epoch only); a resumed
+        # run restores the generator from its checkpoint, so both give the same weights (tested)
         from transformers import set_seed
 
         set_seed(tcfg.seed)
