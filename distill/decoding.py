@@ -186,17 +186,19 @@ the remaining new tokens is added by arithmetic (``kv_cache_bytes_per_token``)."
 def kv_cache_layout(model) -> tuple[int, int, int] | None:
     """(layers, key/value heads, head dim) of the cache that grows with every new token: a T5's decoder
     self-attention (its cross-attention cache is fixed by the input length), a decoder-only model's
-    attention (grouped-query: its key/value heads). None when the config does not say (then the probe
-    decodes every new token, as before)."""
-    config = getattr(model, "config", None)
+    attention (grouped-query: its key/value heads). ``model``: a model or its transformers config.
+    None when the config does not say (then the probe decodes every new token, as before; serving's
+    batch sizing falls back to typical sizes)."""
+    config = getattr(model, "config", model)
     if config is None:
         return None
     if getattr(config, "is_encoder_decoder", False):
-        layers = getattr(config, "num_decoder_layers", None) or getattr(config, "num_layers", None)
+        layers = (getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
+                  or getattr(config, "num_layers", None))
         heads, head_dim = getattr(config, "num_heads", None), getattr(config, "d_kv", None)
     else:
-        layers = getattr(config, "num_hidden_layers", None)
-        attention_heads = getattr(config, "num_attention_heads", None)
+        layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+        attention_heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", None)
         heads = getattr(config, "num_key_value_heads", None) or attention_heads
         head_dim = getattr(config, "head_dim", None)
         if not head_dim and attention_heads and getattr(config, "hidden_size", None):

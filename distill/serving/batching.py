@@ -33,6 +33,8 @@ def row_bytes(config, *, max_source_len: int, max_new_tokens: int, dtype_bytes: 
     the prompt and the new tokens (a causal model), or the encoder states, the cross-attention cache
     over the source and the self-attention cache over the new tokens (seq2seq); plus the logits of
     one step. Read from a transformers config (T5/CodeT5 or Llama/Qwen names)."""
+    from distill.decoding import kv_cache_layout
+
     def get(*names, default=None):
         for name in names:
             value = getattr(config, name, None)
@@ -41,18 +43,17 @@ def row_bytes(config, *, max_source_len: int, max_new_tokens: int, dtype_bytes: 
         return default
 
     d_model = get("d_model", "hidden_size", "n_embd", default=512)
-    heads = get("num_heads", "num_attention_heads", "n_head", default=8)
-    head_dim = get("d_kv", "head_dim", default=max(1, d_model // max(1, heads)))
-    kv_heads = get("num_key_value_heads", default=heads)
-    kv_width = kv_heads * head_dim
     vocab = get("vocab_size", default=32000)
-    if getattr(config, "is_encoder_decoder", False):
-        dec_layers = get("num_decoder_layers", "decoder_layers", "num_layers", default=6)
+    encoder_decoder = getattr(config, "is_encoder_decoder", False)
+    # the cache's layers, key/value heads and head size as the evaluate stage's probe reads them;
+    # typical sizes when the config does not say
+    layers, kv_heads, head_dim = kv_cache_layout(config) or (6 if encoder_decoder else 12, 8, max(1, d_model // 8))
+    kv_width = kv_heads * head_dim
+    if encoder_decoder:
         values = (d_model * max_source_len                              # encoder output
-                  + 2 * dec_layers * kv_width * max_source_len          # cross-attention keys and values
-                  + 2 * dec_layers * kv_width * max_new_tokens)         # self-attention cache
+                  + 2 * layers * kv_width * max_source_len              # cross-attention keys and values
+                  + 2 * layers * kv_width * max_new_tokens)             # self-attention cache
     else:
-        layers = get("num_hidden_layers", "n_layer", "num_layers", default=12)
         values = 2 * layers * kv_width * (max_source_len + max_new_tokens)
     return int((values + 2 * vocab) * dtype_bytes)
 
