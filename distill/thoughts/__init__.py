@@ -108,6 +108,36 @@ MIXES = {"cot": ("cot",), "pot": ("pot",), "eot": ("eot",), "etd": FORM_NAMES}
 the order every table and step list shows them."""
 
 
+VARIANTS = {
+    "": "fine-tuned on the mix's verified thoughts (the train stage)",
+    "base": "the configured student as it comes, before any training (`distill evaluate --untrained`)",
+    "grpo": "the mix's student after reinforcement learning with the forms' verifiers as reward (the rl stage)",
+}
+"""A student's name is its mix, or the mix and a variant joined by '-' (``etd-grpo``, ``eot-base``):
+students/<name>/ and eval/<name>/ hold it, MLflow's ``distill.mix`` tag says the mix and
+``distill.variant`` the variant, so every variant of a mix competes for the same champion."""
+
+
+def parse_student(name: str) -> tuple[str, str]:
+    """'etd-grpo' -> ('etd', 'grpo'); 'etd' -> ('etd', ''); the mix part is checked as parse_mix does."""
+    mix, sep, variant = name.rpartition("-")
+    if not sep or variant not in VARIANTS or not variant:
+        mix, variant = name, ""
+    try:
+        parse_mix(mix)
+    except ValueError as exc:
+        variants = ", ".join(f"-{v}" for v in VARIANTS if v)
+        raise type(exc)(f"{exc}; a student of a mix may end in {variants} (etd-grpo)") from None
+    return mix, variant
+
+
+def student_name(mix: str, variant: str = "") -> str:
+    """The inverse of parse_student: ('etd', 'grpo') -> 'etd-grpo'."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown student variant {variant!r}; valid: {', '.join(v for v in VARIANTS if v)}")
+    return f"{mix}-{variant}" if variant else mix
+
+
 def get_form(name: str) -> Form:
     if name not in FORM_NAMES:
         raise ValueError(f"unknown thought form {name!r}; valid forms: {', '.join(FORM_NAMES)}")
