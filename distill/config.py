@@ -229,6 +229,24 @@ class EvaluateConfig:
     (half the bytes read per decode step; greedy outputs can differ slightly from fp32); fp16 is
     refused for T5-family students (they overflow). distill.decoding.resolve_eval_dtype."""
 
+    samples: int = 1
+    """Sampled outputs per problem and form (k). 1: greedy decoding only, as the paper (today's results
+    and metric names, unchanged). k > 1: the greedy output stays (``<test_set>/<form>/accuracy`` always
+    means greedy accuracy) and k samples are drawn besides it, scored as maj@k (a vote on the k answers),
+    pass@k and the mean accuracy over the samples (distill.scoring.sample_scores)."""
+    temperature: float = 0.7
+    """Sampling temperature (samples > 1 only). 0.7: the value of self-consistency's majority votes on
+    GSM8K (Wang et al. 2023, arXiv 2203.11171) and of the maj@k figures reasoning students are usually
+    reported with; Chen et al. 2021 (arXiv 2107.03374) find the best temperature for pass@k rises with k
+    (0.2 at k=1, 0.8 at k=100), so 0.7 is a middle for the small k used here."""
+    top_p: float = 1.0
+    """Nucleus sampling: sample among the most likely tokens whose probabilities add up to top_p
+    (1.0: the whole vocabulary, plain temperature sampling)."""
+    seed: int = 0
+    """Seed of the samples: sample j of problem p in form f is drawn from noise keyed by (seed, p, f, j)
+    alone (distill.decoding.Sampling), so a rerun draws the same samples whatever the batch size or the
+    other problems of a batch (up to floating-point differences of padding, as greedy decoding has)."""
+
     def __post_init__(self):
         if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(f"evaluate.dtype: unknown {self.dtype!r}; valid: auto, fp32, bf16, fp16")
@@ -458,6 +476,8 @@ RANGES: dict[str, Range] = {
     "train.tiny_heads": AT_LEAST_1, "train.tiny_d_ff": AT_LEAST_1, "train.tiny_vocab": AT_LEAST_1,
     "evaluate.limit": Range(1, null=True), "evaluate.batch_size": Range(1, words=("auto",)),
     "evaluate.max_new_tokens": AT_LEAST_1, "evaluate.max_source_len": AT_LEAST_1, "evaluate.threads": AT_LEAST_0,
+    "evaluate.samples": AT_LEAST_1, "evaluate.temperature": Range(0, 2, open_low=True),
+    "evaluate.top_p": Range(0, 1, open_low=True), "evaluate.seed": AT_LEAST_0,
 }
 """The range of every numeric setting (tests/test_config.py checks that none lacks one)."""
 

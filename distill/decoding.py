@@ -12,6 +12,11 @@ student input becomes token ids; the train stage uses it too, so training and de
 same prompt (the chat template when the student was trained with it, and never a trailing EOS).
 
 Decoding follows the paper's protocol (METHOD.md): greedy, at most 256 new tokens by default.
+``sampling`` (a ``Sampling``: ``evaluate.samples > 1``) draws samples instead, on the same batched path:
+each row's next token is drawn by inverse-CDF sampling from the temperature-scaled, nucleus-filtered
+distribution with a uniform number that depends only on that row's key and the step (a counter-based
+hash, ``uniforms``), not on torch's global generator, so a row's sample is the same whatever the batch
+around it; greedy decoding (``sampling=None``) is untouched.
 On a GPU, ``evaluate.batch_size: auto`` sizes the batch to the memory (``resolve_eval_batch``: a
 probe that decodes a few tokens and adds the rest of the KV cache by arithmetic) and ``static_cache``
 lets transformers compile the decoding step; both keep the greedy outputs of one ``generate`` call
@@ -20,6 +25,9 @@ student to bf16 on a GPU; its default keeps the dtype it was saved in. Reads and
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 
@@ -68,8 +76,8 @@ def encode_prompts(tokenizer, inputs: Sequence[str], *, causal: bool, max_len: i
 
 
 def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int = 32, max_new_tokens: int = 256,
-                   max_source_len: int = 256, sort: bool = True,
-                   static_cache: bool = False) -> Iterator[tuple[list[int], list[str]]]:
+                   max_source_len: int = 256, sort: bool = True, static_cache: bool = False,
+                   sampling: "Sampling | None" = None) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices into ``inputs``, decoded outputs) one batch at a time, batches sorted by input length
     (``sort=False`` keeps the given order; benchmarks/evaluate.py measures what sorting buys).
 
@@ -79,7 +87,8 @@ def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int =
     rows have written EOS (transformers' greedy search stops when no row is unfinished), so one long
     answer costs only its own batch. ``static_cache``: a KV cache of fixed size, which lets
     transformers compile the decoding step on a GPU (``cache_implementation="static"``); the greedy
-    outputs are the same (tests/test_decoding.py).
+    outputs are the same (tests/test_decoding.py). ``sampling``: draw a sample per input instead of the
+    greedy output (``Sampling``; its ``keys`` align with ``inputs``).
     """
     import torch
 
@@ -87,6 +96,8 @@ def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int =
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not inputs:
         return
+    if sampling is not None and len(sampling.keys) != len(inputs):
+        raise ValueError(f"sampling has {len(sampling.keys)} keys for {len(inputs)} inputs; give one key per input")
     causal = is_causal(model)
     chat = bool(getattr(getattr(model, "config", None), "distill_chat_template", False))
     encoded = encode_prompts(tokenizer, inputs, causal=causal, max_len=max_source_len, chat_template=chat)
@@ -114,9 +125,12 @@ def decode_batches(model, tokenizer, inputs: Sequence[str], *, batch_size: int =
             cols = slice(width - n, width) if causal else slice(0, n)
             ids[row, cols] = torch.tensor(encoded[i], dtype=torch.long)
             mask[row, cols] = 1
+        step = dict(extra)
+        if sampling is not None:
+            step["logits_processor"] = sampling.processor([sampling.keys[i] for i in idx])
         with torch.inference_mode():
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                 num_beams=1, max_new_tokens=max_new_tokens, **extra)
+                                 num_beams=1, max_new_tokens=max_new_tokens, **step)
         if causal:
             out = out[:, width:]  # the completion only: generate returns prompt + new tokens
         yield idx, tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -129,6 +143,88 @@ def decode(model, tokenizer, inputs: Sequence[str], **kwargs) -> list[str]:
         for i, text in zip(idx, texts):
             outputs[i] = text
     return outputs  # type: ignore[return-value]
+
+
+# --- sampling (evaluate.samples > 1) ---------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(x, c: int):
+    """(x * c) mod 2**32 for an int64 tensor x in [0, 2**32): in 16-bit halves, so no product leaves int64."""
+    return ((((x >> 16) * c) & 0xFFFF) << 16) + (x & 0xFFFF) * c & _M32
+
+
+def _hash32(x):
+    """A bijective 32-bit integer hash (Wellons' "lowbias32"), elementwise on an int64 tensor."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def uniforms(keys, step: int):
+    """One number in (0, 1) per key for decoding step ``step``: a hash of (key, step) alone, the same on
+    every device and in every batch (float64, 32 random bits)."""
+    import torch
+
+    keys = torch.as_tensor(keys, dtype=torch.long) & _M32
+    bits = _hash32(_hash32(keys) ^ ((step * 0x9E3779B9 + 0x632BE5AB) & _M32))
+    return (bits.double() + 0.5) / 2.0 ** 32
+
+
+def sample_key(seed: int, *parts) -> int:
+    """The 32-bit key of one sampled row, from the seed and what the row is (e.g. problem id, form,
+    sample index): the same parts give the same samples in every run."""
+    digest = hashlib.sha256(json.dumps([seed, *parts]).encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings and one key per input row (``sample_key``).
+
+    Each step a row's token is the inverse CDF, at that row's ``uniforms`` number, of the softmax of its
+    logits divided by ``temperature`` and restricted to the ``top_p`` nucleus (transformers'
+    TopPLogitsWarper): an exact draw from that distribution, made reproducible per row. The chosen token
+    is handed to transformers' greedy search as the only finite score, so batching, padding, EOS handling
+    and caches are the greedy path's. Limit: logits that differ in the last bits (another batch's
+    padding, another device or dtype) can move a draw that falls on a boundary between two tokens."""
+
+    temperature: float
+    top_p: float
+    keys: Sequence[int]
+
+    def processor(self, keys: Sequence[int]):
+        from transformers import LogitsProcessorList
+
+        return LogitsProcessorList([_RowSampler(keys, self.temperature, self.top_p)])
+
+
+class _RowSampler:
+    """The logits processor of one generate call (transformers calls it with the ids and the scores of
+    each step, after its own processors): see Sampling."""
+
+    def __init__(self, keys: Sequence[int], temperature: float, top_p: float):
+        from transformers import TopPLogitsWarper
+
+        if temperature <= 0 or not 0 < top_p <= 1:
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        self.keys, self.temperature, self.step = list(keys), temperature, 0
+        self.top_p = TopPLogitsWarper(top_p) if top_p < 1 else None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float() / self.temperature
+        if self.top_p is not None:
+            scores = self.top_p(input_ids, scores)
+        cdf = torch.softmax(scores.double(), dim=-1).cumsum(dim=-1)
+        u = uniforms(self.keys, self.step).to(cdf.device) * cdf[:, -1]
+        self.step += 1
+        token = torch.searchsorted(cdf, u[:, None]).clamp(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
 
 
 # --- evaluate.batch_size: auto ---------------------------------------------------------------------

@@ -319,3 +319,133 @@ def degenerate_tag(profiles: Mapping[str, Mapping[str, Mapping]]) -> str:
     return "; ".join(f"{name}: " + ", ".join(
         f"{format_answer(answer)} on {', '.join(ts for ts, _ in items)} ({shares(items)})" for answer, items in by.items())
         for name, by in found.items())
+
+
+# --- sampled outputs: maj@k, pass@k, mean over samples (evaluate.samples > 1) -----------------------
+
+TIE_RULE = ("the tied answer that appeared first among the samples (each form's samples in sample order; "
+            "over several forms, the forms in the order eot, pot, cot)")
+"""How maj@k breaks a tie between equally common answers: logged as the evaluate run's param
+``evaluate.tie_rule``. A missing or unparsed answer never votes."""
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimator of pass@k (Chen et al. 2021, arXiv 2107.03374, eq. 1) from ``n`` samples of
+    which ``c`` are correct: 1 - C(n-c, k) / C(n, k), the chance that k of the n samples drawn without
+    replacement hold a correct one; 1.0 when n - c < k (every draw of k holds one). With n == k it is
+    1 when any sample is correct, else 0; with k == 1 it is c / n."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass_at_k needs 1 <= k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_answer(answers: Sequence[float | None]) -> tuple[float | None, int]:
+    """(most common answer, its votes) among ``answers`` in their order; None answers do not vote, and a
+    tie goes to the tied answer that appeared first (``TIE_RULE``). Answers are grouped with
+    ``answers_match`` (1e-3), a group keeping the value of its first member, as ``vote_answer`` does."""
+    groups: list[list] = []  # [value, votes] in the order of their first appearance
+    for answer in answers:
+        if answer is None:
+            continue
+        for group in groups:
+            if answers_match(answer, group[0]):
+                group[1] += 1
+                break
+        else:
+            groups.append([answer, 1])
+    if not groups:
+        return None, 0
+    best = max(groups, key=lambda g: g[1])  # max() keeps the first of equal counts: the earliest answer
+    return best[0], best[1]
+
+
+def mean_interval(values: Sequence[float]) -> dict:
+    """{"accuracy" (the mean), "n", "ci_low", "ci_high"} of per-problem values in [0, 1] (pass@k, the share
+    of a problem's samples that are right). The interval is the Wilson score interval of ``wilson`` with
+    n = the number of problems, applied to the mean: a value in [0, 1] with mean p has variance at most
+    p(1 - p), the variance Wilson assumes, so the interval is conservative for such values (never
+    narrower than the normal-theory one) and is exactly the usual Wilson interval when every value is
+    0 or 1. Unlike a bootstrap or a t-interval it stays inside [0, 1] and is not empty at a mean of 0."""
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise ValueError("mean_interval takes per-problem values in [0, 1]")
+    n = len(values)
+    total = min(float(sum(values)), float(n))
+    low, high = wilson(total, n)
+    return {"accuracy": total / n if n else 0.0, "n": n, "ci_low": low, "ci_high": high}
+
+
+def sample_name(kind: str, k: int) -> str:
+    """The metric segment of a sampled score: ``maj_at_4``, ``pass_at_4``, ``mean_at_4`` (MLflow metric
+    names cannot hold '@'; human text says maj@4)."""
+    return f"{kind}_at_{k}"
+
+
+def per_problem_samples(samples: Mapping[str, Sequence[Sequence[Verdict]]], golds: Sequence[float]) -> dict:
+    """Per problem, from ``samples`` (form -> per problem the verdicts of its k samples, in sample order):
+    {"k", "correct": {"<form>/maj_at_k": [0/1], "vote/maj_at_k" (two or more forms): [0/1]},
+    "answers": {same names: [majority answer or None]}, "values": {"<form>/pass_at_k": [float],
+    "<form>/mean_at_k": [float]}}. The vote over forms takes every form's k answers (k x forms votes),
+    forms in COMBINE_ORDER."""
+    ks = {len(items) for per_form in samples.values() for items in per_form}
+    if len(ks) > 1:
+        raise ValueError(f"every problem needs the same number of samples, got {sorted(ks)}")
+    k = ks.pop() if ks else 0
+    out: dict = {"k": k, "correct": {}, "answers": {}, "values": {}}
+    for form, per_problem in samples.items():
+        if len(per_problem) != len(golds):
+            raise ValueError(f"{form}: samples of {len(per_problem)} problems for {len(golds)} golds; align them first")
+        maj, right = sample_name("maj", k), []
+        answers = []
+        for verdicts, gold in zip(per_problem, golds):
+            answer, _ = majority_answer([v.answer if answered(v) else None for v in verdicts])
+            answers.append(answer)
+            right.append(int(answers_match(answer, gold)))
+        out["correct"][f"{form}/{maj}"] = right
+        out["answers"][f"{form}/{maj}"] = answers
+        counts = [sum(v.correct for v in verdicts) for verdicts in per_problem]
+        out["values"][f"{form}/{sample_name('pass', k)}"] = [pass_at_k(k, c, k) for c in counts]
+        out["values"][f"{form}/{sample_name('mean', k)}"] = [c / k for c in counts]
+    if len(samples) > 1:
+        name = f"vote/{sample_name('maj', k)}"
+        answers = []
+        for i in range(len(golds)):
+            pooled = [v.answer if answered(v) else None for form in ordered(list(samples)) for v in samples[form][i]]
+            answers.append(majority_answer(pooled)[0])
+        out["answers"][name] = answers
+        out["correct"][name] = [int(answers_match(a, g)) for a, g in zip(answers, golds)]
+    return out
+
+
+def score_samples(samples: Mapping[str, Sequence[Sequence[Verdict]]], golds: Sequence[float]) -> dict:
+    """{"k", "n", "scores": {"<form>/maj_at_k" | "<form>/pass_at_k" | "<form>/mean_at_k" | "vote/maj_at_k":
+    {"accuracy", "n", "ci_low", "ci_high"}}}: maj@k with its Wilson interval (0/1 per problem), pass@k and
+    the mean over samples with ``mean_interval``; n is the number of problems."""
+    table = per_problem_samples(samples, golds)
+    scores = {name: interval(sum(values), len(values)) for name, values in table["correct"].items()}
+    scores |= {name: mean_interval(values) for name, values in table["values"].items()}
+    return {"k": table["k"], "n": len(golds), "scores": scores}
+
+
+def sample_metrics(test_set: str, sampled: Mapping) -> dict[str, float]:
+    """MLflow names of ``score_samples``: ``<test_set>/<form|vote>/<maj|pass|mean>_at_<k>/{accuracy,ci_low,
+    ci_high}`` and the same ``..._pct`` (percent, 2 decimals), as metrics_of names the greedy ones."""
+    out: dict[str, float] = {}
+    for name, s in sampled["scores"].items():
+        out |= _interval_metrics(f"{test_set}/{name}", s)
+    return out
+
+
+def strict_metrics(test_set: str, strict: Mapping[str, Mapping]) -> dict[str, float]:
+    """MLflow names of the strict scores (form -> ``interval``): ``<test_set>/<form>/strict/{accuracy,
+    ci_low,ci_high}`` and ``..._pct``."""
+    out: dict[str, float] = {}
+    for form, s in strict.items():
+        out |= _interval_metrics(f"{test_set}/{form}/strict", s)
+    return out
+
+
+def _interval_metrics(prefix: str, s: Mapping) -> dict[str, float]:
+    out = {f"{prefix}/{key}": s[key] for key in ("accuracy", "ci_low", "ci_high")}
+    return out | {f"{prefix}/{key}_pct": round(100 * s[key], 2) for key in ("accuracy", "ci_low", "ci_high")}
