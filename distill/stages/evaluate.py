@@ -11,9 +11,16 @@ The student (``student=``): a folder, an MLflow model URI or a training run id, 
 Data contract, under ``<run_dir>/eval/<mix>/``:
   - ``<test_set>/<form>.jsonl``: append log, one record per answered problem, written per batch:
     {"problem_id", "question", "gold", "form", "version", "input", "output", "answer" (float|null),
-    "status" (a Verdict status), "reason", "student" (digest of the weights and decoding settings)}.
+    "status" (a Verdict status), "reason", "student" (digest of the weights and decoding settings)}, and
+    for a form with repair rules (``Form.rules``) while ``verify.strict`` is off, "strict": {"status",
+    "answer", "reason"}: the verdict without those rules (verified again only where a rule may have applied).
     A rerun skips problems already answered by the same student digest (resume); records of another
     student or form version are dropped from the log before new ones are appended.
+  - ``<test_set>/<form>.samples.jsonl`` (``evaluate.samples`` = k > 1): the same records plus "sample"
+    (0..k-1), one per sampled output, "student" being the digest of the student and the sampling settings
+    (``sampling_digest``: temperature, top_p, seed), so greedy and sampled records never mix; a rerun
+    skips answered (problem, sample) pairs. The greedy output is still made (and reused): with k > 1,
+    ``<test_set>/<form>/accuracy`` keeps meaning greedy accuracy, and the samples add their own scores.
   - ``summary.json``: {"mix", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
     "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding", "test_sets":
     {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
@@ -34,6 +41,19 @@ the metrics), which the report's paired tests and answer profiles read; per name
 (distill.scoring.answer_profile) ``<test_set>/<name>/{distinct_answers,top_answer_share,own_constant_accuracy}``
 and the tag ``distill.degenerate`` ("no", or which names give one answer to more than 90% of which test
 sets, e.g. "selected: 2 on gsm8k, svamp (99-100%)").
+
+Strict and lenient: for every form with repair rules, ``<test_set>/<form>/strict/{accuracy,ci_low,ci_high}``
+(Wilson) beside the usual accuracy (which follows ``verify.strict``), and correct.json's "strict": {form:
+[0/1]}: the gap is what the repair rules (format) account for.
+
+Sampling (``evaluate.samples`` = k > 1; distill.scoring.score_samples): per form ``<test_set>/<form>/maj_at_<k>``
+(majority vote on the k answers; unparsed answers do not vote; ties: distill.scoring.TIE_RULE, logged as
+the param ``evaluate.tie_rule``), ``.../pass_at_<k>`` (Chen et al.'s unbiased estimator, per problem,
+averaged) and ``.../mean_at_<k>`` (the share of right samples, averaged), each ``/{accuracy,ci_low,ci_high}``
+with n = ``<test_set>/n``; with several forms ``<test_set>/vote/maj_at_<k>``, a vote over all forms' k
+samples; the tag ``distill.samples``; tables ``eval/<test_set>/<form>.samples.json``; correct.json's
+"sampled": {"k", "tie_rule", "correct": {name: [0/1]} (maj), "answers": {name: [answer]}, "values":
+{name: [per-problem pass@k or mean]}}, apart from "correct" so the paired tests keep reading greedy answers.
 """
 from __future__ import annotations
 
@@ -47,8 +67,9 @@ from typing import Mapping, Sequence
 
 from distill.config import Config
 from distill.files import DataError, append_log, mismatch, read_log, read_record, write_json, write_jsonl
-from distill.scoring import (answer_profile, answers_of, combine, correctness, degenerate_tag, metrics_of,
-                             profile_metrics, score_test_set)
+from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, correctness, degenerate_tag, interval,
+                             metrics_of, per_problem_samples, profile_metrics, sample_metrics, score_samples,
+                             score_test_set, strict_metrics)
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
 from distill.thoughts import FORM_NAMES, Verdict, get_form
 from distill.tracking import writing
@@ -126,6 +147,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             f"asked for, {', '.join(forms)}); <test_set>/selected/* is not logged")
     if card.get("data_digest"):
         tags["distill.data_digest"] = card["data_digest"]
+    if cfg.evaluate.samples > 1:
+        tags["distill.samples"] = str(cfg.evaluate.samples)
 
     def body(run_id: str | None) -> dict:
         results: dict[str, dict] = {}
@@ -153,11 +176,36 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
                 + (f", selected ({selected}) {scores['selected']['accuracy']:.1%} "
                    f"[{scores['selected']['ci_low']:.1%}, {scores['selected']['ci_high']:.1%}]"
                    if "selected" in scores else ""))
+            extra: dict = {}  # correct.json's "strict" and "sampled"
+            strict = {form: strict_verdicts(form, rows[form], cfg) for form in forms}
+            strict = {form: items for form, items in strict.items() if items is not None}
+            if strict:
+                scores["strict"] = {form: interval(sum(v.correct for v in items), len(items))
+                                    for form, items in strict.items()}
+                metrics.update(strict_metrics(test_set, scores["strict"]))
+                extra["strict"] = {form: [int(v.correct) for v in items] for form, items in strict.items()}
+                log(f"evaluate {mix}: {test_set} strict (no repair rules) " + ", ".join(
+                    f"{f} {s['accuracy']:.1%}" for f, s in scores["strict"].items()))
+            if cfg.evaluate.samples > 1:
+                sampled_rows = {form: sample_all(model, tokenizer, form, problems,
+                                                 out_dir / test_set / f"{form}.samples.jsonl", sampling_digest(digest, cfg),
+                                                 cfg, desc=f"{test_set}/{form} samples", batch_size=batch_size)
+                                for form in forms}
+                sampled = {form: [[_verdict(r) for r in per] for per in sampled_rows[form]] for form in forms}
+                scores["sampled"] = score_samples(sampled, golds)
+                metrics.update(sample_metrics(test_set, scores["sampled"]))
+                table = per_problem_samples(sampled, golds)
+                extra["sampled"] = {"k": table["k"], "tie_rule": TIE_RULE, "correct": table["correct"],
+                                    "answers": table["answers"], "values": table["values"]}
+                log(f"evaluate {mix}: {test_set} k={cfg.evaluate.samples} samples: " + ", ".join(
+                    f"{name.replace('_at_', '@')} {s['accuracy']:.1%}" for name, s in scores["sampled"]["scores"].items()))
+                if tracker is not None:
+                    _log_sample_tables(tracker, test_set, sampled_rows)
             if tracker is not None:
                 _log_tables(tracker, test_set, rows, verdicts, golds)
                 tracker.log_dict({"problem_ids": [p.id for p in problems],
                                   "correct": correctness(verdicts, golds, selected),
-                                  "answers": answers, "gold": golds},
+                                  "answers": answers, "gold": golds, **extra},
                                  f"eval/{test_set}/correct.json")
         summary = {
             "mix": mix, "preset": cfg.preset, "run_id": run_id, "limit": cfg.evaluate.limit,
@@ -168,7 +216,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             "decoding": {"greedy": True, "max_new_tokens": cfg.evaluate.max_new_tokens,
                          "max_source_len": cfg.evaluate.max_source_len, "batch_size": batch_size,
                          "batch_size_reason": batch_reason, "batch_probe_s": probe_s,
-                         "static_cache": cfg.evaluate.static_cache, "dtype": dtype, "dtype_reason": dtype_reason},
+                         "static_cache": cfg.evaluate.static_cache, "dtype": dtype, "dtype_reason": dtype_reason,
+                         **({"sampling": sampling_settings(cfg)} if cfg.evaluate.samples > 1 else {})},
             "test_sets": results, "metrics": metrics,
         }
         write_json(out_dir / "summary.json", summary)
@@ -185,7 +234,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
         tracker.log_params({f"evaluate.{k}": v for k, v in _evaluate_params(cfg).items()}
                            | {"student": found.source, "evaluate.batch_size_resolved": batch_size,
                               "evaluate.batch_size_reason": batch_reason, "evaluate.batch_probe_s": probe_s,
-                              "evaluate.dtype_resolved": dtype})
+                              "evaluate.dtype_resolved": dtype}
+                           | ({"evaluate.tie_rule": TIE_RULE} if cfg.evaluate.samples > 1 else {}))
         return body(tracker.run_id)
 
 
@@ -296,27 +346,111 @@ def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: P
                                                max_source_len=cfg.evaluate.max_source_len,
                                                static_cache=cfg.evaluate.static_cache):
                 batch = [todo[i] for i in idx]
-                verdicts = form.verify_many(outputs, [p.answer for p in batch], timeout=cfg.verify.timeout,
-                                            strict=cfg.verify.strict)
-                for p, i, output, verdict in zip(batch, idx, outputs, verdicts):
+                golds = [p.answer for p in batch]
+                verdicts = form.verify_many(outputs, golds, timeout=cfg.verify.timeout, strict=cfg.verify.strict)
+                # strict too (point of view: format vs reasoning), where the form has repair rules that
+                # verify.strict leaves on; only outputs a rule may have changed are verified again
+                strict = (form.verify_strict_many(outputs, golds, verdicts, timeout=cfg.verify.timeout)
+                          if getattr(form, "rules", ()) and not cfg.verify.strict else [None] * len(batch))
+                for p, i, output, verdict, exact in zip(batch, idx, outputs, verdicts, strict):
                     record = {"problem_id": p.id, "question": p.question, "gold": p.answer, "form": form_name,
                               "version": form.version, "input": inputs[i], "output": output,
                               "answer": verdict.answer, "status": verdict.status, "reason": verdict.reason,
                               "student": digest}
+                    if exact is not None:
+                        record["strict"] = {"status": exact.status, "answer": exact.answer, "reason": exact.reason}
                     out.write(record)
                     done[p.id] = record
                 bar.update(len(batch))
     return [done[p.id] for p in problems]
 
 
-def _reusable(log_path: Path, digest: str, version: int) -> dict[str, dict]:
-    """problem_id -> record of earlier answers by this student; other students' records are dropped."""
+def _reusable(log_path: Path, digest: str, version: int, key=lambda r: r["problem_id"]) -> dict:
+    """key(record) (default the problem_id) -> record of earlier answers by this student; other students'
+    records are dropped."""
     records = list(read_log(log_path))
     keep = [r for r in records if r.get("student") == digest and r.get("version") == version
             and "problem_id" in r and "status" in r]
     if len(keep) != len(records):
         write_jsonl(log_path, keep)  # atomic: a crash leaves the old log or the cleaned one
-    return {r["problem_id"]: r for r in keep}
+    return {key(r): r for r in keep}
+
+
+def strict_verdicts(form_name: str, records: Sequence[Mapping], cfg: Config) -> list[Verdict] | None:
+    """The verdicts of ``records`` without the form's repair rules (``strict=True``), or None for a form
+    that has none. With ``verify.strict`` the records' verdicts are strict already; otherwise a record's
+    ``strict`` verdict (written by answer_all) is used, and a record without one (written before it was
+    recorded) is verified again here, where a rule may have applied (Form.verify_strict_many)."""
+    form = get_form(form_name)
+    if not getattr(form, "rules", ()):
+        return None
+    flexible = [_verdict(r) for r in records]
+    if cfg.verify.strict:
+        return flexible
+    out = [_verdict({**r, **r["strict"]}) if "strict" in r else None for r in records]
+    missing = [i for i, v in enumerate(out) if v is None]
+    if missing:
+        again = form.verify_strict_many([records[i]["output"] for i in missing], [records[i]["gold"] for i in missing],
+                                        [flexible[i] for i in missing], timeout=cfg.verify.timeout)
+        for i, verdict in zip(missing, again):
+            out[i] = verdict
+    return out  # type: ignore[return-value]
+
+
+# --- sampling (evaluate.samples > 1) ------------------------------------------------------------
+
+def sampling_settings(cfg: Config) -> dict:
+    """What decides the samples besides the student: they are part of the sampled records' digest."""
+    e = cfg.evaluate
+    return {"samples": e.samples, "temperature": e.temperature, "top_p": e.top_p, "seed": e.seed,
+            "method": "inverse-CDF draw per row and step, keyed by (seed, problem id, form, sample index)"}
+
+
+def sampling_digest(digest: str, cfg: Config) -> str:
+    """The digest of sampled records: the student's (weights and decoding settings) and the sampling
+    settings, so greedy and sampled records, or samples of another temperature, never mix."""
+    settings = {k: v for k, v in sampling_settings(cfg).items() if k != "samples"}
+    return hashlib.sha256(json.dumps([digest, settings], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sample_all(model, tokenizer, form_name: str, problems: Sequence, log_path: Path, digest: str, cfg: Config,
+               desc: str = "", batch_size: int | None = None) -> list[list[dict]]:
+    """Per problem (in order) its ``evaluate.samples`` sampled records, each verified by the form's
+    verifier; records as answer_all's plus "sample" (the index, 0..k-1), appended to ``log_path``
+    (``<test_set>/<form>.samples.jsonl``) as they come. A rerun draws only the (problem, sample) pairs
+    the log lacks for this digest (``sampling_digest``): sample j of a problem is the same draw in
+    every run (distill.decoding.Sampling), so resuming does not change the samples. Since the
+    settings other than k are in the digest, a larger k adds samples and a smaller k reuses the first."""
+    from tqdm.auto import tqdm
+
+    from distill.decoding import Sampling, decode_batches, sample_key
+
+    form = get_form(form_name)
+    k = cfg.evaluate.samples
+    done = _reusable(log_path, digest, form.version, key=lambda r: (r["problem_id"], r.get("sample")))
+    todo = [(p, j) for p in problems for j in range(k) if (p.id, j) not in done]
+    if todo:
+        inputs = [form.student_input(p.question) for p, _ in todo]
+        sampling = Sampling(cfg.evaluate.temperature, cfg.evaluate.top_p,
+                            [sample_key(cfg.evaluate.seed, p.id, form_name, j) for p, j in todo])
+        with append_log(log_path) as out, tqdm(total=len(todo), desc=desc, unit="sample", disable=None) as bar:
+            for idx, outputs in decode_batches(model, tokenizer, inputs,
+                                               batch_size=batch_size or int(cfg.evaluate.batch_size),
+                                               max_new_tokens=cfg.evaluate.max_new_tokens,
+                                               max_source_len=cfg.evaluate.max_source_len,
+                                               static_cache=cfg.evaluate.static_cache, sampling=sampling):
+                batch = [todo[i] for i in idx]
+                verdicts = form.verify_many(outputs, [p.answer for p, _ in batch], timeout=cfg.verify.timeout,
+                                            strict=cfg.verify.strict)
+                for (p, j), i, output, verdict in zip(batch, idx, outputs, verdicts):
+                    record = {"problem_id": p.id, "sample": j, "question": p.question, "gold": p.answer,
+                              "form": form_name, "version": form.version, "input": inputs[i], "output": output,
+                              "answer": verdict.answer, "status": verdict.status, "reason": verdict.reason,
+                              "student": digest}
+                    out.write(record)
+                    done[(p.id, j)] = record
+                bar.update(len(batch))
+    return [[done[(p.id, j)] for j in range(k)] for p in problems]
 
 
 def _verdict(record: Mapping) -> Verdict:
@@ -349,6 +483,15 @@ def _log_tables(tracker, test_set: str, rows: Mapping[str, list[dict]], verdicts
                 "fallback_correct": combined["fallback"][i]["correct"]}
         table.append(row)
     tracker.log_table(table, f"eval/{test_set}/combined.json")
+
+
+def _log_sample_tables(tracker, test_set: str, rows: Mapping[str, list[list[dict]]]) -> None:
+    """``eval/<test_set>/<form>.samples.json``: every sample with its answer and status."""
+    for form, per_problem in rows.items():
+        tracker.log_table([{"problem_id": r["problem_id"], "sample": r["sample"], "question": r["question"],
+                            "output": r["output"], "answer": r["answer"], "gold": r["gold"], "status": r["status"],
+                            "reason": r["reason"]} for records in per_problem for r in records],
+                          f"eval/{test_set}/{form}.samples.json")
 
 
 def _evaluate_params(cfg: Config) -> dict:

@@ -54,6 +54,9 @@ class Form:
     version: int
     instruction: str
     system: str
+    rules: tuple[str, ...] = ()
+    """The named repair rules and fallbacks of flexible mode, which ``strict=True`` switches off; empty
+    when the form reads a completion alike in both modes."""
 
     def teacher_messages(self, question: str) -> list[dict]:
         """Chat messages (system + few-shot + question) asking the teacher for this form."""
@@ -95,6 +98,27 @@ class Form:
             raise ValueError(f"{len(completions)} completions but {len(golds)} gold answers")
         return [verdict_from(e, g, self.name, self.version)
                 for e, g in zip(self.extract_many(completions, timeout=timeout, strict=strict), golds)]
+
+    def strict_may_differ(self, completion: str | None, flexible: Verdict) -> bool:
+        """Whether the strict verdict of ``completion`` can differ from its flexible one, ``flexible``.
+        A form that can tell where its rules applied says so; by default wherever it has rules."""
+        return bool(self.rules)
+
+    def verify_strict_many(self, completions: Sequence[str], golds: Sequence[float], flexible: Sequence[Verdict],
+                           *, timeout: float = 5.0) -> list[Verdict]:
+        """Strict verdicts of completions whose flexible verdicts are ``flexible``: a flexible verdict that
+        no rule can have changed (``strict_may_differ``) is kept, the others are verified again with
+        ``strict=True`` (so programs and systems run twice only where a rule may have applied)."""
+        if not len(completions) == len(golds) == len(flexible):
+            raise ValueError(f"{len(completions)} completions, {len(golds)} gold answers, {len(flexible)} verdicts")
+        out = list(flexible)
+        todo = [i for i, (c, v) in enumerate(zip(completions, flexible)) if self.strict_may_differ(c, v)]
+        if todo:
+            again = self.verify_many([completions[i] for i in todo], [golds[i] for i in todo], timeout=timeout,
+                                     strict=True)
+            for i, verdict in zip(todo, again):
+                out[i] = verdict
+        return out
 
 
 def student_input(question: str, instruction: str) -> str:

@@ -44,6 +44,13 @@ class CoT(Form):
     version = 1
     instruction = INSTRUCTION
     system = SYSTEM
+    rules = ("hashes_answer", "last_number")
+    """The flexible fallbacks (module docstring): GSM8K's ``#### N``, then the last number in the text."""
+
+    def strict_may_differ(self, completion: str | None, flexible) -> bool:
+        """Only where a fallback gave the answer: with "The answer is" both modes read the same number, and
+        a text without one and without any number has no answer in both."""
+        return flexible.reason.startswith("fallback")
 
     def student_target(self, completion: str) -> str:
         """The completion with blank lines and trailing spaces removed (the reasoning is kept whole)."""

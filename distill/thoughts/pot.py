@@ -49,9 +49,15 @@ class PoT(Form):
     version = 1
     instruction = INSTRUCTION
     system = SYSTEM
+    rules = ("solution_function", "printed_answer")
 
     def student_target(self, completion: str) -> str:
         return clean(completion)
+
+    def strict_may_differ(self, completion: str | None, flexible) -> bool:
+        """Only a program that defines a ``solution`` (the sandbox calls it when no ``ans`` is assigned) or
+        whose answer is the printed fallback; any other program runs alike in both modes."""
+        return flexible.reason.startswith("fallback") or "solution" in clean(completion)
 
     def text_outside(self, target: str) -> str:
         """Its comments and string literals (the text a ``print`` shows), read by Python's tokenizer
