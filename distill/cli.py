@@ -418,13 +418,16 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 @click.option("--batch-size", default="", metavar="N|auto",
               help="Problems per generate call (default: evaluate.batch_size); auto sizes it to the GPU.")
 @click.option("--max-new-tokens", default="", metavar="N", help="Greedy decoding length limit (default: 256).")
+@click.option("--samples", default="", metavar="K",
+              help="Also draw K sampled outputs per problem and form and log maj@K, pass@K and the mean over "
+                   "samples (default: evaluate.samples, 1 = greedy only); see evaluate.temperature, top_p, seed.")
 @click.option("--shard", default="", metavar="I/N",
               help="Score only shard I of N (0 <= I < N) of each test set, into eval/<mix>/shard-I-of-N/ (files only, "
                    "no MLflow run); then `--merge` logs the whole.")
 @click.option("--merge", is_flag=True,
               help="Join the shard folders of eval/<mix>/ (all N needed, same student and settings) and log "
                    "the evaluate-<mix> run with the metrics one process would log.")
-def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens, shard, merge):
+def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens, samples, shard, merge):
     """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
 
     Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy with 95% Wilson bounds
@@ -436,7 +439,7 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 
     cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "data.test_sets": test_sets,
                              "evaluate.limit": limit, "evaluate.batch_size": batch_size,
-                             "evaluate.max_new_tokens": max_new_tokens})
+                             "evaluate.max_new_tokens": max_new_tokens, "evaluate.samples": samples})
     from distill.shards import merge_evaluation, parse_shard
 
     shard = parse_shard(shard)
@@ -462,6 +465,10 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
             s = scores["selected"]
             line += f"  {s['accuracy']:.1%} [{s['ci_low']:.1%}, {s['ci_high']:.1%}]"
         click.echo(line)
+    for name, scores in summary["test_sets"].items():
+        for key, s in (scores.get("sampled") or {}).get("scores", {}).items():
+            click.echo(f"{name:<12}{key.replace('_at_', '@'):<18}{s['accuracy']:>7.1%} "
+                       f"[{s['ci_low']:.1%}, {s['ci_high']:.1%}]  n={s['n']}")
     if shard:
         click.echo(f"eval/{summary['mix']}/{shard.tag}/summary.json written; merge all {shard.count} shards with "
                    "`distill evaluate --merge` (same options, without --shard)")
@@ -577,7 +584,7 @@ def compare(cfg_args, parent_run_id, ui_url, all_forms):
         raise DataError(f"nothing to compare yet: no run of preset {cfg.preset!r} in {cfg.tracking_uri}; "
                         "run `make reproduce` (or `distill reproduce`) first, or point MLFLOW_TRACKING_URI "
                         "at the store that holds the runs")
-    for line in compare_mod.headline(results):
+    for line in compare_mod.headline(results) + compare_mod.sampled_lines(results):
         click.echo(line)
     if all_forms:
         click.echo("")

@@ -16,12 +16,12 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from distill import plots
-from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, in_order,
-                             oracle_cells, primary_form, profiles)
+from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells,
+                             in_order, oracle_cells, primary_form, profiles, sampled_cells, score_label)
 from distill.scoring import DEGENERATE_SHARE, format_answer
 from distill.thoughts import MIXES
 
-__all__ = ["comparison_rows", "headline", "markdown", "primary_form", "ui_link", "write"]
+__all__ = ["comparison_rows", "headline", "markdown", "primary_form", "sampled_lines", "ui_link", "write"]
 
 UI_URL = "http://127.0.0.1:5000"
 """Where `make ui` serves the MLflow UI."""
@@ -147,6 +147,32 @@ def headline(results: Results) -> list[str]:
         ) + ", not what was learned"
         lines.insert(0, first)
     return lines
+
+
+def sampled_lines(results: Results) -> list[str]:
+    """A plain-text table of the sampled scores (evaluate.samples > 1): a row per student, form and score
+    (maj@k, pass@k, mean@k), a column per test set with the score and its 95% interval, n in the header;
+    no lines when no evaluate run sampled."""
+    cells = sampled_cells(results)
+    if not cells:
+        return []
+    sets = in_order({ts for row in cells.values() for ts in row}, TEST_SET_ORDER)
+    ns = {ts: sorted({c["n"] for row in cells.values() for t, c in row.items() if t == ts and c["n"]}) for ts in sets}
+    table = [["student", "form", "score"] + [f"{ts} (n={'/'.join(map(str, ns[ts])) or '?'})" for ts in sets]]
+    kinds = list(SAMPLED_KINDS)
+    for mix in in_order({m for m, _, _ in cells}, MIXES):
+        for form in in_order({f for m, f, _ in cells if m == mix}, FORM_ORDER):
+            scores = sorted({sc for m, f, sc in cells if (m, f) == (mix, form)},
+                            key=lambda sc: (kinds.index(sc.split("_at_")[0]) if sc.split("_at_")[0] in kinds else 99, sc))
+            for score in scores:
+                row = cells[(mix, form, score)]
+                table.append([STUDENT_NAMES.get(mix, mix), form, score_label(score)]
+                             + [_cell(row.get(ts)) for ts in sets])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return ["", "sampled outputs (evaluate.samples): maj@k = majority vote of k samples, pass@k = some sample right "
+            "(unbiased estimator), mean@k = share of right samples; [95% interval]", *lines]
 
 
 CI_SOURCES = {"logged": "logged by the evaluate run", "wilson": "Wilson, computed from accuracy and n"}

@@ -503,3 +503,52 @@ def drop_rates(results: Results) -> dict[str, dict]:
         elif parts[2] == "dropped" and len(parts) == 4:
             forms[parts[1]]["reasons"][parts[3]] = int(value)
     return dict(forms)
+
+
+# --- sampled and strict scores (evaluate.samples > 1; forms with repair rules) ----------------------
+
+SAMPLED_KINDS = ("maj", "pass", "mean")
+"""The sampled scores in the order tables show them (distill.scoring.score_samples)."""
+
+
+def _cell_of(metrics: dict, prefix: str, n) -> dict:
+    return {"accuracy": metrics[f"{prefix}/accuracy"], "ci_low": metrics.get(f"{prefix}/ci_low"),
+            "ci_high": metrics.get(f"{prefix}/ci_high"), "n": None if n is None else int(n)}
+
+
+def sampled_cells(results: Results) -> dict[tuple[str, str, str], dict[str, dict]]:
+    """(mix, name, score) -> {test_set: {"accuracy", "ci_low", "ci_high", "n"}} from the evaluate runs'
+    ``<test_set>/<name>/<maj|pass|mean>_at_<k>/*`` metrics; name is a form or "vote" (all forms' samples),
+    score e.g. "maj_at_4". Empty when no run sampled."""
+    import re
+
+    out: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for mix, run in results.evaluations().items():
+        for key in run.metrics:
+            parts = key.split("/")
+            if len(parts) == 4 and parts[3] == "accuracy" and re.fullmatch(r"(maj|pass|mean)_at_\d+", parts[2]):
+                ts, name, score = parts[:3]
+                out.setdefault((mix, name, score), {})[ts] = _cell_of(run.metrics, "/".join(parts[:3]),
+                                                                      run.metrics.get(f"{ts}/n"))
+    return out
+
+
+def strict_cells(results: Results) -> dict[tuple[str, str], dict[str, dict]]:
+    """(mix, form) -> {test_set: {"lenient": cell, "strict": cell}} for the forms whose evaluate run logged
+    ``<test_set>/<form>/strict/*`` beside ``<test_set>/<form>/accuracy`` (cells as ``sampled_cells``)."""
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for mix, run in results.evaluations().items():
+        m = run.metrics
+        for key in m:
+            parts = key.split("/")
+            if len(parts) == 4 and parts[2:] == ["strict", "accuracy"] and f"{parts[0]}/{parts[1]}/accuracy" in m:
+                ts, form = parts[:2]
+                n = m.get(f"{ts}/n")
+                out.setdefault((mix, form), {})[ts] = {"lenient": _cell_of(m, f"{ts}/{form}", n),
+                                                       "strict": _cell_of(m, f"{ts}/{form}/strict", n)}
+    return out
+
+
+def score_label(score: str) -> str:
+    """"maj_at_4" -> "maj@4" (human text; MLflow metric names cannot hold '@')."""
+    return score.replace("_at_", "@")

@@ -423,9 +423,15 @@ def score_samples(samples: Mapping[str, Sequence[Sequence[Verdict]]], golds: Seq
     {"accuracy", "n", "ci_low", "ci_high"}}}: maj@k with its Wilson interval (0/1 per problem), pass@k and
     the mean over samples with ``mean_interval``; n is the number of problems."""
     table = per_problem_samples(samples, golds)
-    scores = {name: interval(sum(values), len(values)) for name, values in table["correct"].items()}
-    scores |= {name: mean_interval(values) for name, values in table["values"].items()}
-    return {"k": table["k"], "n": len(golds), "scores": scores}
+    k, scores = table["k"], {}
+    for name in [*samples, "vote"]:  # form by form: maj, pass, mean; the vote over forms last
+        for kind in ("maj", "pass", "mean"):
+            key = f"{name}/{sample_name(kind, k)}"
+            if key in table["correct"]:
+                scores[key] = interval(sum(table["correct"][key]), len(golds))
+            elif key in table["values"]:
+                scores[key] = mean_interval(table["values"][key])
+    return {"k": k, "n": len(golds), "scores": scores}
 
 
 def sample_metrics(test_set: str, sampled: Mapping) -> dict[str, float]:

@@ -30,10 +30,11 @@ from pathlib import Path
 from distill import plots
 from distill.config import Config
 from distill.files import atomic_write_text
-from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, collect,
-                             drop_rates, headline_name, in_order, intervals, oracle_cells, paired_tests,
-                             profiles, selected_forms, sets_of, validation_choice)
-from distill.scoring import DEGENERATE_SHARE, format_answer
+from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells,
+                             collect, drop_rates, headline_name, in_order, intervals, oracle_cells, paired_tests,
+                             profiles, sampled_cells, score_label, selected_forms, sets_of, strict_cells,
+                             validation_choice)
+from distill.scoring import DEGENERATE_SHARE, TIE_RULE, format_answer
 from distill.stages import pipeline
 from distill.teachers.gold import WRITES, GoldTeacher
 from distill.thoughts import MIXES
@@ -311,6 +312,8 @@ def render(results: Results) -> str:
         out += ["", "No evaluation runs found yet."]
     out.append("")
 
+    out += _sampled_table(results, sets)
+    out += _strict_table(results, sets)
     out += _answers_table(results, sets)
     out += _paper_table(results, cells, chosen)
     out += _significance(results, sets)
@@ -322,6 +325,61 @@ def render(results: Results) -> str:
     out += _runs_table(results)
     out += ["## Plots", ""] + [f"![{name[:-4]}]({name})" for name in PLOTS]
     return "\n".join(out) + "\n"
+
+
+def _sampled_table(results: Results, sets: list[str]) -> list[str]:
+    """maj@k, pass@k and the mean over k samples per student, form and test set (evaluate.samples > 1)."""
+    cells = sampled_cells(results)
+    if not cells:
+        return []
+    ns = {ts: sorted({c["n"] for row in cells.values() for t, c in row.items() if t == ts and c["n"] is not None})
+          for ts in sets}
+    out = ["## Sampling: maj@k, pass@k and the mean over k samples (%), with 95% intervals", "",
+           "Besides its greedy output (the accuracy above), each student wrote k sampled outputs per problem and "
+           "form (`evaluate.samples`, `evaluate.temperature`, `evaluate.top_p`). **maj@k**: the majority answer of "
+           f"the k samples is right (unparsed answers do not vote; a tie goes to {TIE_RULE}); `vote` pools every "
+           "form's k samples. **pass@k**: some sample is right (Chen et al. 2021's unbiased estimator per "
+           "problem, averaged). **mean@k**: the share of right samples, averaged (the expected accuracy of one "
+           "sample). Intervals: Wilson for maj@k; for pass@k and mean@k the Wilson interval of the mean of "
+           "per-problem values in [0, 1], which is conservative for them (distill.scoring.mean_interval).", "",
+           "| student | form | score | " + " | ".join(
+               f"{ts} (n={'/'.join(str(n) for n in ns[ts]) or '?'})" for ts in sets) + " |",
+           "|---|---|---|" + "---:|" * len(sets)]
+    kinds = {kind: i for i, kind in enumerate(SAMPLED_KINDS)}
+
+    def order(score: str) -> tuple:
+        kind, _, k = score.partition("_at_")
+        return kinds.get(kind, 99), int(k) if k.isdigit() else 0
+
+    for mix in in_order({m for m, _, _ in cells}, MIXES):
+        for form in in_order({f for m, f, _ in cells if m == mix}, FORM_ORDER):
+            for score in sorted({sc for m, f, sc in cells if (m, f) == (mix, form)}, key=order):
+                row = cells[(mix, form, score)]
+                out.append(f"| {STUDENT_NAMES.get(mix, mix)} (`{mix}`) | {form} | {score_label(score)} | "
+                           + " | ".join(_cell(row.get(ts)) for ts in sets) + " |")
+    return out + [""]
+
+
+def _strict_table(results: Results, sets: list[str]) -> list[str]:
+    """Per form with repair rules: the accuracy as scored (lenient, unless verify.strict) beside the
+    accuracy without any repair rule (strict): the gap is format, the rest reasoning."""
+    cells = strict_cells(results)
+    if not cells:
+        return []
+    out = ["## Strict and lenient accuracy (%), greedy outputs", "",
+           "*lenient*: the accuracy above (the forms' named repair rules and fallbacks on, unless `verify.strict`); "
+           "*strict*: the same outputs without any of them (EoT: unicode operators, currency and thousands, "
+           "percent, caret, reassignment as update, rounding functions; PoT: `solution()` and the printed number; "
+           "CoT: `#### N` and the last number). What strict loses is format; what both miss is reasoning.", "",
+           "| student | form | " + " | ".join(f"{ts}: lenient | {ts}: strict" for ts in sets) + " |",
+           "|---|---|" + "---:|---:|" * len(sets)]
+    for mix in in_order({m for m, _ in cells}, MIXES):
+        for form in in_order({f for m, f in cells if m == mix}, FORM_ORDER):
+            row = cells[(mix, form)]
+            out.append(f"| {STUDENT_NAMES.get(mix, mix)} (`{mix}`) | {form} | " + " | ".join(
+                f"{_cell((row.get(ts) or {}).get('lenient'))} | {_cell((row.get(ts) or {}).get('strict'))}"
+                for ts in sets) + " |")
+    return out + [""]
 
 
 def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
