@@ -88,3 +88,14 @@ def test_the_student_target_keeps_the_reasoning_without_blank_lines():
 def test_verify_many_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="gold"):
         COT.verify_many(["The answer is 1."], [1.0, 2.0])
+
+
+def test_a_cot_answer_found_by_a_fallback_is_correct_lenient_and_not_strict():
+    from distill.thoughts import get_form
+
+    form = get_form("cot")
+    outputs = ["5 + 7 = 12 apples in all.", "5 + 7 = 12. The answer is 12."]
+    flexible = form.verify_many(outputs, [12.0, 12.0])
+    strict = form.verify_strict_many(outputs, [12.0, 12.0], flexible)
+    assert [v.status for v in flexible] == ["correct", "correct"]
+    assert [v.status for v in strict] == ["no_answer", "correct"]

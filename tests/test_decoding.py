@@ -276,3 +276,43 @@ def test_the_evaluate_stage_decodes_in_the_saved_dtype_by_default_and_logs_the_p
     # another dtype is another decoding setting: its answers are never mixed with auto's
     assert stage.student_digest(tmp_path / "students" / "eot+pot" / "model", cfg) != stage.student_digest(
         tmp_path / "students" / "eot+pot" / "model", replace(cfg, evaluate={"dtype": "bf16"}))
+
+
+# --- sampling (evaluate.samples > 1) ------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["seq2seq", "causal"])
+def test_a_sampled_row_is_the_same_alone_in_any_batch_and_in_a_rerun(kind):
+    from distill.decoding import Sampling, decode, sample_key
+
+    inputs = ["Question: 2 + 3?\n", "Question: Tom has 12 apples and eats 5. How many are left?\n", "Q: 7\n"] * 2
+    model, tokenizer = seq2seq_student() if kind == "seq2seq" else causal_student(inputs)
+    keys = [sample_key(0, f"p{i % 3}", "eot", i // 3) for i in range(len(inputs))]  # two samples per problem
+    batched = decode(model, tokenizer, inputs, batch_size=6, max_new_tokens=10, sampling=Sampling(0.7, 1.0, keys))
+    alone = [decode(model, tokenizer, [x], batch_size=1, max_new_tokens=10, sampling=Sampling(0.7, 1.0, [k]))[0]
+             for x, k in zip(inputs, keys)]
+    assert batched == alone
+    assert decode(model, tokenizer, inputs, batch_size=4, max_new_tokens=10, sampling=Sampling(0.7, 1.0, keys)) == batched
+    assert batched[:3] != batched[3:]  # the second sample of a problem is another draw
+    greedy = decode(model, tokenizer, inputs[:3], batch_size=3, max_new_tokens=10)
+    assert batched[:3] != greedy  # and sampling is not greedy decoding
+
+
+def test_the_row_sampler_draws_from_the_tempered_nucleus_distribution():
+    import torch
+
+    from distill.decoding import Sampling
+
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    n = 4000
+    scores = probs.log().repeat(n, 1)
+
+    def frequencies(temperature, top_p):
+        processor = Sampling(temperature, top_p, list(range(n))).processor(list(range(n)))
+        chosen = processor(torch.zeros((n, 1), dtype=torch.long), scores.clone()).argmax(dim=-1)
+        return torch.bincount(chosen, minlength=4).double() / n
+
+    assert torch.allclose(frequencies(1.0, 1.0), probs.double(), atol=0.03)
+    tempered = probs.double() ** 2 / (probs.double() ** 2).sum()  # temperature 0.5: p^2, renormalised
+    assert torch.allclose(frequencies(0.5, 1.0), tempered, atol=0.03)
+    # top_p 0.5: the fewest most likely tokens that reach 0.5 (0.4 + 0.3), renormalised
+    assert torch.allclose(frequencies(1.0, 0.5), torch.tensor([0.0, 0.0, 3 / 7, 4 / 7], dtype=torch.float64), atol=0.03)

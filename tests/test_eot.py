@@ -174,3 +174,15 @@ def test_a_value_the_solver_finds_beyond_a_float_is_no_answer_not_infinity():
 def test_the_text_outside_a_system_is_its_comment_lines_and_any_line_without_an_equation():
     target = "% A shirt costs $25:\nprice = 25\n# 20% off\nsale = price * 0.8\nans = sale"
     assert EOT.text_outside(target) == "% A shirt costs $25:\n# 20% off"
+
+
+def test_an_output_that_needs_a_repair_rule_is_correct_lenient_and_not_strict():
+    from distill.thoughts import get_form
+
+    form = get_form("eot")
+    outputs = ["apples = 26 \u2212 9\nans = apples", "apples = 26 - 9\nans = apples"]  # a unicode minus; plain
+    flexible = form.verify_many(outputs, [17.0, 17.0])
+    assert [v.status for v in flexible] == ["correct", "correct"]
+    strict = form.verify_strict_many(outputs, [17.0, 17.0], flexible)
+    assert [v.status for v in strict] == ["parse_error", "correct"] and "U+2212" in strict[0].reason
+    assert form.rules and "unicode_operators" in form.rules

@@ -108,3 +108,15 @@ def test_the_text_outside_a_program_is_its_comments_and_strings_never_its_code()
     program = 'price = 25  # $25 a shirt\nsale = price * 0.8\nprint("sale price", sale, "was 20.0")\nans = sale'
     assert POT.text_outside(program).splitlines() == ["# $25 a shirt", '"sale price"', '"was 20.0"']
     assert POT.text_outside('x = "unclosed\nans = 1') == 'x = "unclosed\nans = 1'  # not Python: all of it
+
+
+def test_strict_runs_again_only_programs_a_fallback_may_have_answered():
+    from distill.thoughts import get_form
+
+    form = get_form("pot")
+    outputs = ["x = 3\nprint(x * 4)", "def solution():\n    return 12", "ans = 12"]
+    flexible = form.verify_many(outputs, [12.0] * 3)
+    assert [v.status for v in flexible] == ["correct"] * 3
+    assert [form.strict_may_differ(o, v) for o, v in zip(outputs, flexible)] == [True, True, False]
+    strict = form.verify_strict_many(outputs, [12.0] * 3, flexible)
+    assert [v.status for v in strict] == ["no_answer", "no_answer", "correct"]

@@ -214,3 +214,77 @@ def test_the_degenerate_tag_names_the_answers_and_the_test_sets():
                 "asdiv": {"cot": answer_profile([2.0] * 4, golds)}}
     assert degenerate_tag(profiles) == "cot: 2 on gsm8k, asdiv (100%), no answer on svamp (100%)"
     assert degenerate_tag({"gsm8k": {"pot": profiles["gsm8k"]["pot"]}}) == "no"
+
+
+# --- sampled outputs: maj@k, pass@k, mean@k ----------------------------------------------------------
+
+def _v(status: str, answer: float | None = None, form: str = "eot") -> Verdict:
+    return Verdict(status, answer, "", form, 1)
+
+
+def test_pass_at_k_is_the_unbiased_estimator_with_its_edge_cases():
+    from distill.scoring import pass_at_k
+
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2), by hand
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # k = 1: c / n
+    assert pass_at_k(4, 0, 4) == 0.0  # c = 0: never
+    assert pass_at_k(4, 4, 4) == 1.0  # c = n: always
+    assert pass_at_k(5, 3, 3) == 1.0  # n - c < k: every draw of 3 holds a correct one
+    assert pass_at_k(4, 1, 4) == 1.0 and pass_at_k(4, 0, 1) == 0.0  # n == k: "any correct"
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 2)
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 4)
+
+
+def test_majority_answer_ignores_missing_answers_and_gives_a_tie_to_the_answer_seen_first():
+    from distill.scoring import majority_answer
+
+    assert majority_answer([None, 3.0, 5.0, 5.0004, None, 3.0]) == (3.0, 2)  # 3 and 5 tie: 3 came first
+    assert majority_answer([5.0, 3.0, 3.0, None, None, None]) == (3.0, 2)  # missing answers never win
+    assert majority_answer([None, None]) == (None, 0)
+    assert majority_answer([7.0, 7.0005, 2.0]) == (7.0, 2)  # grouped within 1e-3, the first value kept
+
+
+def test_sampled_scores_of_two_forms_match_a_count_by_hand():
+    from distill.scoring import per_problem_samples, sample_metrics, score_samples, wilson
+
+    golds = [4.0, 10.0]
+    samples = {  # two problems, k = 3 samples each
+        "eot": [[_v("correct", 4.0), _v("wrong_answer", 5.0), _v("wrong_answer", 5.0)],  # maj 5: wrong; pass 1
+                [_v("parse_error"), _v("correct", 10.0), _v("no_answer")]],  # maj 10 (1 vote): right
+        "pot": [[_v("correct", 4.0, "pot"), _v("correct", 4.0, "pot"), _v("exec_error", None, "pot")],
+                [_v("wrong_answer", 9.0, "pot"), _v("parse_error", None, "pot"), _v("wrong_answer", 8.0, "pot")]],
+    }
+    table = per_problem_samples(samples, golds)
+    assert table["k"] == 3
+    assert table["correct"]["eot/maj_at_3"] == [0, 1] and table["answers"]["eot/maj_at_3"] == [5.0, 10.0]
+    assert table["correct"]["pot/maj_at_3"] == [1, 0] and table["answers"]["pot/maj_at_3"] == [4.0, 9.0]  # 9 vs 8: 9 first
+    assert table["values"]["eot/pass_at_3"] == [1.0, 1.0] and table["values"]["pot/pass_at_3"] == [1.0, 0.0]
+    assert table["values"]["eot/mean_at_3"] == pytest.approx([1 / 3, 1 / 3])
+    assert table["values"]["pot/mean_at_3"] == pytest.approx([2 / 3, 0.0])
+    # the vote over all six answers: problem 1: 4 x3 vs 5 x2 -> 4; problem 2: 10, 9, 8 one vote each -> the
+    # first in the order eot, pot, cot: eot's 10 -> right
+    assert table["answers"]["vote/maj_at_3"] == [4.0, 10.0] and table["correct"]["vote/maj_at_3"] == [1, 1]
+    scores = score_samples(samples, golds)["scores"]
+    assert list(scores) == ["eot/maj_at_3", "eot/pass_at_3", "eot/mean_at_3", "pot/maj_at_3", "pot/pass_at_3",
+                            "pot/mean_at_3", "vote/maj_at_3"]
+    assert scores["eot/maj_at_3"]["accuracy"] == 0.5 and scores["pot/mean_at_3"]["accuracy"] == pytest.approx(1 / 3)
+    assert (scores["eot/maj_at_3"]["ci_low"], scores["eot/maj_at_3"]["ci_high"]) == pytest.approx(wilson(1, 2))
+    metrics = sample_metrics("svamp", score_samples(samples, golds))
+    assert metrics["svamp/vote/maj_at_3/accuracy"] == 1.0 and metrics["svamp/eot/pass_at_3/ci_high"] == 1.0
+    assert metrics["svamp/pot/mean_at_3/accuracy_pct"] == 33.33
+    assert not any("@" in name for name in metrics)  # MLflow refuses '@' in metric names
+
+
+def test_the_interval_of_a_mean_over_samples_is_wilsons_for_0_1_values_and_not_empty_at_zero():
+    from distill.scoring import mean_interval, wilson
+
+    assert mean_interval([1.0, 0.0, 1.0, 1.0]) == pytest.approx(
+        {"accuracy": 0.75, "n": 4, "ci_low": wilson(3, 4)[0], "ci_high": wilson(3, 4)[1]})
+    zero = mean_interval([0.0] * 5)
+    assert zero["ci_low"] == 0.0 and zero["ci_high"] > 0.3  # 5 problems right in no sample: far from sure
+    half = mean_interval([0.5] * 100)
+    assert half["ci_low"] < 0.5 < half["ci_high"]
+    with pytest.raises(ValueError):
+        mean_interval([1.5])

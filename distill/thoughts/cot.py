@@ -48,9 +48,8 @@ class CoT(Form):
     """The flexible fallbacks (module docstring): GSM8K's ``#### N``, then the last number in the text."""
 
     def strict_may_differ(self, completion: str | None, flexible) -> bool:
-        """Only where a fallback gave the answer: with "The answer is" both modes read the same number, and
-        a text without one and without any number has no answer in both."""
-        return flexible.reason.startswith("fallback")
+        """Only a text without "The answer is": with it both modes read the same number."""
+        return _PHRASE.search((completion or "").replace("\u00a0", " ")) is None
 
     def student_target(self, completion: str) -> str:
         """The completion with blank lines and trailing spaces removed (the reasoning is kept whole)."""

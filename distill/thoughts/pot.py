@@ -55,9 +55,11 @@ class PoT(Form):
         return clean(completion)
 
     def strict_may_differ(self, completion: str | None, flexible) -> bool:
-        """Only a program that defines a ``solution`` (the sandbox calls it when no ``ans`` is assigned) or
-        whose answer is the printed fallback; any other program runs alike in both modes."""
-        return flexible.reason.startswith("fallback") or "solution" in clean(completion)
+        """Only a program that mentions ``solution`` (the sandbox calls it when no ``ans`` is assigned) or
+        ``print`` (the printed fallback): any other program runs and is read alike in both modes. Read
+        from the text, since a verdict does not say which fallback gave its answer."""
+        program = clean(completion)
+        return "solution" in program or "print" in program
 
     def text_outside(self, target: str) -> str:
         """Its comments and string literals (the text a ``print`` shows), read by Python's tokenizer
