@@ -310,7 +310,8 @@ def _batch_size(model, cfg: Config) -> tuple[int, str]:
 def student_digest(model_dir: Path, cfg: Config) -> str:
     """Digest of the weights and the decoding settings: predictions of the same digest can be reused.
     An ``evaluate.dtype`` other than auto is a setting of its own (a cast can change the answers), so
-    records of one dtype are never reused for another; with auto the digest is what it always was."""
+    records of one dtype are never reused for another; with auto the digest is what it always was. So is
+    ``verify.strict`` (records hold verdicts): on, it is in the digest; off (the default), nothing changes."""
     h = hashlib.sha256()
     for path in sorted(p for p in model_dir.iterdir() if p.suffix in WEIGHT_SUFFIXES or p.name == "config.json"):
         h.update(path.name.encode())
@@ -320,6 +321,8 @@ def student_digest(model_dir: Path, cfg: Config) -> str:
     settings = {"max_new_tokens": cfg.evaluate.max_new_tokens, "max_source_len": cfg.evaluate.max_source_len}
     if cfg.evaluate.dtype != "auto":
         settings["dtype"] = cfg.evaluate.dtype
+    if cfg.verify.strict:  # the records hold verdicts, and strict ones differ: never reuse lenient ones
+        settings["verify_strict"] = True
     h.update(json.dumps(settings).encode())
     return h.hexdigest()[:16]
 
