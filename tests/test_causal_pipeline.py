@@ -94,3 +94,42 @@ def test_the_promoted_causal_champion_and_the_lora_version_answer_through_pyfunc
                                     "wrong_answer"}
         assert isinstance(out["reasoning"][0], str)
     assert champion.tags.get("distill.mix") == "etd"
+
+
+def test_evaluate_with_four_samples_logs_maj_and_pass_at_4_for_every_form_and_results_md_shows_them(pipeline):
+    import mlflow
+
+    env = {"MLFLOW_TRACKING_URI": pipeline["uri"], "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    common = ["--preset", "smoke", "--set", f"run_dir={pipeline['run']}", "--set", "train.student=tiny-causal"]
+    runner = CliRunner()
+    greedy_run = json.loads((pipeline["run"] / "eval" / "etd" / "summary.json").read_text())["run_id"]
+    result = runner.invoke(main, ["evaluate", "--mix", "etd", "--set", "evaluate.samples=4", *common], env=env,
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "eot/maj@4" in result.output and "vote/maj@4" in result.output
+    client = mlflow.MlflowClient(pipeline["uri"])
+    sampled = client.get_run(json.loads((pipeline["run"] / "eval" / "etd" / "summary.json").read_text())["run_id"])
+    greedy = client.get_run(greedy_run)
+    m = sampled.data.metrics
+    for ts in ("gsm8k", "asdiv", "svamp", "multiarith"):
+        for name in ("cot", "pot", "eot"):
+            for score in ("maj_at_4", "pass_at_4", "mean_at_4"):
+                cell = [m[f"{ts}/{name}/{score}/{key}"] for key in ("ci_low", "accuracy", "ci_high")]
+                assert 0.0 <= cell[0] <= cell[1] <= cell[2] <= 1.0
+            # strict beside lenient for every form (each has repair rules or fallbacks)
+            assert m[f"{ts}/{name}/strict/accuracy"] <= m[f"{ts}/{name}/accuracy"] + 1e-9
+        assert f"{ts}/vote/maj_at_4/accuracy" in m
+    # the greedy run (samples = 1, the default) has no sampled metric; the sampled one adds only those
+    assert not any("_at_" in name for name in greedy.data.metrics)
+    assert {k for k in m if "_at_" not in k} == set(greedy.data.metrics)
+    report = runner.invoke(main, ["report", "--output-dir", str(pipeline["root"] / "report"), *common], env=env,
+                           catch_exceptions=False)
+    assert report.exit_code == 0, report.output
+    text = (pipeline["root"] / "report" / "results.md").read_text()
+    assert "## Sampling: maj@k, pass@k" in text and "## Strict and lenient accuracy" in text
+    for name in ("cot", "pot", "eot", "vote"):
+        assert f"| ETD (`etd`) | {name} | maj@4 |" in text
+    for name in ("cot", "pot", "eot"):
+        assert f"| ETD (`etd`) | {name} | pass@4 |" in text and f"| ETD (`etd`) | {name} | mean@4 |" in text
+    compare = runner.invoke(main, ["compare", *common], env=env, catch_exceptions=False)
+    assert compare.exit_code == 0 and "pass@4" in compare.output and "maj@4" in compare.output
