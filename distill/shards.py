@@ -103,6 +103,8 @@ def merge_evaluation(cfg, run_dir: Path, mix: str, student: str | None = None) -
     problem of ``cfg.data.test_sets`` (first ``evaluate.limit``) with this very student (same weight
     and decoding digest). The evaluate stage run after it finds every problem answered, so it logs
     the metrics one process would have logged, computed by the same code, without generating again.
+    With ``evaluate.samples`` > 1 the shards' ``<form>.samples.jsonl`` are joined the same way (every
+    (problem, sample) pair needed; a sample is the same draw in any shard, distill.decoding.Sampling).
 
     Returns ``{"shards": n, "records": records imported}``; a missing shard or problem is a DataError
     naming the command that fills it.
@@ -157,4 +159,34 @@ def merge_evaluation(cfg, run_dir: Path, mix: str, student: str | None = None) -
                                 f"{shard}/{count}` with the same student and settings, then merge again")
             ids = {p.id for p in problems}
             write_jsonl(target, [records[p.id] for p in problems] + [r for pid, r in records.items() if pid not in ids])
+            if cfg.evaluate.samples > 1:
+                imported += _merge_samples(cfg, out / test_set / f"{form}.samples.jsonl", found, test_set, form,
+                                           problems, digest, count)
     return {"shards": count, "records": imported}
+
+
+def _merge_samples(cfg, target: Path, found, test_set: str, form: str, problems, digest: str, count: int) -> int:
+    """The sampled records (evaluate.samples > 1) of the shards joined into ``target`` as merge_evaluation
+    joins the greedy ones, keyed by (problem id, sample index); returns how many were imported."""
+    from distill.files import DataError, read_log, write_jsonl
+    from distill.stages.evaluate import sampling_digest
+
+    sampled = sampling_digest(digest, cfg)
+    records: dict[tuple, dict] = {}
+    imported = 0
+    for path in [target, *(folder / test_set / target.name for _, _, folder in found)]:
+        for record in read_log(path):
+            key = (record.get("problem_id"), record.get("sample"))
+            if record.get("student") == sampled and key not in records:
+                records[key] = record
+                imported += path != target
+    wanted = [(p.id, j) for p in problems for j in range(cfg.evaluate.samples)]
+    absent = [key for key in wanted if key not in records]
+    if absent:
+        shard = shard_of(absent[0][0], count)
+        raise DataError(f"{target.parent.parent}: {len(absent)} samples of {test_set}/{form} are missing (first: "
+                        f"{absent[0][0]} sample {absent[0][1]}, shard {shard}/{count}): run `distill evaluate --shard "
+                        f"{shard}/{count}` with the same student and evaluate.samples, then merge again")
+    keys = set(wanted)
+    write_jsonl(target, [records[k] for k in wanted] + [r for k, r in records.items() if k not in keys])
+    return imported

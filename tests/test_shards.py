@@ -109,3 +109,29 @@ def test_a_merge_with_a_shard_missing_names_the_command_that_fills_it(tmp_path, 
     evaluate.run(cfg, cfg.run_path, student=str(student), shard=parse_shard("2/3"))
     with pytest.raises(DataError, match=r"shard 0/3 has not run: `distill evaluate --shard 0/3`"):
         merge_evaluation(cfg, cfg.run_path, "etd", str(student))
+
+
+def test_sampled_shards_merge_into_the_samples_of_one_unsharded_run(tmp_path, data_dir, monkeypatch,
+                                                                   count_generations):
+    import dataclasses
+
+    from distill.config import replace
+    from distill.stages import evaluate
+
+    monkeypatch.setenv("DISTILL_DATA_DIR", str(data_dir))
+    student = save_student(tmp_path / "student", seed=3)
+    whole_cfg = replace(_cfg(tmp_path, data_dir, "whole"), data={"test_sets": ("multiarith",)},
+                        evaluate={"samples": 2, "limit": 5})
+    whole = evaluate.run(whole_cfg, whole_cfg.run_path, student=str(student))
+    cfg = dataclasses.replace(whole_cfg, run_dir=str(tmp_path / "sharded"))
+    for k in range(2):  # other batches than the unsharded run's: the samples are the same draws
+        evaluate.run(cfg, cfg.run_path, student=str(student), shard=parse_shard(f"{k}/2"))
+    count_generations.clear()
+    merge_evaluation(cfg, cfg.run_path, "etd", str(student))
+    merged = evaluate.run(cfg, cfg.run_path, student=str(student))
+    assert count_generations == []  # every greedy answer and every sample came from a shard
+    assert any("maj_at_2" in k for k in merged["metrics"]) and merged["metrics"] == pytest.approx(whole["metrics"])
+    for form in ("eot", "pot"):
+        one = (whole_cfg.run_path / "eval" / "etd" / "multiarith" / f"{form}.samples.jsonl").read_text().splitlines()
+        joined = (cfg.run_path / "eval" / "etd" / "multiarith" / f"{form}.samples.jsonl").read_text().splitlines()
+        assert len(one) == 10 and sorted(one) == sorted(joined)
