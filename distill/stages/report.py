@@ -371,7 +371,7 @@ def _strict_table(results: Results, sets: list[str]) -> list[str]:
            "*strict*: the same outputs without any of them (EoT: unicode operators, currency and thousands, "
            "percent, caret, reassignment as update, rounding functions; PoT: `solution()` and the printed number; "
            "CoT: `#### N` and the last number). What strict loses is format; what both miss is reasoning.", "",
-           "| student | form | " + " | ".join(f"{ts}: lenient | {ts}: strict" for ts in sets) + " |",
+           "| student | form | " + " | ".join(f"{ts}{_n_of(cells, ts)}: lenient | {ts}: strict" for ts in sets) + " |",
            "|---|---|" + "---:|---:|" * len(sets)]
     for mix in in_order({m for m, _ in cells}, MIXES):
         for form in in_order({f for m, f in cells if m == mix}, FORM_ORDER):
@@ -380,6 +380,13 @@ def _strict_table(results: Results, sets: list[str]) -> list[str]:
                 f"{_cell((row.get(ts) or {}).get('lenient'))} | {_cell((row.get(ts) or {}).get('strict'))}"
                 for ts in sets) + " |")
     return out + [""]
+
+
+def _n_of(cells: dict, ts: str) -> str:
+    """" (n=N)" of a test set in strict_cells (n values joined by '/' if students differ), "" if unknown."""
+    ns = sorted({c["lenient"]["n"] for row in cells.values() for t, c in row.items()
+                 if t == ts and c["lenient"]["n"] is not None})
+    return f" (n={'/'.join(map(str, ns))})" if ns else ""
 
 
 def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
