@@ -73,8 +73,8 @@ mix: install ## verified sets -> a training mix (MIX=etd|cot|pot|eot|cot+eot...)
 train: install ## fine-tune a student on MIX
 	$(BIN)/distill train --preset $(PRESET) --mix $(MIX)
 
-evaluate: install ## evaluate the student trained on MIX on the four test sets
-	$(BIN)/distill evaluate --preset $(PRESET) --mix $(MIX)
+evaluate: install ## evaluate the student trained on MIX on the four test sets (SAMPLES=4: also maj@4, pass@4)
+	$(BIN)/distill evaluate --preset $(PRESET) --mix $(MIX) $(if $(SAMPLES),--samples $(SAMPLES))
 
 register: install ## register the evaluated student of MIX as a version of distill-student
 	$(BIN)/distill register --preset $(PRESET) --mix $(MIX)

@@ -433,7 +433,10 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy with 95% Wilson bounds
     ci_low/ci_high and <test_set>/n, <test_set>/selected/* for the form chosen on validation, failure
     counts, prediction tables, per-problem correct.json) and writes runs/<preset>/eval/<mix>/.
-    A rerun resumes: answered problems are skipped.
+    For forms with repair rules also <test_set>/<form>/strict/accuracy (no rule applied). With
+    --samples K (K > 1) also K sampled outputs per problem and form: <test_set>/<form>/maj_at_K,
+    pass_at_K and mean_at_K (and vote/maj_at_K over all forms), each with its 95% interval.
+    A rerun resumes: answered problems (and samples) are skipped.
     """
     from distill.stages import evaluate as stage
 
