@@ -351,8 +351,8 @@ def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: P
                 batch = [todo[i] for i in idx]
                 golds = [p.answer for p in batch]
                 verdicts = form.verify_many(outputs, golds, timeout=cfg.verify.timeout, strict=cfg.verify.strict)
-                # strict too (point of view: format vs reasoning), where the form has repair rules that
-                # verify.strict leaves on; only outputs a rule may have changed are verified again
+                # the strict verdict too (how much of the score is format), where the form has repair rules
+                # that verify.strict leaves on; only outputs a rule may have changed are verified again
                 strict = (form.verify_strict_many(outputs, golds, verdicts, timeout=cfg.verify.timeout)
                           if getattr(form, "rules", ()) and not cfg.verify.strict else [None] * len(batch))
                 for p, i, output, verdict, exact in zip(batch, idx, outputs, verdicts, strict):
