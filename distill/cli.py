@@ -39,6 +39,18 @@ def _valid_mix(ctx, param, value):
     return value
 
 
+def _valid_student(ctx, param, value):
+    """--mix of a stage that takes a student's name: a mix, or a mix and a variant (etd-grpo, etd-base)."""
+    if value:
+        from distill.thoughts import parse_student
+
+        try:
+            parse_student(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _preset_value(key: str, preset: str = "tiny") -> str:
     """A value of the default preset, for --help: what the flag's default really is when it is not given."""
     try:
@@ -492,8 +504,9 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 
 @main.command(short_help='Register an evaluated student in the MLflow model registry.')
 @common_options
-@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
-              help="Which student: cot, pot, eot, etd or forms joined by '+' (default: mix.mix).")
+@click.option("--mix", default="", metavar="STUDENT", callback=_valid_student,
+              help="Which student: cot, pot, eot, etd or forms joined by '+', maybe with a variant (etd-grpo) "
+                   "(default: mix.mix). An untrained base (etd-base) is refused: it is never a champion candidate.")
 @click.option("--train-run-id", default="", metavar="RUN_ID",
               help="The training run whose model to register (default: train_run_id of "
                    "runs/<preset>/eval/<mix>/summary.json).")
