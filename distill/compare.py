@@ -16,10 +16,9 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from distill import plots
-from distill.results import (FORM_ORDER, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells, in_order,
-                             oracle_cells, primary_form, profiles)
+from distill.results import (FORM_ORDER, STUDENT_NAMES, STUDENTS, TEST_SET_ORDER, Results, baseline_cells, gains,
+                             in_order, oracle_cells, primary_form, profiles)
 from distill.scoring import DEGENERATE_SHARE, format_answer
-from distill.thoughts import MIXES
 
 __all__ = ["comparison_rows", "headline", "markdown", "primary_form", "ui_link", "write"]
 
@@ -39,7 +38,7 @@ def comparison_rows(results: Results) -> list[dict]:
     rows = [{"student": STUDENT_NAMES.get(mix, mix), "mix": mix, "form": form, "test_set": ts, **cell,
              **_profile_fields(prof.get((mix, _answers_name(results, mix, form, ts), ts)))}
             for (mix, form, ts), cell in cells.items()]
-    mixes, forms = list(MIXES), list(FORM_ORDER)
+    mixes, forms = list(STUDENTS), list(FORM_ORDER)
     sets = list(TEST_SET_ORDER)
 
     def key(row):
@@ -104,7 +103,7 @@ def headline(results: Results) -> list[str]:
     header = ["student", "form"] + [f"{ts} (n={'/'.join(str(n) for n in sorted(ns.get(ts, ()))) or '?'})"
                                     for ts in sets]
     table = [header]
-    for mix in in_order(results.evaluations(), MIXES):
+    for mix in in_order(results.evaluations(), STUDENTS):
         chosen = primary_form(results, mix)
         if chosen is None:
             continue
@@ -138,6 +137,7 @@ def headline(results: Results) -> list[str]:
                  "its accuracy is that constant's")
     lines.append("oracle: the best single answer of each test set, chosen on its labels: a bound for any constant "
                  "predictor, not a model")
+    lines += gain_lines(results)
     students = len(table) - 1 - bool(base) - bool(oracle)
     if degenerate:
         rule = f"one answer to more than {100 * DEGENERATE_SHARE:.0f}% of every test set"
@@ -147,6 +147,25 @@ def headline(results: Results) -> list[str]:
         ) + ", not what was learned"
         lines.insert(0, first)
     return lines
+
+
+def gain_lines(results: Results) -> list[str]:
+    """What SFT added over the untrained base and RL over SFT (and over the base), one line per mix,
+    pair and test set, with both accuracies, n and the exact McNemar p-value (distill.results.gains);
+    nothing when no mix has a base or an RL student."""
+    rows = gains(results)
+    if not rows:
+        return []
+    out = ["", "gains on the same problems (a - b, both with [95% CI]; exact McNemar p on the discordant problems):"]
+    for r in rows:
+        a = f"{STUDENT_NAMES.get(r['a'], r['a'])} ({r['a_form']}) {100 * r['a_acc']:.1f}% [{100 * r['a_ci'][0]:.1f}, {100 * r['a_ci'][1]:.1f}]"
+        b = f"{STUDENT_NAMES.get(r['b'], r['b'])} ({r['b_form']}) {100 * r['b_acc']:.1f}% [{100 * r['b_ci'][0]:.1f}, {100 * r['b_ci'][1]:.1f}]"
+        flag = (" (a degenerate side: a constant's hits, not a finding)" if r["a_degenerate"] or r["b_degenerate"]
+                else " significant" if r["p_value"] < 0.05 else "")
+        out.append(f"  {r['what']}, {r['test_set']} (n={r['n']}): {a} vs {b}: "
+                   f"{100 * (r['a_acc'] - r['b_acc']):+.1f} points, {r['a_only']}/{r['b_only']} discordant, "
+                   f"p {r['p_value']:.2g}{flag}")
+    return out
 
 
 CI_SOURCES = {"logged": "logged by the evaluate run", "wilson": "Wilson, computed from accuracy and n"}
