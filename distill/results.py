@@ -365,7 +365,7 @@ def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
     forms = {k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
     sibling = trained_sibling_form(results, mix)
     if sibling is not None and sibling[0] in forms:  # an untrained base: asked in its trained student's form
-        return sibling[0], f"{sibling[0]} (as {STUDENT_NAMES.get(sibling[1], sibling[1])}, chosen on validation)"
+        return sibling[0], f"{sibling[0]} ({STUDENT_NAMES.get(sibling[1], sibling[1])}'s form, chosen on validation)"
     selected = run.tags.get("distill.selected_form")
     trained = sorted(forms & {"cot", "pot", "eot"})
     if len(trained) == 1:  # a one-form student: its "selected" is that form again (the report shows it once)
