@@ -253,6 +253,20 @@ def build_student(name: str, texts: Iterable[str] = (), *, train_cfg=None, seed:
     return model, tokenizer
 
 
+def is_causal_student(name: str) -> bool:
+    """Whether ``train.student`` is a decoder-only model, without building or loading its weights:
+    tiny-causal yes, tiny no, else its config's ``is_encoder_decoder`` (a folder, or the hub / HF cache).
+    Raises ConfigError (a ValueError) when the config cannot be read."""
+    if name in TINY_STUDENTS:
+        return name == TINY_CAUSAL
+    from transformers import AutoConfig
+
+    try:
+        return not AutoConfig.from_pretrained(name).is_encoder_decoder
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(name, exc) from exc
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -202,3 +202,58 @@ def test_a_hub_or_folder_student_is_evaluated_as_it_comes_without_copying_its_we
     assert summary["student_name"] == "etd-base" and summary["test_sets"]["gsm8k"]["n"] == 2
     # the same weights as the folder's: the evaluation's digest is that of the folder's files
     assert summary["student"]["digest"] == evaluate.student_digest(folder, cfg)
+
+
+def test_a_causal_students_base_is_a_reproduce_step_and_a_seq2seq_ones_is_not(study):
+    from distill.config import load_config
+    from distill.stages import reproduce
+    from distill.student import is_causal_student
+
+    assert reproduce.measures_base(load_config("smoke")) is False  # tiny (seq2seq): the default run does not grow
+    assert reproduce.measures_base(load_config("smoke", ["train.student=tiny-causal"])) is True
+    assert is_causal_student(str(study["run"] / "students" / "etd" / "model")) is True  # a folder: its config
+    names = [s.name for s in reproduce.plan(base=True)]
+    assert names.index("evaluate-etd") < names.index("evaluate-etd-base") < names.index("register-cot")
+    assert [s.name for s in reproduce.plan()] == [n for n in names if n != "evaluate-etd-base"]
+
+
+def test_reproduce_of_a_causal_preset_runs_the_base_step_under_its_parent(tmp_path, mlflow_uri, data_dir,
+                                                                        monkeypatch):
+    from test_reproduce import FakeStages
+
+    from distill.config import load_config
+    from distill.stages import reproduce
+    from distill.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISTILL_DATA_DIR", str(data_dir))
+    cfg = load_config("smoke", [f"run_dir={tmp_path / 'run'}", "train.student=tiny-causal"])
+    stages = FakeStages()
+    seen = []
+
+    def untrained(cfg, run_dir, tracker, mix=None):  # logs what the real run_untrained logs, and the call
+        seen.append(mix)
+        tags = {"distill.stage": "evaluate", "distill.preset": cfg.preset, "distill.mix": mix, "distill.variant": "base"}
+        with tracker.run(f"evaluate-{mix}-base", tags, nested=True) as run:
+            tracker.log_metrics({"gsm8k/eot/accuracy": 0.25})
+        (run_dir / "eval" / f"{mix}-base").mkdir(parents=True, exist_ok=True)
+        (run_dir / "eval" / f"{mix}-base" / "summary.json").write_text("{}")
+        return {"run_id": run.info.run_id}
+
+    stages["evaluate.run_untrained"] = untrained
+    tracker = Tracker(cfg.tracking_uri, cfg.tracking.experiment)
+    out = reproduce.run(cfg, cfg.run_path, tracker, stages=stages, report_dir=tmp_path / "reports",
+                        log=lambda line: None)
+    assert seen == ["etd"] and "evaluate-etd-base" not in stages.calls
+    parent = mlflow_run(out["parent_run_id"])
+    assert parent.data.tags["distill.step.evaluate-etd-base.run_id"] == out["steps"]["evaluate-etd-base"]["run_id"]
+    assert "| ETD base (untrained) (`etd-base`) |" in (tmp_path / "reports" / "results.md").read_text()
+    again = reproduce.run(cfg, cfg.run_path, tracker, stages=FakeStages(), report_dir=tmp_path / "reports",
+                          log=lambda line: None)
+    assert again["timings"]["evaluate-etd-base"]["skipped"] is True  # resumes like every step
+
+
+def mlflow_run(run_id: str):
+    import mlflow
+
+    return mlflow.get_run(run_id)
