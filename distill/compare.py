@@ -157,9 +157,13 @@ def gain_lines(results: Results) -> list[str]:
     if not rows:
         return []
     out = ["", "gains on the same problems (a - b, both with [95% CI]; exact McNemar p on the discordant problems):"]
+    def side(r: dict, which: str) -> str:
+        low, high = r[f"{which}_ci"]
+        return (f"{STUDENT_NAMES.get(r[which], r[which])} ({r[f'{which}_form']}) {100 * r[f'{which}_acc']:.1f}% "
+                f"[{100 * low:.1f}, {100 * high:.1f}]")
+
     for r in rows:
-        a = f"{STUDENT_NAMES.get(r['a'], r['a'])} ({r['a_form']}) {100 * r['a_acc']:.1f}% [{100 * r['a_ci'][0]:.1f}, {100 * r['a_ci'][1]:.1f}]"
-        b = f"{STUDENT_NAMES.get(r['b'], r['b'])} ({r['b_form']}) {100 * r['b_acc']:.1f}% [{100 * r['b_ci'][0]:.1f}, {100 * r['b_ci'][1]:.1f}]"
+        a, b = side(r, "a"), side(r, "b")
         flag = (" (a degenerate side: a constant's hits, not a finding)" if r["a_degenerate"] or r["b_degenerate"]
                 else " significant" if r["p_value"] < 0.05 else "")
         out.append(f"  {r['what']}, {r['test_set']} (n={r['n']}): {a} vs {b}: "

@@ -175,6 +175,8 @@ def test_the_report_puts_base_sft_and_grpo_side_by_side_with_paired_tests(study,
     assert ", n=3 |" in section and "[" in section
     assert f"| ETD (`etd`) | SFT over base | ETD ({selected}) | ETD base (untrained) ({selected}) |" in section
     assert "| ETD (`etd`) | RL over SFT | ETD+GRPO (" in section and "+0.0 (0/0) p 1" in section
+    # beside the paper's "no distillation" column: the same student untrained
+    assert f"| ours: the same student untrained (`etd-base`, {selected}) | " in text
     for name in report.PLOTS:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

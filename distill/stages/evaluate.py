@@ -6,7 +6,12 @@ same form module that verified the training data (``get_form(form).verify_many``
 same solver, same number normaliser), so a number means the same thing in training and evaluation.
 
 The student (``student=``): a folder, an MLflow model URI or a training run id, found by
-``distill.student.resolve_student``; the default is ``<run_dir>/students/<mix>/``.
+``distill.student.resolve_student``; the default is ``<run_dir>/students/<mix>/``. ``run_untrained``
+evaluates ``train.student`` as it comes, before any training (``distill evaluate --untrained``): it
+writes ``students/<mix>-base/`` (distill.stages.train.base_student) and evaluates that.
+
+A student's name is its mix, or its mix and the card's ``variant`` (``etd-base``, ``etd-grpo``;
+distill.thoughts.student_name); ``<mix>`` below stands for that name: eval/etd-grpo/, evaluate-etd-grpo.
 
 Data contract, under ``<run_dir>/eval/<mix>/``:
   - ``<test_set>/<form>.jsonl``: append log, one record per answered problem, written per batch:
@@ -14,13 +19,13 @@ Data contract, under ``<run_dir>/eval/<mix>/``:
     "status" (a Verdict status), "reason", "student" (digest of the weights and decoding settings)}.
     A rerun skips problems already answered by the same student digest (resume); records of another
     student or form version are dropped from the log before new ones are appended.
-  - ``summary.json``: {"mix", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
+  - ``summary.json``: {"mix", "variant" ("" or the card's), "student_name", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
     "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding", "test_sets":
     {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
     describes the latest invocation (its test sets, forms and limit), which registration reads.
 
 MLflow run ``evaluate-<mix>``: params evaluate.* and student; tags distill.stage=evaluate, distill.preset,
-distill.mix, distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
+distill.mix, distill.variant (a student with a variant only), distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
 run the artifacts came from), distill.data_digest, distill.student_source, distill.student_digest,
 distill.selected_form (the card's ``best_form``: the form chosen on the validation split, never on a
 test set); metrics ``<test_set>/n``, ``<test_set>/<name>/accuracy`` with its 95% Wilson interval

@@ -421,6 +421,12 @@ def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
     base = baseline_cells(results).get("gsm8k")
     prior = f"{_cell(base)} (always {results.baseline.get('answer', '?')})" if base else "–"
     out.append(f"| ours: `{student}, preset `{results.preset}` | {prior} | " + " | ".join(ours) + f" | {etd_cell} |")
+    untrained = primary_form(results, "etd-base")
+    if untrained is not None:  # the paper's "no distillation": our student as it comes, in ETD's chosen form
+        cell = cells.get(("etd-base", untrained[0]), {}).get("gsm8k")
+        if cell is not None:
+            out.append(f"| ours: the same student untrained (`etd-base`, {untrained[0]}) | "
+                       f"{_marked(cell, prof.get(('etd-base', untrained[0], 'gsm8k')))} | – | – | – | – |")
     oracle = oracle_cells(results).get("gsm8k")
     if oracle:
         out.append(f"| {_oracle_label(oracle)} | {_oracle_cell(oracle)} | – | – | – | – |")
