@@ -259,3 +259,22 @@ def mlflow_run(run_id: str):
     import mlflow
 
     return mlflow.get_run(run_id)
+
+
+def test_a_base_with_the_chat_template_is_asked_through_it_as_its_card_says(study, tmp_path):
+    from transformers import AutoTokenizer
+
+    from distill.config import load_config
+    from distill.stages import evaluate
+
+    instruct = tmp_path / "instruct"  # a local instruct model: the trained tiny student plus a chat template
+    shutil.copytree(study["run"] / "students" / "etd" / "model", instruct)
+    tokenizer = AutoTokenizer.from_pretrained(instruct)
+    tokenizer.chat_template = "{% for m in messages %}<user>{{ m['content'] }}{% endfor %}<assistant>"
+    tokenizer.save_pretrained(instruct)
+    cfg = load_config("smoke", [f"train.student={instruct}", "train.chat_template=true", f"run_dir={tmp_path}",
+                                "data.test_sets=gsm8k", "evaluate.limit=1", "evaluate.forms=eot"])
+    summary = evaluate.run_untrained(cfg, tmp_path, None, mix="etd", log=lambda line: None)
+    card = json.loads((tmp_path / "students" / "etd-base" / "card.json").read_text())
+    assert card["chat_template"] is True and summary["decoding"]["chat_template"] is True
+    assert list(summary["forms"]) == ["eot"]

@@ -20,7 +20,7 @@ Data contract, under ``<run_dir>/eval/<mix>/``:
     A rerun skips problems already answered by the same student digest (resume); records of another
     student or form version are dropped from the log before new ones are appended.
   - ``summary.json``: {"mix", "variant" ("" or the card's), "student_name", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
-    "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding", "test_sets":
+    "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding" (greedy, chat_template, max_new_tokens, ...), "test_sets":
     {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
     describes the latest invocation (its test sets, forms and limit), which registration reads.
 
@@ -180,7 +180,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             "forms": {f: {"version": versions[f], "instruction": get_form(f).instruction} for f in forms},
             "student": {"source": found.source, "digest": digest, "card": card},
             "train_run_id": train_run_id, "data_digest": card.get("data_digest"),
-            "decoding": {"greedy": True, "max_new_tokens": cfg.evaluate.max_new_tokens,
+            "decoding": {"greedy": True, "chat_template": bool(getattr(model.config, "distill_chat_template", False)),
+                         "max_new_tokens": cfg.evaluate.max_new_tokens,
                          "max_source_len": cfg.evaluate.max_source_len, "batch_size": batch_size,
                          "batch_size_reason": batch_reason, "batch_probe_s": probe_s,
                          "static_cache": cfg.evaluate.static_cache, "dtype": dtype, "dtype_reason": dtype_reason},
