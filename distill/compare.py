@@ -8,7 +8,9 @@ and by ``distill compare`` / ``make compare``.
 
 The headline's number per student is the form chosen on the validation split (the evaluate run's
 ``<test_set>/selected/*`` metrics and ``distill.selected_form`` tag), else the student's only form, else
-eot (the default of a student without a validation choice); never the best form on a test set.
+eot (the default of a student without a validation choice); never the best form on a test set. An
+untrained base student (``<mix>-base``) is shown in the form its trained student chose, and below the
+table ``gain_lines`` states SFT over base and RL over SFT with their paired p-values.
 """
 from __future__ import annotations
 

@@ -29,6 +29,12 @@ test set, chosen on that set's labels: a bound for any constant predictor, never
 Significance: two sets of answers to the same problems (two students' selected forms, or two forms
 of the ETD student) are compared per test set with the exact McNemar test (distill.scoring.mcnemar).
 
+Students: a mix's evaluate run is ``evaluate-<mix>``; a student with a variant (distill.thoughts
+VARIANTS) is ``evaluate-<mix>-<variant>``, tagged ``distill.variant``: ``<mix>-base`` (the configured
+student untrained, the starting point) and ``<mix>-grpo`` (after RL). ``gains`` pairs a mix's students
+(SFT over base, RL over SFT, RL over base) on the same problems; the base is taken in the form its
+trained student chose on validation (``trained_sibling_form``).
+
 mlflow is imported here only to read the store (logging goes through distill.tracking).
 """
 from __future__ import annotations

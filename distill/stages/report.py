@@ -17,6 +17,10 @@ exact McNemar test) is called significant at p < 0.05, with no correction for th
 comparisons (the table shows every p-value, so a reader can apply one); a cell with a degenerate side
 is marked as such, never significant, and each student is also tested against its own constant.
 
+The starting point: where a mix has an untrained base (``distill evaluate --untrained``) or an RL
+student, the section *From the starting point* shows base, SFT and GRPO side by side (n, 95% intervals)
+and what each step added on the same problems with its McNemar p-value (distill.results.gains).
+
 Writes (``output_dir``, default reports/): ``results.md`` and the plots ``accuracy.png``,
 ``drop_rates.png``, ``training_curves.png`` (drawn by distill/plots.py). Every table is sorted and no
 clock time is printed, so regenerating from the same store gives the same results.md byte for byte.
