@@ -30,7 +30,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 TEACHER_OPT := $(if $(TEACHER),--teacher $(TEACHER),)
 
-.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate register promote report compare serve ui server server-stop bench clean
+.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate evaluate-base register promote report compare serve ui server server-stop bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ train: install ## fine-tune a student on MIX
 
 evaluate: install ## evaluate the student trained on MIX on the four test sets (SAMPLES=4: also maj@4, pass@4)
 	$(BIN)/distill evaluate --preset $(PRESET) --mix $(MIX) $(if $(SAMPLES),--samples $(SAMPLES))
+
+evaluate-base: install ## the starting point: train.student as it comes, untrained, with MIX's forms (eval/MIX-base/)
+	$(BIN)/distill evaluate --untrained --preset $(PRESET) --mix $(MIX)
 
 register: install ## register the evaluated student of MIX as a version of distill-student
 	$(BIN)/distill register --preset $(PRESET) --mix $(MIX)

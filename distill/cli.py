@@ -39,6 +39,18 @@ def _valid_mix(ctx, param, value):
     return value
 
 
+def _valid_student(ctx, param, value):
+    """--mix of a stage that takes a student's name: a mix, or a mix and a variant (etd-grpo, etd-base)."""
+    if value:
+        from distill.thoughts import parse_student
+
+        try:
+            parse_student(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _preset_value(key: str, preset: str = "tiny") -> str:
     """A value of the default preset, for --help: what the flag's default really is when it is not given."""
     try:
@@ -427,7 +439,12 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 @click.option("--merge", is_flag=True,
               help="Join the shard folders of eval/<mix>/ (all N needed, same student and settings) and log "
                    "the evaluate-<mix> run with the metrics one process would log.")
-def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens, samples, shard, merge):
+@click.option("--untrained", is_flag=True,
+              help="Evaluate train.student as it comes, before any training (the study's starting point), with "
+                   "the mix's forms and instructions: written as students/<mix>-base/, results in eval/<mix>-base/, "
+                   "MLflow run evaluate-<mix>-base (tag distill.variant=base). A tiny student is the untrained model "
+                   "the train stage starts from (needs `distill mix`); a hub student its hub weights. Never registered.")
+def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens, samples, shard, merge, untrained):
     """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
 
     Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy with 95% Wilson bounds
@@ -436,7 +453,11 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     For forms with repair rules also <test_set>/<form>/strict/accuracy (no rule applied). With
     --samples K (K > 1) also K sampled outputs per problem and form: <test_set>/<form>/maj_at_K,
     pass_at_K and mean_at_K (and vote/maj_at_K over all forms), each with its 95% interval.
-    A rerun resumes: answered problems (and samples) are skipped.
+    A rerun resumes: answered problems (and samples) are skipped. A student whose card names a variant
+    (etd-base, etd-grpo) goes to eval/<mix>-<variant>/ and evaluate-<mix>-<variant>.
+
+    --untrained measures the starting point: the configured student before any training
+    (make evaluate-base, or the MLproject entry point evaluate-base).
     """
     from distill.stages import evaluate as stage
 
@@ -448,14 +469,20 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     shard = parse_shard(shard)
     if shard and merge:
         raise click.UsageError("--shard and --merge do not go together: run each shard, then --merge once")
+    if untrained and (student or shard or merge):
+        raise click.UsageError("--untrained evaluates train.student as it comes: without --student, --shard or --merge")
     from distill.files import command_line, run_folder_lock
 
     with run_folder_lock(cfg.run_path, command_line(), shard=shard):  # the merge writes the folder too
         if merge:
             merged = merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
             click.echo(f"merged {merged['shards']} shards ({merged['records']} answers imported)")
-        summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), mix=cfg.mix.mix,
-                            student=student or None, shard=shard)
+        if untrained:
+            summary = stage.run_untrained(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix)
+        else:
+            summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), mix=cfg.mix.mix,
+                                student=student or None, shard=shard)
+    where = summary.get("student_name") or summary["mix"]
     forms_done = list(summary["forms"])
     extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
     selected = summary.get("selected_form")
@@ -473,19 +500,23 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
             click.echo(f"{name:<12}{key.replace('_at_', '@'):<18}{s['accuracy']:>7.1%} "
                        f"[{s['ci_low']:.1%}, {s['ci_high']:.1%}]  n={s['n']}")
     if shard:
-        click.echo(f"eval/{summary['mix']}/{shard.tag}/summary.json written; merge all {shard.count} shards with "
+        click.echo(f"eval/{where}/{shard.tag}/summary.json written; merge all {shard.count} shards with "
                    "`distill evaluate --merge` (same options, without --shard)")
         return
     if selected:
         click.echo(f"selected form {selected}: chosen on the validation split (the card's best_form), not on a test set")
-    click.echo(f"eval/{summary['mix']}/summary.json written; MLflow run {summary['run_id']}")
+    if summary.get("variant") == "base":
+        click.echo(f"untrained: {summary['student']['card'].get('student')} as it comes, before any training "
+                   "(the starting point; never a champion candidate)")
+    click.echo(f"eval/{where}/summary.json written; MLflow run {summary['run_id']}")
 
 # --- register / promote ---------------------------------------------------------------------
 
 @main.command(short_help='Register an evaluated student in the MLflow model registry.')
 @common_options
-@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
-              help="Which student: cot, pot, eot, etd or forms joined by '+' (default: mix.mix).")
+@click.option("--mix", default="", metavar="STUDENT", callback=_valid_student,
+              help="Which student: cot, pot, eot, etd or forms joined by '+', maybe with a variant (etd-grpo) "
+                   "(default: mix.mix). An untrained base (etd-base) is refused: it is never a champion candidate.")
 @click.option("--train-run-id", default="", metavar="RUN_ID",
               help="The training run whose model to register (default: train_run_id of "
                    "runs/<preset>/eval/<mix>/summary.json).")

@@ -8,7 +8,9 @@ and by ``distill compare`` / ``make compare``.
 
 The headline's number per student is the form chosen on the validation split (the evaluate run's
 ``<test_set>/selected/*`` metrics and ``distill.selected_form`` tag), else the student's only form, else
-eot (the default of a student without a validation choice); never the best form on a test set.
+eot (the default of a student without a validation choice); never the best form on a test set. An
+untrained base student (``<mix>-base``) is shown in the form its trained student chose, and below the
+table ``gain_lines`` states SFT over base and RL over SFT with their paired p-values.
 """
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from distill import plots
-from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells,
-                             in_order, oracle_cells, primary_form, profiles, sampled_cells, score_label)
+from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, STUDENTS, TEST_SET_ORDER, Results,
+                             baseline_cells, gains, in_order, oracle_cells, primary_form, profiles, sampled_cells,
+                             score_label)
 from distill.scoring import DEGENERATE_SHARE, format_answer
-from distill.thoughts import MIXES
 
 __all__ = ["comparison_rows", "headline", "markdown", "primary_form", "sampled_lines", "ui_link", "write"]
 
@@ -39,7 +41,7 @@ def comparison_rows(results: Results) -> list[dict]:
     rows = [{"student": STUDENT_NAMES.get(mix, mix), "mix": mix, "form": form, "test_set": ts, **cell,
              **_profile_fields(prof.get((mix, _answers_name(results, mix, form, ts), ts)))}
             for (mix, form, ts), cell in cells.items()]
-    mixes, forms = list(MIXES), list(FORM_ORDER)
+    mixes, forms = list(STUDENTS), list(FORM_ORDER)
     sets = list(TEST_SET_ORDER)
 
     def key(row):
@@ -104,7 +106,7 @@ def headline(results: Results) -> list[str]:
     header = ["student", "form"] + [f"{ts} (n={'/'.join(str(n) for n in sorted(ns.get(ts, ()))) or '?'})"
                                     for ts in sets]
     table = [header]
-    for mix in in_order(results.evaluations(), MIXES):
+    for mix in in_order(results.evaluations(), STUDENTS):
         chosen = primary_form(results, mix)
         if chosen is None:
             continue
@@ -138,6 +140,7 @@ def headline(results: Results) -> list[str]:
                  "its accuracy is that constant's")
     lines.append("oracle: the best single answer of each test set, chosen on its labels: a bound for any constant "
                  "predictor, not a model")
+    lines += gain_lines(results)
     students = len(table) - 1 - bool(base) - bool(oracle)
     if degenerate:
         rule = f"one answer to more than {100 * DEGENERATE_SHARE:.0f}% of every test set"
@@ -160,7 +163,7 @@ def sampled_lines(results: Results) -> list[str]:
     ns = {ts: sorted({c["n"] for row in cells.values() for t, c in row.items() if t == ts and c["n"]}) for ts in sets}
     table = [["student", "form", "score"] + [f"{ts} (n={'/'.join(map(str, ns[ts])) or '?'})" for ts in sets]]
     kinds = list(SAMPLED_KINDS)
-    for mix in in_order({m for m, _, _ in cells}, MIXES):
+    for mix in in_order({m for m, _, _ in cells}, STUDENTS):
         for form in in_order({f for m, f, _ in cells if m == mix}, FORM_ORDER):
             scores = sorted({sc for m, f, sc in cells if (m, f) == (mix, form)},
                             key=lambda sc: (kinds.index(sc.split("_at_")[0]) if sc.split("_at_")[0] in kinds else 99, sc))
@@ -173,6 +176,29 @@ def sampled_lines(results: Results) -> list[str]:
     lines.insert(1, "  ".join("-" * w for w in widths))
     return ["", "sampled outputs (evaluate.samples): maj@k = majority vote of k samples, pass@k = some sample right "
             "(unbiased estimator), mean@k = share of right samples; [95% interval]", *lines]
+
+
+def gain_lines(results: Results) -> list[str]:
+    """What SFT added over the untrained base and RL over SFT (and over the base), one line per mix,
+    pair and test set, with both accuracies, n and the exact McNemar p-value (distill.results.gains);
+    nothing when no mix has a base or an RL student."""
+    rows = gains(results)
+    if not rows:
+        return []
+    out = ["", "gains on the same problems (a - b, both with [95% CI]; exact McNemar p on the discordant problems):"]
+    def side(r: dict, which: str) -> str:
+        low, high = r[f"{which}_ci"]
+        return (f"{STUDENT_NAMES.get(r[which], r[which])} ({r[f'{which}_form']}) {100 * r[f'{which}_acc']:.1f}% "
+                f"[{100 * low:.1f}, {100 * high:.1f}]")
+
+    for r in rows:
+        a, b = side(r, "a"), side(r, "b")
+        flag = (" (a degenerate side: a constant's hits, not a finding)" if r["a_degenerate"] or r["b_degenerate"]
+                else " significant" if r["p_value"] < 0.05 else "")
+        out.append(f"  {r['what']}, {r['test_set']} (n={r['n']}): {a} vs {b}: "
+                   f"{100 * (r['a_acc'] - r['b_acc']):+.1f} points, {r['a_only']}/{r['b_only']} discordant, "
+                   f"p {r['p_value']:.2g}{flag}")
+    return out
 
 
 CI_SOURCES = {"logged": "logged by the evaluate run", "wilson": "Wilson, computed from accuracy and n"}

@@ -25,12 +25,32 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from distill.results import (FORM_ORDER, STUDENT_NAMES, Results, accuracies, drop_rates, in_order, oracle_cells,
-                             profiles, selected_forms, sets_of)
+from distill.results import (FORM_ORDER, STUDENT_NAMES, STUDENTS, Results, accuracies, drop_rates, in_order,
+                             oracle_cells, profiles, selected_forms, sets_of)
 from distill.scoring import DEGENERATE_SHARE, format_answer
 from distill.thoughts import MIXES
 
 COLORS = {"cot": "tab:blue", "pot": "tab:orange", "eot": "tab:green", "etd": "tab:purple"}
+VARIANT_SHADES = {"base": 0.55, "grpo": -0.3}
+"""A variant's bars in its mix's colour, lighter (the untrained base) or darker (after RL)."""
+
+
+def student_color(name: str):
+    """The bar colour of a student: its mix's, shaded by its variant (distill.thoughts.parse_student)."""
+    from matplotlib.colors import to_rgb
+
+    from distill.thoughts import parse_student
+
+    try:
+        mix, variant = parse_student(name)
+    except ValueError:
+        return "gray"
+    color = COLORS.get(mix, "gray")
+    shade = VARIANT_SHADES.get(variant, 0.0)
+    if not shade:
+        return color
+    toward = 1.0 if shade > 0 else 0.0  # white for lighter, black for darker
+    return tuple(c + abs(shade) * (toward - c) for c in to_rgb(color))
 Z95 = 1.959963984540054
 """The normal quantile of a two-sided 95% interval."""
 
@@ -104,7 +124,7 @@ def _bar_label(mix: str, form: str, chosen: dict[str, str]) -> str:
 
 def _bar_keys(results: Results) -> list[tuple[str, str]]:
     acc = accuracies(results)
-    return [(m, f) for m in in_order({m for m, _ in acc}, MIXES) for f in in_order({f for mm, f in acc if mm == m}, FORM_ORDER)]
+    return [(m, f) for m in in_order({m for m, _ in acc}, STUDENTS) for f in in_order({f for mm, f in acc if mm == m}, FORM_ORDER)]
 
 
 def accuracy_figure(results: Results):
@@ -144,7 +164,7 @@ def accuracy_figure(results: Results):
         n_text = f"n={'/'.join(f'{n:,}' for n in sorted(ns))}" if ns else "n unknown"
         for i, (mix, form) in enumerate(keys):
             cell = cells.get((mix, form, ts))
-            color = COLORS.get(mix, "gray")
+            color = student_color(mix)
             if cell is None:
                 ax.text(i, ymax * 0.01, "n/a", ha="center", va="bottom", fontsize=7, color="dimgray", rotation=90)
                 continue
@@ -186,7 +206,7 @@ def accuracy_figure(results: Results):
     axes[0][0].set_ylim(0, ymax)
     for row in axes:
         row[0].set_ylabel("accuracy (%)")
-    handles = [Patch(facecolor=COLORS.get(m, "gray"), edgecolor="black", label=STUDENT_NAMES.get(m, m))
+    handles = [Patch(facecolor=student_color(m), edgecolor="black", label=STUDENT_NAMES.get(m, m))
                for m in dict.fromkeys(m for m, _ in keys)]
     if results.baseline.get("accuracy"):
         handles.append(Line2D([], [], color="black", linestyle="--",

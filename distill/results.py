@@ -29,6 +29,12 @@ test set, chosen on that set's labels: a bound for any constant predictor, never
 Significance: two sets of answers to the same problems (two students' selected forms, or two forms
 of the ETD student) are compared per test set with the exact McNemar test (distill.scoring.mcnemar).
 
+Students: a mix's evaluate run is ``evaluate-<mix>``; a student with a variant (distill.thoughts
+VARIANTS) is ``evaluate-<mix>-<variant>``, tagged ``distill.variant``: ``<mix>-base`` (the configured
+student untrained, the starting point) and ``<mix>-grpo`` (after RL). ``gains`` pairs a mix's students
+(SFT over base, RL over SFT, RL over base) on the same problems; the base is taken in the form its
+trained student chose on validation (``trained_sibling_form``).
+
 mlflow is imported here only to read the store (logging goes through distill.tracking).
 """
 from __future__ import annotations
@@ -40,9 +46,19 @@ from dataclasses import dataclass, field
 
 from distill.config import Config
 from distill.files import DataError, read_json
-from distill.thoughts import MIXES
+from distill.thoughts import MIXES, VARIANTS, parse_student, student_name
 
-STUDENT_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD", "etd": "ETD"}
+MIX_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD", "etd": "ETD"}
+VARIANT_NAMES = {"base": "{} base (untrained)", "grpo": "{}+GRPO"}
+"""How a variant's student is called in tables: the mix's name in the braces (``ETD base (untrained)``)."""
+VARIANT_ORDER = ("base", "", "grpo")
+"""A mix's students in the order of the study: the starting point, after SFT, after RL."""
+STUDENT_NAMES = {**MIX_NAMES, **{student_name(m, v): VARIANT_NAMES.get(v, "{}-" + v).format(MIX_NAMES[m])
+                                 for m in MIXES for v in VARIANTS if v}}
+STUDENTS = tuple(student_name(m, v) for m in MIXES
+                 for v in VARIANT_ORDER + tuple(v for v in VARIANTS if v not in VARIANT_ORDER))
+"""Every student name the report knows (distill.thoughts.parse_student), in table order: per mix its
+base, its SFT student and its GRPO student."""
 TEST_SET_ORDER = ("gsm8k", "asdiv", "svamp", "multiarith")
 FORM_ORDER = ("cot", "pot", "eot", "vote", "fallback", "selected")
 
@@ -76,7 +92,8 @@ class Results:
     """True when the store holds no run of this experiment at all."""
 
     def evaluations(self) -> dict[str, RunView]:
-        return {m: self.steps[f"evaluate-{m}"] for m in MIXES if f"evaluate-{m}" in self.steps}
+        """student name (``etd``, ``etd-base``, ``etd-grpo``) -> its evaluate run, in STUDENTS order."""
+        return {m: self.steps[f"evaluate-{m}"] for m in STUDENTS if f"evaluate-{m}" in self.steps}
 
 
 def _view(client, run, history: tuple[str, ...] = ()) -> RunView:
@@ -143,8 +160,7 @@ def collect(cfg: Config, parent_run_id: str | None = None) -> Results:
             stage = run.data.tags.get("distill.stage")
             if not stage or stage in ("reproduce", "report"):
                 continue
-            mix = run.data.tags.get("distill.mix")
-            name = f"{stage}-{mix}" if mix and stage in ("mix", "train", "evaluate") else stage
+            name = _step_name(stage, run.data.tags)
             if name not in steps:
                 found_view = view(run.info.run_id)
                 if found_view is not None:
@@ -180,6 +196,16 @@ def collect(cfg: Config, parent_run_id: str | None = None) -> Results:
             pass  # no data files here either: no oracle row
     return Results(cfg.preset, experiment.name, parent, steps, cfg.promote.model_name, versions, baseline,
                    correct)
+
+
+def _step_name(stage: str, tags: dict) -> str:
+    """A run's step name without a reproduce parent: ``train-etd``, ``evaluate-etd-grpo`` (the mix and
+    variant tags: two students of one mix are two steps), or the stage."""
+    mix = tags.get("distill.mix")
+    if not mix or stage not in ("mix", "train", "evaluate", "rl"):
+        return stage
+    variant = tags.get("distill.variant", "")
+    return f"{stage}-{student_name(mix, variant) if variant in VARIANTS else mix + '-' + variant}"
 
 
 def _correctness(cfg: Config, run_id: str) -> dict:
@@ -343,6 +369,9 @@ def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
     if run is None:
         return None
     forms = {k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
+    sibling = trained_sibling_form(results, mix)
+    if sibling is not None and sibling[0] in forms:  # an untrained base: asked in its trained student's form
+        return sibling[0], f"{sibling[0]} ({STUDENT_NAMES.get(sibling[1], sibling[1])}'s form, chosen on validation)"
     selected = run.tags.get("distill.selected_form")
     trained = sorted(forms & {"cot", "pot", "eot"})
     if len(trained) == 1:  # a one-form student: its "selected" is that form again (the report shows it once)
@@ -354,6 +383,26 @@ def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
     if "eot" in forms:
         return "eot", "eot (no validation choice logged)"
     return (trained[0], trained[0]) if trained else None
+
+
+def trained_sibling_form(results: Results, name: str) -> tuple[str, str] | None:
+    """For an untrained base student (``etd-base``): (the form, the trained student) whose headline
+    answers it is compared with: the form its SFT student chose on validation (else its GRPO
+    student's; a one-form student's only form). None for any other student, or without a trained one.
+    So the base's number is taken in a form chosen on validation, never on a test set."""
+    mix, variant = parse_student(name)
+    if variant != "base":
+        return None
+    for sibling in (mix, student_name(mix, "grpo")):
+        run = results.evaluations().get(sibling)
+        if run is None:
+            continue
+        forms = sorted({k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
+                       & {"cot", "pot", "eot"})
+        chosen = run.tags.get("distill.selected_form") or (forms[0] if len(forms) == 1 else None)
+        if chosen:
+            return chosen, sibling
+    return None
 
 
 def profiles(results: Results) -> dict[tuple[str, str, str], dict]:
@@ -459,10 +508,13 @@ def paired_tests(results: Results) -> list[dict]:
                      "b_degenerate": degenerate[1], **test})
 
     def label(mix: str) -> str:
-        return f"{STUDENT_NAMES.get(mix, mix)} ({chosen.get(mix, 'selected')})"
+        sibling = trained_sibling_form(results, mix)  # an untrained base: its trained student's form
+        return f"{STUDENT_NAMES.get(mix, mix)} ({sibling[0] if sibling else chosen.get(mix, 'selected')})"
 
     sets = in_order({ts for per in results.correct.values() for ts in per}, TEST_SET_ORDER)
-    mixes = in_order(results.correct, MIXES)
+    students = in_order(results.correct, STUDENTS)
+    # the mixes' SFT students against each other; a base or RL student is paired with its own mix's (gains)
+    mixes = [m for m in students if parse_student(m)[1] == ""]
     for ts in sets:
         for a, b in combinations(mixes, 2):
             add("students", label(a), label(b), ts, answers(a, ts, "selected"), answers(b, ts, "selected"),
@@ -472,9 +524,10 @@ def paired_tests(results: Results) -> list[dict]:
             add("ETD forms", a, b, ts, answers("etd", ts, a), answers("etd", ts, b),
                 (is_degenerate("etd", ts, a), is_degenerate("etd", ts, b)))
         # each student against always giving its own most common answer: did it learn more than that?
-        for mix in mixes:
-            ids, xs = answers(mix, ts, "selected")
-            name = "selected"
+        for mix in students:
+            sibling = trained_sibling_form(results, mix)
+            name = sibling[0] if sibling else "selected"
+            ids, xs = answers(mix, ts, name)
             data = results.correct.get(mix, {}).get(ts) or {}
             if "selected" not in (data.get("correct") or {}) and len(data.get("correct") or {}) == 1:
                 name = next(iter(data["correct"]))
@@ -483,6 +536,58 @@ def paired_tests(results: Results) -> list[dict]:
                 continue
             add("student vs its own constant", label(mix), f"always {format_answer(p['top_answer'])}", ts,
                 (ids, xs), (ids, p["own_constant_correct"]), (p["degenerate"], True))
+    return rows
+
+
+GAINS = (("", "base", "SFT over base"), ("grpo", "", "RL over SFT"), ("grpo", "base", "RL over base"))
+"""(later variant, earlier variant, what the difference measures): the pairs of one mix's students whose
+difference the report states, the later first."""
+
+
+def gains(results: Results) -> list[dict]:
+    """What training added, per mix and test set, on the same problems: SFT over the untrained base,
+    RL (GRPO) over SFT, RL over the base, where both students were evaluated. Each student by its
+    headline answers (the form chosen on the validation split, a one-form student's only form); the
+    base in the form of the trained student it is paired with (never a choice on a test set). Rows:
+    {"mix", "what", "a", "b" (student names, a the later), "a_form", "b_form", "test_set", "a_acc",
+    "b_acc", "a_ci", "b_ci" ((low, high) Wilson), "n", "a_only", "b_only", "p_value" (exact McNemar),
+    "a_degenerate", "b_degenerate"}."""
+    from distill.scoring import mcnemar, wilson
+
+    chosen = selected_forms(results)
+    profile = profiles(results)
+    rows = []
+
+    def resolve(name: str, partner: str, ts: str) -> tuple[str | None, str | None]:
+        """(name in correct.json, the form it stands for) of ``name``'s headline answers."""
+        data = results.correct.get(name, {}).get(ts) or {}
+        correct = data.get("correct") or {}
+        if parse_student(name)[1] == "base":  # the base answers in its partner's chosen form
+            _, form = resolve(partner, name, ts)
+            return (form, form) if form in correct else (None, None)
+        if "selected" in correct:
+            return "selected", chosen.get(name)
+        forms = [f for f in correct if f in ("cot", "pot", "eot")]
+        return (forms[0], forms[0]) if len(forms) == 1 else (None, None)
+
+    for mix in in_order({parse_student(n)[0] for n in results.correct}, MIXES):
+        for later_v, earlier_v, what in GAINS:
+            a, b = student_name(mix, later_v), student_name(mix, earlier_v)
+            if a not in results.correct or b not in results.correct:
+                continue
+            for ts in in_order(set(results.correct[a]) & set(results.correct[b]), TEST_SET_ORDER):
+                (a_key, a_form), (b_key, b_form) = resolve(a, b, ts), resolve(b, a, ts)
+                da, db = results.correct[a][ts], results.correct[b][ts]
+                if a_key is None or b_key is None or da.get("problem_ids") != db.get("problem_ids"):
+                    continue  # no headline answers, or not the same problems: no paired test
+                xs, ys = da["correct"][a_key], db["correct"][b_key]
+                n = len(xs)
+                rows.append({"mix": mix, "what": what, "a": a, "b": b, "a_form": a_form, "b_form": b_form,
+                             "test_set": ts, "a_acc": sum(xs) / n if n else 0.0, "b_acc": sum(ys) / n if n else 0.0,
+                             "a_ci": wilson(sum(xs), n), "b_ci": wilson(sum(ys), n),
+                             "a_degenerate": bool(profile.get((a, a_key, ts), {}).get("degenerate")),
+                             "b_degenerate": bool(profile.get((b, b_key, ts), {}).get("degenerate")),
+                             **mcnemar(xs, ys)})
     return rows
 
 

@@ -253,6 +253,20 @@ def build_student(name: str, texts: Iterable[str] = (), *, train_cfg=None, seed:
     return model, tokenizer
 
 
+def is_causal_student(name: str) -> bool:
+    """Whether ``train.student`` is a decoder-only model, without building or loading its weights:
+    tiny-causal yes, tiny no, else its config's ``is_encoder_decoder`` (a folder, or the hub / HF cache).
+    Raises ConfigError (a ValueError) when the config cannot be read."""
+    if name in TINY_STUDENTS:
+        return name == TINY_CAUSAL
+    from transformers import AutoConfig
+
+    try:
+        return not AutoConfig.from_pretrained(name).is_encoder_decoder
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_error(name, exc) from exc
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -293,6 +307,9 @@ class StudentFolder:
     """What the user gave (a path, a models:/ or runs:/ URI, a run id)."""
     run_id: str | None = None
     """The MLflow run the artifacts came from, when known from the source."""
+    chat_template: bool | None = None
+    """Whether to wrap inputs in the chat template, when the card decides it (a student whose weights
+    are named by reference, ``weights``; its folder has no student.json of ours); None: student.json."""
 
 
 def resolve_student(spec: str | None, run_dir: Path, mix: str, tracking_uri: str, stack: ExitStack) -> StudentFolder:
@@ -334,8 +351,42 @@ def find_student_dir(root: Path) -> tuple[Path, Path | None] | None:
     return None
 
 
+def referenced_weights(source: str) -> Path:
+    """The local folder of weights a card names by reference (an untrained base student:
+    distill.stages.train.base_student): the folder itself, or the hub model's snapshot in the Hugging
+    Face cache (downloaded with internet; offline, HF_HUB_OFFLINE=1, only what the cache holds)."""
+    if Path(source).is_dir():
+        return Path(source).resolve()
+    from huggingface_hub import snapshot_download
+
+    try:
+        # what from_pretrained reads: configs, tokenizer files and safetensors weights, not every format
+        return Path(snapshot_download(source, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model",
+                                                               "*.tiktoken"]))
+    except Exception as exc:  # offline and not cached, or no such repository: say which and how to fix it
+        raise _load_error(source, exc) from None
+
+
+def _by_reference(path: Path, source: str, run_id: str | None) -> StudentFolder | None:
+    """A student folder holding only a card whose ``weights`` name them elsewhere (a hub model or a
+    folder, as it comes), or None when ``path`` is not one."""
+    card_path = path / "card.json"
+    if not card_path.is_file():
+        return None
+    card = read_json(card_path, "the student's card cannot be read: rewrite it (distill evaluate --untrained)")
+    weights = card.get("weights") or {}
+    if not weights.get("source") or weights.get("folder") == "model/":
+        return None
+    return StudentFolder(referenced_weights(weights["source"]), card, source, run_id,
+                         chat_template=bool(card.get("chat_template", False)))
+
+
 def _local(path: Path, source: str, run_id: str | None = None) -> StudentFolder:
     found = find_student_dir(path)
+    if found is None and path.is_dir():
+        referenced = _by_reference(path, source, run_id)
+        if referenced is not None:
+            return referenced
     if found is None:
         raise DataError(f"{path}: no student found (expected model/ with config.json and card.json beside it, "
                         "as the train stage writes under runs/<preset>/students/<mix>/)")

@@ -6,7 +6,12 @@ same form module that verified the training data (``get_form(form).verify_many``
 same solver, same number normaliser), so a number means the same thing in training and evaluation.
 
 The student (``student=``): a folder, an MLflow model URI or a training run id, found by
-``distill.student.resolve_student``; the default is ``<run_dir>/students/<mix>/``.
+``distill.student.resolve_student``; the default is ``<run_dir>/students/<mix>/``. ``run_untrained``
+evaluates ``train.student`` as it comes, before any training (``distill evaluate --untrained``): it
+writes ``students/<mix>-base/`` (distill.stages.train.base_student) and evaluates that.
+
+A student's name is its mix, or its mix and the card's ``variant`` (``etd-base``, ``etd-grpo``;
+distill.thoughts.student_name); ``<mix>`` below stands for that name: eval/etd-grpo/, evaluate-etd-grpo.
 
 Data contract, under ``<run_dir>/eval/<mix>/``:
   - ``<test_set>/<form>.jsonl``: append log, one record per answered problem, written per batch:
@@ -21,13 +26,13 @@ Data contract, under ``<run_dir>/eval/<mix>/``:
     (``sampling_digest``: temperature, top_p, seed), so greedy and sampled records never mix; a rerun
     skips answered (problem, sample) pairs. The greedy output is still made (and reused): with k > 1,
     ``<test_set>/<form>/accuracy`` keeps meaning greedy accuracy, and the samples add their own scores.
-  - ``summary.json``: {"mix", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
-    "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding", "test_sets":
+  - ``summary.json``: {"mix", "variant" ("" or the card's), "student_name", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
+    "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding" (greedy, chat_template, max_new_tokens, ...), "test_sets":
     {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
     describes the latest invocation (its test sets, forms and limit), which registration reads.
 
 MLflow run ``evaluate-<mix>``: params evaluate.* and student; tags distill.stage=evaluate, distill.preset,
-distill.mix, distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
+distill.mix, distill.variant (a student with a variant only), distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
 run the artifacts came from), distill.data_digest, distill.student_source, distill.student_digest,
 distill.selected_form (the card's ``best_form``: the form chosen on the validation split, never on a
 test set); metrics ``<test_set>/n``, ``<test_set>/<name>/accuracy`` with its 95% Wilson interval
@@ -71,7 +76,7 @@ from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, corr
                              metrics_of, per_problem_samples, profile_metrics, sample_metrics, score_samples,
                              score_test_set, strict_metrics)
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
-from distill.thoughts import FORM_NAMES, Verdict, get_form
+from distill.thoughts import FORM_NAMES, VARIANTS, Verdict, get_form, student_name
 from distill.tracking import writing
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
@@ -113,11 +118,15 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
         found = resolve_student(student or None, run_dir, requested_mix, cfg.tracking_uri, stack)
         card = found.card
         mix = card.get("mix") or requested_mix
+        variant = card_variant(card, found)
+        name = student_name(mix, variant)
         if mix != requested_mix and student:
-            log(f"evaluate: the student's card says mix {mix!r}; results go to eval/{mix}/ (not {requested_mix!r})")
+            log(f"evaluate: the student's card says mix {mix!r}; results go to eval/{name}/ (not {requested_mix!r})")
         forms = choose_forms(cfg.evaluate.forms, card, found)
         selected = selected_form(card, forms)
         model, tokenizer = _load(found.model_dir, cfg)
+        if found.chat_template is not None:  # weights named by reference: the card says how they are asked
+            model.config.distill_chat_template = found.chat_template
         model, dtype, _cast_done, dtype_reason = _cast(model, cfg)
         digest = student_digest(found.model_dir, cfg)
     if cfg.evaluate.dtype != "auto":
@@ -129,7 +138,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
     if cfg.evaluate.batch_size == "auto":
         log(f"evaluate: batch_size=auto -> {batch_size} ({batch_reason}; {probe_s:.1f} s)")
 
-    out_dir = run_dir / "eval" / mix
+    out_dir = run_dir / "eval" / name
     if shard is not None:
         out_dir = out_dir / shard.tag  # one writer per folder; merged by `distill evaluate --merge`
     train_run_id = card.get("train_run_id") or found.run_id
@@ -138,10 +147,15 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             "distill.forms": ",".join(forms),
             "distill.form_versions": ",".join(f"{f}={v}" for f, v in versions.items()),
             "distill.student_source": found.source, "distill.student_digest": digest}
+    if variant:
+        tags["distill.variant"] = variant
     if train_run_id:
         tags["distill.train_run_id"] = train_run_id
     if selected:
         tags["distill.selected_form"] = selected
+    elif variant == "base":
+        log(f"evaluate: {name} is untrained: no form was chosen on validation for it; <test_set>/selected/* is not "
+            "logged (the report pairs it with its trained students' forms)")
     else:
         log(f"evaluate: no selected form (the card's best_form {card.get('best_form')!r} is not among the forms "
             f"asked for, {', '.join(forms)}); <test_set>/selected/* is not logged")
@@ -170,7 +184,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
             answers = answers_of(verdicts, golds, selected)
             profiles[test_set] = {name: answer_profile(values, golds) for name, values in answers.items()}
             metrics.update(profile_metrics(test_set, profiles[test_set]))
-            log(f"evaluate {mix}: {test_set} ({len(problems)} problems) " + ", ".join(
+            log(f"evaluate {name}: {test_set} ({len(problems)} problems) " + ", ".join(
                 f"{f} {s['accuracy']:.1%}" for f, s in scores["forms"].items())
                 + "".join(f", {k} {scores[k]['accuracy']:.1%}" for k in ("vote", "fallback") if k in scores)
                 + (f", selected ({selected}) {scores['selected']['accuracy']:.1%} "
@@ -208,12 +222,14 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
                                   "answers": answers, "gold": golds, **extra},
                                  f"eval/{test_set}/correct.json")
         summary = {
-            "mix": mix, "preset": cfg.preset, "run_id": run_id, "limit": cfg.evaluate.limit,
+            "mix": mix, "variant": variant, "student_name": name, "preset": cfg.preset, "run_id": run_id,
+            "limit": cfg.evaluate.limit,
             "selected_form": selected,
             "forms": {f: {"version": versions[f], "instruction": get_form(f).instruction} for f in forms},
             "student": {"source": found.source, "digest": digest, "card": card},
             "train_run_id": train_run_id, "data_digest": card.get("data_digest"),
-            "decoding": {"greedy": True, "max_new_tokens": cfg.evaluate.max_new_tokens,
+            "decoding": {"greedy": True, "chat_template": bool(getattr(model.config, "distill_chat_template", False)),
+                         "max_new_tokens": cfg.evaluate.max_new_tokens,
                          "max_source_len": cfg.evaluate.max_source_len, "batch_size": batch_size,
                          "batch_size_reason": batch_reason, "batch_probe_s": probe_s,
                          "static_cache": cfg.evaluate.static_cache, "dtype": dtype, "dtype_reason": dtype_reason,
@@ -230,13 +246,34 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
 
     if tracker is None:
         return body(None)
-    with tracker.run(f"evaluate-{mix}", tags, nested=True):
+    with tracker.run(f"evaluate-{name}", tags, nested=True):
         tracker.log_params({f"evaluate.{k}": v for k, v in _evaluate_params(cfg).items()}
                            | {"student": found.source, "evaluate.batch_size_resolved": batch_size,
                               "evaluate.batch_size_reason": batch_reason, "evaluate.batch_probe_s": probe_s,
                               "evaluate.dtype_resolved": dtype}
                            | ({"evaluate.tie_rule": TIE_RULE} if cfg.evaluate.samples > 1 else {}))
         return body(tracker.run_id)
+
+
+def card_variant(card: Mapping, found: StudentFolder) -> str:
+    """The student's variant from its card ("" for the train stage's students, whose cards predate the
+    field; "base", "grpo"): results go to eval/<mix>-<variant>/ and the run is evaluate-<mix>-<variant>."""
+    variant = card.get("variant") or ""
+    if variant not in VARIANTS:
+        raise DataError(f"{found.source}: card.json says variant {variant!r}; valid: "
+                        + ", ".join(repr(v) for v in VARIANTS))
+    return variant
+
+
+def run_untrained(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, log=None) -> dict:
+    """Evaluate ``train.student`` as it comes, before any training (the study's starting point): write
+    it as students/<mix>-base/ (distill.stages.train.base_student), then evaluate it like any student,
+    into eval/<mix>-base/ and an MLflow run evaluate-<mix>-base (tag distill.variant=base)."""
+    from distill.stages.train import base_student
+
+    with writing(run_dir, tracker, "evaluate"):
+        folder = base_student(cfg, Path(run_dir), mix or cfg.mix.mix)
+        return _run(cfg, Path(run_dir), tracker, mix=mix, student=str(folder), log=log)
 
 
 def selected_form(card: Mapping, forms: Sequence[str]) -> str | None:

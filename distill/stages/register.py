@@ -66,12 +66,14 @@ def _run(cfg: Config, run_dir: Path, *, mix: str | None = None, train_run_id: st
          eval_summary: Mapping[str, Any] | None = None, log=print) -> dict:
     import mlflow
 
-    mix = mix or (eval_summary or {}).get("mix") or cfg.mix.mix
+    mix = mix or (eval_summary or {}).get("student_name") or (eval_summary or {}).get("mix") or cfg.mix.mix
+    refuse_base(mix, eval_summary)
     if eval_summary is None:
         eval_summary = read_json(run_dir / "eval" / mix / "summary.json",
                                  f"evaluate the student first: distill evaluate --preset {cfg.preset} --mix {mix}")
         if not train_run_id:
             check_evaluation(cfg, run_dir, mix, eval_summary)
+    refuse_base(mix, eval_summary)
     train_run_id = train_run_id or eval_summary.get("train_run_id") or _student_run_id(run_dir, mix)
     if not train_run_id:
         raise DataError(f"no training run id for mix {mix!r} in eval/{mix}/summary.json or "
@@ -110,6 +112,17 @@ def _run(cfg: Config, run_dir: Path, *, mix: str | None = None, train_run_id: st
                "train_run_id": train_run_id, "mix": mix, "tags": tags}
     write_json(run_dir / "register" / f"{mix}.json", summary)
     return summary
+
+
+def refuse_base(name: str, eval_summary: Mapping[str, Any] | None = None) -> None:
+    """An untrained base student (``<mix>-base``, or an evaluation whose student card says variant
+    base) measures the starting point of the study: it is never registered, so never a champion."""
+    from distill.thoughts import parse_student
+
+    card = ((eval_summary or {}).get("student") or {}).get("card") or {}
+    if parse_student(name)[1] == "base" or "base" in ((eval_summary or {}).get("variant"), card.get("variant")):
+        raise DataError(f"{name}: an untrained base student is the study's starting point, not a candidate; "
+                        "register a trained student (its mix, or <mix>-grpo)")
 
 
 def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_summary: Mapping[str, Any],

@@ -17,6 +17,10 @@ exact McNemar test) is called significant at p < 0.05, with no correction for th
 comparisons (the table shows every p-value, so a reader can apply one); a cell with a degenerate side
 is marked as such, never significant, and each student is also tested against its own constant.
 
+The starting point: where a mix has an untrained base (``distill evaluate --untrained``) or an RL
+student, the section *From the starting point* shows base, SFT and GRPO side by side (n, 95% intervals)
+and what each step added on the same problems with its McNemar p-value (distill.results.gains).
+
 Writes (``output_dir``, default reports/): ``results.md`` and the plots ``accuracy.png``,
 ``drop_rates.png``, ``training_curves.png`` (drawn by distill/plots.py). Every table is sorted and no
 clock time is printed, so regenerating from the same store gives the same results.md byte for byte.
@@ -30,10 +34,10 @@ from pathlib import Path
 from distill import plots
 from distill.config import Config
 from distill.files import atomic_write_text
-from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, TEST_SET_ORDER, Results, baseline_cells,
-                             collect, drop_rates, headline_name, in_order, intervals, oracle_cells, paired_tests,
-                             profiles, sampled_cells, score_label, selected_forms, sets_of, strict_cells,
-                             validation_choice)
+from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, STUDENTS, TEST_SET_ORDER, Results,
+                             baseline_cells, collect, drop_rates, gains, headline_name, in_order, intervals,
+                             oracle_cells, paired_tests, primary_form, profiles, sampled_cells, score_label,
+                             selected_forms, sets_of, strict_cells, validation_choice)
 from distill.scoring import DEGENERATE_SHARE, TIE_RULE, format_answer
 from distill.stages import pipeline
 from distill.teachers.gold import WRITES, GoldTeacher
@@ -119,7 +123,7 @@ def _what_was_learned(results: Results, sets: list[str]) -> list[str]:
     prof = profiles(results)
     if not prof:
         return []
-    mixes = in_order(results.evaluations(), MIXES)
+    mixes = in_order(results.evaluations(), STUDENTS)
     oracle = oracle_cells(results)
     lines, degenerate_students = [], []
     for mix in mixes:
@@ -196,7 +200,7 @@ def _answers_table(results: Results, sets: list[str]) -> list[str]:
         return out + ["No answers logged (eval/<test_set>/correct.json has no `answers`: the evaluate runs "
                       "predate them); rerun `distill evaluate` to characterise them.", ""]
     out += ["| student | answers of | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
-    for mix in in_order({m for m, _, _ in prof}, MIXES):
+    for mix in in_order({m for m, _, _ in prof}, STUDENTS):
         names = in_order({n for m, n, _ in prof if m == mix}, FORM_ORDER)
         if len([n for n in names if n in ("cot", "pot", "eot")]) <= 1:
             names = [n for n in names if n != "selected"]
@@ -279,7 +283,7 @@ def render(results: Results) -> str:
             "here was chosen on a test set.", ""]
     out.append("| student | form | " + " | ".join(f"{ts} (n={ns[ts]})" for ts in sets) + " |")
     out.append("|---|---|" + "---:|" * len(sets))
-    for mix in in_order({m for m, _ in cells}, MIXES):
+    for mix in in_order({m for m, _ in cells}, STUDENTS):
         for form in in_order({f for m, f in cells if m == mix}, FORM_ORDER):
             if form == "selected":
                 label = f"selected = {chosen.get(mix, '?')} — {OURS_NOTE['selected']}"
@@ -312,6 +316,7 @@ def render(results: Results) -> str:
         out += ["", "No evaluation runs found yet."]
     out.append("")
 
+    out += _starting_point(results, sets)
     out += _sampled_table(results, sets)
     out += _strict_table(results, sets)
     out += _answers_table(results, sets)
@@ -351,7 +356,7 @@ def _sampled_table(results: Results, sets: list[str]) -> list[str]:
         kind, _, k = score.partition("_at_")
         return kinds.get(kind, 99), int(k) if k.isdigit() else 0
 
-    for mix in in_order({m for m, _, _ in cells}, MIXES):
+    for mix in in_order({m for m, _, _ in cells}, STUDENTS):
         for form in in_order({f for m, f, _ in cells if m == mix}, FORM_ORDER):
             for score in sorted({sc for m, f, sc in cells if (m, f) == (mix, form)}, key=order):
                 row = cells[(mix, form, score)]
@@ -373,7 +378,7 @@ def _strict_table(results: Results, sets: list[str]) -> list[str]:
            "CoT: `#### N` and the last number). What strict loses is format; what both miss is reasoning.", "",
            "| student | form | " + " | ".join(f"{ts}{_n_of(cells, ts)}: lenient | {ts}: strict" for ts in sets) + " |",
            "|---|---|" + "---:|---:|" * len(sets)]
-    for mix in in_order({m for m, _ in cells}, MIXES):
+    for mix in in_order({m for m, _ in cells}, STUDENTS):
         for form in in_order({f for m, f in cells if m == mix}, FORM_ORDER):
             row = cells[(mix, form)]
             out.append(f"| {STUDENT_NAMES.get(mix, mix)} (`{mix}`) | {form} | " + " | ".join(
@@ -387,6 +392,77 @@ def _n_of(cells: dict, ts: str) -> str:
     ns = sorted({c["lenient"]["n"] for row in cells.values() for t, c in row.items()
                  if t == ts and c["lenient"]["n"] is not None})
     return f" (n={'/'.join(map(str, ns))})" if ns else ""
+
+
+def _starting_point(results: Results, sets: list[str]) -> list[str]:
+    """Per mix that has an untrained base or an RL student: the base, SFT and GRPO students side by side
+    (headline answers, n and 95% intervals per test set), then what each training step added on the
+    same problems with its exact McNemar p-value (distill.results.gains). Nothing without such a student."""
+    from distill.thoughts import parse_student
+
+    students = [s for s in results.evaluations() if parse_student(s)[1]]
+    if not students:
+        return []
+    cells = intervals(results)
+    mixes = in_order({parse_student(s)[0] for s in students}, MIXES)
+    out = ["## From the starting point: the untrained student, after SFT, after RL", "",
+           "The configured student as it comes (`distill evaluate --untrained`: the same forms, instructions and "
+           "decoding, before any training), the student after supervised fine-tuning on the verified thoughts "
+           "(the train stage) and after reinforcement learning with the verifiers as reward (GRPO, the rl stage). "
+           "Each by its headline answers: the form chosen on the validation split (a one-form student's only "
+           "form); the untrained student in the form its trained student chose, since nothing is chosen for it. "
+           "Each cell: accuracy (%) [95% Wilson interval], n. A tiny student built from a config starts as a "
+           "random model (its base row is that, honestly); a hub student starts from its pre-trained weights.", "",
+           "| mix | student | answers of | " + " | ".join(sets) + " |", "|---|---|---|" + "---:|" * len(sets)]
+    for mix in mixes:
+        for name in [s for s in STUDENTS if parse_student(s)[0] == mix and s in results.evaluations()]:
+            chosen = primary_form(results, name)
+            if chosen is None:
+                continue
+            form, label = chosen
+            if form == "selected":
+                label = f"selected = {selected_forms(results).get(name, '?')}"
+            row = cells.get((name, form), {})
+            shown = []
+            for ts in sets:
+                cell = row.get(ts)
+                shown.append("–" if cell is None else _cell(cell) + (f", n={cell['n']}" if cell.get("n") else ""))
+            out.append(f"| {_mix_label(mix)} | {STUDENT_NAMES.get(name, name)} (`{name}`) | {label} | "
+                       + " | ".join(shown) + " |")
+    rows = gains(results)
+    out += ["", "What each step added, on the same problems (a − b in percentage points, (a only / b only) "
+            "discordant problems, exact McNemar p-value, **sig** when p < "
+            f"{ALPHA}; a degenerate side is marked and never **sig**):", ""]
+    if not rows:
+        return out + ["No pair of a mix's students with per-problem results on the same problems yet.", ""]
+    cols = [ts for ts in sets if any(r["test_set"] == ts for r in rows)]
+    out += ["| mix | gain | a | b | " + " | ".join(cols) + " |", "|---|---|---|---|" + "---|" * len(cols)]
+    pairs: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        pairs.setdefault((r["mix"], r["what"], r["a"], r["b"]), {})[r["test_set"]] = r
+    for (mix, what, a, b), by_set in pairs.items():
+        shown = []
+        for ts in cols:
+            r = by_set.get(ts)
+            if r is None:
+                shown.append("–")
+                continue
+            text = f"{100 * (r['a_acc'] - r['b_acc']):+.1f} ({r['a_only']}/{r['b_only']}) p {r['p_value']:.2g}"
+            sides = [side for side, flag in (("a", r["a_degenerate"]), ("b", r["b_degenerate"])) if flag]
+            if sides:
+                text += f" *degenerate: {'both' if len(sides) == 2 else sides[0]}*"
+            elif r["p_value"] < ALPHA:
+                text += " **sig**"
+            shown.append(text)
+        first = next(iter(by_set.values()))
+        out.append(f"| {_mix_label(mix)} | {what} | {STUDENT_NAMES.get(a, a)} ({first['a_form']}) | "
+                   f"{STUDENT_NAMES.get(b, b)} ({first['b_form']}) | " + " | ".join(shown) + " |")
+    return out + [""]
+
+
+def _mix_label(mix: str) -> str:
+    """"ETD (`etd`)"."""
+    return f"{STUDENT_NAMES.get(mix, mix)} (`{mix}`)"
 
 
 def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
@@ -414,6 +490,12 @@ def _paper_table(results: Results, cells, chosen: dict[str, str]) -> list[str]:
     base = baseline_cells(results).get("gsm8k")
     prior = f"{_cell(base)} (always {results.baseline.get('answer', '?')})" if base else "–"
     out.append(f"| ours: `{student}, preset `{results.preset}` | {prior} | " + " | ".join(ours) + f" | {etd_cell} |")
+    untrained = primary_form(results, "etd-base")
+    if untrained is not None:  # the paper's "no distillation": our student as it comes, in ETD's chosen form
+        cell = cells.get(("etd-base", untrained[0]), {}).get("gsm8k")
+        if cell is not None:
+            out.append(f"| ours: the same student untrained (`etd-base`, {untrained[0]}) | "
+                       f"{_marked(cell, prof.get(('etd-base', untrained[0], 'gsm8k')))} | – | – | – | – |")
     oracle = oracle_cells(results).get("gsm8k")
     if oracle:
         out.append(f"| {_oracle_label(oracle)} | {_oracle_cell(oracle)} | – | – | – | – |")
@@ -590,7 +672,7 @@ def _failure_table(results: Results, sets: list[str]) -> list[str]:
         return []
     out = ["## Answers that were not correct, by status (wrong_answer, or no usable answer and why)", "",
            "| student | form | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
-    for mix in in_order({m for m, _ in cells}, MIXES):
+    for mix in in_order({m for m, _ in cells}, STUDENTS):
         for form in in_order({f for m, f in cells if m == mix}, FORM_ORDER):
             row = cells[(mix, form)]
             out.append(f"| {STUDENT_NAMES.get(mix, mix)} | {form} | " + " | ".join(

@@ -1,5 +1,7 @@
 """The whole study as one MLflow run tree: generate -> verify -> mix x4 -> train x4 -> evaluate x4
--> register x4 -> promote -> report.
+-> register x4 -> promote -> report. For a causal student (tiny-causal, a hub decoder) the untrained
+student is evaluated too, after the evaluate steps (``evaluate-etd-base``: the study's starting point,
+distill.stages.evaluate.run_untrained); never for a seq2seq one (the default tiny preset).
 
 Data contract (everything under ``run_dir``, beside the stages' own outputs):
   - ``reproduce/parent.json``: {"run_id", "preset", "config_digest"}: the parent run a rerun resumes.
@@ -62,11 +64,36 @@ class Step:
     stage: str
     """Module in distill/stages/."""
     mix: str | None = None
+    entry: str = "run"
+    """The stage module's function the step calls: ``run``, or evaluate's ``run_untrained`` (the base)."""
 
 
-def plan(mixes: tuple[str, ...] = tuple(MIXES)) -> list[Step]:
-    """The steps in order: each stage for every mix before the next stage starts (distill.stages.pipeline)."""
-    return [Step(name, stage, mix) for name, stage, mix in pipeline(mixes)]
+BASE_MIX = "etd"
+"""The mix whose untrained base a causal preset's reproduce evaluates: its forms are all three, so one
+evaluation gives the starting point of every form (the others: `distill evaluate --untrained --mix cot`)."""
+
+
+def plan(mixes: tuple[str, ...] = tuple(MIXES), *, base: bool = False) -> list[Step]:
+    """The steps in order: each stage for every mix before the next stage starts (distill.stages.pipeline);
+    with ``base``, the untrained student's evaluation (``evaluate-etd-base``) right after the evaluate steps."""
+    steps = [Step(name, stage, mix) for name, stage, mix in pipeline(mixes)]
+    if base and BASE_MIX in mixes:
+        at = max(i for i, step in enumerate(steps) if step.stage == "evaluate") + 1
+        steps.insert(at, Step(f"evaluate-{BASE_MIX}-base", "evaluate", BASE_MIX, entry="run_untrained"))
+    return steps
+
+
+def measures_base(cfg: Config, log: Callable[[str], None] = print) -> bool:
+    """Whether reproduce evaluates the untrained student too: for causal students (tiny-causal, Qwen2.5,
+    SmolLM2: the starting point that SFT and RL are measured from), not for seq2seq ones, so the default
+    tiny preset's run time does not grow. A hub student whose config cannot be read says so and gets none."""
+    from distill.student import is_causal_student
+
+    try:
+        return is_causal_student(cfg.train.student)
+    except ValueError as exc:
+        log(f"reproduce: no untrained-student step ({str(exc).splitlines()[0]})")
+        return False
 
 
 def config_digest(cfg: Config) -> str:
@@ -85,13 +112,13 @@ def offline_env(cfg: Config) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-def _stage_fn(stage: str) -> StageFn:
+def _stage_fn(stage: str, entry: str = "run") -> StageFn:
     try:
         module = importlib.import_module(f"distill.stages.{stage}")
     except ModuleNotFoundError as exc:
         raise RuntimeError(f"stage module distill/stages/{stage}.py is missing ({exc}); "
                            "reproduce needs every stage of the pipeline") from None
-    return module.run
+    return getattr(module, entry)
 
 
 def _call(fn: StageFn, cfg: Config, run_dir: Path, tracker, step: Step, extra: Mapping[str, Any]) -> dict:
@@ -150,14 +177,21 @@ def step_outputs(run_dir: Path, step: Step) -> dict[str, Path]:
                      for n in ("train.jsonl", "val.jsonl", "summary.json")},
              "train": {f"students/{step.mix}/{n}": run_dir / "students" / str(step.mix) / n
                        for n in ("summary.json", "card.json")},
-             "evaluate": {f"eval/{step.mix}/summary.json": run_dir / "eval" / str(step.mix) / "summary.json"},
+             "evaluate": {f"eval/{_student(step)}/summary.json": run_dir / "eval" / _student(step) / "summary.json"},
              "register": {f"register/{step.mix}.json": run_dir / "register" / f"{step.mix}.json"},
              "promote": {"promote/decision.json": run_dir / "promote" / "decision.json"}}.get(step.stage, {})
     if step.stage == "verify":
         files |= {f"verified/{p.name}": p for p in sorted((run_dir / "verified").glob("*.jsonl"))}
     if step.stage == "train":
         files |= folder_files(run_dir / "students" / str(step.mix) / "model", f"students/{step.mix}/model/")
+    if step.entry == "run_untrained":
+        files[f"students/{_student(step)}/card.json"] = run_dir / "students" / _student(step) / "card.json"
     return files
+
+
+def _student(step: Step) -> str:
+    """The student a per-mix step is about: ``etd``, or ``etd-base`` for evaluate-etd-base."""
+    return step.name[len(step.stage) + 1:] if step.mix else ""
 
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
@@ -180,7 +214,7 @@ def _run(cfg: Config, run_dir: Path, tracker, *, fresh: bool, stages: Mapping[st
     offline_env(cfg)
     store = _Store(tracker)
     digest = config_digest(cfg)
-    steps = plan()
+    steps = plan(base=measures_base(cfg, log))
     state_dir = run_dir / "reproduce"
 
     resume_id = None
@@ -235,7 +269,8 @@ def _run(cfg: Config, run_dir: Path, tracker, *, fresh: bool, stages: Mapping[st
 
             log(f"[{i:2d}/{len(steps)}] {step.name:<16} ...")
             before = store.children(parent_id)
-            fn = (stages or {}).get(step.stage) or _stage_fn(step.stage)
+            key = step.stage if step.entry == "run" else f"{step.stage}.{step.entry}"
+            fn = (stages or {}).get(key) or _stage_fn(step.stage, step.entry)
             extra = {"output_dir": report_dir, "parent_run_id": parent_id} if step.stage == "report" else {}
             t0 = time.perf_counter()
             try:

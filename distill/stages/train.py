@@ -120,6 +120,18 @@ def student_files(out: Path) -> dict[str, Path]:
     return {"card.json": out / "card.json", **folder_files(out / "model", "model/")}
 
 
+def starting_student(tcfg: TrainConfig, train_rows: Sequence[dict]):
+    """(model, tokenizer) as training starts from them: ``train.student`` built (tiny, tiny-causal: seed
+    ``train.seed``, tokenizer trained on the rows' inputs and targets) or loaded (a hub name or a
+    folder), in fp32. The train stage and the untrained base (``base_student``) both call this, so the
+    base is the very model the first optimizer step would change."""
+    from distill.student import build_student
+
+    texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
+    model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
+    return model.float(), tokenizer  # fp32 master weights even if a hub checkpoint is stored in half precision
+
+
 def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     """Train a student on ``<run_dir>/mix/<mix>`` (mix defaults to cfg.mix.mix); see the module docstring.
 
@@ -137,7 +149,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
 
 def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     import torch
-    from distill.student import TINY_STUDENTS, build_student, count_parameters, save_student, student_kind
+    from distill.student import TINY_STUDENTS, count_parameters, save_student, student_kind
     from distill.thoughts import parse_mix
 
     run_dir = Path(run_dir)
@@ -196,9 +208,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     if last and not interrupted and damaged:
         last = None
 
-    texts = [r["input"] for r in train_rows] + [r["target"] for r in train_rows]
-    model, tokenizer = build_student(tcfg.student, texts, train_cfg=tcfg, seed=tcfg.seed)
-    model = model.float()  # fp32 master weights even if a hub checkpoint is stored in half precision
+    model, tokenizer = starting_student(tcfg, train_rows)
     # bf16 where the GPU has it; never fp16 for a T5 (it overflows): distill.training.resolve_precision
     precision = resolve_precision(tcfg.precision, cuda, model_type=getattr(model.config, "model_type", ""))
     kind = student_kind(model)
@@ -448,3 +458,83 @@ def _log_model(tracker, student_dir: Path, run_id: str | None, cfg: Config) -> d
     uri = f"runs:/{run_id}/model"
     tracker.set_tags({"distill.model_uri": uri})
     return {"model_logged": True, "model_uri": uri}
+
+
+# --- the untrained starting point ----------------------------------------------------------------
+
+def base_student(cfg: Config, run_dir: Path, mix: str | None = None) -> Path:
+    """Write ``<run_dir>/students/<mix>-base/``: the configured student as it comes, before any training,
+    asked with the mix's forms; return the folder. ``distill evaluate --untrained`` evaluates it.
+
+    - ``train.student`` tiny / tiny-causal: ``model/`` is what the train stage starts from
+      (``starting_student``: same seed, the tokenizer trained on ``mix/<mix>/train.jsonl``), an
+      untrained random model; so the mix must have been written (`distill mix`).
+    - a hub name or a local folder: no weights are copied (about 1 GB for Qwen2.5-0.5B, and nothing
+      in them changes); the card names them under ``weights`` {"source", "folder", "revision"} and
+      distill.student.resolve_student loads them from there (offline: the HF cache).
+
+    ``card.json``: {"mix", "variant": "base", "forms", "best_form": null (no validation choice is made
+    for an untrained model), "student", "kind", "architecture", "chat_template", "lora": null,
+    "train_run_id": null, "preset", "n_params", "tokenizer", "data_digest": null, "tokenizer_data_digest"
+    (tiny students: the training texts their tokenizer was trained on), "weights", "config_digest"}.
+    A folder written by the same train settings (and data, for a tiny student) is kept as it is.
+    """
+    from distill.student import TINY_STUDENTS, count_parameters, save_student, student_kind
+    from distill.thoughts import parse_mix, student_name
+    from distill.training import config_digest
+
+    run_dir = Path(run_dir)
+    mix = mix or cfg.mix.mix
+    forms = parse_mix(mix)
+    tcfg = check_config(cfg.train)
+    out = run_dir / "students" / student_name(mix, "base")
+    tiny = tcfg.student in TINY_STUDENTS
+    rows, data_digest = [], None
+    if tiny:  # the tokenizer of a student built here is trained on the mix's texts, as in training
+        mix_dir = run_dir / "mix" / mix
+        hint = (f"{tcfg.student} builds its tokenizer from the mix's training texts: write it with "
+                f"`distill mix --preset {cfg.preset} --mix {mix}`.")
+        rows = read_jsonl(mix_dir / "train.jsonl", ROW_FIELDS, hint)
+        if not rows:
+            raise DataError(f"{mix_dir / 'train.jsonl'}: no training rows. {hint}")
+        data_digest = file_digest(mix_dir / "train.jsonl")
+    digest = config_digest(tcfg, mix, data_digest or "")
+    card_path = out / "card.json"
+    if read_record(card_path).get("config_digest") == digest and (not tiny or (out / "model" / "config.json").is_file()):
+        say(f"{out}: the untrained {tcfg.student} for these settings is already there; kept")
+        return out
+    model, tokenizer = starting_student(tcfg, rows)
+    kind = student_kind(model)
+    chat = kind == "causal" and tcfg.chat_template
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"train.chat_template: {tcfg.student}'s tokenizer has no chat template; "
+                          "set train.chat_template=false (base models) or pick an instruct model")
+    model.config.distill_chat_template = chat
+    architecture = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    card = {"mix": mix, "variant": "base", "forms": form_cards(forms), "best_form": None, "student": tcfg.student,
+            "kind": kind, "architecture": architecture, "chat_template": chat, "lora": None, "base_model": None,
+            "train_run_id": None, "preset": cfg.preset, "n_params": count_parameters(model), "data_digest": None,
+            "tokenizer_data_digest": data_digest, "config_digest": digest,
+            "tokenizer": (f"byte-level BPE, {len(tokenizer)} tokens, trained on the training texts" if tiny
+                          else tcfg.student)}
+    out.mkdir(parents=True, exist_ok=True)
+    if tiny:
+        card["weights"] = {"source": f"built from a config (seed {tcfg.seed}), untrained", "folder": "model/",
+                           "revision": None}
+        tmp = out / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        with quiet_transformers():
+            save_student(model, tokenizer, tmp, {"chat_template": chat, "architecture": architecture})
+        replace_dir(tmp, out / "model")
+    else:
+        from distill.student import referenced_weights
+
+        folder = referenced_weights(tcfg.student)
+        # a hub cache snapshot folder is named by the hub commit it holds
+        revision = folder.name if folder.parent.name == "snapshots" else None
+        card["weights"] = {"source": tcfg.student, "folder": str(folder), "revision": revision}
+        shutil.rmtree(out / "model", ignore_errors=True)  # an earlier tiny base: not this student
+    write_json(card_path, card)
+    say(f"{out}: {tcfg.student} as it comes, untrained ({card['n_params']:,} params, "
+        f"{'weights in model/' if tiny else 'weights from ' + card['weights']['folder']})")
+    return out
