@@ -19,8 +19,10 @@ Data contract, under ``<run_dir>/eval/<mix>/``:
     {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
     describes the latest invocation (its test sets, forms and limit), which registration reads.
 
-MLflow run ``evaluate-<mix>``: params evaluate.* and student; tags distill.stage=evaluate, distill.preset,
-distill.mix, distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
+MLflow run ``evaluate-<mix>`` (``<mix>`` is the student's name: ``etd``, or ``etd-grpo`` for the rl
+stage's student, whose card says mix etd and variant grpo; eval/<name>/ likewise): params evaluate.*
+and student; tags distill.stage=evaluate, distill.preset, distill.mix (the mix alone, etd), distill.variant
+(only for a variant: grpo), distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
 run the artifacts came from), distill.data_digest, distill.student_source, distill.student_digest,
 distill.selected_form (the card's ``best_form``: the form chosen on the validation split, never on a
 test set); metrics ``<test_set>/n``, ``<test_set>/<name>/accuracy`` with its 95% Wilson interval
@@ -50,7 +52,7 @@ from distill.files import DataError, append_log, mismatch, read_log, read_record
 from distill.scoring import (answer_profile, answers_of, combine, correctness, degenerate_tag, metrics_of,
                              profile_metrics, score_test_set)
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
-from distill.thoughts import FORM_NAMES, Verdict, get_form
+from distill.thoughts import FORM_NAMES, Verdict, get_form, parse_student
 from distill.tracking import writing
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
@@ -64,6 +66,18 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
         return _run(cfg, Path(run_dir), tracker, mix=mix, student=student, log=log, shard=shard)
 
 
+def evaluated_name(card: Mapping, requested: str, *, explicit: bool) -> str:
+    """The student's name (eval/<name>/, the run evaluate-<name>): its card's mix and variant
+    (``etd-grpo`` for the rl stage's student, distill.thoughts.student_name); the requested name when
+    the card names no mix. A card without a variant is the mix's SFT student when the user named the
+    student (--student), else the variant asked for."""
+    from distill.thoughts import parse_student, student_name
+
+    if not card.get("mix"):
+        return requested
+    return student_name(card["mix"], card.get("variant", "" if explicit else parse_student(requested)[1]))
+
+
 def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
     """Refuse the run folder's student when its card or model files are no longer what the train stage
     recorded (a deleted weight file, a broken card): `distill train` then rebuilds it."""
@@ -73,8 +87,10 @@ def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
     recorded = read_record(folder / "summary.json").get("outputs")
     damaged = mismatch(recorded, student_files(folder)) if recorded else None
     if damaged:
-        raise DataError(f"{folder}: {damaged} since `distill train` wrote the student; rebuild it with "
-                        f"`distill train --preset {cfg.preset} --mix {mix}`")
+        base, variant = parse_student(mix)
+        stage = "rl" if variant == "grpo" else "train"
+        raise DataError(f"{folder}: {damaged} since `distill {stage}` wrote the student; rebuild it with "
+                        f"`distill {stage} --preset {cfg.preset} --mix {base}`")
 
 
 def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
@@ -91,9 +107,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
     with ExitStack() as stack:
         found = resolve_student(student or None, run_dir, requested_mix, cfg.tracking_uri, stack)
         card = found.card
-        mix = card.get("mix") or requested_mix
+        mix = evaluated_name(card, requested_mix, explicit=bool(student))
         if mix != requested_mix and student:
-            log(f"evaluate: the student's card says mix {mix!r}; results go to eval/{mix}/ (not {requested_mix!r})")
+            log(f"evaluate: the student's card says {mix!r}; results go to eval/{mix}/ (not {requested_mix!r})")
         forms = choose_forms(cfg.evaluate.forms, card, found)
         selected = selected_form(card, forms)
         model, tokenizer = _load(found.model_dir, cfg)
@@ -108,15 +124,19 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
     if cfg.evaluate.batch_size == "auto":
         log(f"evaluate: batch_size=auto -> {batch_size} ({batch_reason}; {probe_s:.1f} s)")
 
+    base_mix, variant = parse_student(mix)
     out_dir = run_dir / "eval" / mix
     if shard is not None:
         out_dir = out_dir / shard.tag  # one writer per folder; merged by `distill evaluate --merge`
     train_run_id = card.get("train_run_id") or found.run_id
     versions = {name: get_form(name).version for name in forms}
-    tags = {"distill.stage": "evaluate", "distill.preset": cfg.preset, "distill.mix": mix,
+    # distill.mix is the mix (etd), so every variant of it (etd-grpo) competes for the same champion
+    tags = {"distill.stage": "evaluate", "distill.preset": cfg.preset, "distill.mix": base_mix,
             "distill.forms": ",".join(forms),
             "distill.form_versions": ",".join(f"{f}={v}" for f, v in versions.items()),
             "distill.student_source": found.source, "distill.student_digest": digest}
+    if variant:
+        tags["distill.variant"] = variant
     if train_run_id:
         tags["distill.train_run_id"] = train_run_id
     if selected:
@@ -160,7 +180,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
                                   "answers": answers, "gold": golds},
                                  f"eval/{test_set}/correct.json")
         summary = {
-            "mix": mix, "preset": cfg.preset, "run_id": run_id, "limit": cfg.evaluate.limit,
+            "mix": mix, "variant": variant, "preset": cfg.preset, "run_id": run_id, "limit": cfg.evaluate.limit,
             "selected_form": selected,
             "forms": {f: {"version": versions[f], "instruction": get_form(f).instruction} for f in forms},
             "student": {"source": found.source, "digest": digest, "card": card},
