@@ -442,6 +442,7 @@ def rl(cfg_args, mix, max_steps):
 
     cfg = load(*cfg_args, **{"mix.mix": mix, "rl.max_steps": _number(max_steps, int, "--max-steps")})
     main_process = os.environ.get("RANK", "0") == "0"
+    rl_stage.starting_point(cfg, cfg.run_path, mix)  # a seq2seq or missing student: one line, before MLflow starts
     summary = rl_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None, mix=mix)
     if main_process:
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "outputs"}, indent=2))

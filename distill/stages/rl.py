@@ -145,7 +145,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
         return _run(cfg, Path(run_dir), tracker, mix)
 
 
-def _start(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, bool, str]:
+def starting_point(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, bool, str]:
     """(model path or name, parent card, chat template, parent digest) of the starting policy; a
     seq2seq one is refused here, before anything is loaded."""
     rcfg = cfg.rl
@@ -188,7 +188,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     forms = parse_mix(mix)
     rcfg = check_config(cfg.rl)
     name = student_name(mix, VARIANT)
-    start, parent_card, chat, parent_digest = _start(cfg, run_dir, mix)
+    start, parent_card, chat, parent_digest = starting_point(cfg, run_dir, mix)
 
     mix_dir = run_dir / "mix" / mix
     written = read_record(mix_dir / "summary.json").get("outputs") or {}
