@@ -44,7 +44,6 @@ DECODER_STUDENTS = {"qwen2.5-0.5b": ("Qwen/Qwen2.5-0.5B-Instruct", 0), "qwen2.5-
 
 @pytest.mark.parametrize("preset,expected", DECODER_STUDENTS.items())
 def test_decoder_presets_use_the_chat_template_the_papers_lengths_and_note_their_gpu_memory(preset, expected):
-
     train = load_config(preset).train
     assert (train.student, train.lora_r) == expected
     assert train.chat_template and (train.max_source_len, train.max_target_len) == (256, 256)
