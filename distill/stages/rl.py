@@ -420,7 +420,7 @@ def _logging_callback(tracker, reward, rcfg: RLConfig):
                 rows = [{**r, "step": step} for r in records[:rcfg.log_completions_rows]]
                 tracker.log_table(rows, f"rl/completions/step-{step:06d}.json")
             forms = sorted({k.split("/")[1] for k in mine if k.count("/") == 2})
-            say(f"rl step {step}/{state.max_steps}: reward {metrics.get('rl/reward', float('nan')):.3f}; "
+            say(f"step {step}/{state.max_steps}: reward {metrics.get('rl/reward', float('nan')):.3f}; "
                 + ", ".join(f"{f} correct {mine[f'rl/{f}/correct']:.2f} parsed {mine[f'rl/{f}/parsed']:.2f}"
                             for f in forms))
 
