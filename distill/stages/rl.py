@@ -217,9 +217,10 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     last = last_complete_checkpoint(ckpt_dir)
     if last and (resume.get("resume_digest") != resume_digest or resume.get("finished", True)):
         last = None  # another config's, or a finished run's: never reopened, start afresh
-    if not last:
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only the main process writes files
+    if not last and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    else:
+    elif last:
         say(f"resuming from {last}")
 
     cuda = torch.cuda.is_available()
@@ -286,11 +287,12 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
                 say(f"kept the params logged before the interruption ({type(exc).__name__})")
             tracker.set_tags(tags)
         if before is None:
-            before = val_accuracy(model)  # the starting policy on validation: where the curve starts
+            before = val_accuracy(model) if main else {}  # the starting policy on validation: where the curve starts
             if tracker and before:
                 tracker.log_metrics({f"val/{f}/accuracy": v for f, v in before.items()}, step=0)
-        write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
-                                 "val_accuracy_before": before, "finished": False})
+        if main:
+            write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
+                                     "val_accuracy_before": before, "finished": False})
         say(f"{name}: GRPO from {chosen['start']} ({architecture}), {len(texts)} prompts "
             f"({len(texts) // len(forms)} problems x {len(forms)} forms), {rcfg.num_generations} completions each, "
             f"{rcfg.max_steps} steps, {'cuda' if cuda else 'cpu'} {precision}; validation before: "
