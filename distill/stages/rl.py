@@ -419,7 +419,9 @@ def _logging_callback(tracker, reward, rcfg: RLConfig):
                 tracker.log_metrics(metrics, step=step)
             if tracker is not None and records and (step % rcfg.log_completions_every == 0 or step == 1
                                                     or step >= state.max_steps):
-                rows = [{**r, "step": step} for r in records[:rcfg.log_completions_rows]]
+                # verdict and reward first: the MLflow UI's table shows the leftmost columns without scrolling
+                order = ("step", "form", "status", "reward", "gold", "answer", "completion", "reason")
+                rows = [{k: {**r, "step": step}[k] for k in order} for r in records[:rcfg.log_completions_rows]]
                 tracker.log_table(rows, f"rl/completions/step-{step:06d}.json")
             forms = sorted({k.split("/")[1] for k in mine if k.count("/") == 2})
             say(f"step {step}/{state.max_steps}: reward {metrics.get('rl/reward', float('nan')):.3f}; "
