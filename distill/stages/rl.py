@@ -14,7 +14,9 @@ Writes ``<run_dir>/students/<mix>-grpo/`` (distill.thoughts.student_name), a stu
   - ``checkpoints/``  GRPOTrainer checkpoints (``checkpoint-<step>/``) and ``resume.json``
                       {"resume_digest","config_digest","run_id","finished"}
   - ``summary.json``  {"run_id","mix","name","variant","steps","stopped","val_accuracy_before",
-                      "val_accuracy","rewards" (mean reward per optimizer step),"wall_s","config_digest",
+                      "val_accuracy","rewards" (mean reward per optimizer step),"wall_s","step_s" (median
+                      seconds per optimizer step after 2 warm-up steps, distill.training.step_timer; null
+                      under 3 timed steps),"step_s_steps","completions_per_step","config_digest",
                       "outputs" (fingerprints of card.json and model/),"model_logged","model_uri"}
 
 The prompts are exactly the SFT student's input (question + the form's instruction, the chat
@@ -181,8 +183,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
 
     from distill.stages.train import best_form, form_cards, last_complete_checkpoint, student_files
     from distill.thoughts import parse_mix, student_name
-    from distill.training import (callback_classes, quiet_transformers, resolve_precision, validation_accuracy,
-                                  validation_rows)
+    from distill.training import (callback_classes, quiet_transformers, resolve_precision, step_timer,
+                                  validation_accuracy, validation_rows)
 
     mix = mix or cfg.mix.mix
     forms = parse_mix(mix)
@@ -301,11 +303,12 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         TimeBudget, _, _ = callback_classes()
         budget = TimeBudget(rcfg.max_minutes)
         logger = _logging_callback(tracker, reward, rcfg)
+        timer = step_timer()  # s per optimizer step inside the training (summary "step_s"; benchmarks/gpu.py)
         from trl import GRPOTrainer
 
         with quiet_transformers():
             trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                                  processing_class=tokenizer, peft_config=peft_config, callbacks=[budget, logger])
+                                  processing_class=tokenizer, peft_config=peft_config, callbacks=[budget, logger, timer])
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # its dicts would mix with the CLI's JSON on stdout
@@ -315,6 +318,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         wall_s = time.monotonic() - t0
         state = trainer.state
         stopped = "max_minutes" if budget.stopped else "max_steps"
+        step_s, step_s_steps = timer.seconds_per_step()
         if not trainer.is_world_process_zero():
             return {"steps": state.global_step}
         final = trainer.model
@@ -349,7 +353,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
         write_json(out / "card.json", card)
         summary = {"run_id": run_id, "mix": mix, "name": name, "variant": VARIANT, "steps": state.global_step,
                    "stopped": stopped, "n_prompts": len(texts), "val_accuracy_before": before, "val_accuracy": after,
-                   "rewards": logger.rewards, "wall_s": round(wall_s, 1), "config_digest": digest,
+                   "rewards": logger.rewards, "wall_s": round(wall_s, 1),
+                   "step_s": None if step_s is None else round(step_s, 4), "step_s_steps": step_s_steps,
+                   "completions_per_step": rcfg.batch_size * rcfg.grad_accum, "config_digest": digest,
                    "model_dir": str(out / "model"), "model_logged": False}
         if tracker:
             tracker.log_dict(card, "card.json")
