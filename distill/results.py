@@ -144,6 +144,8 @@ def collect(cfg: Config, parent_run_id: str | None = None) -> Results:
             if not stage or stage in ("reproduce", "report"):
                 continue
             mix = run.data.tags.get("distill.mix")
+            if mix and run.data.tags.get("distill.variant"):
+                mix = f"{mix}-{run.data.tags['distill.variant']}"  # etd-grpo: never the newest "evaluate-etd"
             name = f"{stage}-{mix}" if mix and stage in ("mix", "train", "evaluate") else stage
             if name not in steps:
                 found_view = view(run.info.run_id)

@@ -162,3 +162,14 @@ def test_rl_batch_size_must_hold_whole_groups(tmp_path):
 
     with pytest.raises(ConfigError, match=r"rl.batch_size \(6\) must be a multiple of rl.num_generations \(4\)"):
         check_config(load_config("smoke", ["rl.batch_size=6", "rl.num_generations=4"]).rl)
+
+
+def test_the_store_reader_keeps_the_grpo_evaluation_apart_from_the_sft_one(pipeline, client):
+    from distill.config import load_config
+    from distill.results import collect
+
+    results = collect(load_config("smoke", [f"run_dir={pipeline['run']}"]), None)
+    sft = json.loads((pipeline["run"] / "eval" / "etd" / "summary.json").read_text())
+    grpo = json.loads((pipeline["run"] / "eval" / "etd-grpo" / "summary.json").read_text())
+    assert results.steps["evaluate-etd"].run_id == sft["run_id"]
+    assert results.steps["evaluate-etd-grpo"].run_id == grpo["run_id"]
