@@ -138,6 +138,7 @@ def test_the_grpo_version_answers_through_its_pyfunc_model(pipeline, client):
     grpo = next(v for v in client.search_model_versions("name = 'distill-student'")
                 if v.tags.get("distill.variant") == "grpo")
     model = mlflow.pyfunc.load_model(f"models:/distill-student/{grpo.version}")
+    assert model.metadata.metadata["distill"]["mix"] == "etd" and model.metadata.metadata["distill"]["variant"] == "grpo"
     out = model.predict([{"question": "Tom has 3 boxes of 12 pencils and gives away 7. How many are left?"}])
     assert len(out) == 1 and out["status"][0] in {"ok", "no_answer", "parse_error", "exec_error", "timeout", "unsafe"}
     assert isinstance(out["reasoning"][0], str)
