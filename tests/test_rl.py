@@ -174,3 +174,19 @@ def test_the_store_reader_keeps_the_grpo_evaluation_apart_from_the_sft_one(pipel
     grpo = json.loads((pipeline["run"] / "eval" / "etd-grpo" / "summary.json").read_text())
     assert results.steps["evaluate-etd"].run_id == sft["run_id"]
     assert results.steps["evaluate-etd-grpo"].run_id == grpo["run_id"]
+
+
+def test_rl_can_start_from_a_named_model_folder_instead_of_the_mix_student(pipeline, tmp_path):
+    import shutil
+
+    from distill.config import load_config
+    from distill.stages import rl
+
+    shutil.copytree(pipeline["run"] / "mix" / "etd", tmp_path / "mix" / "etd")
+    start = pipeline["run"] / "students" / "etd" / "model"
+    cfg = load_config("smoke", [f"run_dir={tmp_path}", f"rl.start={start}", "rl.max_steps=2"])
+    summary = rl.run(cfg, tmp_path, None, mix="etd")
+    card = json.loads((tmp_path / "students" / "etd-grpo" / "card.json").read_text())
+    assert summary["steps"] == 2 and card["parent"]["start"] == str(start) and card["parent"]["folder"] is None
+    assert card["rl"]["start"] == str(start) and card["variant"] == "grpo" and set(card["forms"]) == {"cot", "pot", "eot"}
+    assert not (tmp_path / "students" / "etd").exists()
