@@ -128,7 +128,7 @@ def main():
     Stages, in order: generate -> verify -> mix -> train -> [rl] -> evaluate -> register -> promote -> report.
     `distill rl` (optional, causal students) continues a trained student with GRPO, the forms' verifiers
     as the reward, into the student <mix>-grpo, which evaluate, register and promote take like any other.
-    `distill reproduce` runs them all as one MLflow run tree; `make serve` then serves the champion.
+    `distill reproduce` runs them all but rl as one MLflow run tree; `make serve` then serves the champion.
     """
 
 
@@ -433,9 +433,8 @@ def rl(cfg_args, mix, max_steps):
     tables, val/<form>/accuracy before and after).
 
     Starts from the trained student of MIX, or from rl.start (a hub name or folder, e.g. --set
-    rl.start=Qwen/Qwen2.5-0.5B-Instruct). Causal students only (TRL's GRPO). Settings: the rl section
-    (--set rl.num_generations=8 rl.temperature=1.0 rl.beta=0.0 rl.lr=1e-6 rl.lora_r=0 ...; preset
-    qwen2.5-0.5b-grpo). Resumes after an interruption; skips when the student is complete. Then:
+    rl.start=Qwen/Qwen2.5-0.5B-Instruct). Causal students only (TRL's GRPO). Settings: the rl section, e.g. --set rl.num_generations=8 --set rl.beta=0.04
+    (also rl.temperature, rl.lr, rl.lora_r, rl.max_completion_length, rl.use_vllm; preset qwen2.5-0.5b-grpo). Resumes after an interruption; skips when the student is complete. Then:
     distill evaluate --mix MIX-grpo, distill register --mix MIX-grpo, distill promote.
     """
     from distill.stages import rl as rl_stage
