@@ -30,7 +30,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 TEACHER_OPT := $(if $(TEACHER),--teacher $(TEACHER),)
 
-.PHONY: help install test test-all reproduce problems overlap generate verify mix train evaluate evaluate-base register promote report compare serve ui server server-stop bench clean
+.PHONY: help install test test-all reproduce problems overlap generate verify mix train rl evaluate evaluate-base register promote report compare serve ui server server-stop bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -73,7 +73,10 @@ mix: install ## verified sets -> a training mix (MIX=etd|cot|pot|eot|cot+eot...)
 train: install ## fine-tune a student on MIX
 	$(BIN)/distill train --preset $(PRESET) --mix $(MIX)
 
-evaluate: install ## evaluate the student trained on MIX on the four test sets (SAMPLES=4: also maj@4, pass@4)
+rl: install ## GRPO after SFT: the student of MIX, the verifiers as reward -> student MIX-grpo (causal students)
+	$(BIN)/distill rl --preset $(PRESET) --mix $(MIX)
+
+evaluate: install ## evaluate the student trained on MIX on the four test sets (MIX=etd-grpo: the rl stage's; SAMPLES=4: also maj@4, pass@4)
 	$(BIN)/distill evaluate --preset $(PRESET) --mix $(MIX) $(if $(SAMPLES),--samples $(SAMPLES))
 
 evaluate-base: install ## the starting point: train.student as it comes, untrained, with MIX's forms (eval/MIX-base/)

@@ -36,6 +36,16 @@ the same process and session, so the ratios are fair.
     python benchmarks/gpu.py --static-cache-only   # auto training only; evaluation: auto vs auto + static cache
     python benchmarks/gpu.py --tiny                # the same code at toy size on a CPU (tests/test_gpu_benchmark.py)
 
+``--grpo`` measures the rl stage instead (causal presets only): it trains the auto student for
+``--steps`` steps (the SFT parent; no fixed batch, no evaluation), then runs ``distill.stages.rl.run``
+on it for ``--grpo-steps`` GRPO steps with the rl settings of ``<preset>-grpo`` where one is shipped
+(qwen2.5-0.5b-grpo), else the preset's; it prints s/step (the stage's own step timer), completions/s,
+peak GPU memory, the estimated time of the preset's ``rl.max_steps``, and the ratio of the GRPO
+update's completions/s to the SFT step's examples/s on the same student and device (how much
+sampling costs on top of an update of the same number of sequences).
+
+    python benchmarks/gpu.py --grpo --presets qwen2.5-0.5b    # on a GPU: GRPO at the real shape
+
 ``--static-cache-only`` skips the fixed-batch training and the fp32 evaluations: it trains the auto
 student (the evaluate stage needs one) and evaluates it in the preset's dtype with and without the
 static cache, so the static cache's first-batch compilation can be measured within one short call.
@@ -206,6 +216,44 @@ def evaluate_variant(preset: str, run_dir: Path, data_dir: Path, problems: int, 
             "batch": summary["decoding"]["batch_size"], "dtype": summary["decoding"].get("dtype")}
 
 
+def grpo_variant(preset: str, run_dir: Path, steps: int, tiny: bool) -> dict:
+    """The rl stage for ``steps`` GRPO steps on the SFT student in ``run_dir`` (train_variant's output),
+    with ``<preset>-grpo``'s rl settings when that preset exists; its s/step as the stage timed it."""
+    from distill.config import PRESET_DIR, load_config
+    from distill.stages import rl
+
+    name = f"{preset}-grpo" if (PRESET_DIR / f"{preset}-grpo.yaml").exists() else preset
+    # tiny: toy lengths and groups, the same code path
+    small = ["rl.num_generations=4", "rl.batch_size=8", "rl.grad_accum=1", "rl.max_completion_length=16",
+             "rl.max_prompt_length=64"] if tiny else []
+    cfg = load_config(name, [f"run_dir={run_dir}", f"rl.max_steps={steps}", "rl.checkpoint_every=1000000",
+                             "rl.max_minutes=null", "rl.val_generate_limit=0", *small])
+    full_steps = load_config(name).rl.max_steps
+    reset_peak()
+    t0 = time.monotonic()
+    summary = rl.run(cfg, run_dir, None, mix="etd")
+    step_s, per_step = summary.get("step_s"), summary["completions_per_step"]
+    return {"preset": name, "wall_s": time.monotonic() - t0, "steps": summary["steps"], "s_per_step": step_s,
+            "timed_steps": summary.get("step_s_steps", 0), "completions_per_step": per_step,
+            "completions_per_s": per_step / step_s if step_s else None, "peak_gib": peak_gib(),
+            "num_generations": cfg.rl.num_generations, "max_completion_length": cfg.rl.max_completion_length,
+            "full_steps": full_steps, "full_min": full_steps * step_s / 60 if step_s else None}
+
+
+def grpo_report(result: dict) -> list[str]:
+    auto, grpo = result["auto"], result["grpo"]
+    return [f"\n## {result['preset']}: GRPO ({grpo['preset']}'s rl settings), {result['shape']['params']:,} params",
+            "| step | sequences per step | s / step (timed steps) | sequences/s | peak GiB | full run (min) |",
+            "|---|---|---|---|---|---|",
+            f"| SFT (train stage, auto) | {auto['effective']} examples | {fmt(auto['s_per_step'], '.3f')} "
+            f"({auto['timed_steps']}) | {fmt(auto['examples_per_s'], '.1f')} | {fmt(auto['peak_gib'], '.1f')} | |",
+            f"| GRPO (rl stage) | {grpo['completions_per_step']} completions ({grpo['num_generations']} per prompt, "
+            f"<= {grpo['max_completion_length']} tokens) | {fmt(grpo['s_per_step'], '.3f')} ({grpo['timed_steps']}) | "
+            f"{fmt(grpo['completions_per_s'], '.1f')} | {fmt(grpo['peak_gib'], '.1f')} | "
+            f"{fmt(grpo['full_min'], '.1f')} ({grpo['full_steps']} steps) |",
+            f"ratio GRPO completions/s / SFT examples/s: {ratio(grpo['completions_per_s'], auto['examples_per_s'])}"]
+
+
 def fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -229,6 +277,9 @@ def bench_preset(preset: str, args, root: Path, train_file: Path, texts: list[st
     overrides = ["train.max_source_len=64", "train.max_target_len=64"] if args.tiny else []
     eval_overrides = ["evaluate.max_source_len=64"] if args.tiny else []
     auto = train_variant(preset, student, train_file, root / "train" / preset / "auto", args.steps, None, overrides)
+    if args.grpo:
+        grpo = grpo_variant(preset, auto["run_dir"], args.grpo_steps, args.tiny)
+        return {"preset": preset, "shape": shape, "auto": auto, "grpo": grpo}
     fixed = None if args.static_cache_only else train_variant(
         preset, student, train_file, root / "train" / preset / "fixed", args.steps, FIXED[preset], overrides)
     evals = {}
@@ -298,6 +349,10 @@ def main(argv=None) -> int:
     parser.add_argument("--static-cache-only", action="store_true",
                         help="train the auto student only and evaluate it with and without the static cache "
                              "(fits one short GPU call)")
+    parser.add_argument("--grpo", action="store_true",
+                        help="measure the rl stage (GRPO) on the trained auto student instead of the fixed batch "
+                             "and the evaluations; causal presets only")
+    parser.add_argument("--grpo-steps", type=int, default=None, help="GRPO steps (default 10; tiny 6)")
     parser.add_argument("--eval-baseline", type=int, default=64, help="the fixed evaluation batch compared")
     parser.add_argument("--full-rows", type=int, default=20351, help="ETD rows of the full preset (issue 19)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DISTILL_DATA_DIR", "data")))
@@ -306,7 +361,7 @@ def main(argv=None) -> int:
     if not args.tiny and not args.full_size and not cuda():
         print("no GPU: running at --tiny size (the real shapes need a GPU; --full-size forces them)", flush=True)
         args.tiny = True
-    defaults = dict(steps=(6, 30), problems=(8, 256), max_new_tokens=(16, 256), limit_train=(40, 1000))
+    defaults = dict(steps=(6, 30), grpo_steps=(6, 10), problems=(8, 256), max_new_tokens=(16, 256), limit_train=(40, 1000))
     for key, (tiny, real) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, tiny if args.tiny else real)
@@ -314,6 +369,10 @@ def main(argv=None) -> int:
     unknown = [p for p in presets if p not in SHAPES]
     if unknown:
         parser.error(f"unknown preset {unknown[0]!r}; GPU presets: {', '.join(SHAPES)}")
+    seq2seq = [p for p in presets if SHAPES[p][0] == "t5"]
+    if args.grpo and seq2seq:
+        parser.error(f"--grpo: {seq2seq[0]} is seq2seq; TRL's GRPO trains causal students only "
+                     f"({', '.join(p for p in SHAPES if SHAPES[p][0] != 't5')})")
     import torch
 
     if args.tiny:
@@ -330,7 +389,7 @@ def main(argv=None) -> int:
         for preset in presets:
             result = bench_preset(preset, args, root, train_file, texts)
             results.append(result)
-            block = report(result, args)
+            block = grpo_report(result) if args.grpo else report(result, args)
             lines += block
             print("\n".join(block), flush=True)
     if args.out:

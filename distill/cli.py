@@ -28,7 +28,8 @@ def _existing_dir(ctx, param, value):
 
 
 def _valid_mix(ctx, param, value):
-    """--mix names a student before anything heavy is imported: a typo fails at once, listing the valid names."""
+    """--mix names a mix before anything heavy is imported: a typo fails at once, listing the valid names.
+    For the stages that build a mix's data or its SFT student (mix, train, rl): a plain mix only."""
     if value:
         from distill.thoughts import parse_mix  # light: no model, no sandbox
 
@@ -40,7 +41,8 @@ def _valid_mix(ctx, param, value):
 
 
 def _valid_student(ctx, param, value):
-    """--mix of a stage that takes a student's name: a mix, or a mix and a variant (etd-grpo, etd-base)."""
+    """--mix of the stages that take any student (evaluate, register, promote): a mix, or a mix and a
+    variant (etd-grpo: the rl stage's student, etd-base: the untrained one; distill.thoughts.parse_student)."""
     if value:
         from distill.thoughts import parse_student
 
@@ -123,8 +125,10 @@ def main():
     offline gold teacher (derived from GSM8K's annotations); the student is a seq2seq (T5, CodeT5) or
     causal (decoder-only) model under one billion parameters.
 
-    Stages, in order: generate -> verify -> mix -> train -> evaluate -> register -> promote -> report.
-    `distill reproduce` runs them all as one MLflow run tree; `make serve` then serves the champion.
+    Stages, in order: generate -> verify -> mix -> train -> [rl] -> evaluate -> register -> promote -> report.
+    `distill rl` (optional, causal students) continues a trained student with GRPO, the forms' verifiers
+    as the reward, into the student <mix>-grpo, which evaluate, register and promote take like any other.
+    `distill reproduce` runs them all but rl as one MLflow run tree; `make serve` then serves the champion.
     """
 
 
@@ -413,12 +417,42 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
     if main_process:
         click.echo(json.dumps(summary, indent=2))
 
+# --- rl -------------------------------------------------------------------------------------
+
+@main.command(short_help='Continue a trained causal student with GRPO (verifiers as reward).')
+@common_options
+@click.option("--mix", default="etd", show_default=True, callback=_valid_mix,
+              help="Whose student to start from (runs/<preset>/students/<mix>/) and whose training problems to "
+                   "use: cot, pot, eot, etd or forms joined by '+'. Writes the student <mix>-grpo.")
+@click.option("--max-steps", default="", metavar="INT", help="GRPO optimizer steps (rl.max_steps).")
+def rl(cfg_args, mix, max_steps):
+    """Reinforcement learning after SFT: TRL's GRPOTrainer on the mix's training problems, each form's own
+    verifier as the reward (correct 1.0, a wrong parsed answer rl.wrong_answer_reward, nothing parsed /
+    unsafe / timeout 0; programs run in the sandbox). Writes runs/<preset>/students/<mix>-grpo/ and an
+    MLflow run rl-<mix> (rl/<form>/reward, correct, parsed per step, KL, completion length, completions
+    tables, val/<form>/accuracy before and after).
+
+    Starts from the trained student of MIX, or from rl.start (a hub name or folder, e.g. --set
+    rl.start=Qwen/Qwen2.5-0.5B-Instruct). Causal students only (TRL's GRPO). Settings: the rl section, e.g. --set rl.num_generations=8 --set rl.beta=0.04
+    (also rl.temperature, rl.lr, rl.lora_r, rl.max_completion_length, rl.use_vllm; preset qwen2.5-0.5b-grpo). Resumes after an interruption; skips when the student is complete. Then:
+    distill evaluate --mix MIX-grpo, distill register --mix MIX-grpo, distill promote.
+    """
+    from distill.stages import rl as rl_stage
+
+    cfg = load(*cfg_args, **{"mix.mix": mix, "rl.max_steps": _number(max_steps, int, "--max-steps")})
+    main_process = os.environ.get("RANK", "0") == "0"
+    rl_stage.starting_point(cfg, cfg.run_path, mix)  # a seq2seq or missing student: one line, before MLflow starts
+    summary = rl_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None, mix=mix)
+    if main_process:
+        click.echo(json.dumps({k: v for k, v in summary.items() if k != "outputs"}, indent=2))
+
 # --- evaluate -------------------------------------------------------------------------------
 
 @main.command(short_help='Score a student on the test sets, per form, with 95% intervals.')
 @common_options
-@click.option("--mix", default="", callback=_valid_mix, help="Which student: cot, pot, eot, etd or forms joined by '+' "
-              "(default: mix.mix). With --student, the student's card.json decides.")
+@click.option("--mix", default="", callback=_valid_student, help="Which student: cot, pot, eot, etd or forms joined by "
+              "'+', optionally with a variant: etd-grpo (the rl stage's) (default: mix.mix). With --student, the "
+              "student's card.json decides.")
 @click.option("--student", default="", metavar="PATH|RUN_ID|URI",
               help="A student folder, a training run id, or an MLflow model URI (models:/distill-student/3, "
                    "models:/distill-student@champion, runs:/RUN_ID/model). Default: runs/<preset>/students/<mix>/.")
@@ -542,8 +576,9 @@ def register(cfg_args, mix, train_run_id):
 @click.option("--metric", default="", metavar="NAME",
               help="Validation accuracy tag to rank on, val/<...>/accuracy (default: promote.metric, "
                    "val/selected/accuracy); a test-set metric is refused.")
-@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
-              help="Candidates are the versions of this mix (default: promote.mix, etd).")
+@click.option("--mix", default="", metavar="MIX", callback=_valid_student,
+              help="Candidates are the versions of this mix, every variant included (default: promote.mix, etd); "
+                   "a variant name (etd-grpo) narrows them to that variant.")
 def promote(cfg_args, metric, mix):
     """Give the best registered student of MIX the alias `champion` if it beats the current champion.
 

@@ -203,6 +203,63 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RLConfig:
+    """Reinforcement learning after SFT (`distill rl`): TRL's GRPOTrainer with the forms' verifiers as
+    the reward (distill/rewards.py), writing ``students/<mix>-grpo/``."""
+
+    start: str = ""
+    """Where the policy starts: empty = the trained student of the mix (``students/<mix>/``, its card
+    gives forms and chat template); else a hub name (Qwen/Qwen2.5-0.5B-Instruct) or a local model
+    folder (then ``train.chat_template`` says whether prompts use its chat template)."""
+    limit: int | None = None
+    """Use only the first N training problems of the mix; each problem gives one prompt per form of the
+    mix (every form equally often, whichever forms the teacher got right); None: all."""
+    num_generations: int = 8
+    """Completions sampled per prompt (GRPO's group; the advantage is the reward minus the group mean)."""
+    temperature: float = 1.0
+    """Sampling temperature of the completions (STYLE.md: 1.0 worked on CPU, 0.7 barely moved)."""
+    top_p: float = 1.0
+    beta: float = 0.0
+    """KL coefficient against the starting policy; 0 (TRL's default) keeps no reference model."""
+    lr: float = 1e-6
+    """AdamW learning rate (1e-6 is TRL's default for a pre-trained LM; a tiny CPU student needs ~3e-4, STYLE.md)."""
+    scheduler: str = "constant"
+    """linear, cosine or constant (transformers' names, as train.scheduler)."""
+    warmup_ratio: float = 0.0
+    lora_r: int = 0
+    """LoRA rank through peft (merged into the student at the end); 0 = every weight trains."""
+    lora_alpha: int = 32
+    max_completion_length: int = 256
+    """New tokens per sampled completion (a longer one is cut: usually no answer, reward 0)."""
+    max_prompt_length: int = 256
+    """Prompt tokens kept (cut from the left, so the form's instruction survives, as in training)."""
+    batch_size: int = 8
+    """Completions per micro-batch on each process (per_device_train_batch_size): a multiple of
+    num_generations (TRL needs whole groups)."""
+    grad_accum: int = 1
+    max_steps: int = 100
+    """Optimizer steps (each samples batch_size x grad_accum / num_generations prompts' groups)."""
+    max_minutes: float | None = None
+    """Stop cleanly after this many minutes of RL (checkpoint and student still written); None: no limit."""
+    checkpoint_every: int = 50
+    """Write a resumable checkpoint every N optimizer steps (and at the end)."""
+    wrong_answer_reward: float = 0.1
+    """Reward of a completion whose answer was parsed but is wrong; correct 1.0; no answer, unsafe,
+    exec_error, timeout 0.0."""
+    use_vllm: bool = False
+    """Generate with vLLM (TRL's ``use_vllm``, colocated on the training GPU); needs vllm installed and a GPU."""
+    log_completions_every: int = 10
+    """Every N optimizer steps, an MLflow table of the last step's completions (form, gold, answer,
+    status, reward) under rl/completions/."""
+    log_completions_rows: int = 32
+    """Rows of each completions table (the first completions of the step)."""
+    val_generate_limit: int | None = None
+    """Validation problems decoded (greedy) before and after RL for val/<form>/accuracy, the number
+    register tags and promote ranks on; None: train.val_generate_limit, the train stage's protocol."""
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     forms: tuple[str, ...] = ()
     """Forms to ask for; empty means every form the student was trained on."""
@@ -285,6 +342,7 @@ class Config:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -474,6 +532,13 @@ RANGES: dict[str, Range] = {
     "train.dropout": SHARE, "train.threads": AT_LEAST_0, "train.lora_r": AT_LEAST_0, "train.lora_alpha": AT_LEAST_1,
     "train.lora_dropout": SHARE, "train.tiny_d_model": AT_LEAST_1, "train.tiny_layers": AT_LEAST_1,
     "train.tiny_heads": AT_LEAST_1, "train.tiny_d_ff": AT_LEAST_1, "train.tiny_vocab": AT_LEAST_1,
+    "rl.limit": Range(1, null=True), "rl.num_generations": Range(2), "rl.temperature": POSITIVE,
+    "rl.top_p": Range(0, 1, open_low=True), "rl.beta": AT_LEAST_0, "rl.lr": POSITIVE, "rl.warmup_ratio": SHARE,
+    "rl.lora_r": AT_LEAST_0, "rl.lora_alpha": AT_LEAST_1, "rl.max_completion_length": AT_LEAST_1,
+    "rl.max_prompt_length": AT_LEAST_1, "rl.batch_size": AT_LEAST_1, "rl.grad_accum": AT_LEAST_1,
+    "rl.max_steps": AT_LEAST_1, "rl.max_minutes": Range(0, open_low=True, null=True), "rl.checkpoint_every": AT_LEAST_1,
+    "rl.wrong_answer_reward": FRACTION, "rl.log_completions_every": AT_LEAST_1, "rl.log_completions_rows": AT_LEAST_1,
+    "rl.val_generate_limit": Range(0, null=True), "rl.seed": AT_LEAST_0,
     "evaluate.limit": Range(1, null=True), "evaluate.batch_size": Range(1, words=("auto",)),
     "evaluate.max_new_tokens": AT_LEAST_1, "evaluate.max_source_len": AT_LEAST_1, "evaluate.threads": AT_LEAST_0,
     "evaluate.samples": AT_LEAST_1, "evaluate.temperature": Range(0, 2, open_low=True),

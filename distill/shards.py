@@ -113,14 +113,14 @@ def merge_evaluation(cfg, run_dir: Path, mix: str, student: str | None = None) -
 
     from distill.files import DataError, read_log, write_jsonl
     from distill.problems import load_problems
-    from distill.stages.evaluate import choose_forms, student_digest
+    from distill.stages.evaluate import choose_forms, evaluated_name, student_digest
     from distill.student import resolve_student
 
     with ExitStack() as stack:
         found_student = resolve_student(student, Path(run_dir), mix, cfg.tracking_uri, stack)
         digest = student_digest(found_student.model_dir, cfg)
-    mix = found_student.card.get("mix") or mix  # as the evaluate stage names the folder
-    out = Path(run_dir) / "eval" / mix
+    name = evaluated_name(found_student.card, found_student, mix)[2]  # as the evaluate stage names the folder
+    out = Path(run_dir) / "eval" / name
     found = sorted((int(m.group(2)), int(m.group(1)), d) for d in (out.glob("shard-*-of-*") if out.exists() else [])
                    if (m := re.fullmatch(r"shard-(\d+)-of-(\d+)", d.name)))
     if not found:

@@ -33,7 +33,7 @@ def test_the_lr_help_shows_the_presets_default_not_the_papers():
     assert "default: train.lr, 5e-4" not in text
 
 
-@pytest.mark.parametrize("command", ["evaluate", "train", "mix", "register", "promote"])
+@pytest.mark.parametrize("command", ["evaluate", "train", "mix", "rl", "register", "promote"])
 def test_an_unknown_mix_is_refused_with_the_valid_names_not_with_advice_that_fails(command):
     result = CliRunner().invoke(main, [command, "--mix", "xyz"])
     assert result.exit_code == 2
@@ -48,3 +48,16 @@ def test_an_unknown_mix_is_refused_before_torch_mlflow_or_transformers_are_impor
             "print(code, heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "2 []", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("command", ["evaluate", "register", "promote"])
+def test_the_stages_that_take_any_student_accept_a_variant_name(command):
+    # the name passes the --mix check; the command then stops at the next one, the unknown preset
+    result = CliRunner().invoke(main, [command, "--mix", "etd-grpo", "--preset", "no-such-preset"])
+    assert "unknown preset 'no-such-preset'" in result.output and "unknown mix" not in result.output
+
+
+@pytest.mark.parametrize("command", ["mix", "train", "rl"])
+def test_the_stages_that_build_a_mix_refuse_a_variant_name(command):
+    result = CliRunner().invoke(main, [command, "--mix", "etd-grpo"])
+    assert result.exit_code == 2 and "unknown mix 'etd-grpo'" in result.output

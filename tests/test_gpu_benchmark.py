@@ -54,3 +54,24 @@ def test_too_few_timed_steps_print_n_a_and_static_cache_only_skips_the_fixed_run
     assert list(result["evals"]) == ["auto", "auto + static cache"]
     assert "| n/a (0) | n/a |" in printed and "s/step n/a" in printed
     assert "ratio auto + static cache / auto" in printed
+
+
+def test_the_grpo_mode_times_the_rl_stage_on_the_trained_student_against_its_sft_step(tmp_path, data_dir, capsys):
+    bench = load_benchmark()
+    out = tmp_path / "results.json"
+    assert bench.main(["--tiny", "--grpo", "--presets", "qwen2.5-0.5b", "--data-dir", str(data_dir),
+                       "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    (result,) = json.loads(out.read_text())
+    grpo = result["grpo"]
+    assert grpo["preset"] == "qwen2.5-0.5b-grpo" and grpo["steps"] == 6 and grpo["timed_steps"] == 3
+    assert grpo["completions_per_step"] == 8 and grpo["completions_per_s"] == 8 / grpo["s_per_step"]
+    assert grpo["full_steps"] == 200 and grpo["full_min"] == 200 * grpo["s_per_step"] / 60
+    assert "ratio GRPO completions/s / SFT examples/s" in printed and "fixed" not in result
+
+
+def test_the_grpo_mode_refuses_a_seq2seq_preset():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        load_benchmark().main(["--tiny", "--grpo", "--presets", "codet5-small"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from distill.config import load_config, presets
+from distill.config import PRESET_DIR, load_config, presets
 from distill.stages.train import check_config
 
 PAPER_STUDENTS = {"codet5-small": "Salesforce/codet5-small", "codet5-base": "Salesforce/codet5-base",
@@ -44,8 +44,6 @@ DECODER_STUDENTS = {"qwen2.5-0.5b": ("Qwen/Qwen2.5-0.5B-Instruct", 0), "qwen2.5-
 
 @pytest.mark.parametrize("preset,expected", DECODER_STUDENTS.items())
 def test_decoder_presets_use_the_chat_template_the_papers_lengths_and_note_their_gpu_memory(preset, expected):
-    from distill.config import PRESET_DIR
-
     train = load_config(preset).train
     assert (train.student, train.lora_r) == expected
     assert train.chat_template and (train.max_source_len, train.max_target_len) == (256, 256)
@@ -70,3 +68,18 @@ def test_gpu_presets_decode_in_bf16_and_the_cpu_presets_keep_the_saved_fp32(pres
 @pytest.mark.parametrize("preset", ["tiny", "smoke"])
 def test_cpu_presets_evaluate_in_the_dtype_the_student_was_saved_in(preset):
     assert load_config(preset).evaluate.dtype == "auto"
+
+
+@pytest.mark.parametrize("preset", presets())
+def test_every_preset_has_an_rl_section_that_validates(preset):
+    from distill.stages.rl import check_config
+
+    check_config(load_config(preset).rl)
+
+
+def test_the_grpo_preset_records_its_choices_memory_arithmetic_and_an_estimated_time():
+    cfg = load_config("qwen2.5-0.5b-grpo")
+    text = (PRESET_DIR / "qwen2.5-0.5b-grpo.yaml").read_text()
+    assert cfg.train.student == "Qwen/Qwen2.5-0.5B-Instruct" and cfg.train.chat_template
+    assert cfg.rl.start == "" and cfg.rl.use_vllm is False and cfg.rl.batch_size % cfg.rl.num_generations == 0
+    assert "GPU memory" in text and "ESTIMATE" in text and "rl.start=Qwen/Qwen2.5-0.5B-Instruct" in text

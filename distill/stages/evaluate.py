@@ -31,8 +31,10 @@ Data contract, under ``<run_dir>/eval/<mix>/``:
     {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
     describes the latest invocation (its test sets, forms and limit), which registration reads.
 
-MLflow run ``evaluate-<mix>``: params evaluate.* and student; tags distill.stage=evaluate, distill.preset,
-distill.mix, distill.variant (a student with a variant only), distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
+MLflow run ``evaluate-<mix>`` (``<mix>`` is the student's name: ``etd``, or ``etd-grpo`` for the rl
+stage's student, whose card says mix etd and variant grpo; eval/<name>/ likewise): params evaluate.*
+and student; tags distill.stage=evaluate, distill.preset, distill.mix (the mix alone, etd), distill.variant
+(only for a variant: grpo), distill.forms, distill.form_versions ("eot=1,pot=1"), distill.train_run_id (card, else the
 run the artifacts came from), distill.data_digest, distill.student_source, distill.student_digest,
 distill.selected_form (the card's ``best_form``: the form chosen on the validation split, never on a
 test set); metrics ``<test_set>/n``, ``<test_set>/<name>/accuracy`` with its 95% Wilson interval
@@ -76,7 +78,7 @@ from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, corr
                              metrics_of, per_problem_samples, profile_metrics, sample_metrics, score_samples,
                              score_test_set, strict_metrics)
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
-from distill.thoughts import FORM_NAMES, VARIANTS, Verdict, get_form, student_name
+from distill.thoughts import FORM_NAMES, VARIANTS, Verdict, get_form, parse_student, student_name
 from distill.tracking import writing
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
@@ -90,6 +92,17 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
         return _run(cfg, Path(run_dir), tracker, mix=mix, student=student, log=log, shard=shard)
 
 
+def evaluated_name(card: Mapping, found: StudentFolder, requested: str) -> tuple[str, str, str]:
+    """(mix, variant, name) of the student: its card's mix and ``variant`` (``etd``, ``grpo`` ->
+    ``etd-grpo``: eval/<name>/, the run evaluate-<name>, distill.thoughts.student_name); the requested
+    name's when the card names no mix. The one rule the stage and the shards' merge share."""
+    if not card.get("mix"):
+        mix, variant = parse_student(requested)
+        return mix, variant, student_name(mix, variant)
+    mix, variant = card["mix"], card_variant(card, found)
+    return mix, variant, student_name(mix, variant)
+
+
 def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
     """Refuse the run folder's student when its card or model files are no longer what the train stage
     recorded (a deleted weight file, a broken card): `distill train` then rebuilds it."""
@@ -99,8 +112,10 @@ def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
     recorded = read_record(folder / "summary.json").get("outputs")
     damaged = mismatch(recorded, student_files(folder)) if recorded else None
     if damaged:
-        raise DataError(f"{folder}: {damaged} since `distill train` wrote the student; rebuild it with "
-                        f"`distill train --preset {cfg.preset} --mix {mix}`")
+        base, variant = parse_student(mix)
+        stage = "rl" if variant == "grpo" else "train"
+        raise DataError(f"{folder}: {damaged} since `distill {stage}` wrote the student; rebuild it with "
+                        f"`distill {stage} --preset {cfg.preset} --mix {base}`")
 
 
 def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
@@ -117,9 +132,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
     with ExitStack() as stack:
         found = resolve_student(student or None, run_dir, requested_mix, cfg.tracking_uri, stack)
         card = found.card
-        mix = card.get("mix") or requested_mix
-        variant = card_variant(card, found)
-        name = student_name(mix, variant)
+        mix, variant, name = evaluated_name(card, found, requested_mix)
         if mix != requested_mix and student:
             log(f"evaluate: the student's card says mix {mix!r}; results go to eval/{name}/ (not {requested_mix!r})")
         forms = choose_forms(cfg.evaluate.forms, card, found)
@@ -143,6 +156,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
         out_dir = out_dir / shard.tag  # one writer per folder; merged by `distill evaluate --merge`
     train_run_id = card.get("train_run_id") or found.run_id
     versions = {name: get_form(name).version for name in forms}
+    # distill.mix is the mix (etd), so every variant of it (etd-grpo) competes for the same champion
     tags = {"distill.stage": "evaluate", "distill.preset": cfg.preset, "distill.mix": mix,
             "distill.forms": ",".join(forms),
             "distill.form_versions": ",".join(f"{f}={v}" for f, v in versions.items()),

@@ -5,7 +5,9 @@ Reads the versions of ``cfg.promote.model_name`` and their tags (written by the 
 The ranking metric ``cfg.promote.metric`` (default ``val/selected/accuracy``: the validation accuracy
 of the form chosen on validation) must name a validation accuracy, ``val/.../accuracy``; a test
 metric is refused with a ConfigError. Candidates are the versions that
-  - are tagged ``distill.mix == cfg.promote.mix`` (default etd),
+  - are tagged ``distill.mix == cfg.promote.mix`` (default etd): every variant of the mix, its SFT
+    student and its GRPO student (``distill.variant`` grpo) alike; a name with a variant
+    (promote.mix=etd-grpo) narrows the candidates to that variant,
   - were produced under the same protocol: ``distill.preset == cfg.preset`` and ``distill.eval_limit``
     equal to ``cfg.evaluate.limit`` ("all" for no limit), so a smoke run never competes with a full one,
   - cover every test set of ``cfg.data.test_sets`` (a ``<test_set>/selected/accuracy`` tag each),
@@ -92,7 +94,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, metric: str | None = None,
 
     pc = cfg.promote
     metric = check_metric(metric or pc.metric)
-    mix = mix or pc.mix
+    from distill.thoughts import parse_student
+
+    mix, variant = parse_student(mix or pc.mix)  # etd-grpo: only etd's grpo versions compete
     client = mlflow.MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     try:
         versions = client.search_model_versions(f"name='{pc.model_name}'")
@@ -100,13 +104,14 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, metric: str | None = None,
         versions = []
     candidates, excluded = [], []
     for mv in versions:
-        if mv.tags.get("distill.mix") != mix:
+        if mv.tags.get("distill.mix") != mix or (variant and mv.tags.get("distill.variant", "") != variant):
             continue
         why = exclusion(mv.tags, cfg, metric)
         if why:
             excluded.append({"version": int(mv.version), "why": why})
         else:
             candidates.append({"version": int(mv.version), "value": _value(mv.tags.get(metric)),
+                               "variant": mv.tags.get("distill.variant", ""),
                                "train_run_id": mv.tags.get("distill.train_run_id") or mv.run_id})
     candidates.sort(key=lambda c: c["version"])
     excluded.sort(key=lambda c: c["version"])

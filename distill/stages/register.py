@@ -6,6 +6,11 @@ Reads (under ``run_dir``):
   - ``students/<mix>/summary.json`` for the train run id when the evaluation summary has none;
   - ``generate_summary.json`` when present (the teacher).
 
+``<mix>`` is a student's name: ``etd``, or ``etd-grpo`` for the rl stage's student, whose card names
+the rl run as its ``train_run_id`` (so the rl run's model and validation accuracy are read, never the
+SFT parent's); its version is tagged ``distill.mix`` = etd (the mix alone, so promote counts it among
+etd's candidates) and ``distill.variant`` = grpo (only variants carry that tag).
+
 Registers the train run's logged model ``runs:/<train_run_id>/model`` (distill.serving.logged_model.log_student;
 MLflow 3 registers it by its id, models:/m-...) as a new version of ``cfg.promote.model_name``, tagged with:
   ``distill.mix``, ``distill.forms`` ("cot,pot,eot"), ``distill.form_versions`` ("cot=1,eot=1,pot=1"),
@@ -135,8 +140,12 @@ def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_s
     card = (eval_summary.get("student") or {}).get("card") or {}
     forms = eval_summary.get("forms") or card.get("forms") or {}
     versions = {f: (info or {}).get("version") for f, info in forms.items()}
+    from distill.thoughts import parse_student
+
+    # the mix alone (etd) for every variant of it (etd-grpo): promote's candidates of a mix are all of them
+    base_mix, variant = parse_student(mix)
     tags = {
-        "distill.mix": mix,
+        "distill.mix": base_mix,
         "distill.forms": ",".join(forms),
         "distill.form_versions": ",".join(f"{f}={v}" for f, v in sorted(versions.items())),
         "distill.data_digest": str(eval_summary.get("data_digest") or card.get("data_digest") or ""),
@@ -148,6 +157,8 @@ def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_s
         "distill.eval_limit": str(eval_summary.get("limit") or "all"),
         "distill.commit": git_commit(),
     }
+    if variant:
+        tags["distill.variant"] = variant
     # the verified sets' own digests stay on the verify run and in the card's data digest: a version
     # carries only what a reader of the registry needs (a screen of digests hid the accuracies)
     selected = eval_summary.get("selected_form") or card.get("best_form")
@@ -177,9 +188,12 @@ def description(name: str, version, tags: Mapping[str, str], eval_summary: Mappi
     kind = card.get("kind") or ("causal" if "causal" in str(card.get("student", "")) else "seq2seq")
     size = f", {int(card['n_params']):,} parameters" if card.get("n_params") else ""
     lora = " (LoRA adapter)" if card.get("lora") else ""
-    lines = [f"**{tags.get('distill.mix', '?')} student** `{tags.get('distill.student') or '?'}`: a {kind} model{size}{lora}, "
-             f"fine-tuned on the teacher's verified reasoning in {forms.replace(',', ', ') or '?'} (form versions "
-             f"{tags.get('distill.form_versions', '?')}); preset `{tags.get('distill.preset', '?')}`.", ""]
+    after = (" then trained by GRPO with the forms' verifiers as the reward (`distill rl`, parent train run "
+             f"`{(card.get('parent') or {}).get('train_run_id') or '?'}`)" if tags.get("distill.variant") == "grpo" else "")
+    variant = f"-{tags['distill.variant']}" if tags.get("distill.variant") else ""
+    lines = [f"**{tags.get('distill.mix', '?')}{variant} student** `{tags.get('distill.student') or '?'}`: a {kind} model"
+             f"{size}{lora}, fine-tuned on the teacher's verified reasoning in {forms.replace(',', ', ') or '?'} (form "
+             f"versions {tags.get('distill.form_versions', '?')}){after}; preset `{tags.get('distill.preset', '?')}`.", ""]
     if selected:
         val = tags.get("val/selected/accuracy")
         val_text = f"validation accuracy {float(val):.1%}" if val is not None else "no validation accuracy logged"
