@@ -498,7 +498,7 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
     cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "data.test_sets": test_sets,
                              "evaluate.limit": limit, "evaluate.batch_size": batch_size,
                              "evaluate.max_new_tokens": max_new_tokens, "evaluate.samples": samples})
-    from distill.shards import merge_evaluation, parse_shard
+    from distill.shards import parse_shard
 
     shard = parse_shard(shard)
     if shard and merge:
@@ -509,7 +509,7 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 
     with run_folder_lock(cfg.run_path, command_line(), shard=shard):  # the merge writes the folder too
         if merge:
-            merged = merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
+            merged = stage.merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
             click.echo(f"merged {merged['shards']} shards ({merged['records']} answers imported)")
         if untrained:
             summary = stage.run_untrained(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix)

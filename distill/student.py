@@ -35,6 +35,7 @@ from typing import Iterable
 
 from distill.decoding import is_causal
 from distill.files import DataError, read_json
+from distill.layout import RunFolder
 
 TINY = "tiny"
 TINY_CAUSAL = "tiny-causal"
@@ -316,7 +317,7 @@ def resolve_student(spec: str | None, run_dir: Path, mix: str, tracking_uri: str
     """The student folder for ``spec``; MLflow artifacts are downloaded into a temporary folder
     that lives as long as ``stack``."""
     if not spec:
-        default = run_dir / "students" / mix
+        default = RunFolder(run_dir).student(mix)
         if not default.exists():
             raise DataError(f"{default}: no trained student for mix {mix!r}. Run `distill train --mix {mix}` first, "
                             "or pass --student PATH|RUN_ID|models:/NAME/VERSION")

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from distill.config import ConfigError, load_config
-from distill.shards import Shard, merge_evaluation, parse_shard, pick, shard_files, shard_of
+from distill.shards import Shard, parse_shard, pick, shard_files, shard_of
+from distill.stages.evaluate import merge_evaluation
 from test_evaluate import save_student
 
 

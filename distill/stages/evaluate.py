@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from contextlib import ExitStack
@@ -74,9 +75,11 @@ from typing import Mapping, Sequence
 
 from distill.config import Config
 from distill.files import DataError, append_log, mismatch, read_log, read_record, write_json, write_jsonl
+from distill.layout import RunFolder
 from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, correctness, degenerate_tag, interval,
                              metrics_of, per_problem_samples, profile_metrics, sample_metrics, score_samples,
                              score_test_set, strict_metrics)
+from distill.shards import shard_of
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
 from distill.thoughts import FORM_NAMES, VARIANTS, Verdict, get_form, parse_student, student_name
 from distill.tracking import writing
@@ -86,7 +89,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, stu
     """Evaluate one student on ``cfg.data.test_sets``; return the summary dict (also in summary.json).
 
     ``shard`` (a distill.shards.Shard): only that share of each test set's problems, written under
-    ``eval/<mix>/shard-<i>-of-<n>/``; ``distill.shards.merge_evaluation`` joins the shards. One writer
+    ``eval/<mix>/shard-<i>-of-<n>/``; ``merge_evaluation`` joins the shards. One writer
     per run folder (the shards of one evaluation share it, each the only writer of its shard)."""
     with writing(run_dir, tracker, "evaluate", shard=shard):
         return _run(cfg, Path(run_dir), tracker, mix=mix, student=student, log=log, shard=shard)
@@ -108,7 +111,7 @@ def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
     recorded (a deleted weight file, a broken card): `distill train` then rebuilds it."""
     from distill.stages.train import student_files
 
-    folder = run_dir / "students" / mix
+    folder = RunFolder(run_dir).student(mix)
     recorded = read_record(folder / "summary.json").get("outputs")
     damaged = mismatch(recorded, student_files(folder)) if recorded else None
     if damaged:
@@ -151,7 +154,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
     if cfg.evaluate.batch_size == "auto":
         log(f"evaluate: batch_size=auto -> {batch_size} ({batch_reason}; {probe_s:.1f} s)")
 
-    out_dir = run_dir / "eval" / name
+    out_dir = RunFolder(run_dir).eval(name)
     if shard is not None:
         out_dir = out_dir / shard.tag  # one writer per folder; merged by `distill evaluate --merge`
     train_run_id = card.get("train_run_id") or found.run_id
@@ -510,6 +513,95 @@ def sample_all(model, tokenizer, form_name: str, problems: Sequence, log_path: P
 def _verdict(record: Mapping) -> Verdict:
     return Verdict(record["status"], record.get("answer"), record.get("reason", ""), record["form"],
                    record["version"])
+
+
+# --- evaluate --shard: the merge ----------------------------------------------------------------
+
+def merge_evaluation(cfg: Config, run_dir: Path, mix: str, student: str | None = None) -> dict:
+    """Join the shards of ``<run_dir>/eval/<mix>/shard-<i>-of-<n>/`` into the unsharded logs
+    ``<run_dir>/eval/<mix>/<test_set>/<form>.jsonl``, after checking that all n shards scored every
+    problem of ``cfg.data.test_sets`` (first ``evaluate.limit``) with this very student (same weight
+    and decoding digest). The evaluate stage run after it finds every problem answered, so it logs
+    the metrics one process would have logged, computed by the same code, without generating again.
+    With ``evaluate.samples`` > 1 the shards' ``<form>.samples.jsonl`` are joined the same way (every
+    (problem, sample) pair needed; a sample is the same draw in any shard, distill.decoding.Sampling).
+
+    Returns ``{"shards": n, "records": records imported}``; a missing shard or problem is a DataError
+    naming the command that fills it.
+    """
+    from distill.problems import load_problems
+
+    with ExitStack() as stack:
+        found_student = resolve_student(student, Path(run_dir), mix, cfg.tracking_uri, stack)
+        digest = student_digest(found_student.model_dir, cfg)
+    name = evaluated_name(found_student.card, found_student, mix)[2]  # as the evaluate stage names the folder
+    out = RunFolder(run_dir).eval(name)
+    found = sorted((int(m.group(2)), int(m.group(1)), d) for d in (out.glob("shard-*-of-*") if out.exists() else [])
+                   if (m := re.fullmatch(r"shard-(\d+)-of-(\d+)", d.name)))
+    if not found:
+        raise DataError(f"{out}: no shard folders (shard-I-of-N/): run `distill evaluate --shard I/N` for each I first")
+    counts = sorted({n for n, _, _ in found})
+    if len(counts) > 1:
+        raise DataError(f"{out}: shards of {counts[0]} and of {counts[1]} are mixed: remove the folders of the count "
+                        "you do not want to merge")
+    count = counts[0]
+    missing = sorted(set(range(count)) - {i for _, i, _ in found})
+    if missing:
+        raise DataError(f"{out}: shard {missing[0]}/{count} has not run: `distill evaluate --shard {missing[0]}/{count}`")
+
+    forms = choose_forms(cfg.evaluate.forms, found_student.card, found_student)
+    imported = 0
+    for test_set in cfg.data.test_sets:
+        problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
+        if cfg.evaluate.limit:
+            problems = problems[: cfg.evaluate.limit]
+        for form in forms:
+            records: dict[str, dict] = {}
+            target = out / test_set / f"{form}.jsonl"
+            for record in read_log(target):
+                if record.get("student") == digest:
+                    records[record["problem_id"]] = record
+            for _, index, folder in found:
+                for record in read_log(folder / test_set / f"{form}.jsonl"):
+                    if record.get("student") == digest and record.get("problem_id") not in records:
+                        records[record["problem_id"]] = record
+                        imported += 1
+            absent = [p.id for p in problems if p.id not in records]
+            if absent:
+                shard = shard_of(absent[0], count)
+                raise DataError(f"{out}: {len(absent)} problems of {test_set}/{form} have no answer by this student "
+                                f"(first: {absent[0]}, shard {shard}/{count}): run `distill evaluate --shard "
+                                f"{shard}/{count}` with the same student and settings, then merge again")
+            ids = {p.id for p in problems}
+            write_jsonl(target, [records[p.id] for p in problems] + [r for pid, r in records.items() if pid not in ids])
+            if cfg.evaluate.samples > 1:
+                imported += _merge_samples(cfg, out / test_set / f"{form}.samples.jsonl", found, test_set, form,
+                                           problems, digest, count)
+    return {"shards": count, "records": imported}
+
+
+def _merge_samples(cfg: Config, target: Path, found, test_set: str, form: str, problems, digest: str, count: int) -> int:
+    """The sampled records (evaluate.samples > 1) of the shards joined into ``target`` as merge_evaluation
+    joins the greedy ones, keyed by (problem id, sample index); returns how many were imported."""
+    sampled = sampling_digest(digest, cfg)
+    records: dict[tuple, dict] = {}
+    imported = 0
+    for path in [target, *(folder / test_set / target.name for _, _, folder in found)]:
+        for record in read_log(path):
+            key = (record.get("problem_id"), record.get("sample"))
+            if record.get("student") == sampled and key not in records:
+                records[key] = record
+                imported += path != target
+    wanted = [(p.id, j) for p in problems for j in range(cfg.evaluate.samples)]
+    absent = [key for key in wanted if key not in records]
+    if absent:
+        shard = shard_of(absent[0][0], count)
+        raise DataError(f"{target.parent.parent}: {len(absent)} samples of {test_set}/{form} are missing (first: "
+                        f"{absent[0][0]} sample {absent[0][1]}, shard {shard}/{count}): run `distill evaluate --shard "
+                        f"{shard}/{count}` with the same student and evaluate.samples, then merge again")
+    keys = set(wanted)
+    write_jsonl(target, [records[k] for k in wanted] + [r for k, r in records.items() if k not in keys])
+    return imported
 
 
 # --- MLflow tables -----------------------------------------------------------------------------

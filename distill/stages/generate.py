@@ -26,14 +26,13 @@ from pathlib import Path
 
 from distill.config import Config, flatten, replace
 from distill.files import DataError, append_log, read_log, write_json
+from distill.layout import GENERATE_SUMMARY as SUMMARY  # noqa: F401 - the CLI names the summary as stage.SUMMARY
+from distill.layout import SAMPLES, RunFolder
 from distill.problems import load_problems
 from distill.shards import Shard, pick, shard_files
 from distill.teachers import BudgetReached, Job, get_teacher
 from distill.thoughts import get_form
 from distill.tracking import writing
-
-SAMPLES = "samples.jsonl"
-SUMMARY = "generate_summary.json"
 
 
 def build_jobs(cfg: Config, shard: Shard | None = None) -> list[Job]:
@@ -92,7 +91,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, 
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    samples_path = run_dir / SAMPLES
+    folder = RunFolder(run_dir)
+    samples_path = folder.samples
     jobs = build_jobs(cfg, shard)
     if batch not in (None, "", "submit", "collect"):
         raise ValueError(f"--batch must be submit or collect, not {batch!r}")
@@ -120,7 +120,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, 
     tags = {"distill.stage": "generate", "distill.preset": cfg.preset, "distill.forms": ",".join(cfg.generate.forms),
             "distill.teacher": teacher.name, **({"distill.shard": str(shard)} if shard else {})}
     out_path = shard.path(samples_path) if shard else samples_path
-    summary_path = shard.path(run_dir / SUMMARY) if shard else run_dir / SUMMARY
+    summary_path = shard.path(folder.generate_summary) if shard else folder.generate_summary
     summary: dict = {}
     with tracker.run("generate", tags, nested=True) if tracker else nullcontext():
         if tracker:

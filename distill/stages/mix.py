@@ -36,6 +36,7 @@ from pathlib import Path
 from distill.config import Config, ConfigError
 from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl, read_record,
                            write_json, write_jsonl)
+from distill.layout import RunFolder
 from distill.problems import Problem, load_problems
 from distill.thoughts import get_form, parse_mix
 from distill.tracking import say, writing
@@ -44,11 +45,11 @@ from distill.tracking import say, writing
 def _examples(run_dir: Path, forms: tuple[str, ...], preset: str) -> tuple[list[dict], dict[str, str]]:
     rows, digests = [], {}
     for name in forms:
-        path = run_dir / "verified" / f"{name}.jsonl"
+        path = RunFolder(run_dir).verified(name)
         if not path.exists():
             raise DataError(f"{path}: file not found. Run `distill verify --preset {preset}` (after generate) "
                             f"with {name} among generate.forms.")
-        state = read_record(run_dir / "verified" / "state" / f"{name}.json")
+        state = read_record(RunFolder(run_dir).verify_state(name))
         check_input(path, (state.get("outputs") or {}).get(f"{name}.jsonl"), f"distill verify --preset {preset}")
         digests[name] = file_digest(path)
         form = get_form(name)
@@ -106,7 +107,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) ->
     forms = parse_mix(mix)
     if not 0 <= cfg.mix.val_fraction < 1:
         raise ConfigError(f"mix.val_fraction must be in [0, 1), got {cfg.mix.val_fraction}")
-    out = run_dir / "mix" / mix
+    out = RunFolder(run_dir).mix(mix)
     rows, inputs = _examples(run_dir, forms, cfg.preset)
     fingerprint = hashlib.sha256(json.dumps({"inputs": inputs, "mix": [cfg.mix.val_fraction, cfg.mix.decontaminate,
                                              cfg.mix.overlap_n, cfg.mix.seed], "test_sets": cfg.data.test_sets},
@@ -153,7 +154,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) ->
                "val_digest": file_digest(out / "val.jsonl"), "fingerprint": fingerprint,
                "outputs": fingerprints(outputs(out))}
     teacher = ""
-    gen_summary = run_dir / "generate_summary.json"
+    gen_summary = RunFolder(run_dir).generate_summary
     if gen_summary.exists():
         teacher = read_json(gen_summary).get("teacher", "")
     tags = {"distill.stage": "mix", "distill.preset": cfg.preset, "distill.mix": mix, "distill.forms": ",".join(forms),

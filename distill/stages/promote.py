@@ -40,6 +40,7 @@ from typing import Any, Mapping
 
 from distill.config import Config, ConfigError
 from distill.files import write_json
+from distill.layout import RunFolder
 from distill.tracking import registry_lock, writing
 
 
@@ -190,7 +191,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, metric: str | None = None,
                     metrics["promote/champion"] = value
             tracker.log_metrics(metrics)
             tracker.log_dict(result, "promote/decision.json")
-    write_json(Path(run_dir) / "promote" / "decision.json", result)
+    write_json(RunFolder(run_dir).decision, result)
     log(f"promote: {decision}: {reason}")
     return result
 

@@ -43,6 +43,7 @@ from typing import Any, Mapping
 
 from distill.config import Config
 from distill.files import DataError, read_json, read_record, write_json
+from distill.layout import RunFolder
 from distill.tracking import registry_lock, writing
 
 
@@ -56,12 +57,12 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, tra
 def check_evaluation(cfg: Config, run_dir: Path, mix: str, eval_summary: Mapping[str, Any]) -> None:
     """The evaluation summary must be of the student now in ``students/<mix>/`` when it evaluated that
     folder: the card it recorded is the card on disk (which names the train run, data and best loss)."""
-    folder = run_dir / "students" / mix
+    folder = RunFolder(run_dir).student(mix)
     student = eval_summary.get("student") or {}
     if str(student.get("source")) != str(folder) or not (folder / "card.json").exists():
         return  # another student was evaluated on purpose (--student), or there is none here to compare
     if student.get("card") != read_record(folder / "card.json"):
-        raise DataError(f"{run_dir / 'eval' / mix / 'summary.json'} is the evaluation of an earlier student "
+        raise DataError(f"{RunFolder(run_dir).eval(mix) / 'summary.json'} is the evaluation of an earlier student "
                         f"(train run {eval_summary.get('train_run_id')}), not of the one in {folder} "
                         f"(train run {read_record(folder / 'card.json').get('train_run_id')}); evaluate it first: "
                         f"distill evaluate --preset {cfg.preset} --mix {mix}")
@@ -74,7 +75,7 @@ def _run(cfg: Config, run_dir: Path, *, mix: str | None = None, train_run_id: st
     mix = mix or (eval_summary or {}).get("student_name") or (eval_summary or {}).get("mix") or cfg.mix.mix
     refuse_base(mix, eval_summary)
     if eval_summary is None:
-        eval_summary = read_json(run_dir / "eval" / mix / "summary.json",
+        eval_summary = read_json(RunFolder(run_dir).eval(mix) / "summary.json",
                                  f"evaluate the student first: distill evaluate --preset {cfg.preset} --mix {mix}")
         if not train_run_id:
             check_evaluation(cfg, run_dir, mix, eval_summary)
@@ -115,7 +116,7 @@ def _run(cfg: Config, run_dir: Path, *, mix: str | None = None, train_run_id: st
         name, version, tags, eval_summary, train_run.data.metrics))
     summary = {"model_name": name, "version": int(version), "model_uri": f"models:/{name}/{version}",
                "train_run_id": train_run_id, "mix": mix, "tags": tags}
-    write_json(run_dir / "register" / f"{mix}.json", summary)
+    write_json(RunFolder(run_dir).registered(mix), summary)
     return summary
 
 
@@ -239,7 +240,7 @@ def description(name: str, version, tags: Mapping[str, str], eval_summary: Mappi
 def _teacher(cfg: Config, run_dir: Path, train_tags: Mapping[str, str]) -> str:
     if train_tags.get("distill.teacher"):
         return train_tags["distill.teacher"]
-    gen = run_dir / "generate_summary.json"
+    gen = RunFolder(run_dir).generate_summary
     if gen.exists():
         teacher = read_json(gen).get("teacher")
         if teacher:
@@ -248,7 +249,7 @@ def _teacher(cfg: Config, run_dir: Path, train_tags: Mapping[str, str]) -> str:
 
 
 def _student_run_id(run_dir: Path, mix: str) -> str | None:
-    path = run_dir / "students" / mix / "summary.json"
+    path = RunFolder(run_dir).student(mix) / "summary.json"
     return read_json(path, default={}).get("run_id")
 
 

@@ -49,6 +49,7 @@ from typing import Any, Callable, Mapping
 
 from distill.config import Config, flatten, replace
 from distill.files import DataError, fingerprints, folder_files, mismatch, read_json, write_json
+from distill.layout import RunFolder
 from distill.results import constant_baseline
 from distill.stages import pipeline
 from distill.thoughts import MIXES
@@ -157,7 +158,7 @@ class _Store:
 
 
 def _marker_path(run_dir: Path, step: Step) -> Path:
-    return run_dir / "reproduce" / "done" / f"{step.name}.json"
+    return RunFolder(run_dir).done(step.name)
 
 
 def _read_state(path: Path) -> dict | None:
@@ -170,22 +171,23 @@ def _read_state(path: Path) -> dict | None:
 
 def step_outputs(run_dir: Path, step: Step) -> dict[str, Path]:
     """The files a step leaves in the run folder, which its done-marker fingerprints."""
-    files = {"generate": {"samples.jsonl": run_dir / "samples.jsonl",
-                          "generate_summary.json": run_dir / "generate_summary.json"},
-             "verify": {"verified/summary.json": run_dir / "verified" / "summary.json"},
-             "mix": {f"mix/{step.mix}/{n}": run_dir / "mix" / str(step.mix) / n
+    folder = RunFolder(run_dir)
+    # the keys are the paths relative to the run folder, as the markers have always recorded them
+    files = {"generate": {"samples.jsonl": folder.samples, "generate_summary.json": folder.generate_summary},
+             "verify": {"verified/summary.json": folder.verified_summary},
+             "mix": {f"mix/{step.mix}/{n}": folder.mix(step.mix) / n
                      for n in ("train.jsonl", "val.jsonl", "summary.json")},
-             "train": {f"students/{step.mix}/{n}": run_dir / "students" / str(step.mix) / n
+             "train": {f"students/{step.mix}/{n}": folder.student(step.mix) / n
                        for n in ("summary.json", "card.json")},
-             "evaluate": {f"eval/{_student(step)}/summary.json": run_dir / "eval" / _student(step) / "summary.json"},
-             "register": {f"register/{step.mix}.json": run_dir / "register" / f"{step.mix}.json"},
-             "promote": {"promote/decision.json": run_dir / "promote" / "decision.json"}}.get(step.stage, {})
+             "evaluate": {f"eval/{_student(step)}/summary.json": folder.eval(_student(step)) / "summary.json"},
+             "register": {f"register/{step.mix}.json": folder.registered(step.mix)},
+             "promote": {"promote/decision.json": folder.decision}}.get(step.stage, {})
     if step.stage == "verify":
-        files |= {f"verified/{p.name}": p for p in sorted((run_dir / "verified").glob("*.jsonl"))}
+        files |= {f"verified/{p.name}": p for p in sorted(folder.verified_dir.glob("*.jsonl"))}
     if step.stage == "train":
-        files |= folder_files(run_dir / "students" / str(step.mix) / "model", f"students/{step.mix}/model/")
+        files |= folder_files(folder.student(step.mix) / "model", f"students/{step.mix}/model/")
     if step.entry == "run_untrained":
-        files[f"students/{_student(step)}/card.json"] = run_dir / "students" / _student(step) / "card.json"
+        files[f"students/{_student(step)}/card.json"] = folder.student(_student(step)) / "card.json"
     return files
 
 
@@ -215,7 +217,7 @@ def _run(cfg: Config, run_dir: Path, tracker, *, fresh: bool, stages: Mapping[st
     store = _Store(tracker)
     digest = config_digest(cfg)
     steps = plan(base=measures_base(cfg, log))
-    state_dir = run_dir / "reproduce"
+    state_dir = RunFolder(run_dir).reproduce
 
     resume_id = None
     previous = _read_state(state_dir / "parent.json")

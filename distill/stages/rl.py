@@ -62,6 +62,7 @@ from pathlib import Path
 from distill.config import Config, ConfigError, RLConfig, flatten
 from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl,
                            read_record, write_json)
+from distill.layout import RunFolder
 from distill.tracking import writing
 from distill.training import SCHEDULERS, replace_dir
 
@@ -165,7 +166,7 @@ def starting_point(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, boo
     from distill.stages.evaluate import check_default_student
     from distill.stages.train import student_files
 
-    parent = run_dir / "students" / mix
+    parent = RunFolder(run_dir).student(mix)
     if not (parent / "card.json").is_file() or not (parent / "model").is_dir():
         raise DataError(f"{parent}: no trained student of mix {mix!r} to start from; train one first "
                         f"(`distill train --preset {cfg.preset} --mix {mix} --set train.student=tiny-causal`) "
@@ -199,7 +200,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     name = student_name(mix, VARIANT)
     start, parent_card, chat, parent_digest = starting_point(cfg, run_dir, mix)
 
-    mix_dir = run_dir / "mix" / mix
+    mix_dir = RunFolder(run_dir).mix(mix)
     written = read_record(mix_dir / "summary.json").get("outputs") or {}
     check_input(mix_dir / "train.jsonl", written.get("train.jsonl"), f"distill mix --preset {cfg.preset} --mix {mix}")
     hint = f"Write it with `distill mix --preset {cfg.preset} --mix {mix}`."
@@ -212,7 +213,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     digest = rl_digest(rcfg, cfg, mix, data_digest, parent_digest)
     resume_digest = rl_digest(rcfg, cfg, mix, data_digest, parent_digest, exclude=BUDGET_FIELDS)
 
-    out = run_dir / "students" / name
+    out = RunFolder(run_dir).student(name)
     ckpt_dir, summary_path = out / "checkpoints", out / "summary.json"
     done = read_record(summary_path)
     if done.get("config_digest") == digest:
@@ -349,7 +350,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
                 "architecture": architecture, "chat_template": chat, "lora": None, "base_model": None,
                 "best_form": best_form(forms, after), "train_run_id": run_id, "preset": cfg.preset,
                 "n_params": count_parameters(final), "data_digest": parent_card.get("data_digest") or data_digest,
-                "parent": {"folder": None if rcfg.start else str(run_dir / "students" / mix),
+                "parent": {"folder": None if rcfg.start else str(RunFolder(run_dir).student(mix)),
                            "start": rcfg.start or None, "train_run_id": parent_card.get("train_run_id"),
                            "best_form": parent_card.get("best_form"), "val_accuracy": before},
                 "reward": {"function": "distill.rewards.VerifierReward (each form's verifier, sandboxed)",

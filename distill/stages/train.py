@@ -65,6 +65,7 @@ from typing import Sequence
 from distill.config import Config, ConfigError, TrainConfig, flatten
 from distill.files import (DataError, check_input, file_digest, fingerprints, folder_files, mismatch, read_json,
                            read_jsonl, read_record, write_json)
+from distill.layout import RunFolder
 from distill.training import (SCHEDULERS, agree_on_micro_batch, apply_lora, callback_classes, checkpoint_clock,
                               collator_for, config_digest, encode, probe_train_memory, quiet_tied_keys,
                               quiet_transformers, replace_dir, resolve_batch, resolve_precision, say, schedule,
@@ -157,7 +158,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     forms = parse_mix(mix)
     tcfg = check_config(cfg.train)
 
-    mix_dir = run_dir / "mix" / mix
+    mix_dir = RunFolder(run_dir).mix(mix)
     hint = f"Write it with `distill mix --preset {cfg.preset} --mix {mix}`."
     # refuse a training set that is empty or shorter than the mix stage wrote (it would train on less)
     written = read_record(mix_dir / "summary.json").get("outputs") or {}
@@ -171,7 +172,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     digest = config_digest(tcfg, mix, data_digest)
     resume_digest = config_digest(tcfg, mix, data_digest, exclude=BUDGET_FIELDS)
 
-    out = run_dir / "students" / mix
+    out = RunFolder(run_dir).student(mix)
     ckpt_dir = out / "checkpoints"
     summary_path = out / "summary.json"
     done = read_record(summary_path)  # a finished student (of any config); {} when none or unreadable
@@ -487,11 +488,11 @@ def base_student(cfg: Config, run_dir: Path, mix: str | None = None) -> Path:
     mix = mix or cfg.mix.mix
     forms = parse_mix(mix)
     tcfg = check_config(cfg.train)
-    out = run_dir / "students" / student_name(mix, "base")
+    out = RunFolder(run_dir).student(student_name(mix, "base"))
     tiny = tcfg.student in TINY_STUDENTS
     rows, data_digest = [], None
     if tiny:  # the tokenizer of a student built here is trained on the mix's texts, as in training
-        mix_dir = run_dir / "mix" / mix
+        mix_dir = RunFolder(run_dir).mix(mix)
         hint = (f"{tcfg.student} builds its tokenizer from the mix's training texts: write it with "
                 f"`distill mix --preset {cfg.preset} --mix {mix}`.")
         rows = read_jsonl(mix_dir / "train.jsonl", ROW_FIELDS, hint)

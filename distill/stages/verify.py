@@ -42,7 +42,8 @@ from distill.config import Config
 from distill.files import (DataError, file_digest, fingerprints, mismatch, read_jsonl, read_record, write_json,
                            write_jsonl)
 from distill.shards import shard_files
-from distill.stages.generate import SAMPLES, latest_samples
+from distill.layout import RunFolder
+from distill.stages.generate import latest_samples
 from distill.thoughts import FORM_NAMES, get_form
 from distill.thoughts.numbers import computed_in_text
 from distill.tracking import say, writing
@@ -112,9 +113,9 @@ def _examples(kept: dict[str, dict[str, dict]]) -> dict[str, str]:
                for f, r in rows.items()}}
 
 
-def outputs(out: Path, name: str) -> dict[str, Path]:
+def outputs(folder: RunFolder, name: str) -> dict[str, Path]:
     """The files the verification of one form writes, by the names its state records them under."""
-    return {f"{name}.jsonl": out / f"{name}.jsonl", f"state/{name}.dropped.jsonl": out / "state" / f"{name}.dropped.jsonl"}
+    return {f"{name}.jsonl": folder.verified(name), f"state/{name}.dropped.jsonl": folder.verify_dropped(name)}
 
 
 def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
@@ -123,7 +124,8 @@ def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
 
 
 def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
-    samples_path = run_dir / SAMPLES
+    folder = RunFolder(run_dir)
+    samples_path = folder.samples
     if not shard_files(samples_path):  # samples.jsonl or the files of `generate --shard`
         raise DataError(f"{samples_path}: file not found. Run `distill generate --preset {cfg.preset}` first.")
     by_form: dict[str, list[dict]] = defaultdict(list)
@@ -134,7 +136,6 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
         raise DataError(f"{samples_path}: unknown form {unknown[0]!r}; valid forms: {', '.join(FORM_NAMES)}")
     forms = [f for f in FORM_NAMES if f in by_form]
     sandbox.configure(workers=cfg.verify.workers)
-    out = run_dir / "verified"
     teacher = next(iter(latest.values()), {}).get("teacher", "")
     tags = {"distill.stage": "verify", "distill.preset": cfg.preset, "distill.forms": ",".join(forms),
             "distill.teacher": teacher}
@@ -149,10 +150,10 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
             rows = by_form[name]
             version = get_form(name).version
             digest_in = _input_digest(rows, version, cfg)
-            state_path = out / "state" / f"{name}.json"
-            dropped_path = out / "state" / f"{name}.dropped.jsonl"
+            state_path = folder.verify_state(name)
+            dropped_path = folder.verify_dropped(name)
             state = read_record(state_path)
-            files = outputs(out, name)
+            files = outputs(folder, name)
             damaged = mismatch(state.get("outputs"), files) if state.get("input_digest") == digest_in else None
             if state.get("input_digest") == digest_in and damaged is None:
                 dropped = read_jsonl(dropped_path)
@@ -161,17 +162,17 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
                 if damaged:
                     say(f"verify {name}: the samples are unchanged but {damaged} since it was verified; verifying again")
                 kept, dropped = verify_form(name, rows, cfg)
-                write_jsonl(out / f"{name}.jsonl", kept)
+                write_jsonl(folder.verified(name), kept)
                 write_jsonl(dropped_path, dropped)
                 reasons = Counter(d["verdict"]["status"] for d in dropped)
                 stats = {"n": len(rows), "kept": len(kept), "repaired": sum(r["repaired"] for r in kept),
                          "drop_rate": round(len(dropped) / max(1, len(rows)), 6),
-                         "reasons": dict(sorted(reasons.items())), "digest": file_digest(out / f"{name}.jsonl"),
+                         "reasons": dict(sorted(reasons.items())), "digest": file_digest(folder.verified(name)),
                          "version": version}
                 write_json(state_path, {"input_digest": digest_in, "summary": stats, "outputs": fingerprints(files)})
             all_dropped.extend(dropped)
             summary[name] = dict(stats)
-            kept_rows = read_jsonl(out / f"{name}.jsonl")
+            kept_rows = read_jsonl(folder.verified(name))
             summary[name]["computed_numbers_in_text"] = _computed_numbers_in_text(name, kept_rows)
             for r in kept_rows:
                 first_kept.setdefault(name, {}).setdefault(r["problem_id"], r)
@@ -184,9 +185,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
                     summary[name]["mlflow_digest"] = tracker.log_dataset(
                         [{"problem_id": r["problem_id"], "question": r["question"], "gold": r["gold"],
                           "completion": r["completion"], "form": name, "version": r["version"]} for r in kept_rows],
-                        DATASET_NAMES[name], source=str((out / f"{name}.jsonl").resolve()), context="verified")
-        write_jsonl(out / "dropped.jsonl", all_dropped)
-        write_json(out / "summary.json", summary)
+                        DATASET_NAMES[name], source=str(folder.verified(name).resolve()), context="verified")
+        write_jsonl(folder.dropped, all_dropped)
+        write_json(folder.verified_summary, summary)
         if tracker:
             tracker.set_tags({f"distill.digest.{name}": s["digest"] for name, s in summary.items()})
             tracker.set_tags(_examples(first_kept))
@@ -195,7 +196,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
                                     "reason": str(d["verdict"]["reason"])[:300],
                                     "completion": (d.get("completion") or "")[:TABLE_COMPLETION_CHARS]}
                                    for d in all_dropped], "verify/dropped.json")
-            tracker.log_artifact(out / "summary.json", "verify")
+            tracker.log_artifact(folder.verified_summary, "verify")
     return summary
 
 

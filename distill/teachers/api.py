@@ -28,6 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from distill.layout import RunFolder
 from distill.teachers import Answer, BudgetReached, Job, TeacherError, canonical_request, request_hash
 from distill.teachers.ledger import Ledger
 from distill.teachers.store import CompletionStore
@@ -116,7 +117,7 @@ class OpenAITeacher:
                 raise TeacherError(f"no API key: set the environment variable {t.api_key_env} (teacher.api_key_env "
                                    "names it), or point --base-url at a server that needs none")
             key = "not-needed"  # local servers (vLLM, Ollama, llama.cpp) accept any key
-        ledger_path = Path(run_dir) / "ledger.jsonl"
+        ledger_path = RunFolder(run_dir).ledger
         budget = t.budget
         if shard is not None:
             # each shard keeps its own ledger (one writer per file) and a 1/n share of the budget, so

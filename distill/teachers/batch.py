@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distill.files import read_json, read_jsonl, write_json, write_jsonl
+from distill.layout import RunFolder
 from distill.teachers import Job, request_hash
 
 ENDPOINT = "/v1/chat/completions"
@@ -25,7 +26,7 @@ CLOSED = ("failed", "expired", "cancelled", "cancelling")
 
 
 def _jobs_path(run_dir: Path) -> Path:
-    return Path(run_dir) / "batches" / "jobs.json"
+    return RunFolder(run_dir).batches / "jobs.json"
 
 
 def load_jobs(run_dir: Path) -> list[dict]:
@@ -53,7 +54,7 @@ def submit(teacher, run_dir: Path, jobs: Sequence[Job], metadata: dict | None = 
     submitted = []
     for start in range(0, len(lines), MAX_REQUESTS):
         chunk = lines[start:start + MAX_REQUESTS]
-        path = write_jsonl(run_dir / "batches" / f"input-{len(records):03d}.jsonl", chunk)
+        path = write_jsonl(RunFolder(run_dir).batches / f"input-{len(records):03d}.jsonl", chunk)
         with path.open("rb") as fh:
             uploaded = client.files.create(file=fh, purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h",
