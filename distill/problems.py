@@ -31,11 +31,14 @@ import threading
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import urlparse
 
 from distill.answers import parse_number
 from distill.files import DataError, iter_jsonl
+
+if TYPE_CHECKING:
+    from distill.config import Config
 
 HINT = (
     "Put the benchmark files under the data directory (see README 'Data'): "
@@ -377,3 +380,11 @@ def hub_reachable(timeout: float = 1.5) -> tuple[bool, str]:
 
 def load_problems(name: str, split: str = "test", data_dir: str | Path = "data", hub: bool = True) -> list[Problem]:
     return load(name, split, data_dir, hub).problems
+
+
+def evaluated_problems(cfg: "Config", test_set: str) -> list[Problem]:
+    """The problems of ``test_set`` the evaluate stage scores: its test split, the first
+    ``evaluate.limit`` when set. One definition for the stage, the shards' merge and the baselines
+    computed beside the students (distill.results.constant_baseline), so all count the same problems."""
+    problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
+    return problems[: cfg.evaluate.limit] if cfg.evaluate.limit else problems

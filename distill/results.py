@@ -284,7 +284,7 @@ def constant_baseline(cfg: Config) -> dict:
     from collections import Counter
 
     from distill.answers import answers_match
-    from distill.problems import load
+    from distill.problems import evaluated_problems, load
     from distill.scoring import format_answer, oracle_constant
 
     train = load(cfg.data.train_set, "train", cfg.data_path, hub=cfg.data.hub).problems
@@ -294,9 +294,7 @@ def constant_baseline(cfg: Config) -> dict:
     answer = min(counts, key=lambda a: (-counts[a], a))
     accuracy, sizes, oracle = {}, {}, {}
     for name in cfg.data.test_sets:
-        problems = load(name, "test", cfg.data_path, hub=cfg.data.hub).problems
-        if cfg.evaluate.limit:
-            problems = problems[: cfg.evaluate.limit]
+        problems = evaluated_problems(cfg, name)
         sizes[name] = len(problems)
         accuracy[name] = sum(answers_match(answer, p.answer) for p in problems) / max(len(problems), 1)
         best = oracle_constant([p.answer for p in problems])

@@ -123,7 +123,7 @@ def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
 
 def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
          log=None, shard=None) -> dict:
-    from distill.problems import LOADERS, load_problems
+    from distill.problems import LOADERS, evaluated_problems
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     unknown = [t for t in cfg.data.test_sets if t not in LOADERS]
@@ -186,9 +186,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, st
         metrics: dict[str, float] = {}
         profiles: dict[str, dict] = {}
         for test_set in cfg.data.test_sets:
-            problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
-            if cfg.evaluate.limit:
-                problems = problems[: cfg.evaluate.limit]
+            problems = evaluated_problems(cfg, test_set)
             if shard is not None:
                 problems = shard.select(problems, key=lambda p: p.id)
             rows = {form: answer_all(model, tokenizer, form, problems, out_dir / test_set / f"{form}.jsonl",
@@ -529,7 +527,7 @@ def merge_evaluation(cfg: Config, run_dir: Path, mix: str, student: str | None =
     Returns ``{"shards": n, "records": records imported}``; a missing shard or problem is a DataError
     naming the command that fills it.
     """
-    from distill.problems import load_problems
+    from distill.problems import evaluated_problems
 
     with ExitStack() as stack:
         found_student = resolve_student(student, Path(run_dir), mix, cfg.tracking_uri, stack)
@@ -552,9 +550,7 @@ def merge_evaluation(cfg: Config, run_dir: Path, mix: str, student: str | None =
     forms = choose_forms(cfg.evaluate.forms, found_student.card, found_student)
     imported = 0
     for test_set in cfg.data.test_sets:
-        problems = load_problems(test_set, "test", cfg.data_path, hub=cfg.data.hub)
-        if cfg.evaluate.limit:
-            problems = problems[: cfg.evaluate.limit]
+        problems = evaluated_problems(cfg, test_set)
         for form in forms:
             records: dict[str, dict] = {}
             target = out / test_set / f"{form}.jsonl"
