@@ -31,7 +31,7 @@ import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from distill.decoding import is_causal
 from distill.files import DataError, read_json
@@ -311,6 +311,22 @@ class StudentFolder:
     chat_template: bool | None = None
     """Whether to wrap inputs in the chat template, when the card decides it (a student whose weights
     are named by reference, ``weights``; its folder has no student.json of ours); None: student.json."""
+
+
+def stale_form(card: Mapping, forms: Iterable[str] | None = None) -> tuple[str, object, int] | None:
+    """The first form on a student's card (of ``forms``; default every form on it) trained on another
+    version than this code's: (form, the card's version, this code's version); None when all match, a
+    card that records no version (an older one) matching. Every reader of a student (evaluate, rl,
+    serving) refuses such a student, each with its own fix: it learned a prompt and output format
+    that this code no longer asks for or parses (STYLE.md: forms are versioned and travel with the model)."""
+    from distill.thoughts import get_form
+
+    card_forms = card.get("forms") or {}
+    for name in card_forms if forms is None else forms:
+        trained, current = (card_forms.get(name) or {}).get("version"), get_form(name).version
+        if trained not in (None, current):
+            return name, trained, current
+    return None
 
 
 def resolve_student(spec: str | None, run_dir: Path, mix: str, tracking_uri: str, stack: ExitStack) -> StudentFolder:

@@ -87,7 +87,7 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        from distill.student import load_student, resolve_device
+        from distill.student import load_student, resolve_device, stale_form
         from distill.thoughts import get_form
 
         root = Path(context.artifacts[STUDENT_ARTIFACT])
@@ -98,12 +98,12 @@ class StudentModel(mlflow.pyfunc.PythonModel):
         self.model.to(resolve_device(str(self.settings["device"]))).eval()
         self.device = str(next(self.model.parameters()).device)
         self.forms = {name: get_form(name) for name in self.card.get("forms") or {}}
-        for name, form in self.forms.items():
-            trained = (self.card["forms"][name] or {}).get("version")
-            if trained is not None and trained != form.version:
-                # the card travels with the model; a changed form would parse output it never learned
-                raise MlflowException(f"student learned {name} version {trained}, but this code has version "
-                                      f"{form.version}; serve it with the distill version it was trained with")
+        stale = stale_form(self.card)
+        if stale:
+            # the card travels with the model; a changed form would parse output it never learned
+            name, trained, current = stale
+            raise MlflowException(f"student learned {name} version {trained}, but this code has version "
+                                  f"{current}; serve it with the distill version it was trained with")
         self.default = default_thought(self.card)
         self.start_batching()
 

@@ -80,7 +80,7 @@ from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, corr
                              metrics_of, per_problem_samples, profile_metrics, sample_metrics, score_samples,
                              score_test_set, strict_metrics)
 from distill.shards import shard_of
-from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student
+from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student, stale_form
 from distill.thoughts import FORM_NAMES, VARIANTS, Verdict, get_form, parse_student, student_name
 from distill.tracking import writing
 
@@ -311,16 +311,17 @@ def choose_forms(requested: Sequence[str], card: Mapping, found: StudentFolder) 
                         "pass the forms to ask for with --forms eot,pot")
     for name in forms:
         try:
-            form = get_form(name)
+            get_form(name)
         except ValueError as exc:  # a bad name; the message lists the valid ones
             raise DataError(f"evaluate.forms: {exc}") from None
         if card_forms and name not in card_forms:
             raise DataError(f"{found.source}: the student was trained on {', '.join(card_forms)}, not {name!r}; "
                             f"choose --forms among those")
-        meta = card_forms.get(name) or {}
-        if meta.get("version") not in (None, form.version):
-            raise DataError(f"{found.source}: trained on {name} version {meta['version']}, but this code has "
-                            f"{name} version {form.version}; evaluate with the distill version it was trained with")
+    stale = stale_form(card, forms)
+    if stale:
+        name, trained, current = stale
+        raise DataError(f"{found.source}: trained on {name} version {trained}, but this code has "
+                        f"{name} version {current}; evaluate with the distill version it was trained with")
     return tuple(f for f in FORM_NAMES if f in forms)
 
 

@@ -175,13 +175,14 @@ def starting_point(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, boo
     card = read_json(parent / "card.json", "the parent student's card cannot be read: retrain it")
     if card.get("kind") == "seq2seq":
         raise ConfigError(SEQ2SEQ_REFUSED.format(what=f"the {mix} student ({card.get('student')})"))
-    from distill.thoughts import get_form
+    from distill.student import stale_form
 
-    for form, meta in (card.get("forms") or {}).items():
-        if (meta or {}).get("version") not in (None, get_form(form).version):
-            raise DataError(f"{parent}: trained on {form} version {meta['version']}, but this code has version "
-                            f"{get_form(form).version}: its rewards would check another format; retrain it "
-                            f"(`distill train --preset {cfg.preset} --mix {mix}`)")
+    stale = stale_form(card)
+    if stale:
+        form, trained, current = stale
+        raise DataError(f"{parent}: trained on {form} version {trained}, but this code has version "
+                        f"{current}: its rewards would check another format; retrain it "
+                        f"(`distill train --preset {cfg.preset} --mix {mix}`)")
     digest = hashlib.sha256(json.dumps(fingerprints(student_files(parent)), sort_keys=True).encode()).hexdigest()[:16]
     return str(parent / "model"), card, bool(card.get("chat_template")), digest
 
