@@ -121,6 +121,19 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def settings_digest(*parts: Any, ensure_ascii: bool = True) -> str:
+    """The first 16 hex digits of the sha256 of ``parts``, each as canonical JSON (sorted keys; a value
+    JSON cannot hold as its str()), one after the other: names the settings and inputs a stage's output
+    depends on, so a rerun that finds the same digest recorded skips. Parts let a long input (verify's
+    rows) be hashed row by row, never as one string; ``ensure_ascii=False`` hashes text as UTF-8.
+    The one way every stage fingerprints "the inputs are unchanged" (with ``file_digest`` for a file's
+    bytes and ``fingerprints`` for the files it wrote); a digest changes only when a part does."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str, ensure_ascii=ensure_ascii).encode())
+    return h.hexdigest()[:16]
+
+
 # --- JSONL datasets: every line a record, a bad line is an error ---------------------------------
 
 def iter_jsonl(path: str | Path, hint: str = "") -> Iterator[tuple[int, dict]]:

@@ -16,7 +16,6 @@ folder the caller wrote) and stderr lines (``say``).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distill.config import ConfigError, TrainConfig
+from distill.files import settings_digest
 
 SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 """train.scheduler -> transformers' lr_scheduler_type (each after a linear warm-up)."""
@@ -606,8 +606,7 @@ NOT_IN_DIGEST = ("checkpoint_minutes",)
 
 def config_digest(tcfg: TrainConfig, mix: str, data_digest: str, exclude: Sequence[str] = ()) -> str:
     fields = {k: v for k, v in asdict(tcfg).items() if k not in exclude and k not in NOT_IN_DIGEST}
-    blob = json.dumps({"train": fields, "mix": mix, "data": data_digest}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return settings_digest({"train": fields, "mix": mix, "data": data_digest})
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -74,7 +74,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from distill.config import Config
-from distill.files import DataError, append_log, mismatch, read_log, read_record, write_json, write_jsonl
+from distill.files import (DataError, append_log, mismatch, read_log, read_record, settings_digest, write_json,
+                           write_jsonl)
 from distill.layout import RunFolder
 from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, correctness, degenerate_tag, interval,
                              metrics_of, per_problem_samples, profile_metrics, sample_metrics, score_samples,
@@ -466,7 +467,7 @@ def sampling_digest(digest: str, cfg: Config) -> str:
     """The digest of sampled records: the student's (weights and decoding settings) and the sampling
     settings, so greedy and sampled records, or samples of another temperature, never mix."""
     settings = {k: v for k, v in sampling_settings(cfg).items() if k != "samples"}
-    return hashlib.sha256(json.dumps([digest, settings], sort_keys=True).encode()).hexdigest()[:16]
+    return settings_digest([digest, settings])
 
 
 def sample_all(model, tokenizer, form_name: str, problems: Sequence, log_path: Path, digest: str, cfg: Config,

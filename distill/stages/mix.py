@@ -25,8 +25,6 @@ naming `distill verify`. One writer per run folder (distill.tracking.writing).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
 from collections import Counter
@@ -35,7 +33,7 @@ from pathlib import Path
 
 from distill.config import Config, ConfigError
 from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl, read_record,
-                           write_json, write_jsonl)
+                           settings_digest, write_json, write_jsonl)
 from distill.layout import RunFolder
 from distill.problems import Problem, load_problems
 from distill.thoughts import get_form, parse_mix
@@ -109,9 +107,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) ->
         raise ConfigError(f"mix.val_fraction must be in [0, 1), got {cfg.mix.val_fraction}")
     out = RunFolder(run_dir).mix(mix)
     rows, inputs = _examples(run_dir, forms, cfg.preset)
-    fingerprint = hashlib.sha256(json.dumps({"inputs": inputs, "mix": [cfg.mix.val_fraction, cfg.mix.decontaminate,
-                                             cfg.mix.overlap_n, cfg.mix.seed], "test_sets": cfg.data.test_sets},
-                                            sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = settings_digest({"inputs": inputs, "mix": [cfg.mix.val_fraction, cfg.mix.decontaminate,
+                                                             cfg.mix.overlap_n, cfg.mix.seed],
+                                   "test_sets": cfg.data.test_sets})
     summary_path = out / "summary.json"
     if summary_path.exists():
         previous = read_record(summary_path)  # unreadable: built again below

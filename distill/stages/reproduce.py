@@ -37,7 +37,6 @@ store still count there, and the reused runs are named in the new parent's step 
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import json
@@ -48,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from distill.config import Config, flatten, replace
-from distill.files import DataError, fingerprints, folder_files, mismatch, read_json, write_json
+from distill.files import DataError, fingerprints, folder_files, mismatch, read_json, settings_digest, write_json
 from distill.layout import RunFolder
 from distill.results import constant_baseline
 from distill.stages import pipeline
@@ -101,7 +100,7 @@ def config_digest(cfg: Config) -> str:
     """What a result depends on; where files and runs are kept (tracking, paths) does not count."""
     items = {k: v for k, v in flatten(cfg).items()
              if not k.startswith("tracking.") and k not in ("run_dir", "data.data_dir")}
-    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return settings_digest(items)
 
 
 def offline_env(cfg: Config) -> None:

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -61,7 +60,7 @@ from pathlib import Path
 
 from distill.config import Config, ConfigError, RLConfig, flatten
 from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl,
-                           read_record, write_json)
+                           read_record, settings_digest, write_json)
 from distill.layout import RunFolder
 from distill.tracking import writing
 from distill.training import SCHEDULERS, replace_dir
@@ -133,11 +132,10 @@ def prompt_texts(tokenizer, inputs: list[str], *, chat_template: bool, max_len: 
 
 def rl_digest(rcfg: RLConfig, cfg: Config, mix: str, data_digest: str, parent: str, exclude=()) -> str:
     fields = {k: v for k, v in dataclasses.asdict(rcfg).items() if k not in exclude}
-    blob = json.dumps({"rl": fields, "mix": mix, "data": data_digest, "parent": parent,
-                       "verify": [cfg.verify.timeout, cfg.verify.strict], "precision": cfg.train.precision,
-                       "val": [cfg.train.val_generate_limit, cfg.train.seed] if "val_generate_limit" not in exclude
-                       else None}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return settings_digest({"rl": fields, "mix": mix, "data": data_digest, "parent": parent,
+                            "verify": [cfg.verify.timeout, cfg.verify.strict], "precision": cfg.train.precision,
+                            "val": [cfg.train.val_generate_limit, cfg.train.seed] if "val_generate_limit" not in exclude
+                            else None})
 
 
 def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
@@ -183,7 +181,7 @@ def starting_point(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, boo
         raise DataError(f"{parent}: trained on {form} version {trained}, but this code has version "
                         f"{current}: its rewards would check another format; retrain it "
                         f"(`distill train --preset {cfg.preset} --mix {mix}`)")
-    digest = hashlib.sha256(json.dumps(fingerprints(student_files(parent)), sort_keys=True).encode()).hexdigest()[:16]
+    digest = settings_digest(fingerprints(student_files(parent)))
     return str(parent / "model"), card, bool(card.get("chat_template")), digest
 
 

@@ -30,8 +30,6 @@ One writer per run folder (distill.tracking.writing).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import Counter, defaultdict
 from contextlib import nullcontext
@@ -39,8 +37,8 @@ from pathlib import Path
 
 from distill import sandbox
 from distill.config import Config
-from distill.files import (DataError, file_digest, fingerprints, mismatch, read_jsonl, read_record, write_json,
-                           write_jsonl)
+from distill.files import (DataError, file_digest, fingerprints, mismatch, read_jsonl, read_record, settings_digest,
+                           write_json, write_jsonl)
 from distill.shards import shard_files
 from distill.layout import RunFolder
 from distill.stages.generate import latest_samples
@@ -56,12 +54,9 @@ TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full
 
 def _input_digest(rows: list[dict], version: int, cfg: Config) -> str:
     # "stats" names the summary's schema: a state written before "repaired" was counted is verified again
-    h = hashlib.sha256(json.dumps({"version": version, "strict": cfg.verify.strict, "timeout": cfg.verify.timeout,
-                                   "stats": 2}, sort_keys=True).encode())
-    for r in rows:
-        h.update(json.dumps([r["problem_id"], r.get("sample_index", 0), r["completion"], r["gold"], r["status"]],
-                            ensure_ascii=False).encode())
-    return h.hexdigest()[:16]
+    return settings_digest({"version": version, "strict": cfg.verify.strict, "timeout": cfg.verify.timeout, "stats": 2},
+                           *([r["problem_id"], r.get("sample_index", 0), r["completion"], r["gold"], r["status"]]
+                             for r in rows), ensure_ascii=False)
 
 
 def verify_form(form_name: str, rows: list[dict], cfg: Config) -> tuple[list[dict], list[dict]]:
