@@ -21,7 +21,7 @@ from distill import plots
 from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, STUDENTS, TEST_SET_ORDER, Results,
                              baseline_cells, gains, in_order, oracle_cells, primary_form, profiles, sampled_cells,
                              score_label)
-from distill.scoring import DEGENERATE_SHARE, format_answer
+from distill.scoring import DEGENERATE_SHARE, format_answer, parse_sample_name
 
 __all__ = ["comparison_rows", "headline", "markdown", "primary_form", "sampled_lines", "ui_link", "write"]
 
@@ -166,7 +166,7 @@ def sampled_lines(results: Results) -> list[str]:
     for mix in in_order({m for m, _, _ in cells}, STUDENTS):
         for form in in_order({f for m, f, _ in cells if m == mix}, FORM_ORDER):
             scores = sorted({sc for m, f, sc in cells if (m, f) == (mix, form)},
-                            key=lambda sc: (kinds.index(sc.split("_at_")[0]) if sc.split("_at_")[0] in kinds else 99, sc))
+                            key=lambda sc: (kinds.index(parse_sample_name(sc)[0]), sc))
             for score in scores:
                 row = cells[(mix, form, score)]
                 table.append([STUDENT_NAMES.get(mix, mix), form, score_label(score)]

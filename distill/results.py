@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 
 from distill.config import Config
 from distill.files import DataError, read_json
+from distill.scoring import by_name, parse_sample_name, parsed_metrics
 from distill.thoughts import MIXES, VARIANTS, parse_student, student_name
 
 MIX_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD", "etd": "ETD"}
@@ -247,9 +248,8 @@ def _no_progress_bars():
 
 
 def _baseline(parent: RunView) -> dict:
-    acc = {k.split("/")[1]: v for k, v in parent.metrics.items()
-           if k.startswith("baseline/") and k.endswith("/accuracy")}
-    n = {k.split("/")[1]: int(v) for k, v in parent.metrics.items() if k.startswith("baseline/") and k.endswith("/n")}
+    acc = by_name(parent.metrics, "baseline", "accuracy")
+    n = {ts: int(v) for ts, v in by_name(parent.metrics, "baseline", "n").items()}
     return {"answer": parent.params.get("baseline.answer", "?"), "accuracy": acc, "n": n,
             "source": f"logged on the reproduce run from the first {parent.params.get('baseline.train_n', '?')} "
                       "training problems"}
@@ -320,10 +320,9 @@ def intervals(results: Results) -> dict[tuple[str, str], dict[str, dict]]:
     table: dict[tuple[str, str], dict[str, dict]] = {}
     for mix, run in results.evaluations().items():
         m = run.metrics
-        for key, value in m.items():
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == "accuracy":
-                ts, name = parts[0], parts[1]
+        for key, value in parsed_metrics(m):
+            if key.plain and key.stat == "accuracy":
+                ts, name = key.scope, key.name
                 n = m.get(f"{ts}/n")
                 table.setdefault((mix, name), {})[ts] = {
                     "accuracy": value, "ci_low": m.get(f"{ts}/{name}/ci_low"), "ci_high": m.get(f"{ts}/{name}/ci_high"),
@@ -366,7 +365,7 @@ def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
     run = results.evaluations().get(mix)
     if run is None:
         return None
-    forms = {k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
+    forms = set(by_name(run.metrics, None, "accuracy"))
     sibling = trained_sibling_form(results, mix)
     if sibling is not None and sibling[0] in forms:  # an untrained base: asked in its trained student's form
         return sibling[0], f"{sibling[0]} ({STUDENT_NAMES.get(sibling[1], sibling[1])}'s form, chosen on validation)"
@@ -395,8 +394,7 @@ def trained_sibling_form(results: Results, name: str) -> tuple[str, str] | None:
         run = results.evaluations().get(sibling)
         if run is None:
             continue
-        forms = sorted({k.split("/")[1] for k in run.metrics if k.count("/") == 2 and k.endswith("/accuracy")}
-                       & {"cot", "pot", "eot"})
+        forms = sorted(set(by_name(run.metrics, None, "accuracy")) & {"cot", "pot", "eot"})
         chosen = run.tags.get("distill.selected_form") or (forms[0] if len(forms) == 1 else None)
         if chosen:
             return chosen, sibling
@@ -461,7 +459,7 @@ def validation_choice(results: Results, mix: str = "etd") -> dict | None:
     run = results.steps.get(f"train-{mix}")
     if run is None:
         return None
-    val = {k.split("/")[1]: v for k, v in run.metrics.items() if k.startswith("val/") and k.endswith("/accuracy")}
+    val = by_name(run.metrics, "val", "accuracy")
     top = max(val.values(), default=None)
     tied = in_order([f for f, v in val.items() if v == top], ("eot", "pot", "cot")) if val else []
     return {"accuracy": val, "selected": selected_forms(results).get(mix), "tied": tied,
@@ -595,16 +593,15 @@ def drop_rates(results: Results) -> dict[str, dict]:
     forms: dict[str, dict] = defaultdict(lambda: {"kept": None, "drop_rate": None, "reasons": {}})
     if run is None:
         return {}
-    for key, value in run.metrics.items():
-        parts = key.split("/")
-        if parts[0] != "verify" or len(parts) < 3:
+    for key, value in parsed_metrics(run.metrics):
+        if key.scope != "verify" or not key.name:
             continue
-        if parts[2] == "drop_rate":
-            forms[parts[1]]["drop_rate"] = value
-        elif parts[2] == "kept":
-            forms[parts[1]]["kept"] = int(value)
-        elif parts[2] == "dropped" and len(parts) == 4:
-            forms[parts[1]]["reasons"][parts[3]] = int(value)
+        if key.plain and key.stat == "drop_rate":
+            forms[key.name]["drop_rate"] = value
+        elif key.plain and key.stat == "kept":
+            forms[key.name]["kept"] = int(value)
+        elif key.score == "dropped":
+            forms[key.name]["reasons"][key.stat] = int(value)
     return dict(forms)
 
 
@@ -623,15 +620,12 @@ def sampled_cells(results: Results) -> dict[tuple[str, str, str], dict[str, dict
     """(mix, name, score) -> {test_set: {"accuracy", "ci_low", "ci_high", "n"}} from the evaluate runs'
     ``<test_set>/<name>/<maj|pass|mean>_at_<k>/*`` metrics; name is a form or "vote" (all forms' samples),
     score e.g. "maj_at_4". Empty when no run sampled."""
-    import re
-
     out: dict[tuple[str, str, str], dict[str, dict]] = {}
     for mix, run in results.evaluations().items():
-        for key in run.metrics:
-            parts = key.split("/")
-            if len(parts) == 4 and parts[3] == "accuracy" and re.fullmatch(r"(maj|pass|mean)_at_\d+", parts[2]):
-                ts, name, score = parts[:3]
-                out.setdefault((mix, name, score), {})[ts] = _cell_of(run.metrics, "/".join(parts[:3]),
+        for key, _ in parsed_metrics(run.metrics):
+            if key.stat == "accuracy" and parse_sample_name(key.score):
+                ts, name, score = key.scope, key.name, key.score
+                out.setdefault((mix, name, score), {})[ts] = _cell_of(run.metrics, f"{ts}/{name}/{score}",
                                                                       run.metrics.get(f"{ts}/n"))
     return out
 
@@ -642,10 +636,9 @@ def strict_cells(results: Results) -> dict[tuple[str, str], dict[str, dict]]:
     out: dict[tuple[str, str], dict[str, dict]] = {}
     for mix, run in results.evaluations().items():
         m = run.metrics
-        for key in m:
-            parts = key.split("/")
-            if len(parts) == 4 and parts[2:] == ["strict", "accuracy"] and f"{parts[0]}/{parts[1]}/accuracy" in m:
-                ts, form = parts[:2]
+        for key, _ in parsed_metrics(m):
+            if key.score == "strict" and key.stat == "accuracy" and f"{key.scope}/{key.name}/accuracy" in m:
+                ts, form = key.scope, key.name
                 n = m.get(f"{ts}/n")
                 out.setdefault((mix, form), {})[ts] = {"lenient": _cell_of(m, f"{ts}/{form}", n),
                                                        "strict": _cell_of(m, f"{ts}/{form}/strict", n)}

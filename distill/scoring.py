@@ -38,8 +38,10 @@ answers to the same problems are compared with the exact McNemar test on the dis
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
 
 from distill.answers import answers_match
 from distill.thoughts import STATUSES, Verdict
@@ -231,6 +233,63 @@ def metrics_of(test_set: str, scores: Mapping) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class MetricKey:
+    """A metric name split into its parts, the way this package writes them (``metrics_of``,
+    ``sample_metrics``, ``strict_metrics``, ``profile_metrics``; ``val/<form>/accuracy`` of the train and
+    rl stages, ``verify/<form>/<count>``, ``baseline/<test_set>/<stat>`` of reproduce):
+
+    - ``<scope>/<stat>``: ``gsm8k/n``, ``wall_seconds/train-etd``
+    - ``<scope>/<name>/<stat>``: ``gsm8k/eot/accuracy``, ``gsm8k/vote/ci_low``, ``val/eot/accuracy``,
+      ``verify/eot/kept``, ``gsm8k/selected/top_answer_share``
+    - ``<scope>/<name>/<score>/<stat>``: ``gsm8k/eot/maj_at_4/accuracy``, ``gsm8k/eot/strict/ci_high``,
+      ``gsm8k/eot/failures/timeout`` (the stat is then a status), ``verify/eot/dropped/no_answer``
+    """
+
+    scope: str
+    """A test set, or what the numbers are of: val, verify, baseline, mix, wall_seconds."""
+    name: str
+    """A form, vote, fallback or selected ("" in ``<scope>/<stat>``)."""
+    score: str
+    """"" for the plain (greedy) score; strict, maj_at_4 (``sample_name``), failures, dropped."""
+    stat: str
+    """accuracy, ci_low, ci_high, their ``_pct``, n, a count or a status."""
+
+    def __str__(self) -> str:
+        return "/".join(part for part in (self.scope, self.name, self.score, self.stat) if part)
+
+    @property
+    def plain(self) -> bool:
+        """Whether this is ``<scope>/<name>/<stat>``: a plain score of a form or a combination."""
+        return bool(self.name) and not self.score
+
+
+def parse_metric(key: str) -> MetricKey | None:
+    """The parts of a metric name (see MetricKey), or None for a name of another shape."""
+    parts = key.split("/")
+    if len(parts) == 2:
+        return MetricKey(parts[0], "", "", parts[1])
+    if len(parts) == 3:
+        return MetricKey(parts[0], parts[1], "", parts[2])
+    if len(parts) == 4:
+        return MetricKey(parts[0], parts[1], parts[2], parts[3])
+    return None
+
+
+def parsed_metrics(metrics: Mapping[str, float]) -> Iterator[tuple[MetricKey, float]]:
+    """(parts, value) of every metric whose name parse_metric reads, in the mapping's order."""
+    for key, value in metrics.items():
+        parsed = parse_metric(key)
+        if parsed is not None:
+            yield parsed, value
+
+
+def by_name(metrics: Mapping[str, float], scope: str | None, stat: str) -> dict[str, float]:
+    """{name: value} of the plain metrics ``<scope>/<name>/<stat>`` (any scope when ``scope`` is None):
+    ``by_name(run.metrics, "val", "accuracy")`` is {form: validation accuracy}."""
+    return {k.name: v for k, v in parsed_metrics(metrics) if k.plain and k.stat == stat and scope in (None, k.scope)}
+
+
 def answer_key(answer: float | None) -> float | None:
     """The value two answers share when they are the same number (rounded to the 1e-3 tolerance's
     grid), or None for a missing answer; used to count distinct answers."""
@@ -380,6 +439,15 @@ def sample_name(kind: str, k: int) -> str:
     """The metric segment of a sampled score: ``maj_at_4``, ``pass_at_4``, ``mean_at_4`` (MLflow metric
     names cannot hold '@'; human text says maj@4)."""
     return f"{kind}_at_{k}"
+
+
+SAMPLE_NAME = re.compile(r"(maj|pass|mean)_at_(\d+)")
+
+
+def parse_sample_name(score: str) -> tuple[str, int] | None:
+    """(kind, k) of a ``sample_name`` (``maj_at_4`` -> ("maj", 4)); None for any other score."""
+    match = SAMPLE_NAME.fullmatch(score)
+    return (match.group(1), int(match.group(2))) if match else None
 
 
 def per_problem_samples(samples: Mapping[str, Sequence[Sequence[Verdict]]], golds: Sequence[float]) -> dict:

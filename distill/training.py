@@ -563,9 +563,10 @@ def stop_reason(state, budget, tcfg: TrainConfig, steps: dict) -> str:
 def validation_history(history: list[dict], best_step: int | None) -> tuple[dict[int, float], dict[str, float]]:
     """From the Trainer's log history: {step: validation loss}, and {form: validation accuracy} of the
     checkpoint that became the student (``best_step``)."""
+    from distill.scoring import by_name
+
     val_losses = {h["step"]: h["eval_loss"] for h in history if "eval_loss" in h}
-    accuracies = {h["step"]: {k.split("/")[1]: v for k, v in h.items() if k.endswith("/accuracy")}
-                  for h in history if any(k.endswith("/accuracy") for k in h)}
+    accuracies = {h["step"]: by_name(h, "val", "accuracy") for h in history if by_name(h, "val", "accuracy")}
     # the validation accuracy of the checkpoint that became the student (else the last one measured)
     val_accuracy = accuracies.get(best_step) or (accuracies[max(accuracies)] if accuracies else {})
     return val_losses, val_accuracy

@@ -44,6 +44,7 @@ from typing import Any, Mapping
 from distill.config import Config
 from distill.files import DataError, read_json, read_record, write_json
 from distill.layout import RunFolder
+from distill.scoring import parsed_metrics
 from distill.tracking import registry_lock, writing
 
 
@@ -167,9 +168,9 @@ def version_tags(cfg: Config, run_dir: Path, mix: str, train_run_id: str, eval_s
         tags["distill.selected_form"] = str(selected)
         if val_metrics.get(f"val/{selected}/accuracy") is not None:
             tags["val/selected/accuracy"] = repr(float(val_metrics[f"val/{selected}/accuracy"]))
-    for key, value in (eval_summary.get("metrics") or {}).items():
-        if key.endswith("/selected/accuracy"):
-            tags[key] = repr(float(value))
+    for key, value in parsed_metrics(eval_summary.get("metrics") or {}):
+        if key.plain and (key.name, key.stat) == ("selected", "accuracy"):
+            tags[str(key)] = repr(float(value))
     return tags
 
 
@@ -209,7 +210,7 @@ def description(name: str, version, tags: Mapping[str, str], eval_summary: Mappi
                      "`thought` are answered in eot when trained, else the first form.")
     limit = eval_summary.get("limit")
     tests = []
-    reported = [k[: -len("/selected/accuracy")] for k in metrics if k.endswith("/selected/accuracy")]
+    reported = [k.scope for k, _ in parsed_metrics(metrics) if k.plain and (k.name, k.stat) == ("selected", "accuracy")]
     for test_set in dict.fromkeys([*(t for t in (eval_summary.get("test_sets") or {}) if t in reported), *reported]):
         acc = metrics.get(f"{test_set}/selected/accuracy")
         if acc is None:

@@ -38,7 +38,7 @@ from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, STUDENTS,
                              baseline_cells, collect, drop_rates, gains, headline_name, in_order, intervals,
                              oracle_cells, paired_tests, primary_form, profiles, sampled_cells, score_label,
                              selected_forms, sets_of, strict_cells, validation_choice)
-from distill.scoring import DEGENERATE_SHARE, TIE_RULE, format_answer
+from distill.scoring import DEGENERATE_SHARE, TIE_RULE, by_name, format_answer, parsed_metrics
 from distill.stages import pipeline
 from distill.teachers.gold import WRITES, GoldTeacher
 from distill.thoughts import MIXES
@@ -551,7 +551,8 @@ def _choices(results: Results) -> list[str]:
     mixes = {name.split("-", 1)[1]: run for name, run in results.steps.items() if name.startswith("mix-")}
     mix_run = mixes.get("etd") or next(iter(mixes.values()), None)
     if mix_run is not None:
-        overlap = {k.split("/", 2)[2]: int(v) for k, v in mix_run.metrics.items() if k.startswith("mix/overlap/")}
+        overlap = {k.stat: int(v) for k, v in parsed_metrics(mix_run.metrics)
+                   if k.plain and (k.scope, k.name) == ("mix", "overlap")}
         on = mix_run.params.get("mix.decontaminate", "?")
         removed = mix_run.metrics.get("mix/removed_overlap")
         out.append(f"- **Decontamination** (`mix.decontaminate={on}`, word {mix_run.params.get('mix.overlap_n', '?')}"
@@ -568,8 +569,7 @@ def _choices(results: Results) -> list[str]:
     verify = results.steps.get("verify")
     if verify is not None:
         strict = verify.params.get("verify.strict", "?")
-        repaired = {k.split("/")[1]: int(v) for k, v in verify.metrics.items()
-                    if k.startswith("verify/") and k.endswith("/repaired")}
+        repaired = {form: int(v) for form, v in by_name(verify.metrics, "verify", "repaired").items()}
         rescued = (", ".join(f"{f} {repaired[f]}" for f in in_order(repaired, FORM_ORDER)) if repaired
                    else "not recorded")
         out.append(f"- **Repair rules** of the verifiers: `verify.strict={strict}` "
@@ -585,7 +585,7 @@ def _choices(results: Results) -> list[str]:
         out.append("- **Checkpoint selection**: the student is the checkpoint with the lowest validation loss "
                    f"(evaluated each epoch); budget `train.max_steps={run.params.get('train.max_steps') or 'none'}`, "
                    f"`train.max_minutes={run.params.get('train.max_minutes') or 'none'}`.")
-        val = {k.split("/")[1]: v for k, v in run.metrics.items() if k.startswith("val/") and k.endswith("/accuracy")}
+        val = by_name(run.metrics, "val", "accuracy")
         shown = ", ".join(f"{f} {_pct(val[f])}%" for f in in_order(val, FORM_ORDER)) or "not logged"
         mix = run.tags.get("distill.mix", "etd")
         tied = (validation_choice(results, mix) or {}).get("tied", [])
@@ -617,10 +617,8 @@ def _teacher_targets(results: Results) -> list[str]:
     if verify is None:
         return []
     teacher = verify.tags.get("distill.teacher", "?")
-    counted = {k.split("/")[1]: int(v) for k, v in verify.metrics.items()
-               if k.startswith("verify/") and k.endswith("/computed_numbers_in_text")}
-    kept = {k.split("/")[1]: int(v) for k, v in verify.metrics.items()
-            if k.startswith("verify/") and k.endswith("/kept")}
+    counted = {form: int(v) for form, v in by_name(verify.metrics, "verify", "computed_numbers_in_text").items()}
+    kept = {form: int(v) for form, v in by_name(verify.metrics, "verify", "kept").items()}
     out = [f"### What the teacher (`{teacher}`) writes per form", "",
            "Computed numbers in text: kept targets whose text outside equations or code (CoT: all of it; "
            "PoT: comments and strings; EoT: comment lines) holds a number the question does not state "
@@ -664,10 +662,9 @@ def _failure_table(results: Results, sets: list[str]) -> list[str]:
     """(student, form) x test set: how many predictions were wrong or gave no usable answer, and why."""
     cells: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(dict))
     for mix, run in results.evaluations().items():
-        for key, value in run.metrics.items():
-            parts = key.split("/")
-            if len(parts) == 4 and parts[2] == "failures" and value:
-                cells[(mix, parts[1])][parts[0]][parts[3]] = int(value)
+        for key, value in parsed_metrics(run.metrics):
+            if key.score == "failures" and value:
+                cells[(mix, key.name)][key.scope][key.stat] = int(value)
     if not cells:
         return []
     out = ["## Answers that were not correct, by status (wrong_answer, or no usable answer and why)", "",
@@ -717,8 +714,8 @@ def _training_table(results: Results) -> list[str]:
 
 def _runs_table(results: Results) -> list[str]:
     order = {name: i for i, (name, _, _) in enumerate(pipeline(MIXES))}
-    wall = {k.split("/", 1)[1]: v for k, v in (results.parent.metrics if results.parent else {}).items()
-            if k.startswith("wall_seconds/")}
+    wall = {k.stat: v for k, v in parsed_metrics(results.parent.metrics if results.parent else {})
+            if k.scope == "wall_seconds" and not k.name}
     # the report's own step and the total are left out: both are logged after this file is written
     names = (set(results.steps) | set(wall)) - {"report", "total"}
     out = ["## Runs that produced these numbers", "", "| step | run name | run id | wall time (s) |",
