@@ -310,3 +310,22 @@ def test_an_input_emptied_or_cut_is_refused_naming_its_producers_command(tmp_pat
     path.write_text("")
     with pytest.raises(DataError, match="is empty, but its producer wrote 18 bytes"):
         check_input(path, recorded, "distill verify --preset smoke")
+
+
+def test_the_settings_digest_is_the_sha256_of_the_parts_canonical_json_so_recorded_digests_stay_valid():
+    import hashlib
+    import json
+
+    from distill.files import settings_digest
+
+    settings = {"mix": [0.1, True, 13, 0], "inputs": {"eot": "0123abcd"}, "test_sets": ("gsm8k", "svamp")}
+    # how the mix stage fingerprinted its inputs before the helper: sorted keys, a tuple as a list
+    assert settings_digest(settings) == hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    assert settings_digest({"b": 1, "a": 2}) == settings_digest({"a": 2, "b": 1}) != settings_digest({"a": 2, "b": 2})
+    # verify's way: a header, then one JSON text per row, non-ASCII text as UTF-8
+    rows = [["p1", 0, "x = 3 · 2 ✓", 6.0, "correct"], ["p2", 1, "é", 2, "wrong_answer"]]
+    h = hashlib.sha256(json.dumps({"version": 1, "stats": 2}, sort_keys=True).encode())
+    for row in rows:
+        h.update(json.dumps(row, ensure_ascii=False).encode())
+    assert settings_digest({"version": 1, "stats": 2}, *rows, ensure_ascii=False) == h.hexdigest()[:16]
+    assert settings_digest({"version": 1, "stats": 2}, *rows) != h.hexdigest()[:16]  # escaped text is other bytes

@@ -343,3 +343,13 @@ def test_a_missing_file_names_the_file_and_how_to_provide_it(tmp_path, monkeypat
         load(name, "test", tmp_path)
     assert str(tmp_path / rel) in str(err.value)
     assert "--data-dir" in str(err.value) and "DISTILL_DATA_DIR" in str(err.value)
+
+
+def test_the_evaluated_problems_are_the_first_evaluate_limit_of_the_test_split(data_dir):
+    from distill.config import load_config, replace
+    from distill.problems import evaluated_problems, load_problems
+
+    cfg = load_config("smoke", [f"data.data_dir={data_dir}"])
+    every = load_problems("svamp", "test", data_dir, hub=False)
+    assert evaluated_problems(replace(cfg, evaluate={"limit": 3}), "svamp") == every[:3]
+    assert evaluated_problems(replace(cfg, evaluate={"limit": None}), "svamp") == every

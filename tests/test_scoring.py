@@ -288,3 +288,27 @@ def test_the_interval_of_a_mean_over_samples_is_wilsons_for_0_1_values_and_not_e
     assert half["ci_low"] < 0.5 < half["ci_high"]
     with pytest.raises(ValueError):
         mean_interval([1.5])
+
+
+def test_every_metric_name_the_evaluate_stage_writes_parses_into_its_parts_and_back():
+    from distill.scoring import (MetricKey, answer_profile, by_name, interval, parse_metric, parse_sample_name,
+                                 profile_metrics, sample_metrics, score_samples, strict_metrics)
+
+    scores = score_test_set(TABLE, GOLDS, selected="pot")
+    answers = {"eot": [10.0, 21.0], "vote": [10.0, None]}
+    written = {**metrics_of("gsm8k", scores),
+               **sample_metrics("gsm8k", score_samples({"eot": [[v, v] for v in TABLE["eot"]]}, GOLDS)),
+               **strict_metrics("gsm8k", {"eot": interval(2, 6)}),
+               **profile_metrics("gsm8k", {n: answer_profile(a, GOLDS[:2]) for n, a in answers.items()})}
+    parsed = {key: parse_metric(key) for key in written}
+    assert all(parsed.values()) and all(str(k) == key for key, k in parsed.items())
+    assert parsed["gsm8k/n"] == MetricKey("gsm8k", "", "", "n")
+    assert parsed["gsm8k/vote/ci_low"] == MetricKey("gsm8k", "vote", "", "ci_low") and parsed["gsm8k/vote/ci_low"].plain
+    assert parsed["gsm8k/eot/maj_at_2/accuracy"] == MetricKey("gsm8k", "eot", "maj_at_2", "accuracy")
+    assert parsed["gsm8k/eot/strict/ci_high"].score == "strict" and not parsed["gsm8k/eot/strict/ci_high"].plain
+    assert parsed["gsm8k/eot/failures/timeout"] == MetricKey("gsm8k", "eot", "failures", "timeout")
+    assert by_name(written, "gsm8k", "accuracy") == {"eot": 1 / 6, "pot": 5 / 6, "cot": 2 / 6, "vote": 3 / 6,
+                                                     "fallback": 2 / 6, "selected": 5 / 6}
+    assert by_name({"val/eot/accuracy": 0.5, "val/loss": 1.0, "gsm8k/eot/accuracy": 0.1}, "val", "accuracy") == {"eot": 0.5}
+    assert parse_sample_name("maj_at_12") == ("maj", 12) and parse_sample_name("strict") is None
+    assert parse_metric("a/b/c/d/e") is None and parse_metric("loss") is None

@@ -151,3 +151,15 @@ def test_a_lora_adapter_folder_loads_onto_its_base_with_the_trained_weights(tmp_
         assert torch.allclose(loaded(ids).logits, model(ids).logits)
         plain_base = load_student(tmp_path / "student" / "base")[0].eval()
         assert not torch.allclose(loaded(ids).logits, plain_base(ids).logits)  # the adapter is applied
+
+
+def test_stale_form_names_the_first_form_trained_on_another_version_and_skips_cards_without_one():
+    from distill.student import stale_form
+    from distill.thoughts import get_form
+
+    eot, pot = get_form("eot").version, get_form("pot").version
+    assert stale_form({"forms": {"eot": {"version": eot}, "pot": {"version": pot}}}) is None
+    assert stale_form({"forms": {"eot": {"version": eot}, "pot": {"version": pot + 7}}}) == ("pot", pot + 7, pot)
+    assert stale_form({"forms": {"eot": None, "pot": {}}}) is None  # older cards record no version
+    assert stale_form({"forms": {"eot": {"version": eot}, "pot": {"version": pot + 7}}}, ["eot"]) is None
+    assert stale_form({}) is None
