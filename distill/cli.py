@@ -17,6 +17,7 @@ import click
 from distill import config as config_mod
 from distill.config import Config, ConfigError
 from distill.files import DataError
+from distill.layout import RunFolder
 
 
 def _existing_dir(ctx, param, value):
@@ -201,7 +202,7 @@ def overlap(cfg_args, output, n):
     train = load_set(cfg.data.train_set, "train", data_dir, hub=cfg.data.hub).problems
     tests = {name: load_set(name, "test", data_dir, hub=cfg.data.hub).problems for name in cfg.data.test_sets}
     report = overlap_mod.overlap_report(train, tests, n=n, train_name=f"{cfg.data.train_set}-train")
-    path = Path(output) if output else cfg.run_path / "overlap.json"
+    path = Path(output) if output else RunFolder(cfg.run_path).overlap
     write_json(path, report)
     click.echo(overlap_mod.format_table(report))
     click.echo(f"saved {path}")
@@ -263,7 +264,7 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
         for name, s in summary.items():
             reasons = ", ".join(f"{r} {c}" for r, c in s["reasons"].items()) or "none"
             click.echo(f"{name}: kept {s['kept']}/{s['n']} (drop rate {s['drop_rate']:.1%}; dropped: {reasons})")
-        click.echo(f"saved {cfg.run_path / 'verified'}")
+        click.echo(f"saved {RunFolder(cfg.run_path).verified_dir}")
         return
     if thought is None:
         raise click.UsageError("--thought {cot,pot,eot} is required with FILE")
@@ -343,7 +344,8 @@ def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit
     if "batch" in summary:
         click.echo(f"batch: {json.dumps(summary['batch'])}")
     click.echo(f"{summary['answered']}/{summary['items']} items answered ({summary['samples_ok']} samples ok, "
-               f"{summary['samples_failed']} failed); {shard.path(cfg.run_path / stage.SUMMARY) if shard else cfg.run_path / stage.SUMMARY}")
+               f"{summary['samples_failed']} failed); "
+               f"{shard.path(RunFolder(cfg.run_path).generate_summary) if shard else RunFolder(cfg.run_path).generate_summary}")
     if summary["stopped"]:
         click.echo(f"stopped: {summary['stopped']}", err=True)
         sys.exit(3)

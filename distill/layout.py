@@ -5,6 +5,7 @@ same way. What the files hold is each stage's data contract (its module docstrin
 
     samples.jsonl, generate_summary.json     generate (shards: samples.shard-<i>-of-<n>.jsonl, ...)
     ledger.jsonl, batches/                   generate: paid calls, batch jobs (distill/teachers)
+    overlap.json                             distill overlap (train/test n-gram overlap)
     verified/<form>.jsonl, summary.json, dropped.jsonl      verify
     verified/state/<form>.json, <form>.dropped.jsonl
     mix/<mix>/train.jsonl, val.jsonl, summary.json            mix
@@ -49,6 +50,11 @@ class RunFolder:
     @property
     def batches(self) -> Path:
         return self.root / "batches"
+
+    @property
+    def overlap(self) -> Path:
+        """``overlap.json``: `distill overlap`'s report when no --output is given."""
+        return self.root / "overlap.json"
 
     # --- verify ---
     @property

@@ -26,8 +26,7 @@ from pathlib import Path
 
 from distill.config import Config, flatten, replace
 from distill.files import DataError, append_log, read_log, write_json
-from distill.layout import GENERATE_SUMMARY as SUMMARY  # noqa: F401 - the CLI names the summary as stage.SUMMARY
-from distill.layout import SAMPLES, RunFolder
+from distill.layout import RunFolder
 from distill.problems import load_problems
 from distill.shards import Shard, pick, shard_files
 from distill.teachers import BudgetReached, Job, get_teacher
