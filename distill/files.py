@@ -21,6 +21,11 @@ and writer of such a log, the former completion store's ``completions.jsonl`` in
   cut) is skipped by ``read_log``; ``log_lines`` hands it to the caller, which may count it.
 
 That is how stages resume after ``kill -9``: what a log holds is what was done.
+
+Skipping unchanged work: ``settings_digest`` names the settings and inputs an output depends on,
+``fingerprints`` and ``mismatch`` what a stage wrote; every stage records and compares these, no other way.
+The module is longer than most because it is the one place for these mechanics (formats, logs, folder
+locks, digests): splitting it would spread one policy over several files.
 """
 from __future__ import annotations
 

@@ -34,6 +34,11 @@ every constant predictor, never a model.
 Uncertainty: every accuracy comes with its 95% Wilson score interval (``wilson``), and two sets of
 answers to the same problems are compared with the exact McNemar test on the discordant pairs
 (``mcnemar``).
+
+Metric names: ``metrics_of`` (and ``sample_metrics``, ``strict_metrics``, ``profile_metrics``) write them;
+``parse_metric`` reads one back into its parts (``MetricKey``) for every reader (results, report, compare,
+register), so the names have one home. That and the sampled scores are why the module is over 450 lines:
+the arithmetic and the names it is logged under belong together.
 """
 from __future__ import annotations
 

@@ -61,6 +61,10 @@ with n = ``<test_set>/n``; with several forms ``<test_set>/vote/maj_at_<k>``, a 
 samples; the tag ``distill.samples``; tables ``eval/<test_set>/<form>.samples.json``; correct.json's
 "sampled": {"k", "tie_rule", "correct": {name: [0/1]} (maj), "answers": {name: [answer]}, "values":
 {name: [per-problem pass@k or mean]}}, apart from "correct" so the paired tests keep reading greedy answers.
+
+Sharded (``evaluate --shard i/n``, then ``--merge``: ``merge_evaluation``): the merge lives here, beside the
+records it joins and the digests that tell a student's records apart; with the greedy and sampled loops and
+the MLflow tables that is why this module is over 450 lines.
 """
 from __future__ import annotations
 
