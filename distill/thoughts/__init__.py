@@ -5,9 +5,9 @@ whether it runs in the sandbox; every stage calls the same object.
 
 The shared contract lives here: ``Verdict`` and ``Extraction`` (typed results, never silent
 defaults), the ``Form`` base class, and ``FORMS``, the one ordered registry of forms, read through
-``form_names``, ``get_form`` (name -> form), ``named_mixes``, ``parse_mix`` and ``combine_order``. Adding a
-form is one module and one line in ``FORMS`` (README "Adding a thought form"). Reads and writes no
-files; programs and equation systems run only in distill/sandbox/.
+``form_names``, ``get_form`` (name -> form), ``named_mixes``, ``parse_mix`` and ``combine_order``.
+Adding a form is one module and one line in ``FORMS`` (README "Adding a thought form"). Reads and
+writes no files; programs and equation systems run only in distill/sandbox/.
 """
 from __future__ import annotations
 
