@@ -64,10 +64,10 @@ UNBATCHED = {"max_rows": 1, "max_batch": 1, "batch_size": 1}
 
 
 def write_card(folder: Path, student: str) -> None:
-    from distill.thoughts import FORM_NAMES, get_form
+    from distill.thoughts import form_names, get_form
 
     card = {"mix": "etd", "forms": {f: {"version": get_form(f).version, "instruction": get_form(f).instruction}
-                                    for f in FORM_NAMES},
+                                    for f in form_names()},
             "student": student, "data_digest": "benchmark", "train_run_id": None, "preset": "benchmark",
             "best_form": "eot"}
     (folder / "card.json").write_text(json.dumps(card))
@@ -79,10 +79,10 @@ def tiny_student(folder: Path, steps: int) -> Path:
 
     from distill.config import load_config
     from distill.student import build_tiny
-    from distill.thoughts import FORM_NAMES, get_form
+    from distill.thoughts import form_names, get_form
 
     t = load_config("tiny").train
-    texts = [get_form(f).student_input(q) for q in QUESTIONS for f in FORM_NAMES] + [EOT_TARGET] * 20
+    texts = [get_form(f).student_input(q) for q in QUESTIONS for f in form_names()] + [EOT_TARGET] * 20
     model, tokenizer = build_tiny(texts, d_model=t.tiny_d_model, layers=t.tiny_layers, heads=t.tiny_heads,
                                   d_ff=t.tiny_d_ff, vocab=500, dropout=0.0)
     eot = get_form("eot")
@@ -110,9 +110,9 @@ def shaped_student(folder: Path, name: str) -> Path:
     from transformers import Qwen2Config, Qwen2ForCausalLM, T5Config, T5ForConditionalGeneration
 
     from distill.student import save_student, train_tokenizer
-    from distill.thoughts import FORM_NAMES, get_form
+    from distill.thoughts import form_names, get_form
 
-    texts = [get_form(f).student_input(q) for q in QUESTIONS for f in FORM_NAMES] + [EOT_TARGET] * 20
+    texts = [get_form(f).student_input(q) for q in QUESTIONS for f in form_names()] + [EOT_TARGET] * 20
     if name == "codet5-large":
         tokenizer = train_tokenizer(texts, 500)
         config = T5Config(vocab_size=32100, d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_decoder_layers=24,

@@ -4,9 +4,10 @@
     python benchmarks/verify.py --problems 1000 --baseline 100
 
 Workload: for each GSM8K training solution, the gold teacher's PoT program
-(``distill.teachers.gold.program_from``): its ``<<expr=result>>`` calculator annotations become lines
-``name = expr`` in which a number equal to an earlier result is replaced by that result's name,
-then ``ans = <name>`` (the last step giving the gold answer); a solution it cannot derive is skipped.
+(``distill.teachers.gold.derive("pot", ...)``, the PoT form's ``from_gold``): its ``<<expr=result>>``
+calculator annotations become lines ``name = expr`` in which a number equal to an earlier result is
+replaced by that result's name, then ``ans = <name>`` (the last step giving the gold answer); a
+solution it cannot derive is skipped.
 The same text is a PoT program and a forward-only EoT system (the gold EoT adds only ``%`` comments).
 
 - PoT: distill's sandbox (static check, then a child forked from a warm worker with rlimits, running a
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from distill.answers import answers_match  # noqa: E402
 from distill.problems import load_problems  # noqa: E402
-from distill.teachers.gold import StepError, program_from  # noqa: E402
+from distill.teachers.gold import StepError, derive  # noqa: E402
 
 
 def rate(n: int, seconds: float) -> float:
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     texts, golds = [], []
     for p in load_problems("gsm8k", "train", args.data_dir):
         try:
-            texts.append(program_from(p.rationale or "", p.answer))
+            texts.append(derive("pot", p.rationale, p.answer))
         except StepError:
             continue
         golds.append(p.answer)

@@ -18,6 +18,7 @@ from distill import config as config_mod
 from distill.config import Config, ConfigError
 from distill.files import DataError
 from distill.layout import RunFolder
+from distill.thoughts import form_names
 
 
 def _existing_dir(ctx, param, value):
@@ -229,7 +230,7 @@ def _reasons_table(verdicts) -> str:
 @main.command(short_help="Check completions against gold answers with each form's verifier.")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, exists=True))
 @common_options
-@click.option("--thought", type=click.Choice(["cot", "pot", "eot"]), default=None,
+@click.option("--thought", type=click.Choice(form_names()), default=None,
               help="Form of the completions in FILE (required with FILE).")
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="File mode: write one verdict per input line here (JSONL).")

@@ -22,6 +22,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from distill.thoughts import form_names
+
 PRESET_DIR = Path(__file__).resolve().parent.parent / "mlprojects"
 DATA_DIR_ENV = "DISTILL_DATA_DIR"
 
@@ -89,7 +91,8 @@ class TeacherConfig:
 class GenerateConfig:
     """Which forms the teacher writes for every training problem (samples.jsonl)."""
 
-    forms: tuple[str, ...] = ("cot", "pot", "eot")
+    forms: tuple[str, ...] = field(default_factory=form_names)
+    """Every registered form (distill.thoughts.FORMS) unless a preset names some."""
     batch_poll: float = 10.0
     """Seconds between status checks in `generate --batch collect`."""
     batch_wait: float = 0.0

@@ -28,7 +28,7 @@ from pathlib import Path
 from distill.results import (FORM_ORDER, STUDENT_NAMES, STUDENTS, Results, accuracies, drop_rates, in_order,
                              oracle_cells, profiles, selected_forms, sets_of)
 from distill.scoring import DEGENERATE_SHARE, format_answer
-from distill.thoughts import MIXES
+from distill.thoughts import named_mixes
 
 COLORS = {"cot": "tab:blue", "pot": "tab:orange", "eot": "tab:green", "etd": "tab:purple"}
 VARIANT_SHADES = {"base": 0.55, "grpo": -0.3}
@@ -346,7 +346,7 @@ def training_figure(results: Results):
     from matplotlib.lines import Line2D
 
     trains = {name.split("-", 1)[1]: run for name, run in results.steps.items() if name.startswith("train-")}
-    mixes = in_order(trains, MIXES) or ["-"]
+    mixes = in_order(trains, named_mixes()) or ["-"]
     ncols = min(2, len(mixes))
     nrows = math.ceil(len(mixes) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.1 * nrows + 1.0), squeeze=False)

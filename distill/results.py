@@ -47,21 +47,22 @@ from dataclasses import dataclass, field
 from distill.config import Config
 from distill.files import DataError, read_json
 from distill.scoring import by_name, parse_sample_name, parsed_metrics
-from distill.thoughts import MIXES, VARIANTS, parse_student, student_name
+from distill.thoughts import VARIANTS, combine_order, form_names, get_form, named_mixes, parse_student, student_name
 
-MIX_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD", "etd": "ETD"}
+MIX_NAMES = {**{name: get_form(name).dataset for name in form_names()}, "etd": "ETD"}
 VARIANT_NAMES = {"base": "{} base (untrained)", "grpo": "{}+GRPO"}
 """How a variant's student is called in tables: the mix's name in the braces (``ETD base (untrained)``)."""
 VARIANT_ORDER = ("base", "", "grpo")
 """A mix's students in the order of the study: the starting point, after SFT, after RL."""
 STUDENT_NAMES = {**MIX_NAMES, **{student_name(m, v): VARIANT_NAMES.get(v, "{}-" + v).format(MIX_NAMES[m])
-                                 for m in MIXES for v in VARIANTS if v}}
-STUDENTS = tuple(student_name(m, v) for m in MIXES
+                                 for m in named_mixes() for v in VARIANTS if v}}
+STUDENTS = tuple(student_name(m, v) for m in named_mixes()
                  for v in VARIANT_ORDER + tuple(v for v in VARIANTS if v not in VARIANT_ORDER))
 """Every student name the report knows (distill.thoughts.parse_student), in table order: per mix its
 base, its SFT student and its GRPO student."""
 TEST_SET_ORDER = ("gsm8k", "asdiv", "svamp", "multiarith")
-FORM_ORDER = ("cot", "pot", "eot", "vote", "fallback", "selected")
+FORM_ORDER = (*form_names(), "vote", "fallback", "selected")
+"""The forms, then the rows derived from them, in the order every table and plot shows them."""
 
 
 @dataclass
@@ -328,7 +329,7 @@ def intervals(results: Results) -> dict[tuple[str, str], dict[str, dict]]:
                     "accuracy": value, "ci_low": m.get(f"{ts}/{name}/ci_low"), "ci_high": m.get(f"{ts}/{name}/ci_high"),
                     "n": None if n is None else int(n)}
     for mix in {m for m, _ in table}:
-        if len({f for m, f in table if m == mix and f in ("cot", "pot", "eot")}) <= 1:
+        if len({f for m, f in table if m == mix and f in form_names()}) <= 1:
             table.pop((mix, "selected"), None)
     return table
 
@@ -361,7 +362,8 @@ def baseline_cells(results: Results) -> dict[str, dict]:
 
 def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
     """(metric form, label) of the student's one headline number, chosen without a test set: the form
-    chosen on the validation split (``selected``), a one-form student's only form, else eot."""
+    chosen on the validation split (``selected``), a one-form student's only form, else the form ranked
+    first in the combinations (eot)."""
     run = results.evaluations().get(mix)
     if run is None:
         return None
@@ -370,15 +372,16 @@ def primary_form(results: Results, mix: str) -> tuple[str, str] | None:
     if sibling is not None and sibling[0] in forms:  # an untrained base: asked in its trained student's form
         return sibling[0], f"{sibling[0]} ({STUDENT_NAMES.get(sibling[1], sibling[1])}'s form, chosen on validation)"
     selected = run.tags.get("distill.selected_form")
-    trained = sorted(forms & {"cot", "pot", "eot"})
+    trained = sorted(forms & set(form_names()))
     if len(trained) == 1:  # a one-form student: its "selected" is that form again (the report shows it once)
         return trained[0], trained[0]
     if "selected" in forms:
         return "selected", f"{selected or '?'} (chosen on validation)"
     if selected in forms:
         return selected, f"{selected} (chosen on validation)"
-    if "eot" in forms:
-        return "eot", "eot (no validation choice logged)"
+    first = combine_order()[0]
+    if first in forms:
+        return first, f"{first} (no validation choice logged)"
     return (trained[0], trained[0]) if trained else None
 
 
@@ -394,7 +397,7 @@ def trained_sibling_form(results: Results, name: str) -> tuple[str, str] | None:
         run = results.evaluations().get(sibling)
         if run is None:
             continue
-        forms = sorted(set(by_name(run.metrics, None, "accuracy")) & {"cot", "pot", "eot"})
+        forms = sorted(set(by_name(run.metrics, None, "accuracy")) & set(form_names()))
         chosen = run.tags.get("distill.selected_form") or (forms[0] if len(forms) == 1 else None)
         if chosen:
             return chosen, sibling
@@ -461,9 +464,10 @@ def validation_choice(results: Results, mix: str = "etd") -> dict | None:
         return None
     val = by_name(run.metrics, "val", "accuracy")
     top = max(val.values(), default=None)
-    tied = in_order([f for f, v in val.items() if v == top], ("eot", "pot", "cot")) if val else []
+    order = combine_order()
+    tied = in_order([f for f, v in val.items() if v == top], order) if val else []
     return {"accuracy": val, "selected": selected_forms(results).get(mix), "tied": tied,
-            "rule": "ties go to EoT, then PoT, then CoT"}
+            "rule": "ties go to " + ", then ".join(get_form(f).title for f in order)}
 
 
 def paired_tests(results: Results) -> list[dict]:
@@ -563,10 +567,10 @@ def gains(results: Results) -> list[dict]:
             return (form, form) if form in correct else (None, None)
         if "selected" in correct:
             return "selected", chosen.get(name)
-        forms = [f for f in correct if f in ("cot", "pot", "eot")]
+        forms = [f for f in correct if f in form_names()]
         return (forms[0], forms[0]) if len(forms) == 1 else (None, None)
 
-    for mix in in_order({parse_student(n)[0] for n in results.correct}, MIXES):
+    for mix in in_order({parse_student(n)[0] for n in results.correct}, named_mixes()):
         for later_v, earlier_v, what in GAINS:
             a, b = student_name(mix, later_v), student_name(mix, earlier_v)
             if a not in results.correct or b not in results.correct:

@@ -10,14 +10,17 @@ verdict that is not correct by its status (``wrong_answer``, ``no_answer``, ``pa
 Combinations for students asked in several forms are OUR OWN variants (the paper does not say how
 its ETD numbers were obtained) and carry their own metric names (``vote``, ``fallback``):
 
-- **fallback**: take the answer of the first form in ``COMBINE_ORDER`` (EoT, then PoT, then CoT)
-  that produced an answer at all; a form whose solver, program or parser failed passes the turn on.
-  The order puts EoT first because it is the paper's best single form for small students, and the
-  two tool-checked forms before free text.
+- **fallback**: take the answer of the first form in the combination order (distill.thoughts
+  ``combine_order``, the forms by their ``rank``: EoT, then PoT, then CoT) that produced an answer at
+  all; a form whose solver, program or parser failed passes the turn on. The order puts EoT first
+  because it is the paper's best single form for small students, and the two tool-checked forms
+  before free text.
 - **vote**: majority over the forms that produced an answer, two answers being the same when they
-  match within the 1e-3 tolerance. Ties are broken by ``COMBINE_ORDER``: among the answers with the
+  match within the 1e-3 tolerance. Ties are broken by the same order: among the answers with the
   most votes, the one given by the earliest form in EoT > PoT > CoT wins. So with all three forms
   answering differently the vote equals EoT's answer, and with only failures there is no answer.
+  Both take plain answers (a number, or None for a form that gave none), so a caller without a gold
+  answer (the served student) votes with the same rule.
 
 Both are fixed rules, decided before any test set was seen; nothing here looks at a test label to
 choose. **selected** is the form chosen on the validation split (the train stage's card,
@@ -49,10 +52,8 @@ from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
 from distill.answers import answers_match
-from distill.thoughts import STATUSES, Verdict
+from distill.thoughts import STATUSES, Verdict, combine_order
 
-COMBINE_ORDER = ("eot", "pot", "cot")
-"""Fixed order of the fallback, and the tie-break of the vote (earlier wins)."""
 FAILURE_STATUSES = tuple(s for s in STATUSES if s != "correct")
 Z95 = 1.959963984540054
 """The two-sided 95% normal quantile used by ``wilson``."""
@@ -109,14 +110,20 @@ def interval(correct: int, n: int) -> dict:
 
 
 def ordered(forms: Sequence[str]) -> list[str]:
-    """The forms in COMBINE_ORDER (unknown names keep their given order, after the known ones)."""
-    known = [f for f in COMBINE_ORDER if f in forms]
-    return known + [f for f in forms if f not in COMBINE_ORDER]
+    """The forms in the combination order (unknown names keep their given order, after the known ones)."""
+    order = combine_order()
+    known = [f for f in order if f in forms]
+    return known + [f for f in forms if f not in order]
 
 
 def answered(verdict: Verdict) -> bool:
     """True when the form produced a number (right or wrong), False for every failure."""
     return verdict.status in ("correct", "wrong_answer") and verdict.answer is not None
+
+
+def answer_of(verdict: Verdict) -> float | None:
+    """The number a verdict's form answered, or None when it gave none: what the vote counts."""
+    return verdict.answer if answered(verdict) else None
 
 
 def accuracy(verdicts: Sequence[Verdict]) -> float:
@@ -131,31 +138,33 @@ def failures(verdicts: Sequence[Verdict]) -> dict[str, int]:
     return {status: counts.get(status, 0) for status in [*FAILURE_STATUSES, *sorted(set(counts) - set(FAILURE_STATUSES))]}
 
 
-def fallback_answer(by_form: Mapping[str, Verdict]) -> tuple[float | None, str | None]:
-    """(answer, form it came from) of the first form in COMBINE_ORDER that answered; (None, None) if none did."""
+def fallback_answer(by_form: Mapping[str, float | None]) -> tuple[float | None, str | None]:
+    """(answer, form it came from) of the first form in the combination order that answered (``by_form``:
+    form -> its answer, None when it gave none); (None, None) if none did."""
     for form in ordered(list(by_form)):
-        if answered(by_form[form]):
-            return by_form[form].answer, form
+        if by_form[form] is not None:
+            return by_form[form], form
     return None, None
 
 
-def vote_answer(by_form: Mapping[str, Verdict]) -> tuple[float | None, int]:
-    """(majority answer, its number of votes) over the forms that answered; ties go to the earlier form.
+def vote_answer(by_form: Mapping[str, float | None]) -> tuple[float | None, int]:
+    """(majority answer, its number of votes) over the forms that answered (``by_form``: form -> its
+    answer, None when it gave none); ties go to the earlier form.
 
     Answers are grouped with ``answers_match`` (1e-3), the group keeping the value of its earliest
     form, so 12 and 12.0004 count as one answer.
     """
-    groups: list[list] = []  # [value, votes] in COMBINE_ORDER of their first voter
+    groups: list[list] = []  # [value, votes] in the combination order of their first voter
     for form in ordered(list(by_form)):
-        verdict = by_form[form]
-        if not answered(verdict):
+        answer = by_form[form]
+        if answer is None:
             continue
         for group in groups:
-            if answers_match(verdict.answer, group[0]):
+            if answers_match(answer, group[0]):
                 group[1] += 1
                 break
         else:
-            groups.append([verdict.answer, 1])
+            groups.append([answer, 1])
     if not groups:
         return None, 0
     # max() returns the first maximal group, i.e. the one whose first voter comes earliest
@@ -174,7 +183,7 @@ def combine(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float]) -
             raise ValueError(f"{form}: {len(items)} verdicts for {len(golds)} problems; align them first")
     out: dict[str, list[dict]] = {"vote": [], "fallback": []}
     for i, gold in enumerate(golds):
-        by_form = {form: items[i] for form, items in verdicts.items()}
+        by_form = {form: answer_of(items[i]) for form, items in verdicts.items()}
         answer, votes = vote_answer(by_form)
         out["vote"].append({"answer": answer, "correct": answers_match(answer, gold), "votes": votes})
         answer, source = fallback_answer(by_form)
@@ -305,7 +314,7 @@ def answers_of(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float]
                selected: str | None = None) -> dict[str, list[float | None]]:
     """Per problem the answer of every form (None when it gave none), of vote and fallback (two or
     more forms) and of the selected form: what ``answer_profile`` characterises."""
-    out = {form: [v.answer if answered(v) else None for v in items] for form, items in verdicts.items()}
+    out = {form: [answer_of(v) for v in items] for form, items in verdicts.items()}
     if len(verdicts) > 1:
         for name, rows in combine(verdicts, golds).items():
             out[name] = [r["answer"] for r in rows]
@@ -388,7 +397,7 @@ def degenerate_tag(profiles: Mapping[str, Mapping[str, Mapping]]) -> str:
 # --- sampled outputs: maj@k, pass@k, mean over samples (evaluate.samples > 1) -----------------------
 
 TIE_RULE = ("the tied answer that appeared first among the samples (each form's samples in sample order; "
-            "over several forms, the forms in the order eot, pot, cot)")
+            f"over several forms, the forms in the order {', '.join(combine_order())})")
 """How maj@k breaks a tie between equally common answers: logged as the evaluate run's param
 ``evaluate.tie_rule``. A missing or unparsed answer never votes."""
 
@@ -460,7 +469,7 @@ def per_problem_samples(samples: Mapping[str, Sequence[Sequence[Verdict]]], gold
     {"k", "correct": {"<form>/maj_at_k": [0/1], "vote/maj_at_k" (two or more forms): [0/1]},
     "answers": {same names: [majority answer or None]}, "values": {"<form>/pass_at_k": [float],
     "<form>/mean_at_k": [float]}}. The vote over forms takes every form's k answers (k x forms votes),
-    forms in COMBINE_ORDER."""
+    forms in the combination order."""
     ks = {len(items) for per_form in samples.values() for items in per_form}
     if len(ks) > 1:
         raise ValueError(f"every problem needs the same number of samples, got {sorted(ks)}")
@@ -472,7 +481,7 @@ def per_problem_samples(samples: Mapping[str, Sequence[Sequence[Verdict]]], gold
         maj, right = sample_name("maj", k), []
         answers = []
         for verdicts, gold in zip(per_problem, golds):
-            answer, _ = majority_answer([v.answer if answered(v) else None for v in verdicts])
+            answer, _ = majority_answer([answer_of(v) for v in verdicts])
             answers.append(answer)
             right.append(int(answers_match(answer, gold)))
         out["correct"][f"{form}/{maj}"] = right
@@ -484,7 +493,7 @@ def per_problem_samples(samples: Mapping[str, Sequence[Sequence[Verdict]]], gold
         name = f"vote/{sample_name('maj', k)}"
         answers = []
         for i in range(len(golds)):
-            pooled = [v.answer if answered(v) else None for form in ordered(list(samples)) for v in samples[form][i]]
+            pooled = [answer_of(v) for form in ordered(list(samples)) for v in samples[form][i]]
             answers.append(majority_answer(pooled)[0])
         out["answers"][name] = answers
         out["correct"][name] = [int(answers_match(a, g)) for a, g in zip(answers, golds)]

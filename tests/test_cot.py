@@ -22,7 +22,7 @@ def test_the_teacher_prompt_is_a_system_message_eight_exemplars_and_the_question
 
 
 def test_every_exemplar_verifies_in_strict_mode():
-    verdicts = COT.verify_many([e.cot for e in EXEMPLARS], [e.answer for e in EXEMPLARS], strict=True)
+    verdicts = COT.verify_many(list(COT.exemplars), [e.answer for e in EXEMPLARS], strict=True)
     assert [v.status for v in verdicts] == ["correct"] * 8
 
 

@@ -22,7 +22,7 @@ def test_the_instruction_and_student_input_are_exactly_as_in_the_method():
 
 
 def test_every_exemplar_system_verifies_in_strict_mode():
-    verdicts = EOT.verify_many([e.eot for e in EXEMPLARS], [e.answer for e in EXEMPLARS], timeout=T, strict=True)
+    verdicts = EOT.verify_many(list(EOT.exemplars), [e.answer for e in EXEMPLARS], timeout=T, strict=True)
     assert [v.status for v in verdicts] == ["correct"] * 8
 
 

@@ -10,7 +10,7 @@ import pytest
 from distill.config import load_config, replace
 from distill.files import DataError, read_log
 from distill.student import resolve_student
-from distill.thoughts import FORM_NAMES, Verdict
+from distill.thoughts import Verdict, form_names
 
 TEST_SETS = ("gsm8k", "asdiv", "svamp", "multiarith")
 
@@ -43,7 +43,7 @@ def tiny_model(seed: int = 0):
     return T5ForConditionalGeneration(config), tokenizer
 
 
-def save_student(folder: Path, forms=FORM_NAMES, seed: int = 0, versions: dict | None = None,
+def save_student(folder: Path, forms=form_names(), seed: int = 0, versions: dict | None = None,
                  best_form: str | None = None) -> Path:
     from distill.thoughts import get_form
 
@@ -251,11 +251,11 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
     assert tags["distill.forms"] == "cot,pot,eot" and tags["distill.data_digest"] == "d1g3st"
     m = run.data.metrics
     for t in TEST_SETS:
-        for f in FORM_NAMES:
+        for f in form_names():
             assert 0.0 <= m[f"{t}/{f}/accuracy"] <= 1.0
             assert sum(v for k, v in m.items() if k.startswith(f"{t}/{f}/failures/")) == \
                 2 - round(2 * m[f"{t}/{f}/accuracy"])
-        for name in (*FORM_NAMES, "vote", "fallback", "selected"):
+        for name in (*form_names(), "vote", "fallback", "selected"):
             assert m[f"{t}/{name}/ci_low"] <= m[f"{t}/{name}/accuracy"] <= m[f"{t}/{name}/ci_high"]
         assert m[f"{t}/selected/accuracy"] == m[f"{t}/pot/accuracy"] and m[f"{t}/n"] == 2
     assert tags["distill.selected_form"] == "pot" and not any("best" in k for k in [*tags, *m])
@@ -269,7 +269,7 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
     correct = json.loads(Path(mlflow.artifacts.download_artifacts(
         run_id=run.info.run_id, artifact_path="eval/gsm8k/correct.json", dst_path=str(tmp_path / "dl"))).read_text())
     assert correct["problem_ids"] == [r[table["columns"].index("problem_id")] for r in table["data"]]
-    assert set(correct["correct"]) == {*FORM_NAMES, "vote", "fallback", "selected"}
+    assert set(correct["correct"]) == {*form_names(), "vote", "fallback", "selected"}
     assert sum(correct["correct"]["eot"]) == round(2 * m["gsm8k/eot/accuracy"])
     assert correct["correct"]["selected"] == correct["correct"]["pot"]
     # the answers themselves and the golds, for the report's answer profiles and oracle constant
@@ -279,7 +279,7 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
     # two problems: one answer to both is more than 90%, so some name is degenerate, and the tag says which
     assert tags["distill.degenerate"] == "no" or "(100%)" in tags["distill.degenerate"]
     assert (tags["distill.degenerate"] == "no") == all(m[f"{t}/{n}/top_answer_share"] <= 0.9 for t in TEST_SETS
-                                                       for n in (*FORM_NAMES, "vote", "fallback", "selected"))
+                                                       for n in (*form_names(), "vote", "fallback", "selected"))
 
     saved = json.loads((tmp_path / "eval" / "etd" / "summary.json").read_text())
     assert saved["metrics"] == pytest.approx({k: v for k, v in m.items()})

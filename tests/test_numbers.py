@@ -31,7 +31,7 @@ def test_a_number_format_does_not_make_a_question_number_computed():
 
 def test_of_the_exemplars_only_cot_computes_in_text_and_pot_and_eot_comments_add_only_constants_of_the_world():
     flagged = {(k, name): found for k, ex in enumerate(EXEMPLARS) for name in ("cot", "pot", "eot")
-               if (found := computed_in_text(get_form(name), getattr(ex, name), ex.question))}
+               if (found := computed_in_text(get_form(name), get_form(name).exemplars[k], ex.question))}
     assert {k for k, name in flagged if name == "cot"} == set(range(len(EXEMPLARS)))
     # a number the question does not state is counted even when it is knowledge, not a result:
     # Ana's 1 part of the stickers, a chicken's 2 legs and a cow's 4

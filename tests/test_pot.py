@@ -16,7 +16,7 @@ def test_the_instruction_has_the_curly_apostrophe_of_the_method():
 
 
 def test_every_exemplar_program_verifies_in_strict_mode():
-    verdicts = POT.verify_many([e.pot for e in EXEMPLARS], [e.answer for e in EXEMPLARS], timeout=T, strict=True)
+    verdicts = POT.verify_many(list(POT.exemplars), [e.answer for e in EXEMPLARS], timeout=T, strict=True)
     assert [v.status for v in verdicts] == ["correct"] * 8
     assert len(POT.teacher_messages("Q?")) == 18
 

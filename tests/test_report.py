@@ -150,7 +150,7 @@ def test_report_command_writes_to_the_output_dir_it_is_given(tmp_path, mlflow_ur
 def test_the_choices_section_shows_what_the_gold_teacher_writes_per_form_from_its_verified_targets(
         tmp_path, mlflow_uri, data_dir, monkeypatch):
     from distill.stages import generate, verify
-    from distill.teachers.gold import WRITES
+    from distill.thoughts import get_form
 
     monkeypatch.setenv("DISTILL_DATA_DIR", str(data_dir))
     cfg = load_config("smoke", ["teacher.name=gold", "data.limit_train=5"])
@@ -167,7 +167,7 @@ def test_the_choices_section_shows_what_the_gold_teacher_writes_per_form_from_it
     assert f"all for the question: {first['question']}" in choices
     for form in ("cot", "pot", "eot"):
         example = next(r for r in kept[form] if r["problem_id"] == first["problem_id"])["completion"]
-        assert f"- **{form}**: {WRITES[form]}" in choices
+        assert f"- **{form}**: {get_form(form).gold_derivation}" in choices
         assert "\n".join(f"  {line}" for line in example.splitlines()) in choices
 
 

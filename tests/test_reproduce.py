@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from distill.cli import main
 from distill.config import load_config
 from distill.stages import reproduce
+from distill.thoughts import named_mixes
 from distill.tracking import Tracker
 
 STEP_RUNS = {"generate", "verify", "promote", "report"} | {
-    f"{stage}-{mix}" for stage in ("mix", "train", "evaluate") for mix in reproduce.MIXES}
+    f"{stage}-{mix}" for stage in ("mix", "train", "evaluate") for mix in named_mixes()}
 
 
 class FakeStages(dict):
@@ -201,7 +202,7 @@ def test_make_reproduce_on_the_smoke_preset_builds_the_run_tree_champion_and_rep
     client = mlflow.MlflowClient()
     champion = client.get_model_version_by_alias("distill-student", "champion")
     assert champion.run_id in {mlflow.get_run(parent_id).data.tags[f"distill.step.train-{m}.run_id"]
-                               for m in reproduce.MIXES}
+                               for m in named_mixes()}
     assert mlflow.models.get_model_info("models:/distill-student@champion").artifact_path
     text = (tmp_path / "reports" / "results.md").read_text()
     assert f"reproduce run: `{parent_id}`" in text and "ETD (`etd`)" in text and "(training prior)" in text

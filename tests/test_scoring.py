@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from distill.scoring import (COMBINE_ORDER, accuracy, combine, correctness, failures, fallback_answer, mcnemar,
+from distill.scoring import (accuracy, answer_of, combine, correctness, failures, fallback_answer, mcnemar,
                              metrics_of, score_test_set, vote_answer, wilson)
-from distill.thoughts import Verdict
+from distill.thoughts import Verdict, combine_order
 
 
 def ok(form, answer, gold):
@@ -14,6 +14,11 @@ def ok(form, answer, gold):
 
 def fail(form, status="exec_error"):
     return Verdict(status, None, "boom", form, 1)
+
+
+def answers(by_form):
+    """The plain answers the vote and the fallback take: form -> its number, None for a failure."""
+    return {form: answer_of(verdict) for form, verdict in by_form.items()}
 
 
 # Six problems, hand-written; gold answers below. Columns: eot, pot, cot.
@@ -27,7 +32,7 @@ TABLE = {
 
 
 def test_combine_order_is_eot_then_pot_then_cot():
-    assert COMBINE_ORDER == ("eot", "pot", "cot")
+    assert combine_order() == ("eot", "pot", "cot")
 
 
 def test_accuracy_counts_only_correct_verdicts_and_failures_as_wrong():
@@ -50,38 +55,39 @@ def test_failures_count_every_status_with_zeros_for_the_absent_ones():
 
 def test_vote_takes_the_majority_answer():
     # p1: eot 21, pot 20, cot 20.0004 -> 20 (two votes; cot's 20.0004 joins pot's 20)
-    assert vote_answer({f: TABLE[f][1] for f in TABLE}) == (20, 2)
+    assert vote_answer(answers({f: TABLE[f][1] for f in TABLE})) == (20, 2)
 
 
 def test_vote_tie_between_all_forms_goes_to_eot():
     # p2: 31, 30, 33 -> one vote each -> EoT's 31
-    assert vote_answer({f: TABLE[f][2] for f in TABLE}) == (31, 1)
+    assert vote_answer(answers({f: TABLE[f][2] for f in TABLE})) == (31, 1)
 
 
 def test_vote_tie_without_eot_goes_to_pot():
     # p3: eot failed, pot 40, cot 41 -> tie of one vote each -> PoT's 40
-    assert vote_answer({f: TABLE[f][3] for f in TABLE}) == (40, 1)
+    assert vote_answer(answers({f: TABLE[f][3] for f in TABLE})) == (40, 1)
 
 
 def test_vote_ignores_failed_forms_and_has_no_answer_when_all_fail():
-    assert vote_answer({f: TABLE[f][4] for f in TABLE}) == (None, 0)
+    assert vote_answer(answers({f: TABLE[f][4] for f in TABLE})) == (None, 0)
 
 
 def test_vote_majority_can_be_wrong():
     # p5: eot 7, pot 60, cot 7 -> 7 wins 2:1 although pot was right
-    assert vote_answer({f: TABLE[f][5] for f in TABLE}) == (7, 2)
+    assert vote_answer(answers({f: TABLE[f][5] for f in TABLE})) == (7, 2)
 
 
 def test_fallback_uses_eot_unless_its_solver_fails_then_pot_then_cot():
-    assert fallback_answer({f: TABLE[f][1] for f in TABLE}) == (21, "eot")
-    assert fallback_answer({f: TABLE[f][3] for f in TABLE}) == (40, "pot")
-    assert fallback_answer({"eot": fail("eot"), "pot": fail("pot", "timeout"), "cot": ok("cot", 3, 3)}) == (3, "cot")
-    assert fallback_answer({f: TABLE[f][4] for f in TABLE}) == (None, None)
+    assert fallback_answer(answers({f: TABLE[f][1] for f in TABLE})) == (21, "eot")
+    assert fallback_answer(answers({f: TABLE[f][3] for f in TABLE})) == (40, "pot")
+    assert fallback_answer(answers({"eot": fail("eot"), "pot": fail("pot", "timeout"), "cot": ok("cot", 3, 3)})) == (
+        3, "cot")
+    assert fallback_answer(answers({f: TABLE[f][4] for f in TABLE})) == (None, None)
 
 
 def test_fallback_keeps_a_wrong_answer_rather_than_falling_through():
     # a wrong answer is still an answer: only failures pass the turn on
-    assert fallback_answer({"eot": ok("eot", 1, 2), "pot": ok("pot", 2, 2)}) == (1, "eot")
+    assert fallback_answer(answers({"eot": ok("eot", 1, 2), "pot": ok("pot", 2, 2)})) == (1, "eot")
 
 
 def test_combine_gives_per_problem_rows_for_vote_and_fallback():

@@ -22,7 +22,7 @@ from distill.problems import load_problems
 from distill.serving.logged_model import log_student, serving_settings
 from distill.stages import evaluate
 from distill.student import build_student, save_student
-from distill.thoughts import FORM_NAMES, get_form
+from distill.thoughts import form_names, get_form
 from distill.tracking import Tracker
 from serving_fakes import form_card, store  # noqa: F401 (a fixture)
 
@@ -33,14 +33,14 @@ def tiny_student(folder: Path, kind: str, cfg, problems) -> Path:
     """A tiny student of ``kind`` (tiny or tiny-causal) in the train stage's layout, weights scaled x4."""
     import torch
 
-    texts = [get_form(f).student_input(p.question) for p in problems for f in FORM_NAMES]
+    texts = [get_form(f).student_input(p.question) for p in problems for f in form_names()]
     texts += ["ans = 3 + 4\nx = 12 * 5\nprint(ans)\nThe answer is 42."] * 5
     model, tokenizer = build_student(kind, texts, train_cfg=cfg.train, seed=1)
     with torch.no_grad():
         for param in model.parameters():
             param.mul_(4.0)
     save_student(model, tokenizer, folder / "model")
-    card = {"mix": "etd", "forms": {f: form_card(f) for f in FORM_NAMES}, "student": kind, "best_form": "eot",
+    card = {"mix": "etd", "forms": {f: form_card(f) for f in form_names()}, "student": kind, "best_form": "eot",
             "data_digest": "d" * 16, "train_run_id": None, "preset": "smoke"}
     (folder / "card.json").write_text(json.dumps(card))
     return folder
@@ -57,16 +57,16 @@ def test_the_served_student_answers_validation_problems_as_the_evaluate_stage_do
     with Tracker(store, "distill").run(f"train-{kind}"):
         info = log_student(folder, **serving_settings(cfg))  # as the train stage logs it
     served = mlflow.pyfunc.load_model(info.model_uri)
-    rows = [row for f in FORM_NAMES  # one request per form (at most max_rows questions per request)
+    rows = [row for f in form_names()  # one request per form (at most max_rows questions per request)
             for row in served.predict([{"question": p.question, "thought": f} for p in problems]).to_dict("records")]
 
     model, tokenizer = evaluate._load(folder / "model", cfg)
     digest = evaluate.student_digest(folder / "model", cfg)
     evaluated = {f: evaluate.answer_all(model, tokenizer, f, problems, tmp_path / "eval" / f"{f}.jsonl", digest, cfg)
-                 for f in FORM_NAMES}
+                 for f in form_names()}
 
     statuses = set()
-    for row, (form, i) in zip(rows, [(f, i) for f in FORM_NAMES for i in range(len(problems))]):
+    for row, (form, i) in zip(rows, [(f, i) for f in form_names() for i in range(len(problems))]):
         record = evaluated[form][i]
         assert row["thought"] == form and row["reasoning"] == record["output"], (form, i)
         # the evaluate stage judges against the gold answer: correct / wrong_answer is served as ok
@@ -82,6 +82,6 @@ def test_the_served_student_answers_validation_problems_as_the_evaluate_stage_do
             assert float(row["answer"]) == pytest.approx(record["answer"], rel=1e-12)
         statuses.add((form, row["status"]))
     # the comparison saw real text in every form, and rows that ended differently
-    for form in FORM_NAMES:
+    for form in form_names():
         assert any(r["reasoning"].strip() for r in rows if r["thought"] == form), form
     assert len({s for _, s in statuses}) >= 2, statuses

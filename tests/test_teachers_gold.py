@@ -7,8 +7,7 @@ import keyword
 import re
 
 from distill.teachers import Job
-from distill.teachers.gold import (GoldTeacher, StepError, cot_from, derive, equations_from, format_number,
-                                   program_from, question_parts)
+from distill.teachers.gold import GoldTeacher, StepError, derive, format_number, question_parts
 from distill.thoughts import get_form
 from distill.thoughts.numbers import computed_in_text
 
@@ -19,26 +18,27 @@ NATALIA = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
 
 
 def test_the_cot_is_the_solution_without_annotations_ending_with_the_answer():
-    assert cot_from(NATALIA, 72.0) == ("Natalia sold 48/2 = 24 clips in May.\n"
-                                       "Natalia sold 48+24 = 72 clips altogether in April and May.\nThe answer is 72.")
+    assert derive("cot", NATALIA, 72.0) == ("Natalia sold 48/2 = 24 clips in May.\n"
+                                            "Natalia sold 48+24 = 72 clips altogether in April and May.\nThe answer is 72.")
 
 
 def test_each_calculator_step_becomes_a_program_line_named_from_the_solution_reusing_earlier_results():
-    assert program_from(NATALIA, 72.0) == "clips_in_may = 48 / 2\nclips_altogether = 48 + clips_in_may\nans = clips_altogether"
+    assert derive("pot", NATALIA, 72.0) == (
+        "clips_in_may = 48 / 2\nclips_altogether = 48 + clips_in_may\nans = clips_altogether")
 
 
 def test_an_unannotated_last_calculation_is_still_read():
     text = "She has 3*4 = <<3*4=12>>12 apples.\nShe gives half away, 12/2 = 6 apples."
-    assert program_from(text, 6.0) == "apples = 3 * 4\napples_2 = apples / 2\nans = apples_2"
+    assert derive("pot", text, 6.0) == "apples = 3 * 4\napples_2 = apples / 2\nans = apples_2"
 
 
 def test_percent_times_sign_and_leading_zeros_are_normalised():
-    assert program_from("<<20%*50=10>>10 and <<2x05=10>>10", 10.0).splitlines()[:2] == ["v1 = 20 / 100 * 50",
-                                                                                      "v2 = 2 * 5"]  # no words: vK
+    assert derive("pot", "<<20%*50=10>>10 and <<2x05=10>>10", 10.0).splitlines()[:2] == ["v1 = 20 / 100 * 50",
+                                                                                         "v2 = 2 * 5"]  # no words: vK
 
 
 def test_ans_points_at_the_last_step_that_gives_the_gold_answer():
-    assert program_from("<<2+3=5>>5 then <<5*0=0>>0", 5.0).endswith("ans = v1")
+    assert derive("pot", "<<2+3=5>>5 then <<5*0=0>>0", 5.0).endswith("ans = v1")
 
 
 def test_a_solution_without_calculations_cannot_give_a_program():
@@ -53,7 +53,7 @@ def test_numbers_are_written_without_scientific_notation():
 def test_the_teacher_gives_a_failed_answer_with_a_reason_for_what_it_cannot_derive():
     jobs = [Job("a", "eot", 1, NATALIA_Q, 72.0, (), NATALIA), Job("b", "pot", 1, "q", 5.0, (), None)]
     got = {job.problem_id: answer for job, answer in GoldTeacher().answer(jobs)}
-    assert got["a"].completions == [equations_from(NATALIA, 72.0, NATALIA_Q)]
+    assert got["a"].completions == [derive("eot", NATALIA, 72.0, NATALIA_Q)]
     assert got["b"].completions == [None] and got["b"].reasons[0].startswith("underivable")
 
 
@@ -73,20 +73,20 @@ PIZZA = ("He eats 32 from the largest pizzas because 2 x 16 = <<2*16=32>>32\n"
 
 
 def test_eot_comments_restate_the_question_before_the_equation_that_uses_its_number_and_name_the_target():
-    assert equations_from(NATALIA, 72.0, NATALIA_Q) == (
+    assert derive("eot", NATALIA, 72.0, NATALIA_Q) == (
         "% Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May:\n"
         "clips_in_may = 48 / 2\n"
         "clips_altogether = 48 + clips_in_may\n"
         "% How many clips did Natalia sell altogether in April and May? The answer is clips_altogether:\n"
         "ans = clips_altogether")
-    assert equations_from(WENG, 10.0, WENG_Q) == ("% Weng earns $12 an hour for babysitting:\n"
+    assert derive("eot", WENG, 10.0, WENG_Q) == ("% Weng earns $12 an hour for babysitting:\n"
                                                   "earns_per_minute = 12 / 60\n"
                                                   "% Yesterday, she just did 50 minutes of babysitting:\n"
                                                   "earned = earns_per_minute * 50\n"
                                                   "% How much did she earn? The answer is earned:\n"
                                                   "ans = earned")
     # a number word ("twice") ties a sentence to its equation as a digit does
-    assert equations_from(BETTY, 5.0, BETTY_Q).splitlines() == [
+    assert derive("eot", BETTY, 5.0, BETTY_Q).splitlines() == [
         "% Betty is saving money for a new wallet which costs $100:",
         "% Betty has only half of the money she needs:",
         "betty = 100 / 2",
@@ -99,9 +99,9 @@ def test_eot_comments_restate_the_question_before_the_equation_that_uses_its_num
 
 def test_pot_and_eot_name_every_quantity_alike_and_differ_only_by_the_eot_comments():
     for rationale, gold, question in ((NATALIA, 72.0, NATALIA_Q), (WENG, 10.0, WENG_Q), (BETTY, 5.0, BETTY_Q)):
-        eot = equations_from(rationale, gold, question)
-        assert [line for line in eot.splitlines() if not line.startswith("% ")] == program_from(
-            rationale, gold).splitlines()
+        eot = derive("eot", rationale, gold, question)
+        assert [line for line in eot.splitlines() if not line.startswith("% ")] == derive(
+            "pot", rationale, gold).splitlines()
 
 
 def test_the_condition_of_an_asking_sentence_is_a_fact_and_the_rest_asks():
@@ -115,18 +115,18 @@ def test_the_condition_of_an_asking_sentence_is_a_fact_and_the_rest_asks():
 
 
 def test_without_a_question_the_eot_closing_comment_still_names_the_target():
-    assert equations_from(NATALIA, 72.0).splitlines()[-2:] == ["% The answer is clips_altogether:",
+    assert derive("eot", NATALIA, 72.0).splitlines()[-2:] == ["% The answer is clips_altogether:",
                                                                "ans = clips_altogether"]
 
 
 def test_a_result_at_the_end_of_its_sentence_is_named_from_the_words_before_its_calculation():
-    assert [line for line in equations_from(PIZZA, 48.0).splitlines() if not line.startswith("%")] == [
+    assert [line for line in derive("eot", PIZZA, 48.0).splitlines() if not line.startswith("%")] == [
         "largest_pizzas = 2 * 16", "small_pizza = 2 * 8", "pieces = largest_pizzas + small_pizza", "ans = pieces"]
 
 
 def test_a_repeated_name_gets_a_number_and_a_sentence_without_words_gives_vk():
     text = "She has 3*4 = <<3*4=12>>12 apples.\nShe buys 12+1 = <<12+1=13>>13 apples.\n13*2 = <<13*2=26>>26"
-    assert [line for line in equations_from(text, 26.0).splitlines() if not line.startswith("%")] == [
+    assert [line for line in derive("eot", text, 26.0).splitlines() if not line.startswith("%")] == [
         "apples = 3 * 4", "apples_2 = apples + 1", "v3 = apples_2 * 2", "ans = v3"]
 
 
@@ -220,5 +220,5 @@ def test_over_all_of_gsm8k_train_the_yields_hold_and_no_pot_or_eot_target_writes
 def test_the_facts_a_step_uses_are_restated_in_the_order_the_question_gives_them():
     question = "Jane is paid $.50 for every bulb she plants. She plants 20 tulip bulbs. How much does she earn?"
     rationale = "She earns 20 * .5 = $<<20*.5=10>>10 for the tulip bulbs."
-    assert equations_from(rationale, 10.0, question).splitlines()[:3] == [
+    assert derive("eot", rationale, 10.0, question).splitlines()[:3] == [
         "% Jane is paid $.50 for every bulb she plants:", "% She plants 20 tulip bulbs:", "tulip_bulbs = 20 * 0.5"]

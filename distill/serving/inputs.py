@@ -23,13 +23,17 @@ class Request:
 
 
 def default_thought(card: Mapping[str, Any]) -> str:
-    """The form asked for when a request names none: card["best_form"], else eot if trained, else the first."""
+    """The form asked for when a request names none: card["best_form"], else the form ranked first in the
+    combinations (eot, distill.thoughts.combine_order) if trained, else the first."""
+    from distill.thoughts import combine_order
+
     forms = list(card.get("forms") or {})
     best = card.get("best_form")
     if best in forms or (best == VOTE and len(forms) > 1):
         return best
-    if "eot" in forms:
-        return "eot"
+    first = combine_order()[0]
+    if first in forms:
+        return first
     if not forms:
         raise ValueError("card.json lists no forms; the student cannot be asked for any thought")
     return forms[0]

@@ -198,16 +198,13 @@ class StudentModel(mlflow.pyfunc.PythonModel):
                 "without ending: this student has not learned to stop, so no complete answer was written")
 
     def _vote(self, by_form: Mapping[str, tuple]) -> dict:
-        """The majority answer over the forms (distill.scoring.vote_answer: ties go to EoT, then PoT)."""
+        """The majority answer over the forms (distill.scoring.vote_answer: ties go to the form ranked
+        first, EoT, then PoT)."""
         from distill.answers import answers_match
         from distill.scoring import vote_answer
-        from distill.thoughts import Verdict
+        from distill.thoughts import combine_order, get_form
 
-        # vote_answer counts verdicts that answered; with no gold here an extracted answer is recorded
-        # as "wrong_answer" (answered, unjudged) only to reuse the project's one voting rule
-        verdicts = {f: Verdict("wrong_answer" if ext.status == "ok" else ext.status, ext.answer, "", f,
-                               self.forms[f].version) for f, (_, ext) in by_form.items()}
-        answer, votes = vote_answer(verdicts)
+        answer, votes = vote_answer({f: ext.answer if ext.status == "ok" else None for f, (_, ext) in by_form.items()})
         failed = sorted({ext.status for _, ext in by_form.values() if ext.status != "ok"})
         failures = "; ".join(f"{f}: {ext.status} {self._why(text, ext)}".strip()
                              for f, (text, ext) in by_form.items() if ext.status != "ok")
@@ -223,8 +220,8 @@ class StudentModel(mlflow.pyfunc.PythonModel):
                           f"this is {agree[0]}'s answer alone")
             else:
                 given = ", ".join(f"{f} {by_form[f][1].answer:g}" for f in answered)
-                reason = (f"no two forms agree ({given}): {agree[0]}'s answer by the tie rule "
-                          "(EoT, then PoT, then CoT), not a majority")
+                order = ", then ".join(get_form(f).title for f in combine_order())
+                reason = f"no two forms agree ({given}): {agree[0]}'s answer by the tie rule ({order}), not a majority"
             reason += f"; {failures}" if failures else ""
         else:
             status = failed[0] if len(failed) == 1 else "no_answer"

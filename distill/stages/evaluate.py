@@ -86,7 +86,7 @@ from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, corr
                              score_test_set, strict_metrics)
 from distill.shards import shard_of
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student, stale_form
-from distill.thoughts import FORM_NAMES, VARIANTS, Verdict, get_form, parse_student, student_name
+from distill.thoughts import VARIANTS, Verdict, form_names, get_form, parse_student, student_name
 from distill.tracking import writing
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
@@ -310,7 +310,7 @@ def choose_forms(requested: Sequence[str], card: Mapping, found: StudentFolder) 
     """The forms to ask for: ``requested`` or, if empty, every form on the card; checked against the
     card's versions, because a student answers only the instruction (and format) it was trained on."""
     card_forms = card.get("forms") or {}
-    forms = tuple(requested) or tuple(f for f in FORM_NAMES if f in card_forms)
+    forms = tuple(requested) or tuple(f for f in form_names() if f in card_forms)
     if not forms:
         raise DataError(f"{found.source}: the student has no card.json listing its forms; "
                         "pass the forms to ask for with --forms eot,pot")
@@ -327,7 +327,7 @@ def choose_forms(requested: Sequence[str], card: Mapping, found: StudentFolder) 
         name, trained, current = stale
         raise DataError(f"{found.source}: trained on {name} version {trained}, but this code has "
                         f"{name} version {current}; evaluate with the distill version it was trained with")
-    return tuple(f for f in FORM_NAMES if f in forms)
+    return tuple(f for f in form_names() if f in forms)
 
 
 def _load(model_dir: Path, cfg: Config):

@@ -40,8 +40,8 @@ from distill.results import (FORM_ORDER, SAMPLED_KINDS, STUDENT_NAMES, STUDENTS,
                              selected_forms, sets_of, strict_cells, validation_choice)
 from distill.scoring import DEGENERATE_SHARE, TIE_RULE, by_name, format_answer, parsed_metrics
 from distill.stages import pipeline
-from distill.teachers.gold import WRITES, GoldTeacher
-from distill.thoughts import MIXES
+from distill.teachers.gold import GoldTeacher
+from distill.thoughts import combine_order, form_names, get_form, named_mixes
 
 OURS_NOTE = {"vote": "majority vote of the forms (ours)", "fallback": "first form that gives an answer (ours)",
              "selected": "the form chosen on the validation split"}
@@ -202,7 +202,7 @@ def _answers_table(results: Results, sets: list[str]) -> list[str]:
     out += ["| student | answers of | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
     for mix in in_order({m for m, _, _ in prof}, STUDENTS):
         names = in_order({n for m, n, _ in prof if m == mix}, FORM_ORDER)
-        if len([n for n in names if n in ("cot", "pot", "eot")]) <= 1:
+        if len([n for n in names if n in form_names()]) <= 1:
             names = [n for n in names if n != "selected"]
         for name in names:
             cells = []
@@ -404,7 +404,7 @@ def _starting_point(results: Results, sets: list[str]) -> list[str]:
     if not students:
         return []
     cells = intervals(results)
-    mixes = in_order({parse_student(s)[0] for s in students}, MIXES)
+    mixes = in_order({parse_student(s)[0] for s in students}, named_mixes())
     out = ["## From the starting point: the untrained student, after SFT, after RL", "",
            "The configured student as it comes (`distill evaluate --untrained`: the same forms, instructions and "
            "decoding, before any training), the student after supervised fine-tuning on the verified thoughts "
@@ -590,16 +590,17 @@ def _choices(results: Results) -> list[str]:
         mix = run.tags.get("distill.mix", "etd")
         tied = (validation_choice(results, mix) or {}).get("tied", [])
         selected = selected_forms(results).get(mix, "?")
+        titles = [get_form(f).title for f in combine_order()]  # the order that breaks a tie
         if len(tied) > 1:
             words = {2: "two-way", 3: "three-way"}.get(len(tied), f"{len(tied)}-way")
             how = (f"selected {selected} by the tie rule: a {words} **tie** at {_pct(val[tied[0]])}% between "
-                   f"{', '.join(tied)}, broken by the fixed order EoT, then PoT, then CoT; the validation split "
+                   f"{', '.join(tied)}, broken by the fixed order {', then '.join(titles)}; the validation split "
                    "did not tell these forms apart")
         else:
             how = f"selected {selected}"
         out.append("- **Form selection**: the ETD student's `selected` form is the one with the highest "
                    f"validation accuracy on `train.val_generate_limit={run.params.get('train.val_generate_limit', '?')}` "
-                   f"validation rows (ties to EoT, PoT, CoT); here {shown} (train run of "
+                   f"validation rows (ties to {', '.join(titles)}); here {shown} (train run of "
                    f"{STUDENT_NAMES.get(mix, 'the student')}), {how}. Promotion ranks on that validation accuracy.")
     evals = results.evaluations()
     if evals:
@@ -633,7 +634,8 @@ def _teacher_targets(results: Results) -> list[str]:
     if question and forms:
         out += [f"One verified target per form, all for the question: {question}", ""]
         for form in forms:
-            says = f": {WRITES[form]}" if teacher == GoldTeacher.name and form in WRITES else ""
+            writes = get_form(form).gold_derivation
+            says = f": {writes}" if teacher == GoldTeacher.name and writes else ""
             out += [f"- **{form}**{says}", "", "  ```", *(f"  {line}" for line in
                                                          verify.tags[f"distill.example.{form}"].splitlines()),
                     "  ```"]
@@ -689,7 +691,7 @@ def _training_table(results: Results) -> list[str]:
            "| student | steps run | epochs run (configured) | stopped by | last train/loss | best val/loss | lr | "
            "max_steps | max_minutes |",
            "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
-    for mix in in_order(trains, MIXES):
+    for mix in in_order(trains, named_mixes()):
         run = trains[mix]
         loss = run.history.get("train/loss", [])
         val = [v for _, v in run.history.get("val/loss", [])]
@@ -713,7 +715,7 @@ def _training_table(results: Results) -> list[str]:
 
 
 def _runs_table(results: Results) -> list[str]:
-    order = {name: i for i, (name, _, _) in enumerate(pipeline(MIXES))}
+    order = {name: i for i, (name, _, _) in enumerate(pipeline(named_mixes()))}
     wall = {k.stat: v for k, v in parsed_metrics(results.parent.metrics if results.parent else {})
             if k.scope == "wall_seconds" and not k.name}
     # the report's own step and the total are left out: both are logged after this file is written

@@ -51,7 +51,7 @@ from distill.files import DataError, fingerprints, folder_files, mismatch, read_
 from distill.layout import RunFolder
 from distill.results import constant_baseline
 from distill.stages import pipeline
-from distill.thoughts import MIXES
+from distill.thoughts import named_mixes
 from distill.tracking import writing
 
 StageFn = Callable[..., dict]
@@ -73,7 +73,7 @@ BASE_MIX = "etd"
 evaluation gives the starting point of every form (the others: `distill evaluate --untrained --mix cot`)."""
 
 
-def plan(mixes: tuple[str, ...] = tuple(MIXES), *, base: bool = False) -> list[Step]:
+def plan(mixes: tuple[str, ...] = tuple(named_mixes()), *, base: bool = False) -> list[Step]:
     """The steps in order: each stage for every mix before the next stage starts (distill.stages.pipeline);
     with ``base``, the untrained student's evaluation (``evaluate-etd-base``) right after the evaluate steps."""
     steps = [Step(name, stage, mix) for name, stage, mix in pipeline(mixes)]

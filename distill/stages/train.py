@@ -446,7 +446,9 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
 def best_form(forms, val_accuracy: dict) -> str:
     """The form the served student answers in by default: the highest validation accuracy (never a
     test set), ties to EoT, then PoT, then CoT, the order of the evaluate stage's fallback."""
-    order = ("eot", "pot", "cot")
+    from distill.thoughts import combine_order
+
+    order = combine_order()
     return max(forms, key=lambda f: (val_accuracy.get(f, 0.0), -order.index(f) if f in order else -len(order)))
 
 

@@ -42,11 +42,10 @@ from distill.files import (DataError, file_digest, fingerprints, mismatch, read_
 from distill.shards import shard_files
 from distill.layout import RunFolder
 from distill.stages.generate import latest_samples
-from distill.thoughts import FORM_NAMES, get_form
+from distill.thoughts import form_names, get_form
 from distill.thoughts.numbers import computed_in_text
 from distill.tracking import say, writing
 
-DATASET_NAMES = {"cot": "CoTD", "pot": "PoTD", "eot": "EoTD"}
 TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl
 
 
@@ -97,7 +96,7 @@ EXAMPLE_CHARS = 1500  # a tag holds at most 8,000 characters; an example is for 
 def _examples(kept: dict[str, dict[str, dict]]) -> dict[str, str]:
     """Tags with one kept target per form, all of the first question (in sample order) kept in every
     form: what the teacher writes, shown in the report's choices section."""
-    forms = [f for f in FORM_NAMES if f in kept]
+    forms = [f for f in form_names() if f in kept]
     common = [pid for pid in kept[forms[0]] if all(pid in kept[f] for f in forms)] if forms else []
     if not common:
         return {}
@@ -126,10 +125,11 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     by_form: dict[str, list[dict]] = defaultdict(list)
     for key in sorted(latest := latest_samples(samples_path)):
         by_form[key[1]].append(latest[key])
-    unknown = sorted(set(by_form) - set(FORM_NAMES))
+    known = form_names()
+    unknown = sorted(set(by_form) - set(known))
     if unknown:
-        raise DataError(f"{samples_path}: unknown form {unknown[0]!r}; valid forms: {', '.join(FORM_NAMES)}")
-    forms = [f for f in FORM_NAMES if f in by_form]
+        raise DataError(f"{samples_path}: unknown form {unknown[0]!r}; valid forms: {', '.join(known)}")
+    forms = [f for f in known if f in by_form]
     sandbox.configure(workers=cfg.verify.workers)
     teacher = next(iter(latest.values()), {}).get("teacher", "")
     tags = {"distill.stage": "verify", "distill.preset": cfg.preset, "distill.forms": ",".join(forms),
@@ -180,7 +180,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
                     summary[name]["mlflow_digest"] = tracker.log_dataset(
                         [{"problem_id": r["problem_id"], "question": r["question"], "gold": r["gold"],
                           "completion": r["completion"], "form": name, "version": r["version"]} for r in kept_rows],
-                        DATASET_NAMES[name], source=str(folder.verified(name).resolve()), context="verified")
+                        get_form(name).dataset, source=str(folder.verified(name).resolve()), context="verified")
         write_jsonl(folder.dropped, all_dropped)
         write_json(folder.verified_summary, summary)
         if tracker:
@@ -221,8 +221,8 @@ def verify_file(cfg: Config, file: str | Path, thought: str, output: str | Path 
         golds.append(gold)
     form = get_form(thought)
     sandbox.configure(workers=cfg.verify.workers)
-    # cot reads a number from text; pot and eot run in the sandbox, whose isolation the reader should know
-    isolation = sandbox.isolation() if thought in ("pot", "eot") else f"not used ({thought} runs no program)"
+    # a form that runs programs or equations runs them in the sandbox, whose isolation the reader should know
+    isolation = sandbox.isolation() if form.sandboxed else f"not used ({thought} runs no program)"
     verdicts = []
     with tqdm(total=len(rows), desc=f"verify {thought}", unit="line", disable=None) as bar:
         for k in range(0, len(rows), FILE_BATCH):

@@ -1,43 +1,29 @@
-"""The gold teacher: all three forms derived from GSM8K's annotated solutions, no API.
+"""The gold teacher: every form derived from GSM8K's annotated solutions, no API.
 
 GSM8K solutions mark each calculator step as ``<<expr=result>>``:
 ``Natalia sold 48/2 = <<48/2=24>>24 clips in May.\\nNatalia sold 48+24 = <<48+24=72>>72 ...``
 
-- CoT: the text with the annotations stripped, then ``The answer is N.``
-- PoT and EoT share their quantities: one line per step, ``name = expr``, where a number equal to an
-  earlier step's result becomes that step's name, and each quantity is named in snake_case from the
-  words of its solution sentence (the words after the result, ``24 clips in May`` -> ``clips_in_may``;
-  else the words before the calculation; ``vK`` when neither gives a name). So the two forms differ
-  only in form: PoT is the program (an explicit computation order, ending ``ans = <name>`` for the
-  last step giving the gold answer).
-- EoT is the same quantities as a forward-only system of equations (METHOD.md: "a forward-only problem
-  needs no x") written as real EoT is (METHOD.md "The EoT format"): ``% `` comments restate pieces of
-  the *question*, never the solution: before a step, each fact sentence of the question that states one
-  of the step's numbers (in digits or a number word) and was not restated yet; last, the question's
-  asking sentence naming the target, as the few-shot exemplars (distill/thoughts/exemplars.py) do. No
-  comment holds a number the question does not (the solution's results stay in the equations, where
-  the solver computes them), nor an ``=`` (METHOD.md lists ``%`` lines with ``=`` among real EoT's
-  failure modes). For "Natalia sold clips to 48 of her friends in April, and then she sold half as
-  many clips in May. How many clips did Natalia sell altogether in April and May?"::
-
-      % Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May:
-      clips_in_may = 48 / 2
-      clips_altogether = 48 + clips_in_may
-      % How many clips did Natalia sell altogether in April and May? The answer is clips_altogether:
-      ans = clips_altogether
-
-  and the PoT is the same three lines without the comments.
+This module reads a solution once for every form (``Solution``) and asks the form to write itself
+(``derive``: the form's ``from_gold``, distill/thoughts/<form>.py). What it reads is what the forms
+share: the solution's text without annotations; its steps as ``name = expr`` lines, where a number
+equal to an earlier step's result becomes that step's name, and each quantity is named in snake_case
+from the words of its solution sentence (the words after the result, ``24 clips in May`` ->
+``clips_in_may``; else the words before the calculation; ``vK`` when neither gives a name), so the
+forms that compute (PoT, EoT) name every quantity alike; the target (the last step whose value is
+the gold answer); the numbers each step writes; and the question's sentences (the facts it states,
+with their numbers, and the sentence that asks).
 
 Steps are read and computed with exact fractions by distill/arithmetic.py (Python's ``ast`` against a
 whitelist; nothing is evaluated), the reader of the EoT form, so every step read here is an
 expression the EoT verifier reads; a step it refuses fails in this teacher's own words
 (``unsupported BinOp`` for ``560//10``). This module keeps what is GSM8K's: where the annotations
 stand, how their text is written (``$``, thousands commas, ``x`` for times, ``%``), which literal is
-an earlier step's result, the names of the quantities, and which question sentence an EoT
-comment restates. A problem without
-annotations (or with a step we cannot read) is a failed answer with a reason; whether a derived
-program or system gives the gold answer is left to the verify stage, so the yield is measured by the
-real verifiers.
+an earlier step's result, the names of the quantities, and the sentences of the question. A problem
+without annotations (or with a step we cannot read) is a failed answer with a reason; whether a
+derived program or system gives the gold answer is left to the verify stage, so the yield is
+measured by the real verifiers. (The module is over 450 lines because reading GSM8K is one job:
+annotations, quantity names and question sentences follow one dataset's writing, and every form's
+``from_gold`` reads them together; split, one format's rules would live in several files.)
 """
 from __future__ import annotations
 
@@ -47,12 +33,13 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 from typing import Iterator, Sequence
 
 from distill import arithmetic
 from distill.answers import answers_match, parse_number
 from distill.teachers import Answer, Job, canonical_request, request_hash
-from distill.thoughts import numbers
+from distill.thoughts import get_form, numbers
 
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _TIMES = re.compile(r"(?<=[\d)\s])[x×X](?=[\s\d(.])")
@@ -73,11 +60,6 @@ def format_number(x: float) -> str:
 
 def strip_annotations(text: str) -> str:
     return ANNOTATION.sub("", text)
-
-
-def cot_from(rationale: str, gold: float) -> str:
-    body = "\n".join(line.rstrip() for line in strip_annotations(rationale).strip().splitlines() if line.strip())
-    return f"{body}\nThe answer is {format_number(gold)}."
 
 
 def _normalise(expr: str) -> str:
@@ -173,11 +155,6 @@ def raw_step_contexts(rationale: str) -> list[RawStep]:
             steps.append(RawStep(raw, before, line[after_at:max(end, after_at)], line[start:end]))
             previous_end = after_at
     return steps
-
-
-def raw_steps(rationale: str) -> list[str]:
-    """The ``expr=result`` texts of :func:`raw_step_contexts`."""
-    return [step.raw for step in raw_step_contexts(rationale)]
 
 
 @dataclass(frozen=True)
@@ -344,15 +321,7 @@ def named_lines(steps: Sequence[Step]) -> tuple[list[str], list[str]]:
     return names, lines
 
 
-def program_from(rationale: str, gold: float) -> str:
-    """PoT lines for a rationale, ``name = expr`` per step, ending ``ans = <name>`` (the last step whose
-    value is gold)."""
-    steps = read_steps(rationale)
-    names, lines = named_lines(steps)
-    return "\n".join(lines) + f"\nans = {names[_final_step(steps, gold) - 1]}"
-
-
-# --- EoT comments: the question's own sentences -----------------------------------------------------
+# --- the question's own sentences (what EoT comments restate) -----------------------------------------
 
 _QUESTION_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z$\d\"'(])")
 # Where the asking part of a sentence starts: "If she works 5 hours, how many ...?"
@@ -410,58 +379,70 @@ def _literals(expr: ast.AST) -> list[Fraction]:
     return [v for child in ast.iter_child_nodes(expr) for v in _literals(child)]
 
 
-def _comment(text: str) -> str:
-    """``% <text>:``, the exemplars' form: a fact's closing ``.`` or ``!`` becomes the colon."""
-    return "% " + re.sub(r"[.!;,]+$", "", text.strip()) + ":"
+@dataclass(frozen=True)
+class Solution:
+    """A GSM8K solution as the forms' ``from_gold`` read it: what this module parses, once, for every
+    form. The steps are read when a form first asks for them (CoT needs none), raising StepError."""
 
+    rationale: str
+    gold: float
+    question: str = ""
 
-def equations_from(rationale: str, gold: float, question: str = "") -> str:
-    """The EoT system of a rationale: per step ``name = expr``; before a step, as a ``% `` comment, each
-    fact sentence of the question that states one of its numbers (digits or a number word) and has not
-    been restated yet; then ``% <the question's asking sentence> The answer is <name>:`` and
-    ``ans = <name>`` of the last step whose value is gold. Every comment is the question's own text, so
-    no comment holds a number the question does not."""
-    steps = read_steps(rationale)
-    names, equations = named_lines(steps)
-    parts = question_parts(question)
-    facts = [(fact, _sentence_values(fact)) for fact in parts.facts]
-    said: set[int | None] = set()
-    lines = []
-    for step, equation in zip(steps, equations):
-        first = {next((k for k, (_, values) in enumerate(facts) if value in values), None)
-                 for value in _literals(step.expr)}
-        for k in sorted(first - said - {None}):  # in the question's order
-            lines.append(_comment(facts[k][0]))
-        said |= first
-        lines.append(equation)
-    target = names[_final_step(steps, gold) - 1]
-    lines.append(f"% {parts.asks} The answer is {target}:" if parts.asks else f"% The answer is {target}:")
-    lines.append(f"ans = {target}")
-    return "\n".join(lines)
+    @property
+    def text(self) -> str:
+        """The solution without its annotations, blank lines and trailing spaces."""
+        return "\n".join(line.rstrip() for line in strip_annotations(self.rationale).strip().splitlines()
+                         if line.strip())
+
+    @property
+    def answer(self) -> str:
+        """The gold answer as the solution writes a number (``72``, ``0.25``)."""
+        return format_number(self.gold)
+
+    @cached_property
+    def steps(self) -> list[Step]:
+        return read_steps(self.rationale)
+
+    @cached_property
+    def _named(self) -> tuple[list[str], list[str]]:
+        return named_lines(self.steps)
+
+    @property
+    def lines(self) -> list[str]:
+        """Every step as ``name = expr`` (:func:`named_lines`)."""
+        return self._named[1]
+
+    @property
+    def target(self) -> str:
+        """The name of the last step whose value is the gold answer (else of the last step)."""
+        return self._named[0][_final_step(self.steps, self.gold) - 1]
+
+    @property
+    def step_numbers(self) -> list[list[Fraction]]:
+        """The numbers each step writes, left to right."""
+        return [_literals(step.expr) for step in self.steps]
+
+    @cached_property
+    def _parts(self) -> QuestionParts:
+        return question_parts(self.question)
+
+    @property
+    def facts(self) -> list[tuple[str, set[Fraction]]]:
+        """The question's fact sentences, each with what it states (its numbers and number words)."""
+        return [(fact, _sentence_values(fact)) for fact in self._parts.facts]
+
+    @property
+    def asks(self) -> str:
+        """The question's asking sentence ("" without a question)."""
+        return self._parts.asks
 
 
 def derive(form: str, rationale: str | None, gold: float, question: str = "") -> str:
-    """The completion the gold teacher gives for one form; raises StepError when it cannot."""
+    """The completion the gold teacher gives for one form (the form's ``from_gold``); raises StepError
+    when it cannot."""
     if not rationale:
         raise StepError("no annotated rationale (only GSM8K has one)")
-    if form == "cot":
-        return cot_from(rationale, gold)
-    if form == "pot":
-        return program_from(rationale, gold)
-    if form == "eot":
-        return equations_from(rationale, gold, question)
-    raise StepError(f"the gold teacher knows cot, pot and eot, not {form!r}")
-
-
-WRITES = {
-    "cot": "GSM8K's annotated solution without its `<<expr=result>>` annotations, then `The answer is N.`",
-    "pot": "one line `name = expr` per calculation of the solution, each quantity named from the solution's "
-           "words (the same names as EoT), then `ans = <name>`",
-    "eot": "the same quantities as PoT as a system of equations; `%` comments restate only the question "
-           "(each fact sentence before the equation that uses its number; last the question naming the "
-           "target), never a computed number",
-}
-"""What this teacher writes for each form, in a sentence (the report shows it above a verified example)."""
+    return get_form(form).from_gold(Solution(rationale, gold, question))
 
 
 class GoldTeacher:

@@ -1,9 +1,13 @@
-"""The three thought forms. Each form is one module that owns its teacher prompt, its student
-instruction, its answer extraction and its verifier; every stage calls the same object.
+"""The thought forms. Each form is one module that owns everything about it: its teacher prompt and
+exemplar solutions, its student instruction, its answer extraction and verifier, its derivation from
+GSM8K's annotated solutions (``from_gold``), its dataset name, its rank in the vote and fallback and
+whether it runs in the sandbox; every stage calls the same object.
 
 The shared contract lives here: ``Verdict`` and ``Extraction`` (typed results, never silent
-defaults), the ``Form`` base class, ``FORM_NAMES`` and ``get_form`` (name -> form), ``MIXES`` and
-``parse_mix``. Reads and writes no files; programs and equation systems run only in distill/sandbox/.
+defaults), the ``Form`` base class, and ``FORMS``, the one ordered registry of forms, read through
+``form_names``, ``get_form`` (name -> form), ``named_mixes``, ``parse_mix`` and ``combine_order``.
+Adding a form is one module and one line in ``FORMS`` (README "Adding a thought form"). Reads and
+writes no files; programs and equation systems run only in distill/sandbox/.
 """
 from __future__ import annotations
 
@@ -44,25 +48,52 @@ class Verdict:
 class Form:
     """What every thought form shares; a form module subclasses it once (``FORM = CoT()``).
 
-    A form sets ``name``, ``version``, ``instruction`` (the student instruction, character for
-    character as in METHOD.md) and ``system`` (the teacher's system prompt), and defines
-    ``student_target`` and ``extract_many``; asking, extracting one answer and scoring against gold
-    are the same for every form, so they live here and every form scores alike.
+    A form sets ``name``, ``version``, ``title``, ``rank``, ``instruction`` (the student instruction,
+    character for character as in METHOD.md), ``system`` (the teacher's system prompt) and ``exemplars``
+    (its solutions of the shared exemplar questions), and defines ``student_target`` and
+    ``extract_many`` (and ``from_gold`` for the gold teacher); asking, extracting one answer and scoring
+    against gold are the same for every form, so they live here and every form scores alike.
     """
 
     name: str
     version: int
+    title: str
+    """How tables and sentences name the form: the paper's abbreviation (``EoT``)."""
+    rank: int
+    """Its place in the combinations of several forms (distill.scoring): the fallback takes the first
+    form in rank order that answered, the vote gives a tie to the earliest; lower goes first, and forms
+    of equal rank keep the registry's order (``combine_order``)."""
     instruction: str
     system: str
+    exemplars: tuple[str, ...]
+    """Its solution of every exemplar question of distill/thoughts/exemplars.py, in their order: the
+    teacher's few-shot examples (each checked by this form's verifier in the tests)."""
+    sandboxed: bool = False
+    """Whether its verifier runs the completion (a program, an equation system) in distill/sandbox/."""
+    gold_derivation: str = ""
+    """What the gold teacher writes for this form, in a sentence (the report shows it above a verified
+    example); empty when ``from_gold`` is not defined."""
     rules: tuple[str, ...] = ()
     """The named repair rules and fallbacks of flexible mode, which ``strict=True`` switches off; empty
     when the form reads a completion alike in both modes."""
+
+    @property
+    def dataset(self) -> str:
+        """The name of its verified set (an MLflow dataset) and of its one-form student, as the paper
+        names them: the title and D for distillation (``EoTD``)."""
+        return f"{self.title}D"
 
     def teacher_messages(self, question: str) -> list[dict]:
         """Chat messages (system + few-shot + question) asking the teacher for this form."""
         from distill.thoughts.exemplars import messages
 
-        return messages(self.system, self.name, question)
+        return messages(self.system, self.exemplars, question)
+
+    def from_gold(self, solution) -> str:
+        """The completion the gold teacher writes for this form from a GSM8K solution, read by
+        distill.teachers.gold (``Solution``: its text, its steps as named lines, the target, the
+        question's sentences); raises that module's StepError when the solution cannot give one."""
+        raise NotImplementedError(f"the gold teacher cannot write {self.name}: its form defines no from_gold")
 
     def student_input(self, question: str) -> str:
         """'Question: ' + question + '\\n' + instruction + '\\n'."""
@@ -126,10 +157,32 @@ def student_input(question: str, instruction: str) -> str:
     return "Question: " + question + "\n" + instruction + "\n"
 
 
-FORM_NAMES = ("cot", "pot", "eot")
-MIXES = {"cot": ("cot",), "pot": ("pot",), "eot": ("eot",), "etd": FORM_NAMES}
-"""The four students of the paper, mix -> its forms: CoTD, PoTD, EoTD and ETD (all three forms), in
-the order every table and step list shows them."""
+FORMS: dict[str, str] = {
+    "cot": "distill.thoughts.cot",
+    "pot": "distill.thoughts.pot",
+    "eot": "distill.thoughts.eot",
+}
+"""The registry of thought forms: name -> the module that defines its ``FORM``, in the order every
+table, step list, CLI choice and default shows them. Adding a form is one module and one line here.
+Everything else reads it through the functions below, when called, so a form registered while the
+program runs (tests/test_adding_a_form.py) reaches every stage."""
+
+
+def form_names() -> tuple[str, ...]:
+    """The registered forms, in the registry's order."""
+    return tuple(FORMS)
+
+
+def named_mixes() -> dict[str, tuple[str, ...]]:
+    """The named mixes, mix -> its forms: one per form (the paper's CoTD, PoTD, EoTD) and ``etd``, every
+    form (the paper's ETD), in the order every table and step list shows them."""
+    return {**{name: (name,) for name in FORMS}, "etd": form_names()}
+
+
+def combine_order() -> tuple[str, ...]:
+    """The forms by their ``rank`` (the registry's order among equals): the order of the fallback and the
+    vote's tie-break (earlier wins), distill.scoring."""
+    return tuple(sorted(FORMS, key=lambda name: get_form(name).rank))
 
 
 VARIANTS = {
@@ -163,24 +216,29 @@ def student_name(mix: str, variant: str = "") -> str:
 
 
 def get_form(name: str) -> Form:
-    if name not in FORM_NAMES:
-        raise ValueError(f"unknown thought form {name!r}; valid forms: {', '.join(FORM_NAMES)}")
+    """The registered form ``name``; a bad name lists the valid ones."""
+    if name not in FORMS:
+        raise ValueError(f"unknown thought form {name!r}; valid forms: {', '.join(FORMS)}")
     from importlib import import_module
 
-    return import_module(f"distill.thoughts.{name}").FORM
+    form = import_module(FORMS[name]).FORM
+    if form.name != name:
+        raise ValueError(f"the registry names {FORMS[name]}'s form {name!r}, but it calls itself {form.name!r}")
+    return form
 
 
 def parse_mix(mix: str) -> tuple[str, ...]:
-    """'etd' -> all three; 'cot+eot' -> ('cot', 'eot'); a bad name lists the valid ones."""
-    if mix in MIXES:
-        return MIXES[mix]
+    """'etd' -> every form; 'cot+eot' -> ('cot', 'eot'); a bad name lists the valid ones."""
+    named = named_mixes()
+    if mix in named:
+        return named[mix]
     parts = tuple(p.strip() for p in mix.split("+") if p.strip())
-    bad = [p for p in parts if p not in FORM_NAMES]
+    bad = [p for p in parts if p not in FORMS]
     if not parts or bad:
         from distill.config import ConfigError  # a mix is a config value: say so the CLI way
 
-        raise ConfigError(f"unknown mix {mix!r}; valid: {', '.join(MIXES)} or forms joined by '+' (e.g. cot+eot)")
-    return tuple(f for f in FORM_NAMES if f in parts)
+        raise ConfigError(f"unknown mix {mix!r}; valid: {', '.join(named)} or forms joined by '+' (e.g. cot+eot)")
+    return tuple(f for f in FORMS if f in parts)
 
 
 def verdict_from(extraction: Extraction, gold: float, form: str, version: int) -> Verdict:

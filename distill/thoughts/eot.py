@@ -49,6 +49,41 @@ SYSTEM = ("Complete the equations for the question. Write one equation per line,
           "they are written in the question and do not simplify. Call the target ans and make ans a number: "
           "the last line must be 'ans = <variable>'. Do not reassign a variable, and do not use functions, "
           "inequalities or if/else.")
+SOLUTIONS = (  # the exemplars' solutions, in the order of distill.thoughts.exemplars.EXEMPLARS
+    # A baker makes 36 muffins ...
+    "% The baker makes 36 muffins in the morning and 24 in the afternoon:\n"
+    "total_muffins = 36 + 24\n% She packs them in boxes of 6:\nboxes = total_muffins / 6\n"
+    "% How many boxes does she fill? The answer is boxes:\nans = boxes",
+    # Tom has 3 times as ...
+    "% Let the number of Ana's stickers be x:\nana = x\n% Tom has 3 times as many stickers as Ana:\n"
+    "tom = 3 * ana\n% Together they have 48 stickers:\ntom + ana = 48\n"
+    "% How many stickers does Tom have? The answer is tom:\nans = tom",
+    # A shirt costs $25. During ...
+    "% A shirt costs $25:\nshirt_price = 25\n% Every shirt is 20% off:\n"
+    "sale_price = shirt_price - shirt_price * 20 / 100\n% Maria buys 3 shirts:\ntotal_cost = 3 * sale_price\n"
+    "% How much does she pay? The answer is total_cost:\nans = total_cost",
+    # Liam reads 15 pages on ...
+    "% Liam reads 15 pages on Monday:\nmonday = 15\n% On Tuesday he reads twice as many pages as on Monday:\n"
+    "tuesday = 2 * monday\n% On Wednesday he reads 10 fewer pages than on Tuesday:\nwednesday = tuesday - 10\n"
+    "% How many pages does he read in the three days? The answer is total:\n"
+    "total = monday + tuesday + wednesday\nans = total",
+    # A farmer keeps chickens and ...
+    "% Let the number of cows be x:\ncows = x\n% The animals have 20 heads:\nchickens + cows = 20\n"
+    "% They have 56 legs; a chicken has 2 legs and a cow 4:\n2 * chickens + 4 * cows = 56\n"
+    "% How many cows does the farmer keep? The answer is cows:\nans = cows",
+    # Sara earns $12 an hour. ...
+    "% Sara earns $12 an hour and works 8 hours a day for 5 days:\nearnings = 12 * 8 * 5\n"
+    "% She spends $150 on groceries:\nleft = earnings - 150\n"
+    "% How much does she have left? The answer is left:\nans = left",
+    # A water tank holds 400 ...
+    "% A water tank holds 400 liters when full and is 3/4 full:\nwater = 400 * 3 / 4\n"
+    "% Then 120 liters are used:\nremaining = water - 120\n"
+    "% How many liters are left in the tank? The answer is remaining:\nans = remaining",
+    # Jake is 4 years older ...
+    "% Let the sister's age now be x:\nsister = x\n% Jake is 4 years older than his sister:\njake = sister + 4\n"
+    "% In 6 years the sum of their ages will be 40:\n(jake + 6) + (sister + 6) = 40\n"
+    "% How old is Jake now? The answer is jake:\nans = jake",
+)
 RULES = ("unicode_operators", "currency_and_thousands", "percent_literal", "caret_as_power",
          "reassignment_as_update", "round_functions")
 
@@ -97,6 +132,11 @@ def clean(completion: str | None) -> str:
 
 def _is_comment(line: str) -> bool:
     return line.lstrip().startswith(("%", "#"))
+
+
+def _comment(text: str) -> str:
+    """``% <text>:``, the exemplars' form: a fact's closing ``.`` or ``!`` becomes the colon."""
+    return "% " + re.sub(r"[.!;,]+$", "", text.strip()) + ":"
 
 
 def _normalise(line: str, n: int, strict: bool) -> str:
@@ -290,9 +330,47 @@ def _from_solver(result: dict) -> Extraction:
 class EoT(Form):
     name = "eot"
     version = 1
+    title = "EoT"
+    rank = 1  # first: the paper's best single form for small students (distill.scoring)
     instruction = INSTRUCTION
     system = SYSTEM
+    exemplars = SOLUTIONS
+    sandboxed = True
+    gold_derivation = ("the same quantities as PoT as a system of equations; `%` comments restate only the "
+                       "question (each fact sentence before the equation that uses its number; last the question "
+                       "naming the target), never a computed number")
     rules = RULES
+
+    def from_gold(self, solution) -> str:
+        """The same quantities as PoT as a forward-only system (METHOD.md: "a forward-only problem needs no
+        x"), written as real EoT is (METHOD.md "The EoT format"): ``% `` comments restate pieces of the
+        *question*, never the solution. Before a step, each fact sentence of the question that states one
+        of the step's numbers (in digits or a number word) and was not restated yet, in the question's
+        order; last, the question's asking sentence naming the target, as the exemplars do. So no comment
+        holds a number the question does not (the solution's results stay in the equations, where the
+        solver computes them), nor an ``=`` (METHOD.md lists ``%`` lines with ``=`` among real EoT's
+        failure modes). For "Natalia sold clips to 48 of her friends in April, and then she sold half as
+        many clips in May. How many clips did Natalia sell altogether in April and May?"::
+
+            % Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May:
+            clips_in_may = 48 / 2
+            clips_altogether = 48 + clips_in_may
+            % How many clips did Natalia sell altogether in April and May? The answer is clips_altogether:
+            ans = clips_altogether
+        """
+        facts = solution.facts
+        said: set[int | None] = set()
+        lines = []
+        for literals, equation in zip(solution.step_numbers, solution.lines):
+            first = {next((k for k, (_, values) in enumerate(facts) if value in values), None) for value in literals}
+            for k in sorted(first - said - {None}):  # in the question's order
+                lines.append(_comment(facts[k][0]))
+            said |= first
+            lines.append(equation)
+        target, asks = solution.target, solution.asks
+        lines.append(f"% {asks} The answer is {target}:" if asks else f"% The answer is {target}:")
+        lines.append(f"ans = {target}")
+        return "\n".join(lines)
 
     def student_target(self, completion: str) -> str:
         return clean(completion)

@@ -31,6 +31,31 @@ SYSTEM = ("You solve grade-school math word problems by writing a short Python p
           "of the question a descriptive variable name, compute step by step, and store the final number "
           "in a variable named ans. Use plain Python (the math and fractions modules are available); do not "
           "read input, print, or write files. Reply with the program only.")
+SOLUTIONS = (  # the exemplars' solutions, in the order of distill.thoughts.exemplars.EXEMPLARS
+    # A baker makes 36 muffins ...
+    "morning_muffins = 36\nafternoon_muffins = 24\nmuffins_per_box = 6\n"
+    "total_muffins = morning_muffins + afternoon_muffins\nans = total_muffins / muffins_per_box",
+    # Tom has 3 times as ...
+    "total_stickers = 48\n# Tom has 3 parts and Ana 1 part of the total\nana_stickers = total_stickers / (3 + 1)\n"
+    "tom_stickers = 3 * ana_stickers\nans = tom_stickers",
+    # A shirt costs $25. During ...
+    "shirt_price = 25\ndiscount_percent = 20\nshirts = 3\n"
+    "sale_price = shirt_price * (1 - discount_percent / 100)\nans = shirts * sale_price",
+    # Liam reads 15 pages on ...
+    "monday = 15\ntuesday = 2 * monday\nwednesday = tuesday - 10\nans = monday + tuesday + wednesday",
+    # A farmer keeps chickens and ...
+    "heads = 20\nlegs = 56\n# every animal has at least 2 legs; each cow has 2 more\n"
+    "extra_legs = legs - 2 * heads\ncows = extra_legs / 2\nans = cows",
+    # Sara earns $12 an hour. ...
+    "hourly_wage = 12\nhours_per_day = 8\ndays = 5\ngroceries = 150\n"
+    "earnings = hourly_wage * hours_per_day * days\nans = earnings - groceries",
+    # A water tank holds 400 ...
+    "from fractions import Fraction\n\ncapacity = 400\nwater = capacity * Fraction(3, 4)\n"
+    "used = 120\nans = water - used",
+    # Jake is 4 years older ...
+    "age_gap = 4\nyears_ahead = 6\nfuture_sum = 40\nsum_now = future_sum - 2 * years_ahead\n"
+    "sister_age = (sum_now - age_gap) / 2\nans = sister_age + age_gap",
+)
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 
 
@@ -47,9 +72,20 @@ def clean(completion: str | None) -> str:
 class PoT(Form):
     name = "pot"
     version = 1
+    title = "PoT"
+    rank = 2  # after EoT, before free text (distill.scoring)
     instruction = INSTRUCTION
     system = SYSTEM
+    exemplars = SOLUTIONS
+    sandboxed = True
+    gold_derivation = ("one line `name = expr` per calculation of the solution, each quantity named from the "
+                       "solution's words (the same names as EoT), then `ans = <name>`")
     rules = ("solution_function", "printed_answer")
+
+    def from_gold(self, solution) -> str:
+        """The program: one line ``name = expr`` per calculation (the quantities EoT names alike), then
+        ``ans = <name>`` of the last step whose value is the gold answer."""
+        return "\n".join(solution.lines) + f"\nans = {solution.target}"
 
     def student_target(self, completion: str) -> str:
         return clean(completion)
