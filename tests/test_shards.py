@@ -69,8 +69,8 @@ def test_two_evaluate_shards_merged_log_the_metrics_of_one_unsharded_run(tmp_pat
 
     def cli(*args):
         result = CliRunner().invoke(main, ["evaluate", "--preset", "smoke", "--student", str(student),
-                                           "--set", f"run_dir={tmp_path / 'sharded'}", "--limit", "7",
-                                           "--forms", "eot,pot", *args])
+                                           "--set", f"run_dir={tmp_path / 'sharded'}", "--set", "evaluate.limit=7",
+                                           "--set", "evaluate.forms=eot,pot", *args])
         return result
 
     early = cli("--merge")
