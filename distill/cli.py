@@ -67,10 +67,10 @@ def _split_overrides(text: str) -> list[str]:
     (``evaluate.forms=eot,pot``), and an empty value is left out: an MLproject parameter left at its
     default "" means "the preset's value"."""
     items: list[str] = []
-    for piece in text.split(","):
+    for piece in (p for p in text.split(",") if p.strip()):
         if "=" not in piece and items:
             items[-1] += "," + piece
-        elif piece.strip():
+        else:
             items.append(piece)
     return [item for item in items if "=" not in item or item.partition("=")[2].strip()]
 

@@ -12,6 +12,9 @@ tell (a tokenizer without EOS, fp16 on a T5 GPU, LoRA target names) is checked w
 Stages read every setting from the Config they are given: the mix from ``mix.mix``, the student
 from ``train.student``; a CLI flag is only a short way to write an override.
 
+It stays one module, long as it is, because a setting is added in one place: its field and docstring,
+its range (RANGES) and its rules (``section_problems``) read side by side.
+
 Reads the preset's YAML file and ``DISTILL_DATA_DIR`` (the default of ``data.data_dir`` above the
 preset's, below explicit overrides such as ``--data-dir``); writes nothing (stages log the
 flattened config as MLflow params).

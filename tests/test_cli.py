@@ -144,3 +144,30 @@ def test_every_moved_flag_names_a_real_setting_and_is_no_longer_an_option():
         assert not set(flags) & options, command
         assert set(flags.values()) <= keys, command
     assert sum(len(flags) for flags in MOVED_FLAGS.values()) == 23
+
+
+def test_every_mlproject_entry_point_parses_and_its_parameters_reach_the_config():
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    from distill.cli import _split_overrides
+
+    project = yaml.safe_load((Path(__file__).resolve().parent.parent / "MLproject").read_text())
+    given = {"lr": "5e-4", "epochs": "2", "max_steps": "3", "limit": "7", "forms": "eot,pot", "metric": "val/eot/accuracy"}
+    checked = 0
+    for name, entry in project["entry_points"].items():
+        params = {k: given.get(k, v.get("default")) for k, v in (entry.get("parameters") or {}).items()}
+        args = shlex.split(entry["command"].format(**params))
+        assert args[0] == "distill"
+        ctx = main.commands[args[1]].make_context(args[1], args[2:])  # an unknown flag raises here
+        cfg = load_config(ctx.params.get("preset"), _split_overrides(ctx.params.get("override_list", "")))
+        if args[1] == "train":
+            assert (cfg.train.lr, cfg.train.epochs, cfg.train.max_steps, cfg.train.student) == (5e-4, 2, 3, "tiny")
+        if args[1] == "evaluate" and "--untrained" not in args:
+            assert cfg.evaluate.forms == ("eot", "pot") and cfg.evaluate.limit == 7
+        if args[1] == "promote":
+            assert cfg.promote.metric == "val/eot/accuracy"
+        checked += 1
+    assert checked == len(project["entry_points"]) >= 12
