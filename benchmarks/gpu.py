@@ -159,7 +159,7 @@ def data_stages(root: Path, data_dir: Path, limit_train: int) -> Path:
                                 "data.hub=false", "teacher.name=gold"])
     for stage in (generate, verify):
         stage.run(cfg, root)
-    mix.run(cfg, root, mix="etd")
+    mix.run(cfg, root)
     return root / "mix" / "etd" / "train.jsonl"
 
 
@@ -179,7 +179,7 @@ def train_variant(preset: str, student: Path, train_file: Path, run_dir: Path, s
                                "train.max_minutes=null", "train.val_generate_limit=0", *sizes, *overrides])
     reset_peak()
     t0 = time.monotonic()
-    summary = train.run(cfg, run_dir, None, mix="etd")
+    summary = train.run(cfg, run_dir, None)
     wall_s = time.monotonic() - t0
     card = json.loads((run_dir / "students" / "etd" / "card.json").read_text())
     effective = card["training"]["effective_batch_size"]
@@ -206,7 +206,7 @@ def evaluate_variant(preset: str, run_dir: Path, data_dir: Path, problems: int, 
                                *([f"evaluate.dtype={dtype}"] if dtype else []), *overrides])
     reset_peak()
     t0 = time.monotonic()
-    summary = evaluate.run(cfg, run_dir, None, mix="etd", log=lambda msg: None)
+    summary = evaluate.run(cfg, run_dir, None, log=lambda msg: None)
     seconds = time.monotonic() - t0
     n = summary["test_sets"]["gsm8k"]["n"]
     probe_s = summary["decoding"].get("batch_probe_s") or 0.0
@@ -231,7 +231,7 @@ def grpo_variant(preset: str, run_dir: Path, steps: int, tiny: bool) -> dict:
     full_steps = load_config(name).rl.max_steps
     reset_peak()
     t0 = time.monotonic()
-    summary = rl.run(cfg, run_dir, None, mix="etd")
+    summary = rl.run(cfg, run_dir, None)
     step_s, per_step = summary.get("step_s"), summary["completions_per_step"]
     return {"preset": name, "wall_s": time.monotonic() - t0, "steps": summary["steps"], "s_per_step": step_s,
             "timed_steps": summary.get("step_s_steps", 0), "completions_per_step": per_step,

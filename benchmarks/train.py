@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from distill.config import load_config  # noqa: E402
+from distill.config import load_config, replace  # noqa: E402
 from distill.files import read_jsonl, write_jsonl  # noqa: E402
 from distill.stages import train as T  # noqa: E402
 from distill.student import build_student, student_kind  # noqa: E402
@@ -165,7 +165,7 @@ def bench(student: str, rows, args, threads: int) -> dict:
         write_jsonl(Path(tmp) / "mix" / "cot" / "train.jsonl",
                     [{"id": f"r{i}", "problem_id": f"p{i}", "version": 1, "gold": 0.0, **r}
                      for i, r in enumerate(rows)])
-        rates["distill train"] = T.run(run_cfg, Path(tmp), None, mix="cot")["examples_per_s"]
+        rates["distill train"] = T.run(replace(run_cfg, mix={"mix": "cot"}), Path(tmp), None)["examples_per_s"]
     print(f"  {'distill train':<16} {rates['distill train']:8.1f} examples/s wall (one run)")
     print(f"  ratio hand loop / library:     {cpu_rates['hand loop'] / cpu_rates['library']:.2f}x CPU time, "
           f"{rates['hand loop'] / rates['library']:.2f}x wall (own loop kept only if >= 1.5)")

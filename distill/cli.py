@@ -56,7 +56,7 @@ def _valid_student(ctx, param, value):
 
 
 def _preset_value(key: str, preset: str = "tiny") -> str:
-    """A value of the default preset, for --help: what the flag's default really is when it is not given."""
+    """A value of the default preset, for --help: what a setting really is when it is not given."""
     try:
         section, name = key.split(".")
         return f"{getattr(getattr(config_mod.load_config(preset), section), name):g}"
@@ -64,39 +64,51 @@ def _preset_value(key: str, preset: str = "tiny") -> str:
         return "?"
 
 
+def _split_overrides(text: str) -> list[str]:
+    """The MLproject form of --set: ``k=v,k=v``. A piece without '=' continues the value before it
+    (``evaluate.forms=eot,pot``), and an empty value is left out: an MLproject parameter left at its
+    default "" means "the preset's value"."""
+    items: list[str] = []
+    for piece in (p for p in text.split(",") if p.strip()):
+        if "=" not in piece and items:
+            items[-1] += "," + piece
+        else:
+            items.append(piece)
+    return [item for item in items if "=" not in item or item.partition("=")[2].strip()]
+
+
 def common_options(fn):
-    """--preset, --set key=value (repeatable) and --data-dir, shared by every stage command."""
+    """--preset, --set key=value (repeatable), --overrides and --data-dir, shared by every stage command."""
 
     @click.option("--preset", default="tiny", show_default=True,
                   help="Experiment preset: a name in mlprojects/ or a YAML path.")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                  help="Override a config value, e.g. --set train.epochs=2 (repeatable).")
+                  help="Set any config value, e.g. --set train.epochs=2 (repeatable): every setting without "
+                       "a flag of its own is given this way (mlprojects/*.yaml and distill/config.py list them).")
     @click.option("--overrides", "override_list", default="", metavar="K=V,K=V",
-                  help="Comma-separated overrides (the MLproject form of --set).")
+                  help="Comma-separated --set items (the MLproject form; an empty value is left out).")
     @click.option("--data-dir", type=click.Path(file_okay=False), default=None, callback=_existing_dir,
-                  help="Benchmark data folder, an existing directory (default: $DISTILL_DATA_DIR, else data.data_dir).")
+                  help="Benchmark data folder, an existing directory: sets data.data_dir "
+                       "(default: $DISTILL_DATA_DIR, else the preset's data.data_dir).")
     @functools.wraps(fn)
     def wrapper(*args, preset, overrides, override_list, data_dir, **kwargs):
-        items = list(overrides) + [o for o in override_list.split(",") if o.strip()]
-        return fn(*args, cfg_args=(preset, items, data_dir), **kwargs)
+        items = list(overrides) + _split_overrides(override_list)
+        if data_dir:
+            items.append(f"data.data_dir={json.dumps(data_dir)}")  # quoted: any folder name is a string
+        return fn(*args, cfg_args=(preset, items), **kwargs)
 
     return wrapper
 
 
-def load(preset: str, overrides=(), data_dir: str | None = None, **extra: object) -> Config:
-    """Config from a preset and overrides; CLI flags given as extra={"train.lr": ...} win.
+def load(preset: str, overrides=(), **flags: str) -> Config:
+    """Config from a preset and overrides; the few flags a command has (``flags={"mix.mix": mix}``)
+    come last and win; an empty one (not given, or an MLproject default) counts as unset.
 
-    A command decorated with @common_options receives ``cfg_args`` and calls
-    ``load(*cfg_args, **{"train.lr": lr, ...})``; empty strings (MLproject defaults) count as unset.
+    A command decorated with @common_options receives ``cfg_args`` and calls ``load(*cfg_args, ...)``.
+    A config with problems raises one ConfigError naming them all (printed by _Group, exit status 2).
     """
-    items = list(overrides)
-    if data_dir:
-        os.environ[config_mod.DATA_DIR_ENV] = data_dir
-    items += [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in extra.items() if v not in (None, "")]
-    try:
-        return config_mod.load_config(preset, items)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    items = list(overrides) + [f"{k}={v}" for k, v in flags.items() if v not in (None, "")]
+    return config_mod.load_config(preset, items)
 
 
 def tracker_for(cfg: Config):
@@ -105,6 +117,22 @@ def tracker_for(cfg: Config):
 
     check_tracking_uri(cfg.tracking_uri)  # an unreachable server: one line naming the URI, before any work
     return Tracker(cfg.tracking_uri, cfg.tracking.experiment)
+
+
+MOVED_FLAGS = {
+    "generate": {"--model": "teacher.model", "--base-url": "teacher.base_url", "--api-key-env": "teacher.api_key_env",
+                 "--replay-file": "teacher.replay_file", "--limit": "data.limit_train", "--forms": "generate.forms",
+                 "--concurrency": "teacher.concurrency", "--budget": "teacher.budget"},
+    "verify": {"--strict": "verify.strict", "--timeout": "verify.timeout"},
+    "overlap": {"--n": "mix.overlap_n"},
+    "train": {"--student": "train.student", "--lr": "train.lr", "--epochs": "train.epochs",
+              "--batch-size": "train.batch_size", "--max-steps": "train.max_steps"},
+    "rl": {"--max-steps": "rl.max_steps"},
+    "evaluate": {"--forms": "evaluate.forms", "--test-sets": "data.test_sets", "--limit": "evaluate.limit",
+                 "--batch-size": "evaluate.batch_size", "--max-new-tokens": "evaluate.max_new_tokens"},
+    "promote": {"--metric": "promote.metric"},
+}
+"""Flags that repeated a config key, by command: a script that still passes one is told the --set item."""
 
 
 class _Group(click.Group):
@@ -116,6 +144,12 @@ class _Group(click.Group):
         except (DataError, ConfigError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except click.NoSuchOption as exc:
+            key = MOVED_FLAGS.get(exc.ctx.command.name if exc.ctx else "", {}).get(exc.option_name)
+            if key:
+                exc.message = f"{exc.message} It is a config setting: --set {key}=VALUE"
+                exc.possibilities = None
+            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -147,7 +181,7 @@ def problems(dataset, split, head, data_dir, as_json):
     """List the data sets with their counts, or show records of one (DATASET)."""
     from distill import problems as problems_mod
 
-    data_dir = data_dir or os.environ.get(config_mod.DATA_DIR_ENV) or "data"
+    data_dir = config_mod.load_config(None, [f"data.data_dir={json.dumps(data_dir)}"] if data_dir else []).data_path
     if dataset is None:
         click.echo(f"data directory: {data_dir}")
         click.echo(f"{'dataset':<12}{'split':<7}{'problems':>9}{'excluded':>10}  description")
@@ -184,13 +218,14 @@ def problems(dataset, split, head, data_dir, as_json):
 @common_options
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Where to write the JSON report (default: runs/<preset>/overlap.json).")
-@click.option("--n", "n", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Word n-gram length that counts as overlap.")
-def overlap(cfg_args, output, n):
+def overlap(cfg_args, output):
     """Exact duplicates and n-gram overlap: training questions vs each test set, and between test sets.
 
     Prints a table and saves the report as JSON. It removes nothing: the mix stage holds out the
-    training problems it names (distill.overlap.contaminated_ids).
+    training problems it names (distill.overlap.contaminated_ids), with the same n-gram length.
+
+    Other settings: --set key=value, e.g. --set mix.overlap_n=13 (word n-grams that count as overlap,
+    default 8), --set data.test_sets=gsm8k,svamp.
     """
     from pathlib import Path
 
@@ -202,7 +237,7 @@ def overlap(cfg_args, output, n):
     data_dir = cfg.data_path
     train = load_set(cfg.data.train_set, "train", data_dir, hub=cfg.data.hub).problems
     tests = {name: load_set(name, "test", data_dir, hub=cfg.data.hub).problems for name in cfg.data.test_sets}
-    report = overlap_mod.overlap_report(train, tests, n=n, train_name=f"{cfg.data.train_set}-train")
+    report = overlap_mod.overlap_report(train, tests, n=cfg.mix.overlap_n, train_name=f"{cfg.data.train_set}-train")
     path = Path(output) if output else RunFolder(cfg.run_path).overlap
     write_json(path, report)
     click.echo(overlap_mod.format_table(report))
@@ -236,11 +271,7 @@ def _reasons_table(verdicts) -> str:
               help="File mode: write one verdict per input line here (JSONL).")
 @click.option("--json", "as_json", is_flag=True,
               help="File mode: print one JSON object {n, correct, accuracy, reasons} instead of a table.")
-@click.option("--strict", is_flag=True, default=None,
-              help="Switch off the fallbacks and named repair rules of the forms (default: verify.strict).")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=None, metavar="SECONDS",
-              help="Time limit per program or equation system (default: verify.timeout, 5 s).")
-def verify(file, cfg_args, thought, output, as_json, strict, timeout):
+def verify(file, cfg_args, thought, output, as_json):
     """Check completions against gold answers with the form's own verifier.
 
     With FILE (JSONL, each line {"question", "completion", "answer" (or "gold"), "id"?}) and --thought: verify
@@ -249,8 +280,10 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
 
     Without FILE: the pipeline stage. Reads runs/<preset>/samples.jsonl and writes
     runs/<preset>/verified/ (kept samples per form, dropped samples, summary) and an MLflow run `verify`.
+
+    Other settings: --set key=value, e.g. --set verify.strict=true (no fallbacks or named repair rules),
+    --set verify.timeout=SECONDS (per program or equation system, default 5), --set verify.workers=N.
     """
-    overrides = {"verify.strict": strict, "verify.timeout": timeout}
     if file is None:
         if thought or output or as_json:
             raise click.UsageError("--thought, --output and --json need a FILE; without FILE "
@@ -258,7 +291,7 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
         from distill import sandbox
         from distill.stages import verify as stage
 
-        cfg = load(*cfg_args, **overrides)
+        cfg = load(*cfg_args)
         sandbox.configure(workers=cfg.verify.workers)
         click.echo(f"sandbox: {sandbox.isolation()}")
         summary = stage.run(cfg, cfg.run_path, tracker_for(cfg))
@@ -271,7 +304,7 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
         raise click.UsageError("--thought {cot,pot,eot} is required with FILE")
     from distill.stages.verify import verify_file
 
-    cfg = load(*cfg_args, **overrides)
+    cfg = load(*cfg_args)
     form, verdicts, isolation = verify_file(cfg, file, thought, output)
     n, correct = len(verdicts), sum(v.correct for v in verdicts)
     counts: dict[str, int] = {}
@@ -295,28 +328,14 @@ def verify(file, cfg_args, thought, output, as_json, strict, timeout):
 @click.option("--teacher", default="", metavar="NAME",
               help="gold (from GSM8K annotations, offline), replay (from teacher.replay_file) or openai "
                    "(any OpenAI-compatible API). Default: teacher.name of the preset.")
-@click.option("--model", default="", help="Teacher model for openai/replay (teacher.model, default gpt-3.5-turbo).")
-@click.option("--base-url", default="", metavar="URL",
-              help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 for vLLM (default: OpenAI).")
-@click.option("--api-key-env", default="", metavar="VAR",
-              help="Name of the environment variable holding the API key (default OPENAI_API_KEY); "
-                   "the key itself is never stored or logged.")
-@click.option("--replay-file", default="", metavar="PATH",
-              help="For --teacher replay: an earlier samples.jsonl or completions.jsonl (teacher.replay_file).")
-@click.option("--limit", default="", metavar="N", help="Only the first N training problems (data.limit_train).")
-@click.option("--forms", default="", metavar="FORM,FORM", help="Forms to generate (default: cot,pot,eot).")
-@click.option("--concurrency", default="", metavar="N", help="Requests in flight at once (teacher.concurrency).")
 @click.option("--batch", type=click.Choice(["", "submit", "collect"]), default="",
               help="Use the OpenAI Batch API: submit the unanswered requests, or collect finished batches "
                    "into the completion store and write their samples.")
-@click.option("--budget", default="", metavar="AMOUNT",
-              help="Stop cleanly before spending more than this (needs teacher.prices for the model).")
 @click.option("--shard", default="", metavar="I/N",
               help="Only shard I of N (0 <= I < N) of the (problem, form) pairs, into samples.shard-I-of-N.jsonl; "
-                   "run N of them at once (verify reads them all); with several --base-url URL,URL shard I uses "
-                   "URL number I mod their count. Each shard gets 1/N of --budget.")
-def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit, forms, concurrency, batch, budget,
-             shard):
+                   "run N of them at once (verify reads them all); with several endpoints in teacher.base_url "
+                   "shard I uses endpoint number I mod their count. Each shard gets 1/N of teacher.budget.")
+def generate(cfg_args, teacher, batch, shard):
     """Ask the teacher for every training problem in every form; appends runs/<preset>/samples.jsonl.
 
     Every API response is stored raw (teacher.store_dir) before use, so a rerun, also after a crash,
@@ -324,20 +343,19 @@ def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit
     counts and cost.
 
     Exit status: 0 when every item has a sample; 1 when some requests still failed after the retries
-    (rerun to retry only those); 3 when --budget stopped the run (everything paid for is kept).
+    (rerun to retry only those); 3 when teacher.budget stopped the run (everything paid for is kept).
+
+    Other settings: --set key=value, e.g. --set teacher.model=NAME, teacher.base_url=http://localhost:8000/v1
+    (vLLM; a list [URL,URL] for shards), teacher.api_key_env=VAR (the key itself is never stored),
+    teacher.replay_file=PATH (for --teacher replay), data.limit_train=N, generate.forms=cot,eot,
+    teacher.concurrency=N, teacher.budget=AMOUNT (needs teacher.prices for the model).
     """
     from distill.shards import parse_shard
     from distill.stages import generate as stage
-    from distill.teachers import TEACHERS, TeacherError
+    from distill.teachers import TeacherError
 
-    if teacher and teacher not in TEACHERS:  # before the tracker starts: a typo should fail at once
-        raise ConfigError(f"unknown teacher {teacher!r}; valid teachers: {', '.join(TEACHERS)}")
     shard = parse_shard(shard)
-    cfg = load(*cfg_args, **{"teacher.name": teacher, "teacher.model": model, "teacher.base_url": base_url,
-                             "teacher.api_key_env": api_key_env, "teacher.replay_file": replay_file,
-                             "data.limit_train": _number(limit, int, "--limit"),
-                             "generate.forms": forms, "teacher.concurrency": _number(concurrency, int, "--concurrency"),
-                             "teacher.budget": _number(budget, float, "--budget")})
+    cfg = load(*cfg_args, **{"teacher.name": teacher})  # an unknown teacher fails here, before the tracker
     try:
         summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), batch=batch or None, shard=shard)
     except TeacherError as exc:
@@ -357,52 +375,41 @@ def generate(cfg_args, teacher, model, base_url, api_key_env, replay_file, limit
 
 # --- mix ------------------------------------------------------------------------------------
 
+MIX_HELP = "cot, pot, eot, etd (all three) or forms joined by '+', e.g. cot+eot (default: mix.mix of the preset)."
+
+
 @main.command(short_help='Build a training set from verified samples (decontaminated).')
 @common_options
-@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
-              help="cot, pot, eot, etd (all three) or forms joined by '+', e.g. cot+eot (default: mix.mix).")
+@click.option("--mix", default="", metavar="MIX", callback=_valid_mix, help=MIX_HELP)
 def mix(cfg_args, mix):
     """Build a training set from verified samples: runs/<preset>/mix/<mix>/{train,val}.jsonl.
 
     Removes duplicates and training questions that overlap a test set (counted, never silently),
     holds out whole training questions for validation, and logs an MLflow run mix-<mix>.
+
+    Other settings: --set key=value, e.g. --set mix.val_fraction=0.1, mix.decontaminate=false,
+    mix.overlap_n=13, mix.seed=1.
     """
     from distill.stages import mix as stage
 
     cfg = load(*cfg_args, **{"mix.mix": mix})
-    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix)
+    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg))
     click.echo(json.dumps({k: summary[k] for k in ("mix", "counts", "train", "val", "removed_duplicates",
                                                    "removed_overlap", "overlap_by_test_set", "digest")}, indent=2))
 
 # --- train ----------------------------------------------------------------------------------
 
-def _number(value: str | None, kind: type, flag: str):
-    """A numeric flag that may be '' (the MLproject's "unset"); parsed here because YAML reads 5e-4 as text."""
-    if value in (None, ""):
-        return None
-    try:
-        return kind(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a valid {kind.__name__}", param_hint=flag) from None
-
-
-@main.command(short_help='Fine-tune a student on a mix.')
+@main.command(short_help='Fine-tune a student on a mix.',
+              epilog="Other settings: --set key=value, e.g. --set train.student=Salesforce/codet5-small (tiny: "
+                     "built from a config, no download; a hub name or a local folder), --set train.lr=FLOAT "
+                     f"(the preset's train.lr: {_preset_value('train.lr')} in tiny; the paper uses 5e-4), "
+                     f"--set train.epochs=INT (the preset's train.epochs: {_preset_value('train.epochs')} in tiny; "
+                     "the paper uses 10), --set train.batch_size=auto (sized to the GPU), --set train.max_steps=INT "
+                     "(a CPU budget, as train.max_minutes).")
 @common_options
-@click.option("--mix", default="etd", show_default=True, callback=_valid_mix,
-              help="Training mix to read from runs/<preset>/mix/<mix>/: cot, pot, eot, etd or forms joined by '+'.")
-@click.option("--student", default="", metavar="NAME",
-              help="tiny (built from a config, no download), a hub name such as Salesforce/codet5-small, "
-                   "or a local folder (default: train.student of the preset).")
-@click.option("--lr", default="", metavar="FLOAT",
-              help=f"Learning rate (default: the preset's train.lr: {_preset_value('train.lr')} in tiny; the paper "
-                   "uses 5e-4).")
-@click.option("--epochs", default="", metavar="INT",
-              help=f"Epochs (default: the preset's train.epochs: {_preset_value('train.epochs')} in tiny; the paper "
-                   "uses 10). A time or step budget (train.max_minutes, --max-steps) may stop training earlier.")
-@click.option("--batch-size", default="", metavar="INT|auto",
-              help="Examples per micro-batch per process (train.batch_size); auto sizes it to the GPU.")
-@click.option("--max-steps", default="", metavar="INT", help="Stop after this many optimizer steps (a CPU budget).")
-def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
+@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
+              help="Training mix to read from runs/<preset>/mix/<mix>/: " + MIX_HELP)
+def train(cfg_args, mix):
     """Fine-tune a student on a mix; writes runs/<preset>/students/<mix>/ and an MLflow run train-<mix>.
 
     Resumes from the last checkpoint after an interruption and skips when the student is complete.
@@ -410,13 +417,9 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
     """
     from distill.stages import train as train_stage
 
-    cfg = load(*cfg_args, **{"mix.mix": mix, "train.student": student, "train.lr": _number(lr, float, "--lr"),
-                             "train.epochs": _number(epochs, int, "--epochs"),
-                             "train.batch_size": batch_size if batch_size == "auto"
-                             else _number(batch_size, int, "--batch-size"),
-                             "train.max_steps": _number(max_steps, int, "--max-steps")})
+    cfg = load(*cfg_args, **{"mix.mix": mix})
     main_process = os.environ.get("RANK", "0") == "0"
-    summary = train_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None, mix=mix)
+    summary = train_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None)
     if main_process:
         click.echo(json.dumps(summary, indent=2))
 
@@ -424,11 +427,10 @@ def train(cfg_args, mix, student, lr, epochs, batch_size, max_steps):
 
 @main.command(short_help='Continue a trained causal student with GRPO (verifiers as reward).')
 @common_options
-@click.option("--mix", default="etd", show_default=True, callback=_valid_mix,
+@click.option("--mix", default="", metavar="MIX", callback=_valid_mix,
               help="Whose student to start from (runs/<preset>/students/<mix>/) and whose training problems to "
-                   "use: cot, pot, eot, etd or forms joined by '+'. Writes the student <mix>-grpo.")
-@click.option("--max-steps", default="", metavar="INT", help="GRPO optimizer steps (rl.max_steps).")
-def rl(cfg_args, mix, max_steps):
+                   "use; writes the student <mix>-grpo. " + MIX_HELP)
+def rl(cfg_args, mix):
     """Reinforcement learning after SFT: TRL's GRPOTrainer on the mix's training problems, each form's own
     verifier as the reward (correct 1.0, a wrong parsed answer rl.wrong_answer_reward, nothing parsed /
     unsafe / timeout 0; programs run in the sandbox). Writes runs/<preset>/students/<mix>-grpo/ and an
@@ -436,16 +438,17 @@ def rl(cfg_args, mix, max_steps):
     tables, val/<form>/accuracy before and after).
 
     Starts from the trained student of MIX, or from rl.start (a hub name or folder, e.g. --set
-    rl.start=Qwen/Qwen2.5-0.5B-Instruct). Causal students only (TRL's GRPO). Settings: the rl section, e.g. --set rl.num_generations=8 --set rl.beta=0.04
+    rl.start=Qwen/Qwen2.5-0.5B-Instruct). Causal students only (TRL's GRPO). Other settings: --set key=value
+    in the rl section, e.g. --set rl.max_steps=200 --set rl.num_generations=8 --set rl.beta=0.04
     (also rl.temperature, rl.lr, rl.lora_r, rl.max_completion_length, rl.use_vllm; preset qwen2.5-0.5b-grpo). Resumes after an interruption; skips when the student is complete. Then:
     distill evaluate --mix MIX-grpo, distill register --mix MIX-grpo, distill promote.
     """
     from distill.stages import rl as rl_stage
 
-    cfg = load(*cfg_args, **{"mix.mix": mix, "rl.max_steps": _number(max_steps, int, "--max-steps")})
+    cfg = load(*cfg_args, **{"mix.mix": mix})
     main_process = os.environ.get("RANK", "0") == "0"
-    rl_stage.starting_point(cfg, cfg.run_path, mix)  # a seq2seq or missing student: one line, before MLflow starts
-    summary = rl_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None, mix=mix)
+    rl_stage.starting_point(cfg, cfg.run_path)  # a seq2seq or missing student: one line, before MLflow starts
+    summary = rl_stage.run(cfg, cfg.run_path, tracker_for(cfg) if main_process else None)
     if main_process:
         click.echo(json.dumps({k: v for k, v in summary.items() if k != "outputs"}, indent=2))
 
@@ -459,14 +462,6 @@ def rl(cfg_args, mix, max_steps):
 @click.option("--student", default="", metavar="PATH|RUN_ID|URI",
               help="A student folder, a training run id, or an MLflow model URI (models:/distill-student/3, "
                    "models:/distill-student@champion, runs:/RUN_ID/model). Default: runs/<preset>/students/<mix>/.")
-@click.option("--forms", default="", metavar="FORM,FORM",
-              help="Forms to ask for, e.g. eot,pot (default: every form the student was trained on).")
-@click.option("--test-sets", default="", metavar="SET,SET",
-              help="Test sets among gsm8k, asdiv, svamp, multiarith (default: all four).")
-@click.option("--limit", default="", metavar="N", help="Only the first N problems of each test set.")
-@click.option("--batch-size", default="", metavar="N|auto",
-              help="Problems per generate call (default: evaluate.batch_size); auto sizes it to the GPU.")
-@click.option("--max-new-tokens", default="", metavar="N", help="Greedy decoding length limit (default: 256).")
 @click.option("--samples", default="", metavar="K",
               help="Also draw K sampled outputs per problem and form and log maj@K, pass@K and the mean over "
                    "samples (default: evaluate.samples, 1 = greedy only); see evaluate.temperature, top_p, seed.")
@@ -481,7 +476,7 @@ def rl(cfg_args, mix, max_steps):
                    "the mix's forms and instructions: written as students/<mix>-base/, results in eval/<mix>-base/, "
                    "MLflow run evaluate-<mix>-base (tag distill.variant=base). A tiny student is the untrained model "
                    "the train stage starts from (needs `distill mix`); a hub student its hub weights. Never registered.")
-def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_new_tokens, samples, shard, merge, untrained):
+def evaluate(cfg_args, mix, student, samples, shard, merge, untrained):
     """Accuracy of a student per test set and thought form, plus vote and fallback combinations.
 
     Logs an MLflow run evaluate-<mix> (metrics <test_set>/<form>/accuracy with 95% Wilson bounds
@@ -495,12 +490,15 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 
     --untrained measures the starting point: the configured student before any training
     (make evaluate-base, or the MLproject entry point evaluate-base).
+
+    Other settings: --set key=value, e.g. --set evaluate.limit=N (the first N problems of each test set),
+    --set evaluate.forms=eot,pot (default: every form the student was trained on), --set
+    data.test_sets=gsm8k,svamp, --set evaluate.batch_size=auto (sized to the GPU), --set
+    evaluate.max_new_tokens=N (default 256).
     """
     from distill.stages import evaluate as stage
 
-    cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.forms": forms, "data.test_sets": test_sets,
-                             "evaluate.limit": limit, "evaluate.batch_size": batch_size,
-                             "evaluate.max_new_tokens": max_new_tokens, "evaluate.samples": samples})
+    cfg = load(*cfg_args, **{"mix.mix": mix, "evaluate.samples": samples})
     from distill.shards import parse_shard
 
     shard = parse_shard(shard)
@@ -512,13 +510,13 @@ def evaluate(cfg_args, mix, student, forms, test_sets, limit, batch_size, max_ne
 
     with run_folder_lock(cfg.run_path, command_line(), shard=shard):  # the merge writes the folder too
         if merge:
-            merged = stage.merge_evaluation(cfg, cfg.run_path, cfg.mix.mix, student or None)
+            merged = stage.merge_evaluation(cfg, cfg.run_path, student or None)
             click.echo(f"merged {merged['shards']} shards ({merged['records']} answers imported)")
         if untrained:
-            summary = stage.run_untrained(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix)
+            summary = stage.run_untrained(cfg, cfg.run_path, tracker_for(cfg))
         else:
-            summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), mix=cfg.mix.mix,
-                                student=student or None, shard=shard)
+            summary = stage.run(cfg, cfg.run_path, None if shard else tracker_for(cfg), student=student or None,
+                                shard=shard)
     where = summary.get("student_name") or summary["mix"]
     forms_done = list(summary["forms"])
     extra = [k for k in ("vote", "fallback") if len(forms_done) > 1]
@@ -564,11 +562,13 @@ def register(cfg_args, mix, train_run_id):
     limit, the form selected on validation and its validation accuracy (val/selected/accuracy, from
     the train run), each test set's selected accuracy, run ids and the git commit. A student that is
     already registered gets its tags refreshed, not a second version.
+
+    Other settings: --set key=value, e.g. --set promote.model_name=NAME (the registered model).
     """
     from distill.stages import register as stage
 
     cfg = load(*cfg_args, **{"mix.mix": mix})
-    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), mix=cfg.mix.mix, train_run_id=train_run_id or None,
+    summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), train_run_id=train_run_id or None,
                         log=lambda line: click.echo(line, err=True))
     click.echo(f"{summary['model_uri']} ({summary['model_name']} version {summary['version']}, "
                f"train run {summary['train_run_id']})")
@@ -576,23 +576,23 @@ def register(cfg_args, mix, train_run_id):
 
 @main.command(short_help='Make the best registered student (on validation) the champion.')
 @common_options
-@click.option("--metric", default="", metavar="NAME",
-              help="Validation accuracy tag to rank on, val/<...>/accuracy (default: promote.metric, "
-                   "val/selected/accuracy); a test-set metric is refused.")
 @click.option("--mix", default="", metavar="MIX", callback=_valid_student,
               help="Candidates are the versions of this mix, every variant included (default: promote.mix, etd); "
                    "a variant name (etd-grpo) narrows them to that variant.")
-def promote(cfg_args, metric, mix):
+def promote(cfg_args, mix):
     """Give the best registered student of MIX the alias `champion` if it beats the current champion.
 
     Ranks the versions of the same preset and evaluation limit that cover every test set on their
     validation accuracy tag (written by `distill register`), logs the decision and its reason in an
     MLflow run `promote` and prints them. Then serve it with
     `mlflow models serve -m models:/distill-student@champion --env-manager local` (make serve).
+
+    Other settings: --set key=value, e.g. --set promote.metric=val/eot/accuracy (the validation accuracy
+    tag to rank on, default val/selected/accuracy; a test-set metric is refused), promote.model_name.
     """
     from distill.stages import promote as stage
 
-    cfg = load(*cfg_args, **{"promote.metric": metric, "promote.mix": mix})
+    cfg = load(*cfg_args, **{"promote.mix": mix})
     summary = stage.run(cfg, cfg.run_path, tracker_for(cfg), log=lambda line: None)
     click.echo(f"{summary['decision']}: {summary['reason']}")
     if summary["version"] is not None:
@@ -608,7 +608,9 @@ def promote(cfg_args, metric, mix):
 def reproduce(cfg_args, teacher, fresh, output_dir):
     """The whole study as one MLflow run tree: generate, verify, mix, train, evaluate and register the
     CoTD/PoTD/EoTD/ETD students, promote the champion, write the report. A rerun resumes: finished
-    steps are skipped (markers in <run_dir>/reproduce/done/)."""
+    steps are skipped (markers in <run_dir>/reproduce/done/).
+
+    Other settings: --set key=value, any config value, e.g. --set evaluate.limit=100 --set train.epochs=2."""
     from distill.stages import reproduce as reproduce_mod
 
     cfg = load(*cfg_args, **{"teacher.name": teacher})

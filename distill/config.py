@@ -5,9 +5,19 @@ dataclasses below (``train.lr: 5e-4``). Overrides use the same dotted names
 (``train.epochs=2``). An unknown key or a value of the wrong type stops with an error
 that names the key, so a typo never silently falls back to a default; a number outside its
 range (``RANGES``: every numeric setting has one) stops the same way, before any stage starts.
+Every check of a section lives here (``check``: types, ranges, choices, the rules between keys)
+and a config with several problems names them all in one error. What only a loaded model can
+tell (a tokenizer without EOS, fp16 on a T5 GPU, LoRA target names) is checked where it is loaded.
 
-Reads the preset's YAML file and ``DISTILL_DATA_DIR``; writes nothing (stages log the flattened
-config as MLflow params).
+Stages read every setting from the Config they are given: the mix from ``mix.mix``, the student
+from ``train.student``; a CLI flag is only a short way to write an override.
+
+It stays one module, long as it is, because a setting is added in one place: its field and docstring,
+its range (RANGES) and its rules (``section_problems``) read side by side.
+
+Reads the preset's YAML file and ``DISTILL_DATA_DIR`` (the default of ``data.data_dir`` above the
+preset's, below explicit overrides such as ``--data-dir``); writes nothing (stages log the
+flattened config as MLflow params).
 """
 from __future__ import annotations
 
@@ -37,7 +47,8 @@ class DataConfig:
     """Where the benchmark files live and which sets a run uses."""
 
     data_dir: str = "data"
-    """Folder with gsm8k/, svamp/, asdiv/, multiarith/ (see README "Data"). DISTILL_DATA_DIR overrides it."""
+    """Folder with gsm8k/, svamp/, asdiv/, multiarith/ (see README "Data"). DISTILL_DATA_DIR, when set,
+    replaces the preset's value; an override (``--data-dir``, ``--set data.data_dir=``) replaces both."""
     train_set: str = "gsm8k"
     test_sets: tuple[str, ...] = ("gsm8k", "asdiv", "svamp", "multiarith")
     """The benchmarks a run reports on: the mix stage checks each for overlap with the training
@@ -110,10 +121,6 @@ class VerifyConfig:
     workers: int = 0
     """Programs or systems the sandbox runs side by side (forked children per worker); 0 = auto: one
     per CPU, at most 4 (distill/sandbox/, ``configure``)."""
-
-    def __post_init__(self):
-        if self.workers < 0:
-            raise ConfigError(f"verify.workers: expected 0 (auto) or a positive number, got {self.workers}")
 
 
 @dataclass(frozen=True)
@@ -307,10 +314,6 @@ class EvaluateConfig:
     alone (distill.decoding.Sampling), so a rerun draws the same samples whatever the batch size or the
     other problems of a batch (up to floating-point differences of padding, as greedy decoding has)."""
 
-    def __post_init__(self):
-        if self.dtype not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError(f"evaluate.dtype: unknown {self.dtype!r}; valid: auto, fp32, bf16, fp16")
-
 
 @dataclass(frozen=True)
 class PromoteConfig:
@@ -356,7 +359,7 @@ class Config:
 
     @property
     def data_path(self) -> Path:
-        return Path(os.environ.get(DATA_DIR_ENV) or self.data.data_dir)
+        return Path(self.data.data_dir)
 
     @property
     def tracking_uri(self) -> str:
@@ -368,7 +371,9 @@ def presets() -> list[str]:
 
 
 def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Build a Config from defaults, then a preset (name or YAML path), then ``key=value`` overrides."""
+    """Build a Config from defaults, then a preset (name or YAML path), then ``DISTILL_DATA_DIR`` (as
+    ``data.data_dir``), then ``key=value`` overrides; ``check`` it. Every problem found on the way (an
+    unknown key, a wrong type, a value out of range, a rule between keys) is named in one ConfigError."""
     raw: dict[str, Any] = {}
     if preset is not None:
         path = Path(preset)
@@ -384,41 +389,53 @@ def load_config(preset: str | Path | None = None, overrides: Iterable[str] = ())
         if not isinstance(raw, dict):
             raise ConfigError(f"preset {path} must be a mapping of sections, got {type(raw).__name__}")
         raw.setdefault("preset", path.stem)
+    problems: list[str] = []
+    if os.environ.get(DATA_DIR_ENV):  # the one place the environment chooses a setting
+        _set_dotted(raw, "data.data_dir", os.environ[DATA_DIR_ENV], problems)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
-    return check_ranges(_build(Config, raw, ""))
+            problems.append(f"override {item!r} must look like section.key=value")
+            continue
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None, problems)
+    cfg = _build(Config, raw, "", problems)
+    return check(cfg, problems)
 
 
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
+def _set_dotted(raw: dict, key: str, value: Any, problems: list[str]) -> None:
     *parents, leaf = key.split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{key}: {part} is not a section")
+            problems.append(f"{key}: {part} is not a section")
+            return
     node[leaf] = value
 
 
-def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """cls from raw; a key that is unknown or of the wrong type is added to ``problems`` and keeps
+    its default, so that the keys after it are checked too."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        problems.append(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+        return cls()
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {prefix + unknown[0]!r}; valid keys in {prefix.rstrip('.') or 'config'}: {', '.join(sorted(names))}"
-        )
+    for key in sorted(set(raw) - names):
+        problems.append(f"unknown key {prefix + key!r}; valid keys in {prefix.rstrip('.') or 'config'}: "
+                        f"{', '.join(sorted(names))}")
     kwargs = {}
     for name, value in raw.items():
+        if name not in names:
+            continue
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.")
-        else:
+            kwargs[name] = _build(hint, value or {}, f"{prefix}{name}.", problems)
+            continue
+        try:
             kwargs[name] = _coerce(value, hint, f"{prefix}{name}")
+        except ConfigError as exc:
+            problems.append(str(exc))
     return cls(**kwargs)
 
 
@@ -475,9 +492,9 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def replace(cfg: Config, **sections: Mapping[str, Any]) -> Config:
-    """A copy of cfg with some fields of some sections changed: replace(cfg, train={"epochs": 1})."""
+    """A copy of cfg with some fields of some sections changed, checked: replace(cfg, train={"epochs": 1})."""
     changes = {name: dataclasses.replace(getattr(cfg, name), **values) for name, values in sections.items()}
-    return check_ranges(dataclasses.replace(cfg, **changes))
+    return check(dataclasses.replace(cfg, **changes))
 
 
 # --- ranges: every numeric setting, checked when a config is built ---------------------------------
@@ -551,9 +568,78 @@ RANGES: dict[str, Range] = {
 
 
 def check_ranges(cfg: Config) -> Config:
-    """cfg, or a ConfigError naming the first setting outside its range, the range and the value."""
-    for key, value in flatten(cfg).items():
-        rule = RANGES.get(key)
-        if rule is not None and not rule.admits(value):
-            raise ConfigError(f"{key} must be {rule.describe()}, got {value!r}")
+    """cfg, or a ConfigError naming every setting outside its range, the range and the value."""
+    return _raise(cfg, range_problems(cfg))
+
+
+def range_problems(cfg: Config) -> list[str]:
+    """One line per setting outside its range (RANGES)."""
+    return [f"{key} must be {rule.describe()}, got {value!r}" for key, value in flatten(cfg).items()
+            if (rule := RANGES.get(key)) is not None and not rule.admits(value)]
+
+
+# --- the checks of each section: what types and ranges cannot say -----------------------------------
+
+SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+"""train.scheduler / rl.scheduler -> transformers' lr_scheduler_type (each after a linear warm-up)."""
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EVAL_DTYPES = ("auto", "fp32", "bf16", "fp16")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.scheduler": tuple(SCHEDULERS), "train.optimizer": ("adamw",), "train.precision": PRECISIONS,
+    "rl.scheduler": tuple(SCHEDULERS), "evaluate.dtype": EVAL_DTYPES,
+}
+"""Settings that name one of a few values."""
+
+
+def check(cfg: Config, problems: Iterable[str] = ()) -> Config:
+    """cfg, or one ConfigError that names every problem: ``problems`` found while building it, then
+    ranges, choices and the rules of each section (``section_problems``)."""
+    return _raise(cfg, [*problems, *range_problems(cfg), *section_problems(cfg)])
+
+
+def section_problems(cfg: Config) -> list[str]:
+    """The checks that read a whole section, or a name the thought forms own; one line per problem."""
+    flat = flatten(cfg)
+    out = [f"{key}: unknown {flat[key]!r}; valid: {', '.join(valid)}"
+           for key, valid in CHOICES.items() if flat[key] not in valid]
+    out += _mix_problems(cfg)
+    from distill.teachers import TEACHERS  # light: the teachers' modules load when one is used
+
+    if cfg.teacher.name not in TEACHERS:
+        out.append(f"teacher.name: unknown teacher {cfg.teacher.name!r}; valid teachers: {', '.join(TEACHERS)}")
+    tcfg, rcfg = cfg.train, cfg.rl
+    if tcfg.student in ("tiny", "tiny-causal") and tcfg.tiny_heads >= 1 and tcfg.tiny_d_model % tcfg.tiny_heads:
+        out.append(f"train.tiny_d_model ({tcfg.tiny_d_model}) must be a multiple of train.tiny_heads ({tcfg.tiny_heads})")
+    if rcfg.num_generations >= 1 and rcfg.batch_size % rcfg.num_generations:
+        out.append(f"rl.batch_size ({rcfg.batch_size}) must be a multiple of rl.num_generations "
+                   f"({rcfg.num_generations}): TRL's GRPO scores whole groups of completions per prompt; "
+                   f"e.g. --set rl.batch_size={rcfg.num_generations * max(1, rcfg.batch_size // rcfg.num_generations)}")
+    metric = cfg.promote.metric
+    if not (metric.startswith("val/") and metric.endswith("/accuracy")):
+        out.append(f"promote.metric {metric!r} is not a validation accuracy: a champion is chosen on the "
+                   "validation split, never on a test set; use val/selected/accuracy (the default) or "
+                   "another val/<...>/accuracy tag of the registered versions")
+    return out
+
+
+def _mix_problems(cfg: Config) -> list[str]:
+    """mix.mix and promote.mix name a student: a mix, maybe with a variant (etd-grpo); the forms'
+    registry (distill.thoughts.parse_student) knows the names. The stages that build a mix's data or
+    its SFT student refuse a variant themselves (parse_mix)."""
+    from distill.thoughts import parse_student  # light: no model, no sandbox
+
+    out = []
+    for key, value in (("mix.mix", cfg.mix.mix), ("promote.mix", cfg.promote.mix)):
+        try:
+            parse_student(value)
+        except ValueError as exc:
+            out.append(f"{key}: {exc}")
+    return out
+
+
+def _raise(cfg: Config, problems: list[str]) -> Config:
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} problems in the config:\n" + "\n".join(f"  - {p}" for p in problems))
     return cfg

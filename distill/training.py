@@ -27,11 +27,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from distill.config import ConfigError, TrainConfig
+from distill.config import SCHEDULERS, ConfigError, TrainConfig
 from distill.files import settings_digest
-
-SCHEDULERS = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-"""train.scheduler -> transformers' lr_scheduler_type (each after a linear warm-up)."""
 
 
 # --- data: encode, schedule ------------------------------------------------------------------
@@ -94,11 +91,10 @@ def resolve_precision(requested: str, cuda: bool | None = None, *, bf16: bool | 
                       model_type: str = "") -> str:
     """auto -> bf16 on CUDA GPUs that have it, fp16 on older ones, fp32 on CPU (bf16 is 2x slower there).
     A T5-family student (``model_type`` in FP16_OVERFLOWS) never gets fp16: auto gives fp32 on a GPU
-    without bf16, and an explicit fp16 is refused. ``bf16``: whether the GPU has it (default: asks torch)."""
+    without bf16, and an explicit fp16 is refused. ``bf16``: whether the GPU has it (default: asks torch).
+    ``requested`` is one of distill.config.PRECISIONS (distill.config.check refuses any other)."""
     import torch
 
-    if requested not in ("auto", "fp32", "bf16", "fp16"):
-        raise ConfigError(f"train.precision: unknown {requested!r}; valid: auto, fp32, bf16, fp16")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
         if requested in ("bf16", "fp16"):

@@ -129,14 +129,17 @@ def test_flatten_gives_dotted_names_for_mlflow_params():
     assert not any(isinstance(v, dict) and k.count(".") == 0 for k, v in flat.items())
 
 
-def test_environment_variables_choose_the_data_dir_and_the_tracking_store(monkeypatch):
-    cfg = load_config("tiny", ["data.data_dir=/from/config"])
+def test_environment_variables_choose_the_data_dir_and_the_tracking_store(monkeypatch, tmp_path):
+    preset = tmp_path / "from-config.yaml"  # the data folder a preset names
+    preset.write_text("data:\n  data_dir: /from/config\n")
     monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(preset)
     assert str(cfg.data_path) == "/from/config"
     assert cfg.tracking_uri == "sqlite:///mlflow.db"
     monkeypatch.setenv("DISTILL_DATA_DIR", "/from/env")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/x.db")
+    cfg = load_config(preset)  # DISTILL_DATA_DIR is read when a config is loaded
     assert str(cfg.data_path) == "/from/env"
     assert cfg.tracking_uri == "sqlite:////tmp/x.db"
 
@@ -179,9 +182,65 @@ def test_a_bad_range_on_the_command_line_is_refused_before_torch_is_imported():
     import sys
 
     code = ("import sys\nfrom click.testing import CliRunner\nfrom distill.cli import main\n"
-            "r = CliRunner().invoke(main, ['evaluate', '--preset', 'smoke', '--limit', '0'])\n"
+            "r = CliRunner().invoke(main, ['evaluate', '--preset', 'smoke', '--set', 'evaluate.limit=0'])\n"
             "print(r.exit_code, 'torch' in sys.modules, 'transformers' in sys.modules)\nprint(r.output)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}).stdout
     assert out.splitlines()[0] == "2 False False"
     assert "evaluate.limit must be at least 1 (or null), got 0" in out
+
+
+# --- one way in: every problem of a config at once; DISTILL_DATA_DIR read when loading only ----------
+
+def test_a_config_with_two_problems_names_both_in_one_error():
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", ["train.lr=fast", "evaluate.limit=0"])
+    text = str(err.value)
+    assert text.startswith("2 problems in the config:")
+    assert "train.lr: expected float, got 'fast'" in text
+    assert "evaluate.limit must be at least 1 (or null), got 0" in text
+
+
+def test_unknown_keys_wrong_types_ranges_and_section_rules_are_all_collected():
+    overrides = ["train.lrr=1", "train.epochs=abc", "mix.val_fraction=1.0", "train.scheduler=steps",
+                 "rl.batch_size=6", "rl.num_generations=4", "mix.mix=xot", "promote.metric=gsm8k/eot/accuracy",
+                 "train.tiny_d_model=130", "evaluate.dtype=half", "teacher.name=gpt4", "train.epochs.x=1"]
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", overrides)
+    text = str(err.value)
+    expected = ["unknown key 'train.lrr'", "train.epochs: expected int, got 'abc'",
+                "mix.val_fraction must be in [0, 1), got 1.0", "train.scheduler: unknown 'steps'; valid: linear",
+                "rl.batch_size (6) must be a multiple of rl.num_generations (4)",
+                "mix.mix: unknown mix 'xot'; valid: cot, pot, eot, etd",
+                "promote.metric 'gsm8k/eot/accuracy' is not a validation accuracy",
+                "train.tiny_d_model (130) must be a multiple of train.tiny_heads (4)",
+                "evaluate.dtype: unknown 'half'; valid: auto, fp32, bf16, fp16",
+                "teacher.name: unknown teacher 'gpt4'; valid teachers: gold, replay, openai",
+                "train.epochs.x: epochs is not a section"]
+    assert text.startswith(f"{len(expected)} problems in the config:")
+    assert [e for e in expected if e not in text] == []
+
+
+def test_replace_names_every_problem_of_the_changed_config_too():
+    with pytest.raises(ConfigError, match="2 problems in the config") as err:
+        replace(load_config("tiny"), train={"precision": "fp8"}, mix={"mix": "cot+xot"})
+    assert "train.precision: unknown 'fp8'" in str(err.value) and "unknown mix 'cot+xot'" in str(err.value)
+
+
+def test_a_mix_with_a_variant_names_a_student_and_is_a_valid_mix_setting():
+    assert load_config("tiny", ["mix.mix=etd-grpo", "promote.mix=cot-base"]).mix.mix == "etd-grpo"
+
+
+def test_the_data_dir_from_the_environment_sits_between_the_preset_and_the_overrides(monkeypatch):
+    monkeypatch.setenv("DISTILL_DATA_DIR", "/from/env")
+    assert load_config("tiny").data.data_dir == "/from/env"
+    assert load_config("tiny", ["data.data_dir=/from/override"]).data.data_dir == "/from/override"
+    monkeypatch.delenv("DISTILL_DATA_DIR")
+    assert load_config("tiny").data.data_dir == "data"
+
+
+def test_a_config_is_not_changed_by_the_environment_after_it_is_loaded(monkeypatch):
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)
+    cfg = load_config("tiny", ["data.data_dir=/chosen"])
+    monkeypatch.setenv("DISTILL_DATA_DIR", "/later")
+    assert str(cfg.data_path) == "/chosen"

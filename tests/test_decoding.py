@@ -98,7 +98,7 @@ def test_the_evaluate_stage_writes_the_greedy_outputs_of_one_problem_at_a_time_g
     cfg = load_config(None, [f"data.data_dir={data_dir}", "data.hub=false"])
     cfg = replace(cfg, data={"test_sets": ("svamp",)},
                   evaluate={"limit": 10, "batch_size": "auto", "max_new_tokens": 20, "static_cache": static_cache})
-    summary = stage.run(cfg, tmp_path, mix="eot+pot")
+    summary = stage.run(replace(cfg, mix={"mix": "eot+pot"}), tmp_path)
     assert summary["decoding"]["batch_size"] == CPU_EVAL_BATCH  # auto on the CPU: the former default
 
     loaded, loaded_tok = load_student(tmp_path / "students" / "eot+pot" / "model")
@@ -264,7 +264,7 @@ def test_the_evaluate_stage_decodes_in_the_saved_dtype_by_default_and_logs_the_p
     cfg = replace(cfg, data={"test_sets": ("svamp", "multiarith")},
                   evaluate={"limit": 6, "batch_size": "auto", "max_new_tokens": 12})
     messages = []
-    summary = stage.run(cfg, tmp_path, mix="eot+pot", log=messages.append)
+    summary = stage.run(replace(cfg, mix={"mix": "eot+pot"}), tmp_path, log=messages.append)
     decoding = summary["decoding"]
     assert decoding["dtype"] == "float32" and decoding["batch_probe_s"] >= 0
     assert sum("batch_size=auto" in m for m in messages) == 1  # one probe for 2 test sets x 2 forms

@@ -167,7 +167,7 @@ def test_a_missing_default_student_says_how_to_make_one(tmp_path, data_dir):
     from distill.stages import evaluate as stage
 
     with pytest.raises(DataError, match="distill train --mix etd"):
-        stage.run(make_cfg(data_dir), tmp_path, mix="etd")
+        stage.run(make_cfg(data_dir), tmp_path)
 
 
 def test_asking_for_a_form_the_student_was_not_trained_on_is_refused(tmp_path, data_dir, stub_forms):
@@ -175,7 +175,7 @@ def test_asking_for_a_form_the_student_was_not_trained_on_is_refused(tmp_path, d
 
     save_student(tmp_path / "students" / "eot", forms=("eot",))
     with pytest.raises(DataError, match="trained on eot, not 'pot'"):
-        stage.run(make_cfg(data_dir, forms=("pot",)), tmp_path, mix="eot")
+        stage.run(replace(make_cfg(data_dir, forms=("pot",)), mix={"mix": "eot"}), tmp_path)
 
 
 def test_an_unknown_form_name_lists_the_valid_ones(tmp_path, data_dir):
@@ -183,7 +183,7 @@ def test_an_unknown_form_name_lists_the_valid_ones(tmp_path, data_dir):
 
     save_student(tmp_path / "students" / "etd", forms=("eot",))
     with pytest.raises(DataError, match="valid forms: cot, pot, eot"):
-        stage.run(make_cfg(data_dir, forms=("tot",)), tmp_path, mix="etd")
+        stage.run(make_cfg(data_dir, forms=("tot",)), tmp_path)
 
 
 def test_a_card_with_another_form_version_is_refused(tmp_path, data_dir, stub_forms):
@@ -191,14 +191,14 @@ def test_a_card_with_another_form_version_is_refused(tmp_path, data_dir, stub_fo
 
     save_student(tmp_path / "students" / "eot", forms=("eot",), versions={"eot": 7})
     with pytest.raises(DataError, match="eot version 7"):
-        stage.run(make_cfg(data_dir), tmp_path, mix="eot")
+        stage.run(replace(make_cfg(data_dir), mix={"mix": "eot"}), tmp_path)
 
 
 def test_an_unknown_test_set_lists_the_valid_ones(tmp_path, data_dir):
     from distill.stages import evaluate as stage
 
     with pytest.raises(DataError, match="valid: gsm8k"):
-        stage.run(make_cfg(data_dir, test_sets=("gsm9k",)), tmp_path, mix="etd")
+        stage.run(make_cfg(data_dir, test_sets=("gsm9k",)), tmp_path)
 
 
 # --- the stage with stub forms: numbers checked by hand ------------------------------------------
@@ -210,7 +210,7 @@ def test_stage_scores_forms_vote_fallback_and_selected_as_computed_by_hand(tmp_p
     # chosen on validation: cot, although eot is the best form on these test sets
     save_student(tmp_path / "students" / "etd", best_form="cot")
     cfg = make_cfg(data_dir, limit=3, test_sets=("svamp", "multiarith"))
-    summary = stage.run(cfg, tmp_path, mix="etd")
+    summary = stage.run(cfg, tmp_path)
 
     # eot always right, pot's program always fails, cot always off by one:
     # vote = eot vs cot (one vote each) -> tie -> eot -> right; fallback -> eot -> right
@@ -240,7 +240,7 @@ def test_evaluate_end_to_end_logs_metrics_tables_and_tags_on_all_four_test_sets(
 
     save_student(tmp_path / "students" / "etd", best_form="pot")
     cfg = make_cfg(data_dir, limit=2)
-    summary = stage.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"), mix="etd")
+    summary = stage.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"))
     assert count_generations == [2] * 12  # 4 test sets x 3 forms, 2 problems each
 
     client = mlflow.MlflowClient()
@@ -298,11 +298,11 @@ def test_a_rerun_skips_answered_problems_and_a_larger_limit_answers_only_the_new
 
     save_student(tmp_path / "students" / "etd")
     cfg = make_cfg(data_dir, limit=2, test_sets=("svamp",))
-    first = stage.run(cfg, tmp_path, mix="etd")
-    again = stage.run(cfg, tmp_path, mix="etd")
+    first = stage.run(cfg, tmp_path)
+    again = stage.run(cfg, tmp_path)
     assert count_generations == [2, 2, 2]  # the rerun generated nothing
     assert again["metrics"] == first["metrics"]
-    stage.run(replace(cfg, evaluate={"limit": 3}), tmp_path, mix="etd")
+    stage.run(replace(cfg, evaluate={"limit": 3}), tmp_path)
     assert count_generations == [2, 2, 2, 1, 1, 1]
     assert len(list(read_log(tmp_path / "eval" / "etd" / "svamp" / "eot.jsonl"))) == 3
 
@@ -312,9 +312,9 @@ def test_answers_of_another_student_are_not_reused(tmp_path, data_dir, stub_form
 
     cfg = make_cfg(data_dir, limit=2, test_sets=("multiarith",), forms=("eot",))
     save_student(tmp_path / "students" / "etd", seed=0)
-    stage.run(cfg, tmp_path, mix="etd")
+    stage.run(cfg, tmp_path)
     save_student(tmp_path / "students" / "etd", seed=1)  # retrained: other weights
-    stage.run(cfg, tmp_path, mix="etd")
+    stage.run(cfg, tmp_path)
     assert count_generations == [2, 2]
     assert len(list(read_log(tmp_path / "eval" / "etd" / "multiarith" / "eot.jsonl"))) == 2
 
@@ -339,7 +339,7 @@ def test_a_student_is_found_by_run_id_runs_uri_and_registered_model_uri(tmp_path
             assert found.card["mix"] == "eot" and found.run_id == train_id, spec
             assert (found.model_dir / "config.json").exists()
     cfg = make_cfg(data_dir, limit=1, test_sets=("svamp",))
-    summary = stage.run(cfg, tmp_path / "runs", tracker, mix="etd", student="models:/distill-student@champion")
+    summary = stage.run(cfg, tmp_path / "runs", tracker, student="models:/distill-student@champion")
     assert summary["mix"] == "eot" and summary["train_run_id"] == train_id
     assert summary["test_sets"]["svamp"]["forms"]["eot"]["accuracy"] == 1.0
     assert mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["distill.train_run_id"] == train_id
@@ -349,7 +349,7 @@ def test_an_unknown_student_spec_says_what_is_accepted(tmp_path, data_dir):
     from distill.stages import evaluate as stage
 
     with pytest.raises(DataError, match="models:/NAME/VERSION"):
-        stage.run(make_cfg(data_dir), tmp_path, mix="etd", student="no-such-thing")
+        stage.run(make_cfg(data_dir), tmp_path, student="no-such-thing")
 
 
 def test_cli_evaluate_prints_a_table_and_writes_the_summary(tmp_path, data_dir, stub_forms, mlflow_uri, monkeypatch):
@@ -362,7 +362,7 @@ def test_cli_evaluate_prints_a_table_and_writes_the_summary(tmp_path, data_dir, 
     save_student(tmp_path / "student", forms=("eot", "pot"))
     result = CliRunner().invoke(main, [
         "evaluate", "--preset", "smoke", "--data-dir", str(data_dir), "--mix", "", "--student", str(tmp_path / "student"),
-        "--forms", "", "--test-sets", "svamp,multiarith", "--limit", "2", "--overrides", "evaluate.max_new_tokens=8"])
+        "--set", "data.test_sets=svamp,multiarith", "--set", "evaluate.limit=2", "--overrides", "evaluate.max_new_tokens=8"])
     assert result.exit_code == 0, result.output
     assert "svamp" in result.output and "100.0%" in result.output
     summary = json.loads((tmp_path / "runs" / "smoke" / "eval" / "eot+pot" / "summary.json").read_text())

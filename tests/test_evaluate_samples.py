@@ -40,8 +40,8 @@ def test_sampled_scores_are_counted_by_hand_and_a_tie_between_forms_goes_to_eot(
     save_student(tmp_path / "students" / "etd", best_form="eot")
     cfg = make_cfg(data_dir, limit=3, test_sets=("svamp",))
     tracker = Tracker(mlflow_uri, "distill")
-    greedy = stage.run(cfg, tmp_path, tracker, mix="etd")
-    sampled = stage.run(replace(cfg, evaluate={"samples": 3}), tmp_path, tracker, mix="etd")
+    greedy = stage.run(cfg, tmp_path, tracker)
+    sampled = stage.run(replace(cfg, evaluate={"samples": 3}), tmp_path, tracker)
     m = sampled["metrics"]
     # stub verdicts: every eot sample right, every pot program fails, every cot answer off by one
     assert m["svamp/eot/maj_at_3/accuracy"] == m["svamp/eot/pass_at_3/accuracy"] == m["svamp/eot/mean_at_3/accuracy"] == 1.0
@@ -73,15 +73,15 @@ def test_a_sampled_rerun_draws_only_missing_samples_and_other_sampling_settings_
 
     save_student(tmp_path / "students" / "etd")
     cfg = make_cfg(data_dir, limit=2, test_sets=("multiarith",), forms=("eot",), samples=2)
-    first = stage.run(cfg, tmp_path, mix="etd")
+    first = stage.run(cfg, tmp_path)
     assert count_generations == [2, 4]  # greedy, then 2 problems x 2 samples
-    again = stage.run(cfg, tmp_path, mix="etd")
+    again = stage.run(cfg, tmp_path)
     assert count_generations == [2, 4] and again["metrics"] == first["metrics"]  # nothing drawn again
-    stage.run(replace(cfg, evaluate={"samples": 3}), tmp_path, mix="etd")
+    stage.run(replace(cfg, evaluate={"samples": 3}), tmp_path)
     assert count_generations == [2, 4, 2]  # only sample 2 of each problem is new
     log = tmp_path / "eval" / "etd" / "multiarith" / "eot.samples.jsonl"
     assert len(list(read_log(log))) == 6
-    stage.run(replace(cfg, evaluate={"samples": 3, "temperature": 1.0}), tmp_path, mix="etd")
+    stage.run(replace(cfg, evaluate={"samples": 3, "temperature": 1.0}), tmp_path)
     assert count_generations == [2, 4, 2, 6]  # another temperature: other samples; greedy still reused
     assert len(list(read_log(log))) == 6 and len(list(read_log(log.with_name("eot.jsonl")))) == 2
 
@@ -106,12 +106,12 @@ def test_the_stage_logs_strict_accuracy_beside_lenient_for_an_output_that_needs_
                                        "version": eot.version, "input": eot.student_input(p.question), "output": o,
                                        "answer": p.answer, "status": "correct", "reason": "", "student": digest}) + "\n"
                            for p, o in zip(problems, outputs)))
-    summary = stage.run(cfg, tmp_path, mix="eot")
+    summary = stage.run(replace(cfg, mix={"mix": "eot"}), tmp_path)
     assert count_generations == []  # both reused: the strict verdicts need no decoding
     m = summary["metrics"]
     assert m["svamp/eot/accuracy"] == 1.0 and m["svamp/eot/strict/accuracy"] == 0.5
     assert m["svamp/eot/strict/ci_low"] < 0.5 < m["svamp/eot/strict/ci_high"]
     assert summary["test_sets"]["svamp"]["strict"]["eot"]["correct"] == 1
     # records verified leniently are not reused under verify.strict (another digest): decoded again
-    strict = stage.run(replace(cfg, verify={"strict": True}), tmp_path, mix="eot")["metrics"]
+    strict = stage.run(replace(cfg, verify={"strict": True}, mix={"mix": "eot"}), tmp_path)["metrics"]
     assert count_generations == [2] and strict["svamp/eot/strict/accuracy"] == strict["svamp/eot/accuracy"]

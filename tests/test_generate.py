@@ -106,7 +106,8 @@ def test_kill_9_mid_run_then_rerun_finishes_without_asking_twice_for_what_was_st
            "PYTHONPATH": str(TESTS.parent)}
     with FakeOpenAI(latency=0.1) as server:
         cmd = [sys.executable, "-m", "distill.cli", "generate", "--preset", "tiny", "--teacher", "openai",
-               "--base-url", server.url, "--limit", "40", "--forms", "pot", "--concurrency", "2",
+               "--set", f"teacher.base_url={server.url}", "--set", "data.limit_train=40", "--set", "generate.forms=pot",
+               "--set", "teacher.concurrency=2",
                "--set", f"run_dir={tmp_path / 'run'}", "--set", f"teacher.store_dir={tmp_path / 'store'}",
                "--set", "data.hub=false"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -150,7 +151,7 @@ def test_the_cli_lists_the_valid_teachers_for_a_bad_name(tmp_path, data_dir):
     from distill.cli import main
 
     result = CliRunner().invoke(main, ["generate", "--teacher", "gpt4", "--data-dir", str(data_dir),
-                                       "--set", f"run_dir={tmp_path}", "--limit", "1"])
+                                       "--set", f"run_dir={tmp_path}", "--set", "data.limit_train=1"])
     assert result.exit_code == 2 and "valid teachers: gold, replay, openai" in result.output
 
 
@@ -188,7 +189,8 @@ def _gold_responder(data_dir, limit: int):
 
 def _generate_cmd(url: str, run_dir: Path, store: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "distill.cli", "generate", "--preset", "tiny", "--teacher", "openai",
-            "--base-url", url, "--limit", "30", "--forms", "cot,pot", "--concurrency", "2",
+            "--set", f"teacher.base_url={url}", "--set", "data.limit_train=30", "--set", "generate.forms=cot,pot",
+            "--set", "teacher.concurrency=2",
             "--set", f"run_dir={run_dir}", "--set", f"teacher.store_dir={store}", "--set", "data.hub=false", *extra]
 
 
@@ -276,7 +278,7 @@ def test_a_bad_shard_spec_is_one_line_that_gives_the_format(tmp_path, data_dir):
 
     for spec in ("3/2", "a/b", "2", "-1/2", "0/0"):
         result = CliRunner().invoke(main, ["generate", "--shard", spec, "--data-dir", str(data_dir),
-                                           "--set", f"run_dir={tmp_path}", "--limit", "1"])
+                                           "--set", f"run_dir={tmp_path}", "--set", "data.limit_train=1"])
         assert result.exit_code == 2, result.output
         assert result.output.strip().count("\n") == 0 and "i/n with 0 <= i < n" in result.output
     assert not (tmp_path / "samples.jsonl").exists()

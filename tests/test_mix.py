@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from distill.config import ConfigError, load_config
+from distill.config import ConfigError, load_config, replace
 from distill.files import DataError, read_jsonl, write_jsonl
 from distill.problems import Problem
 from distill.stages import mix
@@ -45,7 +45,7 @@ def cfg(*overrides):
 
 def test_etd_holds_every_form_with_its_instruction_and_counts_what_it_removed(tmp_path):
     verified(tmp_path)
-    summary = mix.run(cfg(), tmp_path, mix="etd")
+    summary = mix.run(cfg(), tmp_path)
     train = read_jsonl(tmp_path / "mix" / "etd" / "train.jsonl")
     val = read_jsonl(tmp_path / "mix" / "etd" / "val.jsonl")
     assert summary["removed_duplicates"] == 3 and summary["removed_overlap"] == 3
@@ -62,7 +62,7 @@ def test_etd_holds_every_form_with_its_instruction_and_counts_what_it_removed(tm
 
 def test_validation_takes_whole_training_questions_chosen_by_the_seed(tmp_path):
     verified(tmp_path)
-    mix.run(cfg(), tmp_path, mix="etd")
+    mix.run(cfg(), tmp_path)
     train = {r["problem_id"] for r in read_jsonl(tmp_path / "mix" / "etd" / "train.jsonl")}
     val_rows = read_jsonl(tmp_path / "mix" / "etd" / "val.jsonl")
     val = {r["problem_id"] for r in val_rows}
@@ -73,7 +73,7 @@ def test_validation_takes_whole_training_questions_chosen_by_the_seed(tmp_path):
 
 def test_a_pair_of_forms_mixes_only_those_forms(tmp_path):
     verified(tmp_path)
-    summary = mix.run(cfg("mix.decontaminate=false"), tmp_path, mix="cot+eot")
+    summary = mix.run(replace(cfg("mix.decontaminate=false"), mix={"mix": "cot+eot"}), tmp_path)
     assert summary["forms"] == ["cot", "eot"] and set(summary["counts"]) == {"cot", "eot"}
     assert summary["removed_overlap"] == 0 and summary["decontaminated"] is False
     assert (tmp_path / "mix" / "cot+eot" / "train.jsonl").exists()
@@ -81,23 +81,23 @@ def test_a_pair_of_forms_mixes_only_those_forms(tmp_path):
 
 def test_a_single_form_needs_only_its_own_verified_set(tmp_path):
     verified(tmp_path, forms=("eot",))
-    assert set(mix.run(cfg(), tmp_path, mix="eot")["counts"]) == {"eot"}
+    assert set(mix.run(replace(cfg(), mix={"mix": "eot"}), tmp_path)["counts"]) == {"eot"}
     with pytest.raises(DataError, match="distill verify"):
-        mix.run(cfg(), tmp_path, mix="pot")
+        mix.run(replace(cfg(), mix={"mix": "pot"}), tmp_path)
 
 
 def test_a_bad_mix_name_lists_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError, match="etd"):
-        mix.run(cfg(), tmp_path, mix="cot+xot")
+        mix.run(replace(cfg(), mix={"mix": "cot+xot"}), tmp_path)
 
 
 def test_an_unchanged_mix_is_not_built_again_and_a_changed_seed_rebuilds_it(tmp_path):
     verified(tmp_path)
-    first = mix.run(cfg(), tmp_path, mix="etd")
+    first = mix.run(cfg(), tmp_path)
     path = tmp_path / "mix" / "etd" / "train.jsonl"
     stamp = path.stat().st_mtime_ns
-    assert mix.run(cfg(), tmp_path, mix="etd") == first and path.stat().st_mtime_ns == stamp
-    assert mix.run(cfg("mix.seed=3"), tmp_path, mix="etd")["fingerprint"] != first["fingerprint"]
+    assert mix.run(cfg(), tmp_path) == first and path.stat().st_mtime_ns == stamp
+    assert mix.run(cfg("mix.seed=3"), tmp_path)["fingerprint"] != first["fingerprint"]
 
 
 def test_the_train_and_validation_sets_are_logged_as_mlflow_datasets(tmp_path, mlflow_uri):
@@ -105,7 +105,7 @@ def test_the_train_and_validation_sets_are_logged_as_mlflow_datasets(tmp_path, m
 
     verified(tmp_path)
     tracker = Tracker(mlflow_uri, "distill")
-    summary = mix.run(cfg(), tmp_path, tracker, mix="etd")
+    summary = mix.run(cfg(), tmp_path, tracker)
     run = tracker.mlflow.search_runs(experiment_names=["distill"], output_format="list")[0]
     assert run.info.run_name == "mix-etd" and run.data.tags["distill.mix"] == "etd"
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"etd-train", "etd-val"}

@@ -150,7 +150,7 @@ def test_distill_overlap_prints_the_table_and_saves_json(data_dir, tmp_path):
 def test_distill_overlap_writes_under_the_presets_run_folder_by_default(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["overlap", "--preset", "smoke", "--data-dir", str(data_dir),
-                                       "--n", "12", "--set", "data.test_sets=svamp"])
+                                       "--set", "mix.overlap_n=12", "--set", "data.test_sets=svamp"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "runs" / "smoke" / "overlap.json").read_text())
     assert report["n"] == 12

@@ -1,10 +1,9 @@
-"""Every preset in mlprojects/ loads and passes the train stage's checks; the paper sizes carry its settings."""
+"""Every preset in mlprojects/ loads and passes the config's checks; the paper sizes carry its settings."""
 from __future__ import annotations
 
 import pytest
 
-from distill.config import PRESET_DIR, load_config, presets
-from distill.stages.train import check_config
+from distill.config import PRESET_DIR, check, load_config, presets
 
 PAPER_STUDENTS = {"codet5-small": "Salesforce/codet5-small", "codet5-base": "Salesforce/codet5-base",
                   "codet5-large": "Salesforce/codet5-large"}
@@ -14,7 +13,7 @@ PAPER_STUDENTS = {"codet5-small": "Salesforce/codet5-small", "codet5-base": "Sal
 def test_every_preset_loads_and_its_train_section_validates(preset):
     cfg = load_config(preset)
     assert cfg.preset == preset
-    check_config(cfg.train)
+    check(cfg)
 
 
 def test_the_tiny_and_paper_presets_are_shipped():
@@ -72,9 +71,7 @@ def test_cpu_presets_evaluate_in_the_dtype_the_student_was_saved_in(preset):
 
 @pytest.mark.parametrize("preset", presets())
 def test_every_preset_has_an_rl_section_that_validates(preset):
-    from distill.stages.rl import check_config
-
-    check_config(load_config(preset).rl)
+    check(load_config(preset))
 
 
 def test_the_grpo_preset_records_its_choices_memory_arithmetic_and_an_estimated_time():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from distill.config import ConfigError, load_config
+from distill.config import ConfigError, load_config, replace
 from distill.stages import promote
 from distill.tracking import Tracker
 from serving_fakes import store  # noqa: F401 (a fixture)
@@ -96,9 +96,9 @@ def test_metric_and_mix_options_choose_what_competes(env):
     cfg, run_dir, tracker, client = env
     add_version(client, "etd", val__selected__accuracy=0.5, val__pot__accuracy=0.1)
     second = add_version(client, "etd", val__selected__accuracy=0.4, val__pot__accuracy=0.2)
-    assert promote.run(cfg, run_dir, tracker, metric="val/pot/accuracy", log=quiet)["version"] == second
+    assert promote.run(replace(cfg, promote={"metric": "val/pot/accuracy"}), run_dir, tracker, log=quiet)["version"] == second
     cot = add_version(client, "cot", val__selected__accuracy=0.9)
-    result = promote.run(cfg, run_dir, tracker, mix="cot", log=quiet)
+    result = promote.run(replace(cfg, promote={"mix": "cot"}), run_dir, tracker, log=quiet)
     assert result["decision"] == "promoted" and champion(client) == cot
 
 
@@ -138,7 +138,7 @@ def test_cli_promote_prints_the_decision(env, monkeypatch):
     monkeypatch.chdir(run_dir.parent)
     add_version(client, "etd", preset="tiny", eval_limit=str(load_config("tiny").evaluate.limit or "all"),
                 val__selected__accuracy=0.25)
-    result = CliRunner().invoke(main, ["promote", "--preset", "tiny", "--metric", "", "--mix", "etd",
+    result = CliRunner().invoke(main, ["promote", "--preset", "tiny", "--mix", "etd",
                                        "--set", f"promote.model_name={client.model_name}"])
     assert result.exit_code == 0, result.output
     assert "promoted: no champion yet" in result.output
@@ -153,7 +153,7 @@ def test_cli_promote_refuses_a_test_metric_with_one_line(env, monkeypatch):
     cfg, run_dir, tracker, client = env
     monkeypatch.chdir(run_dir.parent)
     add_version(client, "etd", preset="tiny", eval_limit="500", gsm8k__eot__accuracy=0.9, val__selected__accuracy=0.1)
-    result = CliRunner().invoke(main, ["promote", "--preset", "tiny", "--metric", "gsm8k/eot/accuracy",
+    result = CliRunner().invoke(main, ["promote", "--preset", "tiny", "--set", "promote.metric=gsm8k/eot/accuracy",
                                        "--set", f"promote.model_name={client.model_name}"])
     assert result.exit_code == 2
     assert "error: promote.metric 'gsm8k/eot/accuracy' is not a validation accuracy" in result.output
@@ -164,7 +164,7 @@ def test_cli_promote_refuses_a_test_metric_with_one_line(env, monkeypatch):
 def test_only_validation_accuracies_may_rank(env, metric):
     cfg, run_dir, tracker, client = env
     with pytest.raises(ConfigError, match="never on a test set"):
-        promote.run(cfg, run_dir, tracker, metric=metric, log=quiet)
+        promote.run(replace(cfg, promote={"metric": metric}), run_dir, tracker, log=quiet)
 
 
 def test_a_smoke_run_never_outranks_a_full_run(env):

@@ -61,7 +61,7 @@ def test_register_tags_the_version_with_mix_forms_digests_teacher_accuracies_and
     cfg, run_dir, tracker = env
     write_json(run_dir / "verified" / "summary.json", {"eot": {"n": 3, "kept": 2, "digest": "eotdigest"}})
     run_id = train_run(tracker, student)
-    result = register.run(cfg, run_dir, tracker, mix="etd", train_run_id=run_id, eval_summary=eval_summary(run_id),
+    result = register.run(cfg, run_dir, tracker, train_run_id=run_id, eval_summary=eval_summary(run_id),
                           log=quiet)
     name = cfg.promote.model_name
     assert result["version"] == 1 and result["model_uri"] == f"models:/{name}/1"
@@ -111,7 +111,7 @@ def test_a_train_run_without_validation_accuracy_gives_no_val_tag_so_promote_can
 def test_register_without_an_evaluation_says_to_evaluate_first(env):
     cfg, run_dir, tracker = env
     with pytest.raises(DataError, match="distill evaluate --preset default --mix etd"):
-        register.run(cfg, run_dir, tracker, mix="etd", log=quiet)
+        register.run(cfg, run_dir, tracker, log=quiet)
 
 
 def test_a_train_run_that_logged_no_model_is_refused_with_the_reason(env, student):

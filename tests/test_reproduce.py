@@ -32,7 +32,8 @@ class FakeStages(dict):
             self[stage] = self._make(stage)
 
     def _make(self, stage):
-        def run(cfg, run_dir, tracker, mix=None):
+        def run(cfg, run_dir, tracker):
+            mix = cfg.mix.mix if stage in ("mix", "train", "evaluate", "register") else None  # the per-mix stages
             name = f"{stage}-{mix}" if mix else stage
             self.calls.append(name)
             if name == self.fail_on:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from distill.config import load_config
+from distill.config import load_config, replace
 from distill.files import write_jsonl
 from distill.thoughts import get_form
 
@@ -43,9 +43,9 @@ def test_grpo_raises_the_reward_of_a_warm_started_tiny_student_on_additions(tmp_
         "rl.num_generations=8", "rl.batch_size=16", "rl.max_steps=600", "rl.lr=1e-4", "rl.temperature=1.0",
         "rl.beta=0.0", "rl.max_completion_length=16", "rl.max_prompt_length=48", "rl.checkpoint_every=1000"])
     t0 = time.monotonic()
-    train.run(cfg, tmp_path, None, mix="cot")
+    train.run(replace(cfg, mix={"mix": "cot"}), tmp_path, None)
     sft_s = time.monotonic() - t0
-    summary = rl.run(cfg, tmp_path, None, mix="cot")
+    summary = rl.run(replace(cfg, mix={"mix": "cot"}), tmp_path, None)
     rewards = summary["rewards"]
     quarter = len(rewards) // 4
     start, end = sum(rewards[:quarter]) / quarter, sum(rewards[-quarter:]) / quarter

@@ -38,8 +38,8 @@ def built(tmp_path_factory, data_dir):
         tracker = Tracker(uri, "distill")
         generate.run(cfg, cfg.run_path, tracker)
         verify.run(cfg, cfg.run_path, tracker)
-        mix.run(cfg, cfg.run_path, tracker, mix="etd")
-        train.run(cfg, cfg.run_path, tracker, mix="etd")
+        mix.run(cfg, cfg.run_path, tracker)
+        train.run(cfg, cfg.run_path, tracker)
     finally:
         if saved is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -128,7 +128,7 @@ def test_two_evaluations_at_once_one_runs_and_the_other_stops_naming_it(copy):
 
 
 def test_two_registrations_of_one_student_on_one_store_make_one_version(copy):
-    evaluate.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
+    evaluate.run(copy.cfg, copy.run_dir, copy.tracker)
     other = copy.run_dir.parent / "run2"
     shutil.copytree(copy.run_dir, other)
     procs = [subprocess.Popen([sys.executable, "-m", "distill.cli", "register", "--mix", "etd", "--preset", "smoke",
@@ -150,14 +150,14 @@ def test_an_emptied_verified_file_is_refused_by_mix_and_verify_really_rebuilds_i
     mix_before = fingerprints(mix_files)
     pot.write_text("")
     with pytest.raises(DataError, match=r"pot.jsonl is empty, but its producer wrote .*`distill verify --preset smoke`"):
-        mix.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
+        mix.run(copy.cfg, copy.run_dir, copy.tracker)
     assert fingerprints(mix_files) == mix_before  # the good mix is not replaced
     summary = verify.run(copy.cfg, copy.run_dir, copy.tracker)
     assert pot.read_bytes() == good
     assert summary["pot"]["kept"] == len(good.splitlines()) > 0
     latest = max(copy.runs("verify"), key=lambda r: r.info.start_time)
     assert latest.data.metrics["verify/pot/kept"] == summary["pot"]["kept"]
-    again = mix.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
+    again = mix.run(copy.cfg, copy.run_dir, copy.tracker)
     assert fingerprints(mix_files) == mix_before and again["counts"]["pot"] > 0
 
 
@@ -170,12 +170,12 @@ def test_a_cut_training_set_is_refused_by_train_and_mix_really_rebuilds_it(copy,
     student_before = fingerprints(student_files(copy.student))
     runs_before = len(copy.runs("train-etd"))
     with pytest.raises(DataError, match=r"train.jsonl is .* but its producer wrote .*`distill mix --preset smoke --mix etd`"):
-        train.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
+        train.run(copy.cfg, copy.run_dir, copy.tracker)
     assert fingerprints(student_files(copy.student)) == student_before  # the good student is not replaced
     assert len(copy.runs("train-etd")) == runs_before
-    mix.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
+    mix.run(copy.cfg, copy.run_dir, copy.tracker)
     assert train_file.read_bytes() == good
-    assert train.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")["skipped"] is True
+    assert train.run(copy.cfg, copy.run_dir, copy.tracker)["skipped"] is True
 
 
 @pytest.mark.parametrize("damage", ["card.json broken", "weight file deleted"])
@@ -187,15 +187,15 @@ def test_a_damaged_student_is_refused_by_evaluate_and_train_really_rebuilds_it(c
         (copy.student / "model" / "model.safetensors").unlink()
     with pytest.raises(DataError, match=r"since `distill train` wrote the student; rebuild it with "
                                         r"`distill train --preset smoke --mix etd`"):
-        evaluate.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
+        evaluate.run(copy.cfg, copy.run_dir, copy.tracker)
     assert not (copy.run_dir / "eval").exists()
-    rebuilt = train.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
+    rebuilt = train.run(copy.cfg, copy.run_dir, copy.tracker)
     assert "skipped" not in rebuilt and rebuilt["run_id"] != old["run_id"]
     assert mismatch(rebuilt["outputs"], student_files(copy.student)) is None
     assert json.loads((copy.student / "card.json").read_text())["train_run_id"] == rebuilt["run_id"]
     statuses = {r.info.run_id: r.info.status for r in copy.runs("train-etd")}
     assert statuses == {old["run_id"]: "FINISHED", rebuilt["run_id"]: "FINISHED"}
-    assert train.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")["skipped"] is True
+    assert train.run(copy.cfg, copy.run_dir, copy.tracker)["skipped"] is True
 
 
 # --- a changed budget is a new training ----------------------------------------------------------------
@@ -203,7 +203,7 @@ def test_a_damaged_student_is_refused_by_evaluate_and_train_really_rebuilds_it(c
 def test_a_changed_budget_is_a_new_training_in_a_new_run_and_the_finished_run_is_untouched(copy):
     old = json.loads((copy.student / "summary.json").read_text())
     old_run = copy.client.get_run(old["run_id"])
-    shorter = train.run(replace(copy.cfg, train={"max_steps": 2, "val_generate_limit": 0}), copy.run_dir, copy.tracker, mix="etd")
+    shorter = train.run(replace(copy.cfg, train={"max_steps": 2, "val_generate_limit": 0}), copy.run_dir, copy.tracker)
     assert shorter["run_id"] != old["run_id"] and shorter["steps"] == 2 and "skipped" not in shorter
     card = json.loads((copy.student / "card.json").read_text())
     assert (card["train_run_id"], card["training"]["max_steps"], card["training"]["steps"]) == (shorter["run_id"], 2, 2)
@@ -212,7 +212,7 @@ def test_a_changed_budget_is_a_new_training_in_a_new_run_and_the_finished_run_is
     assert after.data.params["train.max_steps"] == "3"
     assert len(after.outputs.model_outputs) == len(old_run.outputs.model_outputs) == 1
     assert copy.client.get_run(shorter["run_id"]).data.params["train.max_steps"] == "2"
-    longer = train.run(replace(copy.cfg, train={"max_steps": 5, "val_generate_limit": 0}), copy.run_dir, copy.tracker, mix="etd")
+    longer = train.run(replace(copy.cfg, train={"max_steps": 5, "val_generate_limit": 0}), copy.run_dir, copy.tracker)
     assert longer["steps"] == 5 and longer["run_id"] not in (old["run_id"], shorter["run_id"])
     assert {r.info.status for r in copy.runs("train-etd")} == {"FINISHED"} and len(copy.runs("train-etd")) == 3
 
@@ -233,16 +233,16 @@ def _kill_when_running(copy, proc, run_name: str, timeout: float = 300) -> None:
 
 
 def test_register_after_a_killed_evaluate_refuses_the_earlier_students_evaluation(copy):
-    evaluate.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
-    first = register.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd", log=lambda line: None)
-    retrained = train.run(replace(copy.cfg, train={"lr": 1e-3, "val_generate_limit": 0}), copy.run_dir, copy.tracker, mix="etd")
+    evaluate.run(copy.cfg, copy.run_dir, copy.tracker)
+    first = register.run(copy.cfg, copy.run_dir, copy.tracker, log=lambda line: None)
+    retrained = train.run(replace(copy.cfg, train={"lr": 1e-3, "val_generate_limit": 0}), copy.run_dir, copy.tracker)
     proc = copy.start("evaluate", "--mix", "etd")
     _kill_when_running(copy, proc, "evaluate-etd")
     with pytest.raises(DataError, match=r"evaluation of an earlier student .* distill evaluate --preset smoke --mix etd"):
-        register.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd", log=lambda line: None)
+        register.run(copy.cfg, copy.run_dir, copy.tracker, log=lambda line: None)
     assert len(copy.client.search_model_versions("name='distill-student'")) == 1
-    evaluate.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd")
-    second = register.run(copy.cfg, copy.run_dir, copy.tracker, mix="etd", log=lambda line: None)
+    evaluate.run(copy.cfg, copy.run_dir, copy.tracker)
+    second = register.run(copy.cfg, copy.run_dir, copy.tracker, log=lambda line: None)
     assert (first["version"], second["version"]) == (1, 2)
     assert second["train_run_id"] == retrained["run_id"] != first["train_run_id"]
     assert "RUNNING" not in {r.info.status for r in copy.runs()}
@@ -264,8 +264,7 @@ def test_a_training_killed_mid_epoch_resumes_from_a_timed_checkpoint_to_the_same
     reference_dir = tmp_path / "reference"
     shutil.copytree(copy.run_dir, reference_dir)
     # when checkpoints are written changes nothing trained: the reference saves at epoch ends only
-    reference = train.run(load_config("smoke", [f"run_dir={reference_dir}", *settings[:-1]]), reference_dir, None,
-                          mix="etd")
+    reference = train.run(load_config("smoke", [f"run_dir={reference_dir}", *settings[:-1]]), reference_dir, None)
 
     proc = copy.start("train", "--mix", "etd", *budget)
     checkpoints = copy.student / "checkpoints"
@@ -280,7 +279,7 @@ def test_a_training_killed_mid_epoch_resumes_from_a_timed_checkpoint_to_the_same
     last = max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
     assert last % 7 != 0  # a checkpoint inside an epoch (7 steps each), written by the clock
 
-    resumed = train.run(cfg, copy.run_dir, copy.tracker, mix="etd")
+    resumed = train.run(cfg, copy.run_dir, copy.tracker)
     assert resumed["run_id"] == killed[0].info.run_id and resumed["steps"] == reference["steps"] == 14
     digest = lambda folder: weights_digest(load_file(folder / "students" / "etd" / "model" / "model.safetensors"))
     assert digest(copy.run_dir) == digest(reference_dir)

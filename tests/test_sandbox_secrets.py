@@ -73,7 +73,7 @@ def test_file_mode_verify_writes_and_prints_no_secret(tmp_path, secret_env):
     assert env["OPENAI_API_KEY"] == SECRET
     cli = Path(sys.executable).with_name("distill")
     done = subprocess.run([str(cli), "verify", str(inp), "--thought", "pot", "--output", str(out), "--json",
-                           "--timeout", "2"], capture_output=True, text=True, env=env, timeout=300)
+                           "--set", "verify.timeout=2"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["n"] == len(HOSTILE_POT) and report["correct"] == 1

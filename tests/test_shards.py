@@ -70,8 +70,8 @@ def test_two_evaluate_shards_merged_log_the_metrics_of_one_unsharded_run(tmp_pat
 
     def cli(*args):
         result = CliRunner().invoke(main, ["evaluate", "--preset", "smoke", "--student", str(student),
-                                           "--set", f"run_dir={tmp_path / 'sharded'}", "--limit", "7",
-                                           "--forms", "eot,pot", *args])
+                                           "--set", f"run_dir={tmp_path / 'sharded'}", "--set", "evaluate.limit=7",
+                                           "--set", "evaluate.forms=eot,pot", *args])
         return result
 
     early = cli("--merge")
@@ -109,7 +109,7 @@ def test_a_merge_with_a_shard_missing_names_the_command_that_fills_it(tmp_path, 
     evaluate.run(cfg, cfg.run_path, student=str(student), shard=parse_shard("1/3"))
     evaluate.run(cfg, cfg.run_path, student=str(student), shard=parse_shard("2/3"))
     with pytest.raises(DataError, match=r"shard 0/3 has not run: `distill evaluate --shard 0/3`"):
-        merge_evaluation(cfg, cfg.run_path, "etd", str(student))
+        merge_evaluation(cfg, cfg.run_path, str(student))
 
 
 def test_sampled_shards_merge_into_the_samples_of_one_unsharded_run(tmp_path, data_dir, monkeypatch,
@@ -128,7 +128,7 @@ def test_sampled_shards_merge_into_the_samples_of_one_unsharded_run(tmp_path, da
     for k in range(2):  # other batches than the unsharded run's: the samples are the same draws
         evaluate.run(cfg, cfg.run_path, student=str(student), shard=parse_shard(f"{k}/2"))
     count_generations.clear()
-    merge_evaluation(cfg, cfg.run_path, "etd", str(student))
+    merge_evaluation(cfg, cfg.run_path, str(student))
     merged = evaluate.run(cfg, cfg.run_path, student=str(student))
     assert count_generations == []  # every greedy answer and every sample came from a shard
     assert any("maj_at_2" in k for k in merged["metrics"]) and merged["metrics"] == pytest.approx(whole["metrics"])

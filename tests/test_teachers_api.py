@@ -138,7 +138,7 @@ def test_the_budget_stops_before_it_is_exceeded_and_keeps_what_was_paid(server, 
     ledger = Ledger(tmp_path / "ledger.jsonl", prices, budget=30.0, model="teacher-model")
     t = teacher(server, tmp_path, concurrency=1, max_tokens=8, ledger=ledger)
     got = {}
-    with pytest.raises(BudgetReached, match="raise --budget"):
+    with pytest.raises(BudgetReached, match="raise teacher.budget"):
         for job, answer in t.answer(jobs(10)):
             got[job.problem_id] = answer
     assert 0 < len(got) < 10 and ledger.cost <= 30.0

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from distill import training
-from distill.config import ConfigError, TrainConfig, load_config
+from distill.config import Config, ConfigError, TrainConfig, check, load_config
 from distill.files import DataError, write_jsonl
 from distill.stages import train as T
 from device_memory import ScriptedMemory
@@ -85,7 +85,7 @@ def test_plan_counts_steps_with_accumulation_processes_and_max_steps():
 def test_precision_is_fp32_on_cpu_whatever_is_asked():
     assert [training.resolve_precision(p, cuda=False) for p in ("auto", "bf16", "fp16", "fp32")] == ["fp32"] * 4
     with pytest.raises(ConfigError, match="train.precision"):
-        training.resolve_precision("fp8", cuda=False)
+        load_config(None, ["train.precision=fp8"])
 
 
 # --- the tiny student learns (one run shared by the tests below) --------------------------------------
@@ -98,9 +98,9 @@ def learned(tmp_path_factory):
     train, val = counting_rows(600)
     run_dir = write_mix(root / "run", train, val)
     tracker = Tracker(f"sqlite:///{root / 'mlflow.db'}", "distill")
-    cfg = tiny_cfg(run_dir, "train.epochs=4", "train.batch_size=16", "train.dropout=0.0",
+    cfg = tiny_cfg(run_dir, "mix.mix=cot", "train.epochs=4", "train.batch_size=16", "train.dropout=0.0",
                    "train.val_generate_limit=8")
-    summary = T.run(cfg, run_dir, tracker, mix="cot")
+    summary = T.run(cfg, run_dir, tracker)
     return {"cfg": cfg, "run_dir": run_dir, "summary": summary, "val": val, "tracker": tracker}
 
 
@@ -178,7 +178,7 @@ def test_train_run_in_mlflow_has_params_loss_curve_validation_dataset_and_tags(l
 
 
 def test_a_complete_student_is_skipped_when_run_again(learned):
-    again = T.run(learned["cfg"], learned["run_dir"], None, mix="cot")
+    again = T.run(learned["cfg"], learned["run_dir"], None)
     assert again["skipped"] is True and again["run_id"] == learned["summary"]["run_id"]
 
 
@@ -186,8 +186,9 @@ def test_a_complete_student_is_skipped_when_run_again(learned):
 
 def small_run(run_dir: Path, *overrides: str) -> dict:
     write_mix(run_dir, *counting_rows(120, 10))
-    cfg = tiny_cfg(run_dir, "train.epochs=3", "train.batch_size=16", "train.val_generate_limit=0", *overrides)
-    return T.run(cfg, run_dir, None, mix="cot")
+    cfg = tiny_cfg(run_dir, "mix.mix=cot", "train.epochs=3", "train.batch_size=16", "train.val_generate_limit=0",
+                   *overrides)
+    return T.run(cfg, run_dir, None)
 
 
 def last_weights(run_dir: Path) -> str:
@@ -253,12 +254,12 @@ def test_a_resumed_run_logs_into_the_same_mlflow_run(tmp_path, mlflow_uri, monke
     from distill.tracking import Tracker
 
     write_mix(tmp_path, *counting_rows(120, 10))
-    cfg = tiny_cfg(tmp_path, "train.epochs=2", "train.batch_size=16", "train.val_generate_limit=2")
+    cfg = tiny_cfg(tmp_path, "mix.mix=cot", "train.epochs=2", "train.batch_size=16", "train.val_generate_limit=2")
     crash_at_evaluation(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        T.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"), mix="cot")
+        T.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"))
     monkeypatch.undo()
-    summary = T.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"), mix="cot")
+    summary = T.run(cfg, tmp_path, Tracker(mlflow_uri, "distill"))
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("distill").experiment_id])
     assert [r.info.run_id for r in runs] == [summary["run_id"]]
@@ -276,12 +277,12 @@ def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
 
 def test_missing_mix_data_names_the_command_that_writes_it(tmp_path):
     with pytest.raises(DataError, match="distill mix --preset tiny --mix etd"):
-        T.run(tiny_cfg(tmp_path), tmp_path, None, mix="etd")
+        T.run(tiny_cfg(tmp_path), tmp_path, None)
 
 
 def test_an_unknown_mix_lists_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError, match="valid"):
-        T.run(tiny_cfg(tmp_path), tmp_path, None, mix="xot")
+        T.run(tiny_cfg(tmp_path, "mix.mix=xot"), tmp_path, None)
 
 
 def test_cli_train_takes_the_mlproject_flags_and_prints_the_summary(tmp_path, mlflow_uri):
@@ -291,22 +292,22 @@ def test_cli_train_takes_the_mlproject_flags_and_prints_the_summary(tmp_path, ml
 
     write_mix(tmp_path, *counting_rows(40, 4))
     result = CliRunner().invoke(main, [
-        "train", "--preset", "tiny", "--mix", "cot", "--student", "", "--lr", "5e-4", "--epochs", "",
-        "--batch-size", "8", "--max-steps", "3",
-        "--overrides", f"run_dir={tmp_path},train.val_generate_limit=0,train.max_minutes=null"])
+        "train", "--preset", "tiny", "--mix", "cot",
+        "--overrides", "train.student=,train.lr=5e-4,train.epochs=,train.batch_size=8,train.max_steps=3,"
+                       f"run_dir={tmp_path},train.val_generate_limit=0,train.max_minutes=null"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["steps"], summary["stopped"]) == (3, "max_steps")
     assert json.loads((tmp_path / "students" / "cot" / "card.json").read_text())["training"]["lr"] == 5e-4
 
 
-def test_cli_train_rejects_a_bad_number_naming_the_flag():
+def test_cli_train_rejects_a_bad_number_naming_the_setting():
     from click.testing import CliRunner
 
     from distill.cli import main
 
-    result = CliRunner().invoke(main, ["train", "--lr", "fast"])
-    assert result.exit_code == 2 and "--lr" in result.output
+    result = CliRunner().invoke(main, ["train", "--set", "train.lr=fast"])
+    assert result.exit_code == 2 and "train.lr" in result.output
 
 
 def test_the_served_default_form_is_the_best_on_validation_with_ties_to_eot_then_pot():
@@ -344,7 +345,7 @@ def test_a_causal_lm_from_a_folder_is_recognised_by_its_config_and_trained_on_it
     write_mix(tmp_path, train, val)
     folder = local_causal_lm(tmp_path / "hub-like", [r["input"] + r["target"] for r in train], chat=True)
     summary = T.run(tiny_cfg(tmp_path, f"train.student={folder}", "train.chat_template=true", "train.max_steps=2",
-                             "train.val_generate_limit=2"), tmp_path, None, mix="cot")
+                             "train.val_generate_limit=2", "mix.mix=cot"), tmp_path, None)
     assert (summary["kind"], summary["steps"]) == ("causal", 2)
     out = tmp_path / "students" / "cot"
     card = json.loads((out / "card.json").read_text())
@@ -360,7 +361,7 @@ def test_the_chat_template_is_refused_for_a_tokenizer_that_has_none(tmp_path):
     write_mix(tmp_path, train, val)
     folder = local_causal_lm(tmp_path / "base-lm", [r["input"] + r["target"] for r in train], chat=False)
     with pytest.raises(ConfigError, match="train.chat_template"):
-        T.run(tiny_cfg(tmp_path, f"train.student={folder}", "train.chat_template=true"), tmp_path, None, mix="cot")
+        T.run(tiny_cfg(tmp_path, f"train.student={folder}", "train.chat_template=true", "mix.mix=cot"), tmp_path, None)
 
 
 def test_a_lora_student_of_the_tiny_causal_kind_is_saved_merged_by_default(tmp_path):
@@ -385,7 +386,7 @@ def test_tiny_causal_student_learns_to_answer_held_back_questions(tmp_path):
     train, val = counting_rows(600)
     write_mix(tmp_path, train, val)
     summary = T.run(tiny_cfg(tmp_path, "train.student=tiny-causal", "train.epochs=6", "train.dropout=0.0",
-                             "train.val_generate_limit=8"), tmp_path, None, mix="cot")
+                             "train.val_generate_limit=8", "mix.mix=cot"), tmp_path, None)
     assert summary["best_val_loss"] < summary["initial_val_loss"] / 10, summary
     model, tokenizer = load_student(tmp_path / "students" / "cot" / "model")
     outputs = decode(model, tokenizer, [r["input"] for r in val], max_new_tokens=32, batch_size=8)
@@ -491,7 +492,7 @@ def test_the_train_stage_records_the_auto_batch_and_why(tmp_path):
     assert card["training"]["effective_batch_size"] == 32 and "auto on the CPU" in card["training"]["batch_size_reason"]
     assert summary["steps"] == 2
     with pytest.raises(ConfigError, match="train.batch_size"):
-        T.check_config(TrainConfig(batch_size="big"))
+        check(Config(train=TrainConfig(batch_size="big")))
 
 
 def test_a_t5_student_never_trains_in_fp16_on_a_gpu():

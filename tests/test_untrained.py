@@ -142,7 +142,7 @@ def test_register_refuses_an_evaluation_whose_card_says_base_under_any_name(stud
     cfg = load_config("smoke", [f"run_dir={study['run']}"])
     summary = read_json(study["run"] / "eval" / "etd-base" / "summary.json")
     with pytest.raises(DataError, match="untrained base student"):
-        register.run(cfg, study["run"], None, mix="etd", eval_summary=summary, log=lambda line: None)
+        register.run(cfg, study["run"], None, eval_summary=summary, log=lambda line: None)
 
 
 def test_the_report_puts_base_sft_and_grpo_side_by_side_with_paired_tests(study, tmp_path, monkeypatch):
@@ -196,7 +196,7 @@ def test_a_hub_or_folder_student_is_evaluated_as_it_comes_without_copying_its_we
     folder = study["run"] / "students" / "etd" / "model"  # a local folder stands for a hub model offline
     cfg = load_config("smoke", overrides=[f"train.student={folder}", f"run_dir={tmp_path}",
                                           "data.test_sets=gsm8k", "evaluate.limit=2"])
-    summary = evaluate.run_untrained(cfg, tmp_path, None, mix="etd", log=lambda line: None)
+    summary = evaluate.run_untrained(cfg, tmp_path, None, log=lambda line: None)
     base = tmp_path / "students" / "etd-base"
     assert sorted(p.name for p in base.iterdir()) == ["card.json"]  # the card names the weights
     card = json.loads((base / "card.json").read_text())
@@ -233,7 +233,8 @@ def test_reproduce_of_a_causal_preset_runs_the_base_step_under_its_parent(tmp_pa
     stages = FakeStages()
     seen = []
 
-    def untrained(cfg, run_dir, tracker, mix=None):  # logs what the real run_untrained logs, and the call
+    def untrained(cfg, run_dir, tracker):  # logs what the real run_untrained logs, and the call
+        mix = cfg.mix.mix
         seen.append(mix)
         tags = {"distill.stage": "evaluate", "distill.preset": cfg.preset, "distill.mix": mix, "distill.variant": "base"}
         with tracker.run(f"evaluate-{mix}-base", tags, nested=True) as run:
@@ -274,7 +275,7 @@ def test_a_base_with_the_chat_template_is_asked_through_it_as_its_card_says(stud
     tokenizer.save_pretrained(instruct)
     cfg = load_config("smoke", [f"train.student={instruct}", "train.chat_template=true", f"run_dir={tmp_path}",
                                 "data.test_sets=gsm8k", "evaluate.limit=1", "evaluate.forms=eot"])
-    summary = evaluate.run_untrained(cfg, tmp_path, None, mix="etd", log=lambda line: None)
+    summary = evaluate.run_untrained(cfg, tmp_path, None, log=lambda line: None)
     card = json.loads((tmp_path / "students" / "etd-base" / "card.json").read_text())
     assert card["chat_template"] is True and summary["decoding"]["chat_template"] is True
     assert list(summary["forms"]) == ["eot"]

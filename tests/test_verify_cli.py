@@ -29,7 +29,7 @@ def _file(tmp_path, form: str):
 @pytest.mark.parametrize("form", ["cot", "pot", "eot"])
 def test_file_mode_prints_one_json_object_with_counts_and_reasons(tmp_path, form):
     result = CliRunner().invoke(main, ["verify", "--thought", form, str(_file(tmp_path, form)), "--json",
-                                       "--timeout", "2"])
+                                       "--set", "verify.timeout=2"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["n"] == 3 and report["correct"] == 1 and report["accuracy"] == pytest.approx(1 / 3)
@@ -39,7 +39,7 @@ def test_file_mode_prints_one_json_object_with_counts_and_reasons(tmp_path, form
 def test_file_mode_writes_verdicts_and_prints_a_reasons_table(tmp_path):
     out = tmp_path / "verdicts.jsonl"
     result = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")), "--output", str(out),
-                                       "--strict", "--timeout", "2"])
+                                       "--set", "verify.strict=true", "--set", "verify.timeout=2"])
     assert result.exit_code == 0, result.output
     assert "1/3 correct" in result.output and "unsafe" in result.output and "import of 'os'" in result.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -75,7 +75,7 @@ def test_without_file_it_runs_the_pipeline_stage_with_the_preset(monkeypatch, tm
     monkeypatch.setattr(stage, "run", fake_run)
     monkeypatch.setattr("distill.cli.tracker_for", lambda cfg: None)
     result = CliRunner().invoke(main, ["verify", "--preset", "tiny", "--overrides", "verify.timeout=3",
-                                       "--strict"])
+                                       "--set", "verify.strict=true"])
     assert result.exit_code == 0, result.output
     cfg, run_dir = calls[0]
     assert cfg.verify.timeout == 3 and cfg.verify.strict is True and run_dir == cfg.run_path
@@ -129,7 +129,7 @@ def test_output_equal_to_the_input_is_refused_and_the_input_is_kept(tmp_path, mo
 def test_file_mode_says_which_sandbox_isolation_is_in_force(tmp_path):
     from distill import sandbox
 
-    table = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")), "--timeout", "2"])
+    table = CliRunner().invoke(main, ["verify", "--thought", "pot", str(_file(tmp_path, "pot")), "--set", "verify.timeout=2"])
     assert table.exit_code == 0 and f"sandbox: {sandbox.isolation()}" in table.output
     report = json.loads(CliRunner().invoke(main, ["verify", "--thought", "eot", str(_file(tmp_path, "eot")),
                                                   "--json"]).output)

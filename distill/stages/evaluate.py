@@ -89,15 +89,17 @@ from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student, sta
 from distill.thoughts import VARIANTS, Verdict, form_names, get_form, parse_student, student_name
 from distill.tracking import writing
 
-def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
-        log=None, shard=None) -> dict:
+def run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None, log=None, shard=None) -> dict:
     """Evaluate one student on ``cfg.data.test_sets``; return the summary dict (also in summary.json).
+
+    The student is the run folder's student of ``mix.mix`` (``etd``, ``etd-grpo``), or ``student``:
+    a folder, a training run id or an MLflow model URI (distill.student.resolve_student).
 
     ``shard`` (a distill.shards.Shard): only that share of each test set's problems, written under
     ``eval/<mix>/shard-<i>-of-<n>/``; ``merge_evaluation`` joins the shards. One writer
     per run folder (the shards of one evaluation share it, each the only writer of its shard)."""
     with writing(run_dir, tracker, "evaluate", shard=shard):
-        return _run(cfg, Path(run_dir), tracker, mix=mix, student=student, log=log, shard=shard)
+        return _run(cfg, Path(run_dir), tracker, student=student, log=log, shard=shard)
 
 
 def evaluated_name(card: Mapping, found: StudentFolder, requested: str) -> tuple[str, str, str]:
@@ -126,15 +128,14 @@ def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
                         f"`distill {stage} --preset {cfg.preset} --mix {base}`")
 
 
-def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, student: str | None = None,
-         log=None, shard=None) -> dict:
+def _run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None, log=None, shard=None) -> dict:
     from distill.problems import LOADERS, evaluated_problems
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     unknown = [t for t in cfg.data.test_sets if t not in LOADERS]
     if unknown:
         raise DataError(f"unknown test set {unknown[0]!r} in data.test_sets; valid: {', '.join(LOADERS)}")
-    requested_mix = mix or cfg.mix.mix
+    requested_mix = cfg.mix.mix
     if not student:
         check_default_student(cfg, run_dir, requested_mix)
     with ExitStack() as stack:
@@ -285,15 +286,15 @@ def card_variant(card: Mapping, found: StudentFolder) -> str:
     return variant
 
 
-def run_untrained(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, log=None) -> dict:
+def run_untrained(cfg: Config, run_dir: Path, tracker=None, *, log=None) -> dict:
     """Evaluate ``train.student`` as it comes, before any training (the study's starting point): write
     it as students/<mix>-base/ (distill.stages.train.base_student), then evaluate it like any student,
     into eval/<mix>-base/ and an MLflow run evaluate-<mix>-base (tag distill.variant=base)."""
     from distill.stages.train import base_student
 
     with writing(run_dir, tracker, "evaluate"):
-        folder = base_student(cfg, Path(run_dir), mix or cfg.mix.mix)
-        return _run(cfg, Path(run_dir), tracker, mix=mix, student=str(folder), log=log)
+        folder = base_student(cfg, Path(run_dir))
+        return _run(cfg, Path(run_dir), tracker, student=str(folder), log=log)
 
 
 def selected_form(card: Mapping, forms: Sequence[str]) -> str | None:
@@ -521,7 +522,7 @@ def _verdict(record: Mapping) -> Verdict:
 
 # --- evaluate --shard: the merge ----------------------------------------------------------------
 
-def merge_evaluation(cfg: Config, run_dir: Path, mix: str, student: str | None = None) -> dict:
+def merge_evaluation(cfg: Config, run_dir: Path, student: str | None = None) -> dict:
     """Join the shards of ``<run_dir>/eval/<mix>/shard-<i>-of-<n>/`` into the unsharded logs
     ``<run_dir>/eval/<mix>/<test_set>/<form>.jsonl``, after checking that all n shards scored every
     problem of ``cfg.data.test_sets`` (first ``evaluate.limit``) with this very student (same weight
@@ -535,6 +536,7 @@ def merge_evaluation(cfg: Config, run_dir: Path, mix: str, student: str | None =
     """
     from distill.problems import evaluated_problems
 
+    mix = cfg.mix.mix
     with ExitStack() as stack:
         found_student = resolve_student(student, Path(run_dir), mix, cfg.tracking_uri, stack)
         digest = student_digest(found_student.model_dir, cfg)

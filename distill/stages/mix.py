@@ -31,7 +31,7 @@ from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 
-from distill.config import Config, ConfigError
+from distill.config import Config
 from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl, read_record,
                            settings_digest, write_json, write_jsonl)
 from distill.layout import RunFolder
@@ -95,16 +95,15 @@ def outputs(out: Path) -> dict[str, Path]:
     return {"train.jsonl": out / "train.jsonl", "val.jsonl": out / "val.jsonl"}
 
 
-def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> dict:
+def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
+    """Build the mix ``mix.mix`` of cfg; see the module docstring."""
     with writing(run_dir, tracker, "mix"):
-        return _run(cfg, Path(run_dir), tracker, mix=mix)
+        return _run(cfg, Path(run_dir), tracker)
 
 
-def _run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None) -> dict:
-    mix = mix or cfg.mix.mix
+def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
+    mix = cfg.mix.mix
     forms = parse_mix(mix)
-    if not 0 <= cfg.mix.val_fraction < 1:
-        raise ConfigError(f"mix.val_fraction must be in [0, 1), got {cfg.mix.val_fraction}")
     out = RunFolder(run_dir).mix(mix)
     rows, inputs = _examples(run_dir, forms, cfg.preset)
     fingerprint = settings_digest({"inputs": inputs, "mix": [cfg.mix.val_fraction, cfg.mix.decontaminate,

@@ -4,7 +4,7 @@ the current one, judged on the VALIDATION split (test sets are reported, never u
 Reads the versions of ``cfg.promote.model_name`` and their tags (written by the register stage).
 The ranking metric ``cfg.promote.metric`` (default ``val/selected/accuracy``: the validation accuracy
 of the form chosen on validation) must name a validation accuracy, ``val/.../accuracy``; a test
-metric is refused with a ConfigError. Candidates are the versions that
+metric is refused when the config is built (distill.config.check). Candidates are the versions that
   - are tagged ``distill.mix == cfg.promote.mix`` (default etd): every variant of the mix, its SFT
     student and its GRPO student (``distill.variant`` grpo) alike; a name with a variant
     (promote.mix=etd-grpo) narrows the candidates to that variant,
@@ -38,19 +38,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from distill.config import Config, ConfigError
+from distill.config import Config
 from distill.files import write_json
 from distill.layout import RunFolder
 from distill.tracking import registry_lock, writing
-
-
-def check_metric(metric: str) -> str:
-    """The ranking metric, or a ConfigError: only validation accuracies may choose a champion."""
-    if not (metric.startswith("val/") and metric.endswith("/accuracy")):
-        raise ConfigError(f"promote.metric {metric!r} is not a validation accuracy: a champion is chosen on the "
-                          "validation split, never on a test set; use val/selected/accuracy (the default) or "
-                          "another val/<...>/accuracy tag of the registered versions")
-    return metric
 
 
 def protocol(cfg: Config) -> dict[str, str]:
@@ -81,23 +72,21 @@ def _size(limit: str | None) -> float:
         return -math.inf
 
 
-def run(cfg: Config, run_dir: Path, tracker=None, *, metric: str | None = None, mix: str | None = None,
-        log=print) -> dict:
+def run(cfg: Config, run_dir: Path, tracker=None, *, log=print) -> dict:
     """Decide and (maybe) move the alias; the decision and its reason are logged and returned."""
     with writing(run_dir, tracker, "promote"), registry_lock(cfg.tracking_uri):
-        return _run(cfg, run_dir, tracker, metric=metric, mix=mix, log=log)
+        return _run(cfg, run_dir, tracker, log=log)
 
 
-def _run(cfg: Config, run_dir: Path, tracker=None, *, metric: str | None = None, mix: str | None = None,
-         log=print) -> dict:
+def _run(cfg: Config, run_dir: Path, tracker=None, *, log=print) -> dict:
     import mlflow
     from mlflow.exceptions import MlflowException
 
     pc = cfg.promote
-    metric = check_metric(metric or pc.metric)
+    metric = pc.metric  # a validation accuracy: distill.config.check refuses any other
     from distill.thoughts import parse_student
 
-    mix, variant = parse_student(mix or pc.mix)  # etd-grpo: only etd's grpo versions compete
+    mix, variant = parse_student(pc.mix)  # etd-grpo: only etd's grpo versions compete
     client = mlflow.MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
     try:
         versions = client.search_model_versions(f"name='{pc.model_name}'")

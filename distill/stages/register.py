@@ -48,11 +48,11 @@ from distill.scoring import parsed_metrics
 from distill.tracking import registry_lock, writing
 
 
-def run(cfg: Config, run_dir: Path, tracker=None, *, mix: str | None = None, train_run_id: str | None = None,
+def run(cfg: Config, run_dir: Path, tracker=None, *, train_run_id: str | None = None,
         eval_summary: Mapping[str, Any] | None = None, log=print) -> dict:
-    """Register the student of ``mix`` (default cfg.mix.mix); return {"model_name", "version", ...}."""
+    """Register the student of ``mix.mix`` (etd, etd-grpo); return {"model_name", "version", ...}."""
     with writing(run_dir, tracker, "register"), registry_lock(cfg.tracking_uri):
-        return _run(cfg, Path(run_dir), mix=mix, train_run_id=train_run_id, eval_summary=eval_summary, log=log)
+        return _run(cfg, Path(run_dir), train_run_id=train_run_id, eval_summary=eval_summary, log=log)
 
 
 def check_evaluation(cfg: Config, run_dir: Path, mix: str, eval_summary: Mapping[str, Any]) -> None:
@@ -69,11 +69,11 @@ def check_evaluation(cfg: Config, run_dir: Path, mix: str, eval_summary: Mapping
                         f"distill evaluate --preset {cfg.preset} --mix {mix}")
 
 
-def _run(cfg: Config, run_dir: Path, *, mix: str | None = None, train_run_id: str | None = None,
+def _run(cfg: Config, run_dir: Path, *, train_run_id: str | None = None,
          eval_summary: Mapping[str, Any] | None = None, log=print) -> dict:
     import mlflow
 
-    mix = mix or (eval_summary or {}).get("student_name") or (eval_summary or {}).get("mix") or cfg.mix.mix
+    mix = cfg.mix.mix
     refuse_base(mix, eval_summary)
     if eval_summary is None:
         eval_summary = read_json(RunFolder(run_dir).eval(mix) / "summary.json",

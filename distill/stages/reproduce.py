@@ -38,7 +38,6 @@ store still count there, and the reused runs are named in the new parent's step 
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 import time
@@ -121,17 +120,18 @@ def _stage_fn(stage: str, entry: str = "run") -> StageFn:
     return getattr(module, entry)
 
 
-def _call(fn: StageFn, cfg: Config, run_dir: Path, tracker, step: Step, extra: Mapping[str, Any]) -> dict:
-    """Call a stage with the arguments it accepts (mix=, output_dir=...); the mix is also put in
-    cfg.mix.mix so that a stage that reads it from the config sees the same mix."""
-    kwargs = dict(extra)
-    if step.mix:
-        kwargs["mix"] = step.mix
-        cfg = replace(cfg, mix={"mix": step.mix})
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(cfg, run_dir, tracker, **kwargs) or {}
+def step_config(cfg: Config, step: Step) -> Config:
+    """The config a step's stage runs with: the study's, with the step's mix as ``mix.mix``."""
+    return replace(cfg, mix={"mix": step.mix}) if step.mix else cfg
+
+
+def _call(fn: StageFn, cfg: Config, run_dir: Path, tracker, step: Step, report_dir: str | Path,
+          parent_id: str) -> dict:
+    """Run a step's stage as ``fn(cfg, run_dir, tracker)`` with the step's config; the report step
+    also gets where to write and which reproduce run to read (not settings: they come with the call)."""
+    if step.stage == "report":
+        return fn(step_config(cfg, step), run_dir, tracker, output_dir=report_dir, parent_run_id=parent_id) or {}
+    return fn(step_config(cfg, step), run_dir, tracker) or {}
 
 
 class _Store:
@@ -200,7 +200,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
         log: Callable[[str], None] = print) -> dict:
     """Run every step under one parent run; return {"parent_run_id", "steps": {step: {...}}, "seconds"}.
 
-    ``stages`` maps a stage name to its run function (tests pass fakes); missing names are imported
+    ``stages`` maps a stage name to its run function ``fn(cfg, run_dir, tracker)``, the step's mix in
+    ``cfg.mix.mix`` (tests pass fakes); missing names are imported
     from distill/stages/. ``report_dir`` is where the report step writes results.md and the plots.
     The run folder's lock is held throughout (the stages it calls enter it again).
     """
@@ -272,10 +273,9 @@ def _run(cfg: Config, run_dir: Path, tracker, *, fresh: bool, stages: Mapping[st
             before = store.children(parent_id)
             key = step.stage if step.entry == "run" else f"{step.stage}.{step.entry}"
             fn = (stages or {}).get(key) or _stage_fn(step.stage, step.entry)
-            extra = {"output_dir": report_dir, "parent_run_id": parent_id} if step.stage == "report" else {}
             t0 = time.perf_counter()
             try:
-                summary = _call(fn, cfg, run_dir, tracker, step, extra)
+                summary = _call(fn, cfg, run_dir, tracker, step, report_dir, parent_id)
             except BaseException:
                 log(f"[{i:2d}/{len(steps)}] {step.name:<16} FAILED after {time.perf_counter() - t0:.1f} s; "
                     "rerun the same command to resume from this step")

@@ -84,17 +84,6 @@ def say(message: str) -> None:
         print(f"[rl] {message}", file=sys.stderr, flush=True)
 
 
-def check_config(rcfg: RLConfig) -> RLConfig:
-    """What the schema's types and ranges cannot check; the error names the key and the fix."""
-    if rcfg.batch_size % rcfg.num_generations:
-        raise ConfigError(f"rl.batch_size ({rcfg.batch_size}) must be a multiple of rl.num_generations "
-                          f"({rcfg.num_generations}): TRL's GRPO scores whole groups of completions per prompt; "
-                          f"e.g. --set rl.batch_size={rcfg.num_generations * max(1, rcfg.batch_size // rcfg.num_generations)}")
-    if rcfg.scheduler not in SCHEDULERS:
-        raise ConfigError(f"rl.scheduler: unknown {rcfg.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
-    return rcfg
-
-
 def question_of(row: dict) -> str:
     """The question inside a mix row's student input ('Question: ' + question + '\\n' + instruction + '\\n')."""
     from distill.thoughts import get_form
@@ -138,18 +127,18 @@ def rl_digest(rcfg: RLConfig, cfg: Config, mix: str, data_digest: str, parent: s
                             else None})
 
 
-def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
-    """RL on the student of ``mix`` (default cfg.mix.mix); see the module docstring. Returns the summary."""
+def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
+    """RL on the student of ``mix.mix``; see the module docstring. Returns the summary."""
     if os.environ.get("RANK", "0") != "0":
-        return _run(cfg, Path(run_dir), None, mix)
+        return _run(cfg, Path(run_dir), None)
     with writing(run_dir, tracker, "rl"):
-        return _run(cfg, Path(run_dir), tracker, mix)
+        return _run(cfg, Path(run_dir), tracker)
 
 
-def starting_point(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, bool, str]:
-    """(model path or name, parent card, chat template, parent digest) of the starting policy; a
-    seq2seq one is refused here, before anything is loaded."""
-    rcfg = cfg.rl
+def starting_point(cfg: Config, run_dir: Path) -> tuple[str, dict, bool, str]:
+    """(model path or name, parent card, chat template, parent digest) of the starting policy (the
+    student of ``mix.mix``, or ``rl.start``); a seq2seq one is refused here, before anything is loaded."""
+    rcfg, mix = cfg.rl, cfg.mix.mix
     if rcfg.start:
         from transformers import AutoConfig
 
@@ -185,7 +174,7 @@ def starting_point(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, boo
     return str(parent / "model"), card, bool(card.get("chat_template")), digest
 
 
-def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
+def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     import torch
 
     from distill.stages.train import best_form, form_cards, last_complete_checkpoint, student_files
@@ -193,11 +182,11 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     from distill.training import (callback_classes, quiet_transformers, resolve_precision, step_timer,
                                   validation_accuracy, validation_rows)
 
-    mix = mix or cfg.mix.mix
+    mix = cfg.mix.mix
     forms = parse_mix(mix)
-    rcfg = check_config(cfg.rl)
+    rcfg = cfg.rl
     name = student_name(mix, VARIANT)
-    start, parent_card, chat, parent_digest = starting_point(cfg, run_dir, mix)
+    start, parent_card, chat, parent_digest = starting_point(cfg, run_dir)
 
     mix_dir = RunFolder(run_dir).mix(mix)
     written = read_record(mix_dir / "summary.json").get("outputs") or {}

@@ -66,7 +66,7 @@ from distill.config import Config, ConfigError, TrainConfig, flatten
 from distill.files import (DataError, check_input, file_digest, fingerprints, folder_files, mismatch, read_json,
                            read_jsonl, read_record, write_json)
 from distill.layout import RunFolder
-from distill.training import (SCHEDULERS, agree_on_micro_batch, apply_lora, callback_classes, checkpoint_clock,
+from distill.training import (agree_on_micro_batch, apply_lora, callback_classes, checkpoint_clock,
                               collator_for, config_digest, encode, probe_train_memory, quiet_tied_keys,
                               quiet_transformers, replace_dir, resolve_batch, resolve_precision, say, schedule,
                               step_timer, stop_reason, trainer_for, training_arguments, validation_history,
@@ -84,33 +84,6 @@ def form_cards(forms: Sequence[str]) -> dict:
     from distill.thoughts import get_form
 
     return {form: {"version": get_form(form).version, "instruction": get_form(form).instruction} for form in forms}
-
-
-def check_config(tcfg: TrainConfig) -> TrainConfig:
-    """The train section's values that the schema's types cannot check; the error names the key."""
-    choices = {"scheduler": tuple(SCHEDULERS), "optimizer": ("adamw",), "precision": ("auto", "fp32", "bf16", "fp16")}
-    for key, valid in choices.items():
-        if getattr(tcfg, key) not in valid:
-            raise ConfigError(f"train.{key}: unknown {getattr(tcfg, key)!r}; valid: {', '.join(valid)}")
-    if tcfg.threads < 0:
-        raise ConfigError(f"train.threads must be 0 (torch's default) or more, got {tcfg.threads}")
-    if isinstance(tcfg.batch_size, str) and tcfg.batch_size != "auto":
-        raise ConfigError(f"train.batch_size: expected a number or auto, got {tcfg.batch_size!r}")
-    for key in ("epochs", "batch_size", "grad_accum", "effective_batch_size", "max_source_len", "max_target_len",
-                "log_every"):
-        if getattr(tcfg, key) != "auto" and getattr(tcfg, key) < 1:
-            raise ConfigError(f"train.{key} must be at least 1, got {getattr(tcfg, key)}")
-    if not tcfg.lr > 0 or not 0 <= tcfg.warmup_ratio < 1 or not 0 <= tcfg.dropout < 1:
-        raise ConfigError("train.lr must be positive, train.warmup_ratio and train.dropout in [0, 1)")
-    if tcfg.max_steps is not None and tcfg.max_steps < 1:
-        raise ConfigError(f"train.max_steps must be at least 1 (or null), got {tcfg.max_steps}")
-    if tcfg.student in ("tiny", "tiny-causal") and tcfg.tiny_d_model % tcfg.tiny_heads:
-        raise ConfigError(f"train.tiny_d_model ({tcfg.tiny_d_model}) must be a multiple of train.tiny_heads "
-                          f"({tcfg.tiny_heads})")
-    if tcfg.lora_r < 0 or (tcfg.lora_r and tcfg.lora_alpha < 1) or not 0 <= tcfg.lora_dropout < 1:
-        raise ConfigError("train.lora_r must be 0 (full fine-tuning) or more, train.lora_alpha at least 1, "
-                          "train.lora_dropout in [0, 1)")
-    return tcfg
 
 
 # --- the stage ---------------------------------------------------------------------------------------
@@ -133,8 +106,8 @@ def starting_student(tcfg: TrainConfig, train_rows: Sequence[dict]):
     return model.float(), tokenizer  # fp32 master weights even if a hub checkpoint is stored in half precision
 
 
-def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
-    """Train a student on ``<run_dir>/mix/<mix>`` (mix defaults to cfg.mix.mix); see the module docstring.
+def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
+    """Train a student on ``<run_dir>/mix/<mix>`` (``mix.mix`` of cfg); see the module docstring.
 
     Skips when summary.json was written by the same config on the same data and the card and model
     folder are still what it recorded; resumes from the last Trainer checkpoint after an interruption,
@@ -143,20 +116,20 @@ def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dic
     a torchrun write nothing). Returns the summary dict.
     """
     if os.environ.get("RANK", "0") != "0":
-        return _run(cfg, Path(run_dir), tracker, mix)
+        return _run(cfg, Path(run_dir), tracker)
     with writing(run_dir, tracker, "train"):
-        return _run(cfg, Path(run_dir), tracker, mix)
+        return _run(cfg, Path(run_dir), tracker)
 
 
-def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
+def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     import torch
     from distill.student import TINY_STUDENTS, count_parameters, save_student, student_kind
     from distill.thoughts import parse_mix
 
     run_dir = Path(run_dir)
-    mix = mix or cfg.mix.mix
+    mix = cfg.mix.mix
     forms = parse_mix(mix)
-    tcfg = check_config(cfg.train)
+    tcfg = cfg.train
 
     mix_dir = RunFolder(run_dir).mix(mix)
     hint = f"Write it with `distill mix --preset {cfg.preset} --mix {mix}`."
@@ -465,7 +438,7 @@ def _log_model(tracker, student_dir: Path, run_id: str | None, cfg: Config) -> d
 
 # --- the untrained starting point ----------------------------------------------------------------
 
-def base_student(cfg: Config, run_dir: Path, mix: str | None = None) -> Path:
+def base_student(cfg: Config, run_dir: Path) -> Path:
     """Write ``<run_dir>/students/<mix>-base/``: the configured student as it comes, before any training,
     asked with the mix's forms; return the folder. ``distill evaluate --untrained`` evaluates it.
 
@@ -487,9 +460,9 @@ def base_student(cfg: Config, run_dir: Path, mix: str | None = None) -> Path:
     from distill.training import config_digest
 
     run_dir = Path(run_dir)
-    mix = mix or cfg.mix.mix
+    mix = cfg.mix.mix
     forms = parse_mix(mix)
-    tcfg = check_config(cfg.train)
+    tcfg = cfg.train
     out = RunFolder(run_dir).student(student_name(mix, "base"))
     tiny = tcfg.student in TINY_STUDENTS
     rows, data_digest = [], None

@@ -165,7 +165,8 @@ class OpenAITeacher:
         if self._budget_hit:
             t = self.ledger.totals()
             raise BudgetReached(f"budget {self.ledger.budget} reached: spent {t['total_cost']:.4f}, "
-                                f"{self.stats['not_sent']} requests not sent; raise --budget and rerun to go on")
+                                f"{self.stats['not_sent']} requests not sent; raise teacher.budget "
+                                "(--set teacher.budget=AMOUNT) and rerun to go on")
 
     def _live(self, pending: list) -> Iterator[tuple[Job, Answer]]:
         out: queue.Queue = queue.Queue()
