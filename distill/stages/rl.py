@@ -15,7 +15,7 @@ Writes ``<run_dir>/students/<mix>-grpo/`` (distill.thoughts.student_name), a stu
                       {"resume_digest","config_digest","run_id","finished"}
   - ``summary.json``  {"run_id","mix","name","variant","steps","stopped","val_accuracy_before",
                       "val_accuracy","rewards" (mean reward per optimizer step),"wall_s","step_s" (median
-                      seconds per optimizer step after 2 warm-up steps, distill.training.step_timer; null
+                      seconds per optimizer step after 2 warm-up steps, distill.callbacks.StepTimer; null
                       under 3 timed steps),"step_s_steps","completions_per_step","config_digest",
                       "outputs" (fingerprints of card.json and model/),"model_logged","model_uri"}
 
@@ -56,13 +56,12 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import Config, ConfigError, RLConfig, flatten
 from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl,
                            read_record, write_json)
-from distill.tracking import writing
+from distill.tracking import NullTracker, tracker_or_null, writing
 from distill.training import SCHEDULERS, replace_dir
 
 VARIANT = "grpo"
@@ -72,11 +71,6 @@ BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_every", "log_completion
 SEQ2SEQ_REFUSED = ("distill rl: TRL's GRPOTrainer supports causal (decoder-only) students only, and {what} is "
                    "seq2seq; train a causal student first (e.g. --set train.student=tiny-causal, or "
                    "Qwen/Qwen2.5-0.5B-Instruct) or start from one with --set rl.start=NAME")
-TRL_METRICS = {"reward": "rl/reward", "reward_std": "rl/reward_std", "kl": "rl/kl",
-               "completions/mean_length": "rl/completion_length", "completions/clipped_ratio": "rl/clipped_ratio",
-               "entropy": "rl/entropy", "loss": "rl/loss", "learning_rate": "rl/lr", "grad_norm": "rl/grad_norm",
-               "frac_reward_zero_std": "rl/frac_reward_zero_std"}
-"""TRL's log keys -> this stage's metric names (rl/ prefix, one word per thing)."""
 
 
 def say(message: str) -> None:
@@ -142,7 +136,8 @@ def rl_digest(rcfg: RLConfig, cfg: Config, mix: str, data_digest: str, parent: s
 def run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
     """RL on the student of ``mix`` (default cfg.mix.mix); see the module docstring. Returns the summary."""
     if os.environ.get("RANK", "0") != "0":
-        return _run(cfg, Path(run_dir), None, mix)
+        return _run(cfg, Path(run_dir), NullTracker(), mix)
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "rl"):
         return _run(cfg, Path(run_dir), tracker, mix)
 
@@ -186,12 +181,14 @@ def starting_point(cfg: Config, run_dir: Path, mix: str) -> tuple[str, dict, boo
 
 
 def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> dict:
+    # over 80 lines: not yet split into named steps as the train stage's _run is (issue 24 point 4 did
+    # train first); its skip, resume and run-reopening rules are the train stage's, in the same order
     import torch
 
     from distill.stages.train import best_form, form_cards, last_complete_checkpoint, student_files
     from distill.thoughts import parse_mix, student_name
-    from distill.training import (callback_classes, quiet_transformers, resolve_precision, step_timer,
-                                  validation_accuracy, validation_rows)
+    from distill.callbacks import RLTracking, StepTimer, TimeBudget
+    from distill.training import quiet_transformers, resolve_precision, validation_accuracy, validation_rows
 
     mix = mix or cfg.mix.mix
     forms = parse_mix(mix)
@@ -276,28 +273,26 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
     if parent_card.get("train_run_id"):
         tags["distill.parent_run_id"] = parent_card["train_run_id"]
     resume_run = resume.get("run_id") if last and not os.environ.get("MLFLOW_RUN_ID") else None
-    if tracker is not None and resume_run and tracker.status(resume_run) in (None, "FINISHED"):
+    if resume_run and tracker.status(resume_run) in (None, "FINISHED"):
         resume_run = None
-    if tracker is not None and tracker.mlflow.active_run() is not None:
+    if tracker.run_id is not None:
         resume_run = None
-    run_ctx = tracker.run(f"rl-{mix}", tags, nested=True, run_id=resume_run) if tracker else nullcontext()
-    with run_ctx:
-        run_id = tracker.run_id if tracker else None
+    with tracker.run(f"rl-{mix}", tags, nested=True, run_id=resume_run):
+        run_id = tracker.run_id
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         before = resume.get("val_accuracy_before") if last else None
-        if tracker:
-            params = {**flatten(cfg), "mix.mix": mix, "rl.start_resolved": chosen["start"], "rl.n_prompts": len(texts),
-                      "rl.precision_resolved": precision, "rl.device": "cuda" if cuda else "cpu"}
-            try:
-                tracker.log_params(params)
-            except Exception as exc:  # a resumed run whose budget changed: MLflow params are immutable
-                if not last:
-                    raise
-                say(f"kept the params logged before the interruption ({type(exc).__name__})")
-            tracker.set_tags(tags)
+        params = {**flatten(cfg), "mix.mix": mix, "rl.start_resolved": chosen["start"], "rl.n_prompts": len(texts),
+                  "rl.precision_resolved": precision, "rl.device": "cuda" if cuda else "cpu"}
+        try:
+            tracker.log_params(params)
+        except Exception as exc:  # a resumed run whose budget changed: MLflow params are immutable
+            if not last:
+                raise
+            say(f"kept the params logged before the interruption ({type(exc).__name__})")
+        tracker.set_tags(tags)
         if before is None:
             before = val_accuracy(model) if main else {}  # the starting policy on validation: where the curve starts
-            if tracker and before:
+            if before:
                 tracker.log_metrics({f"val/{f}/accuracy": v for f, v in before.items()}, step=0)
         if main:
             write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
@@ -307,10 +302,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
             f"{rcfg.max_steps} steps, {'cuda' if cuda else 'cpu'} {precision}; validation before: "
             + (", ".join(f"{f} {v:.3f}" for f, v in before.items()) or "none"))
 
-        TimeBudget, _, _ = callback_classes()
         budget = TimeBudget(rcfg.max_minutes)
-        logger = _logging_callback(tracker, reward, rcfg)
-        timer = step_timer()  # s per optimizer step inside the training (summary "step_s"; benchmarks/gpu.py)
+        logger = RLTracking(tracker, reward, rcfg, say)
+        timer = StepTimer()  # s per optimizer step inside the training (summary "step_s"; benchmarks/gpu.py)
         from trl import GRPOTrainer
 
         with quiet_transformers():
@@ -333,7 +327,7 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
             final = final.merge_and_unload()
         final.config.distill_chat_template = chat
         after = val_accuracy(final)
-        if tracker and after:
+        if after:
             tracker.log_metrics({f"val/{f}/accuracy": v for f, v in after.items()}, step=state.global_step)
         tmp = out / ".model.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -364,12 +358,11 @@ def _run(cfg: Config, run_dir: Path, tracker=None, mix: str | None = None) -> di
                    "step_s": None if step_s is None else round(step_s, 4), "step_s_steps": step_s_steps,
                    "completions_per_step": rcfg.batch_size * rcfg.grad_accum, "config_digest": digest,
                    "model_dir": str(out / "model"), "model_logged": False}
-        if tracker:
-            tracker.log_dict(card, "card.json")
-            tracker.set_tags({"distill.stopped": stopped})
-            from distill.stages.train import _log_model
+        tracker.log_dict(card, "card.json")
+        tracker.set_tags({"distill.stopped": stopped})
+        from distill.stages.train import log_model
 
-            summary.update(_log_model(tracker, out, run_id, cfg))
+        summary.update(log_model(tracker, out, cfg))
         write_json(resume_file, {**read_record(resume_file), "finished": True})
         summary["outputs"] = fingerprints(student_files(out))
         write_json(summary_path, summary)
@@ -406,39 +399,3 @@ def _grpo_config(rcfg: RLConfig, ckpt_dir: Path, precision: str, cuda: bool):
         save_total_limit=1, report_to="none", disable_tqdm=True, use_cpu=not cuda, bf16=precision == "bf16",
         fp16=precision == "fp16", use_vllm=rcfg.use_vllm, vllm_mode="colocate", log_completions=False,
         dataloader_num_workers=0)
-
-
-def _logging_callback(tracker, reward, rcfg: RLConfig):
-    """TRL's logs and the reward's per-form figures -> MLflow on the optimizer-step axis, a line per
-    step on stderr, and a completions table every ``rl.log_completions_every`` steps."""
-    from transformers import TrainerCallback
-
-    class RLTracking(TrainerCallback):
-        def __init__(self):
-            self.rewards: list[float] = []
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            metrics = {TRL_METRICS[k]: v for k, v in logs.items() if k in TRL_METRICS and v is not None}
-            mine, records = reward.drain()
-            if not mine and "rl/reward" not in metrics:
-                return  # the end-of-training summary: no step to log
-            metrics.update(mine)
-            step = state.global_step
-            if "rl/reward" in metrics:
-                self.rewards.append(round(float(metrics["rl/reward"]), 4))
-            if tracker is not None and metrics:
-                tracker.log_metrics(metrics, step=step)
-            if tracker is not None and records and (step % rcfg.log_completions_every == 0 or step == 1
-                                                    or step >= state.max_steps):
-                # verdict and reward first: the MLflow UI's table shows the leftmost columns without scrolling
-                order = ("step", "form", "status", "reward", "gold", "answer", "completion", "reason")
-                rows = [{k: {**r, "step": step}[k] for k in order} for r in records[:rcfg.log_completions_rows]]
-                tracker.log_table(rows, f"rl/completions/step-{step:06d}.json")
-            forms = sorted({k.split("/")[1] for k in mine if k.count("/") == 2})
-            say(f"step {step}/{state.max_steps}: reward {metrics.get('rl/reward', float('nan')):.3f}; "
-                + ", ".join(f"{f} correct {mine[f'rl/{f}/correct']:.2f} parsed {mine[f'rl/{f}/parsed']:.2f}"
-                            for f in forms))
-
-    return RLTracking()
