@@ -179,7 +179,19 @@ def test_a_missing_default_student_says_how_to_make_one(tmp_path, data_dir):
         stage.run(make_cfg(data_dir), tmp_path, mix="etd")
 
 
-def test_a_student_is_found_by_run_id_runs_uri_and_registered_model_uri(tmp_path, data_dir, stub_forms, mlflow_uri):
+@pytest.fixture
+def registry_here(mlflow_uri):
+    """The model registry of this test's store: `distill register` (distill/stages/register.py) points the
+    process-wide registry URI at its own store, and an earlier test of the session may have run it."""
+    import mlflow
+
+    mlflow.set_registry_uri(mlflow_uri)
+    yield mlflow_uri
+    mlflow.set_registry_uri(None)
+
+
+def test_a_student_is_found_by_run_id_runs_uri_and_registered_model_uri(tmp_path, data_dir, stub_forms, mlflow_uri,
+                                                                         registry_here):
     import mlflow
 
     from distill.serving.logged_model import log_student
