@@ -48,6 +48,8 @@ interrupted run resumes from its newest complete checkpoint in its own MLflow ru
 (max_steps, max_minutes, ...) may change between the two. One writer per run folder.
 
 A seq2seq student (tiny, CodeT5) is refused: TRL's GRPOTrainer samples from causal LMs only.
+
+Over 450 lines: this docstring (the stage's contract) and one short function per step of ``_run``.
 """
 from __future__ import annotations
 
