@@ -101,11 +101,11 @@ ui: install ## the MLflow UI on 127.0.0.1:5000 (one worker, about 0.5 GB)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --workers 1 --host 127.0.0.1 --port 5000
 
 server: install ## MLflow tracking server on PostgreSQL (.server/) at http://SERVER_HOST:SERVER_PORT
-	$(BIN)/python -m distill.server start --dir $(SERVER_DIR) --host $(SERVER_HOST) --port $(SERVER_PORT) \
+	$(BIN)/python -m distill.tracking_server start --dir $(SERVER_DIR) --host $(SERVER_HOST) --port $(SERVER_PORT) \
 		$(if $(SERVER_ARTIFACTS),--artifacts $(SERVER_ARTIFACTS),) $(if $(SERVER_OPTS),-- $(SERVER_OPTS),)
 
 server-stop: ## stop the tracking server of `make server` and its PostgreSQL (the data stays in .server/)
-	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m distill.server stop --dir $(SERVER_DIR)
+	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m distill.tracking_server stop --dir $(SERVER_DIR)
 
 bench: install ## run the speed benchmarks in benchmarks/ (each prints a ratio)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

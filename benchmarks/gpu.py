@@ -12,7 +12,7 @@ For each preset (default: codet5-large and qwen2.5-0.5b, the shapes issue 19 mea
 3. the train stage (``distill.stages.train.run``, the preset's own settings, no validation rows)
    runs ``--steps`` optimizer steps once with ``train.batch_size: auto`` and once with the preset's
    former fixed micro-batch x accumulation (``FIXED``, the same effective batch 32). The seconds per
-   step are the stage's own measurement (summary ``step_s``, distill.training.step_timer: the median
+   step are the stage's own measurement (summary ``step_s``, distill.callbacks.StepTimer: the median
    gap between optimizer-step ends after 2 warm-up steps), so loading, the memory probe and the
    checkpoint save are not in it; with fewer than 3 timed steps it prints n/a. (The first version took
    the difference of a short and a long run's wall times: on an H200 the save and load noise swamped

@@ -112,7 +112,7 @@ def load(preset: str, overrides=(), **flags: str) -> Config:
 
 
 def tracker_for(cfg: Config):
-    from distill.server import check_tracking_uri
+    from distill.tracking_server import check_tracking_uri
     from distill.tracking import Tracker
 
     check_tracking_uri(cfg.tracking_uri)  # an unreachable server: one line naming the URI, before any work

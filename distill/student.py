@@ -44,7 +44,6 @@ SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 """T5's conventions: pad id 0 (also the decoder start), eos id 1, unk id 2."""
 STUDENT_FILE = "student.json"
 """Beside config.json in a student folder: kind, architecture, chat template, adapter (see module doc)."""
-KINDS = ("seq2seq", "causal")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2000, append_eos: bool = True):

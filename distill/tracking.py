@@ -8,6 +8,9 @@ it is given; reads back only the experiment of a run `mlflow run` started, the r
 process left RUNNING (``Tracker.claim`` ends them as KILLED) and the unfinished child run a
 resumed step continues (distill.results and the registry stages read the store).
 
+A stage run without tracking gets the ``NullTracker`` (``tracker_or_null``): the same methods, doing
+nothing, so a stage never asks whether it may log.
+
 ``writing(run_dir, tracker, stage)`` is how a stage starts: it takes the run folder's lock
 (distill.files.run_folder_lock: one writer per folder) and then claims the folder's runs in the
 store. ``registry_lock(uri)`` serialises registration and promotion against one store.
@@ -21,7 +24,7 @@ import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from distill.files import command_line, folder_lock, run_folder_lock
 
@@ -180,6 +183,66 @@ class Tracker:
             self.mlflow.log_input(dataset, context=context)
         return dataset.digest
 
+    def log_model(self, log: Callable[[], None], artifact_path: str = "model") -> str:
+        """Run ``log`` (which logs a model under ``artifact_path`` of the active run, e.g.
+        distill.serving.logged_model.log_student), tag the run with the model's URI and return it."""
+        log()
+        uri = f"runs:/{self.run_id}/{artifact_path}"
+        self.set_tags({"distill.model_uri": uri})
+        return uri
+
+
+class NullTracker:
+    """The tracker of a stage run without tracking (tests, the other processes of a torchrun, an
+    evaluation shard): ``Tracker``'s methods, each doing nothing, so a stage logs without asking
+    whether it may. It has no run (``run_id`` None), no runs to claim or look up (``status`` None),
+    and it logs no dataset or model (``log_dataset``, ``log_model``: None)."""
+
+    uri = None
+    experiment = None
+    run_dir = None
+    run_id = None
+
+    @contextmanager
+    def run(self, name: str, tags: Mapping[str, str] | None = None, nested: bool = False,
+            run_id: str | None = None) -> Iterator[None]:
+        yield None
+
+    def claim(self, run_dir: str | Path, *, exclusive: bool = True) -> list[str]:
+        return []
+
+    def status(self, run_id: str | None) -> None:
+        return None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        pass
+
+    def log_table(self, rows: list[dict] | Any, name: str) -> None:
+        pass
+
+    def log_dataset(self, rows: list[dict], name: str, source: str, context: str = "training") -> None:
+        return None
+
+    def log_model(self, log: Callable[[], None], artifact_path: str = "model") -> None:
+        return None
+
+
+def tracker_or_null(tracker: Tracker | NullTracker | None) -> Tracker | NullTracker:
+    """The tracker a stage logs to: the one it was given, or the ``NullTracker`` for None (tracking off)."""
+    return NullTracker() if tracker is None else tracker
+
 
 def _alive(pid: int) -> bool:
     if pid <= 0:
@@ -198,12 +261,13 @@ def say(message: str) -> None:
 
 
 @contextmanager
-def writing(run_dir: str | Path, tracker: "Tracker | None", stage: str, *, shard: Any = None) -> Iterator[None]:
+def writing(run_dir: str | Path, tracker: "Tracker | NullTracker | None", stage: str, *,
+            shard: Any = None) -> Iterator[None]:
     """A stage's hold on its run folder: the folder's lock (one writer; a shard shares it with the other
-    shards), then, with a tracker, the folder's runs claimed (orphans of a killed process ended)."""
+    shards), then the folder's runs claimed in the tracker's store (orphans of a killed process ended;
+    nothing without tracking)."""
     with run_folder_lock(run_dir, command_line() or f"distill {stage}", shard=shard):
-        if tracker is not None:
-            tracker.claim(run_dir, exclusive=shard is None)
+        tracker_or_null(tracker).claim(run_dir, exclusive=shard is None)
         yield
 
 

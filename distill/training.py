@@ -4,14 +4,18 @@ puts together, each usable alone (tests/test_train.py, benchmarks/train.py).
 Owns: encoding mix rows into features (``encode``), the step schedule as the Trainer counts it
 (``schedule``), the micro-batch (``resolve_batch``: a number, or ``auto`` sized to the GPU by a
 memory probe), the precision (``resolve_precision``), LoRA adapters (``apply_lora``), the
-Trainer's arguments (``training_arguments``), the callbacks the stage adds to it (time budget,
-MLflow logging, validation accuracy per form, the optimizer-step timer ``step_timer``), the filter
-that keeps the tied-embedding "missing keys" warning out of the log (``quiet_tied_keys``), reading
-its state at the end (``stop_reason``, ``validation_history``), and the files of a training run:
-digests of config and weights, and the atomic swap of a written folder (``replace_dir``).
+Trainer's arguments (``training_arguments``), what the callbacks the stage adds to it use (the slowest
+clock of the processes, the median step time, validation accuracy per form; the callbacks themselves
+are in distill/callbacks.py, which imports transformers), the filter that keeps the tied-embedding
+"missing keys" warning out of the log (``quiet_tied_keys``), reading its state at the end
+(``stop_reason``, ``validation_history``), and the files of a training run: digests of config and
+weights, and the atomic swap of a written folder (``replace_dir``).
 
 Reads rows {"input","target","form","gold"} handed to it; writes only through ``replace_dir`` (a
 folder the caller wrote) and stderr lines (``say``).
+
+Over 450 lines: each piece is a short function with the measurement or rule it follows in its
+docstring (the batch probe's memory model, the precision rules, the epoch-seeded sampler).
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ import os
 import random
 import shutil
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -397,109 +400,6 @@ def quiet_tied_keys(model):
         logger.removeFilter(quiet)
 
 
-def callback_classes():
-    """The callback classes (defined lazily: transformers is imported only when training)."""
-    from transformers import TrainerCallback
-
-    class TimeBudget(TrainerCallback):
-        """Stops cleanly after train.max_minutes of training; the epoch-end evaluation and checkpoint
-        still run, so the budget's last weights are scored and can become the student. Under several
-        processes they agree on the slowest clock, or the ranks would stop at different steps (DDP hangs).
-        The clock counts this invocation (evaluations included): a resumed run gets the budget afresh.
-        Unlike the old hand loop, the learning-rate schedule follows the step budget (max_steps), not the
-        clock, so a preset's max_steps should fit its max_minutes (tiny.yaml: 1200 steps, 6 minutes)."""
-
-        def __init__(self, minutes: float | None):
-            self.budget_s = minutes * 60 if minutes else None
-            self.stopped = False
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.t0 = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.budget_s is None:
-                return
-            elapsed = time.monotonic() - self.t0
-            elapsed = slowest(args, elapsed)
-            if elapsed >= self.budget_s:
-                self.stopped = True
-                control.should_training_stop = True
-
-    class Tracking(TrainerCallback):
-        """The Trainer's logs -> MLflow through distill.tracking (main process only), with the
-        project's metric names, every one on the optimizer-step axis; a line to stderr per evaluation."""
-
-        NAMES = {"loss": "train/loss", "learning_rate": "train/lr", "grad_norm": "train/grad_norm",
-                 "eval_loss": "val/loss"}
-
-        def __init__(self, tracker):
-            self.tracker = tracker
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            metrics = {self.NAMES[k]: v for k, v in logs.items() if k in self.NAMES and v is not None}
-            if self.tracker is not None and metrics:
-                self.tracker.log_metrics(metrics, step=state.global_step)
-            if "eval_loss" in logs:
-                say(f"step {state.global_step} (epoch {state.epoch or 0:.2f}): val/loss {logs['eval_loss']:.4f}")
-
-    class ValidationAccuracy(TrainerCallback):
-        """After every evaluation (not the untrained model's, at step 0), greedy outputs on a seeded
-        sample of validation problems, checked by each form's verifier: ``val/<form>/accuracy``.
-        Also kept in the Trainer's log history, so a resumed run still knows earlier values."""
-
-        def __init__(self, tokenizer, rows, tracker, max_source_len: int, max_new_tokens: int, batch_size: int):
-            self.tokenizer, self.rows, self.tracker = tokenizer, rows, tracker
-            self.max_source_len, self.max_new_tokens, self.batch_size = max_source_len, max_new_tokens, batch_size
-
-        def on_evaluate(self, args, state, control, model=None, **kwargs):
-            if not state.is_world_process_zero or not self.rows or state.global_step == 0:
-                return
-            accuracy = validation_accuracy(model, self.tokenizer, self.rows, batch_size=self.batch_size,
-                                           max_source_len=self.max_source_len, max_new_tokens=self.max_new_tokens)
-            metrics = {f"val/{form}/accuracy": acc for form, acc in accuracy.items()}
-            state.log_history.append({"step": state.global_step, **metrics})
-            if self.tracker is not None and metrics:
-                self.tracker.log_metrics(metrics, step=state.global_step)
-            if metrics:
-                say(f"step {state.global_step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-            model.train()
-
-    return TimeBudget, Tracking, ValidationAccuracy
-
-
-def checkpoint_clock(minutes: float | None):
-    """A callback that asks the Trainer for a checkpoint whenever ``minutes`` have passed since the last
-    one (the epoch-end checkpoints still happen), so a kill loses minutes, not an epoch; None: epoch
-    ends only. Under several processes they agree on the slowest clock: a checkpoint is a step every
-    rank takes together. A mid-epoch checkpoint carries no validation loss, so it never becomes the
-    best one; it is the last one, which a resume starts from (transformers skips the batches of the
-    epoch already seen, with the data order and RNG states of the checkpoint: the same weights)."""
-    from transformers import TrainerCallback
-
-    class CheckpointClock(TrainerCallback):
-        def __init__(self):
-            self.every_s = minutes * 60 if minutes else None
-            self.last = time.monotonic()
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.last = time.monotonic()
-
-        def on_save(self, args, state, control, **kwargs):
-            self.last = time.monotonic()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.every_s is None or control.should_save:
-                return
-            elapsed = time.monotonic() - self.last
-            elapsed = slowest(args, elapsed)
-            if elapsed >= self.every_s:
-                control.should_save = True
-
-    return CheckpointClock()
-
-
 WARMUP_STEPS = 2
 """Optimizer steps left out of the step time: the first ones allocate memory, build kernels and fill caches."""
 MIN_TIMED_STEPS = 3
@@ -518,31 +418,6 @@ def median_step_seconds(step_ends: Sequence[float], warmup: int = WARMUP_STEPS,
     gaps.sort()
     mid = len(gaps) // 2
     return (gaps[mid] if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2), len(gaps)
-
-
-def step_timer():
-    """A callback that notes the monotonic time at each optimizer step's end (one float per step) for
-    ``median_step_seconds``: the stage's own s/step, measured inside the training, without the loading,
-    probing and saving around it (benchmarks/gpu.py reads it from the summary). On a GPU it waits for
-    the step's kernels first (one synchronisation per step, as the loss logging at log_every 1 does), so
-    the gap is the step's time, not the time to queue it."""
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self):
-            self.ends: list[float] = []
-
-        def on_step_end(self, args, state, control, **kwargs):
-            import torch
-
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                torch.cuda.synchronize()
-            self.ends.append(time.monotonic())
-
-        def seconds_per_step(self) -> tuple[float | None, int]:
-            return median_step_seconds(self.ends)
-
-    return StepTimer()
 
 
 def stop_reason(state, budget, tcfg: TrainConfig, steps: dict) -> str:

@@ -1,15 +1,14 @@
-"""The evaluate stage on a tiny random student: decoding order, student lookup, metrics, tables, resume."""
+"""The evaluate stage on a tiny random student: refusals, metrics, tables, tags, resume (decoding itself:
+test_decoding.py; finding the student: test_student.py)."""
 from __future__ import annotations
 
 import json
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from distill.config import load_config, replace
 from distill.files import DataError, read_log
-from distill.student import resolve_student
 from distill.thoughts import Verdict, form_names
 
 TEST_SETS = ("gsm8k", "asdiv", "svamp", "multiarith")
@@ -96,79 +95,7 @@ def stub_forms(monkeypatch):
     monkeypatch.setattr(stage, "get_form", StubForm)
 
 
-# --- decoding ----------------------------------------------------------------------------------
-
-class EchoModel:
-    """Stands in for a seq2seq model: 'generates' its input back, so an output names its input."""
-
-    def __init__(self):
-        import torch
-
-        self.param = torch.nn.Parameter(torch.zeros(1))
-        self.batches: list[int] = []
-
-    def parameters(self):
-        return iter([self.param])
-
-    def eval(self):
-        return self
-
-    def generate(self, input_ids, attention_mask, **kw):
-        self.batches.append(int(attention_mask.sum(dim=1).max()))
-        return input_ids
-
-
-def test_decode_returns_outputs_in_input_order_and_batches_longest_inputs_first():
-    from transformers import ByT5Tokenizer
-
-    from distill.decoding import decode
-
-    inputs = ["bb", "a", "dddd", "ccc", "eeeee", "f"]
-    model = EchoModel()
-    assert decode(model, ByT5Tokenizer(), inputs, batch_size=2) == inputs
-    # batches of the sorted lengths (+1 for </s>): 5+4, 3+2, 1+1
-    assert model.batches == [6, 4, 2]
-
-
-def test_decode_cuts_long_inputs_from_the_left_so_the_instruction_survives():
-    from transformers import ByT5Tokenizer
-
-    from distill.decoding import decode
-
-    out = decode(EchoModel(), ByT5Tokenizer(), ["Question: " + "x" * 50 + "\nINSTRUCTION\n"], max_source_len=20)
-    assert out[0].endswith("\nINSTRUCTION\n") and len(out[0]) == 19
-
-
-def test_batched_greedy_decoding_matches_one_problem_at_a_time():
-    from distill.decoding import decode
-
-    model, tokenizer = tiny_model()
-    inputs = ["Question: 2 + 3?\n", "Question: Tom has 12 apples and eats 5. How many are left?\n", "Q: 7\n"]
-    batched = decode(model, tokenizer, inputs, batch_size=3, max_new_tokens=10)
-    single = [decode(model, tokenizer, [x], batch_size=1, max_new_tokens=10)[0] for x in inputs]
-    assert batched == single
-    assert any(batched)  # the random model writes something, so the comparison means something
-
-
 # --- finding the student -----------------------------------------------------------------------
-
-def test_find_student_dir_accepts_the_train_layout_the_model_folder_and_a_nested_artifact(tmp_path):
-    from distill.student import find_student_dir
-
-    root = save_student(tmp_path / "students" / "etd", forms=("eot",))
-    assert find_student_dir(root) == (root / "model", root / "card.json")
-    assert find_student_dir(root / "model") == (root / "model", root / "card.json")
-    assert find_student_dir(tmp_path) == (root / "model", root / "card.json")
-    (tmp_path / "empty").mkdir()
-    assert find_student_dir(tmp_path / "empty") is None
-
-
-def test_a_missing_default_student_says_how_to_make_one(tmp_path, data_dir):
-    from distill.stages import evaluate as stage
-
-    with pytest.raises(DataError, match="distill train --mix etd"):
-        stage.run(make_cfg(data_dir), tmp_path)
-
 
 def test_asking_for_a_form_the_student_was_not_trained_on_is_refused(tmp_path, data_dir, stub_forms):
     from distill.stages import evaluate as stage
@@ -317,39 +244,6 @@ def test_answers_of_another_student_are_not_reused(tmp_path, data_dir, stub_form
     stage.run(cfg, tmp_path)
     assert count_generations == [2, 2]
     assert len(list(read_log(tmp_path / "eval" / "etd" / "multiarith" / "eot.jsonl"))) == 2
-
-
-def test_a_student_is_found_by_run_id_runs_uri_and_registered_model_uri(tmp_path, data_dir, stub_forms, mlflow_uri):
-    import mlflow
-
-    from distill.serving.logged_model import log_student
-    from distill.stages import evaluate as stage
-    from distill.tracking import Tracker
-
-    folder = save_student(tmp_path / "somewhere" / "student", forms=("eot",))
-    tracker = Tracker(mlflow_uri, "distill")
-    with tracker.run("train-eot", {"distill.stage": "train"}) as train_run:
-        info = log_student(folder)  # the train stage's way: a pyfunc model holding student/{model/, card.json}
-    train_id = train_run.info.run_id
-    mlflow.register_model(f"runs:/{train_id}/model", "distill-student")
-    mlflow.MlflowClient().set_registered_model_alias("distill-student", "champion", "1")
-    for spec in (train_id, f"runs:/{train_id}/model", info.model_uri, "models:/distill-student/1"):
-        with ExitStack() as stack:
-            found = resolve_student(spec, tmp_path, "etd", mlflow_uri, stack)
-            assert found.card["mix"] == "eot" and found.run_id == train_id, spec
-            assert (found.model_dir / "config.json").exists()
-    cfg = make_cfg(data_dir, limit=1, test_sets=("svamp",))
-    summary = stage.run(cfg, tmp_path / "runs", tracker, student="models:/distill-student@champion")
-    assert summary["mix"] == "eot" and summary["train_run_id"] == train_id
-    assert summary["test_sets"]["svamp"]["forms"]["eot"]["accuracy"] == 1.0
-    assert mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["distill.train_run_id"] == train_id
-
-
-def test_an_unknown_student_spec_says_what_is_accepted(tmp_path, data_dir):
-    from distill.stages import evaluate as stage
-
-    with pytest.raises(DataError, match="models:/NAME/VERSION"):
-        stage.run(make_cfg(data_dir), tmp_path, student="no-such-thing")
 
 
 def test_cli_evaluate_prints_a_table_and_writes_the_summary(tmp_path, data_dir, stub_forms, mlflow_uri, monkeypatch):

@@ -111,3 +111,11 @@ def test_the_train_and_validation_sets_are_logged_as_mlflow_datasets(tmp_path, m
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"etd-train", "etd-val"}
     assert run.data.metrics["mix/removed_overlap"] == 3 and run.data.metrics["mix/train/eot"] == summary["counts"]["eot"]
     assert json.loads((tmp_path / "mix" / "etd" / "summary.json").read_text())["digest"] == summary["digest"]
+
+
+def test_without_tracking_the_summary_records_no_mlflow_digests(tmp_path):
+    verified(tmp_path)
+    summary = mix.run(cfg("mix.mix=etd"), tmp_path)
+    assert summary["train"] and summary["val"]  # both sets were written, so with a tracker both would be logged
+    assert "mlflow_digest" not in summary and "mlflow_val_digest" not in summary
+    assert "mlflow_digest" not in json.loads((tmp_path / "mix" / "etd" / "summary.json").read_text())

@@ -10,14 +10,15 @@ PAPER_STUDENTS = {"codet5-small": "Salesforce/codet5-small", "codet5-base": "Sal
 
 
 @pytest.mark.parametrize("preset", presets())
-def test_every_preset_loads_and_its_train_section_validates(preset):
+def test_every_preset_loads_names_itself_and_its_train_section_validates(preset):
     cfg = load_config(preset)
     assert cfg.preset == preset
+    assert str(cfg.run_path) == f"runs/{preset}"
     check(cfg)
 
 
-def test_the_tiny_and_paper_presets_are_shipped():
-    assert {"tiny", *PAPER_STUDENTS} <= set(presets())
+def test_the_tiny_smoke_and_paper_presets_are_shipped():
+    assert {"tiny", "smoke", *PAPER_STUDENTS} <= set(presets())
 
 
 @pytest.mark.parametrize("preset,student", PAPER_STUDENTS.items())

@@ -1,11 +1,17 @@
-"""Students: the tiny one is built offline and round-trips through save_pretrained like a hub model."""
+"""Students: the tiny one is built offline and round-trips through save_pretrained like a hub model; a
+student is found by folder, run id, runs: or models: URI, and a wrong name says what is accepted."""
 from __future__ import annotations
+
+from contextlib import ExitStack
 
 import pytest
 
 from distill.config import ConfigError, load_config
-from distill.student import (build_student, build_tiny, count_parameters, load_student, save_student, tiny_parameters,
-                             train_tokenizer)
+from distill.files import DataError
+from distill.student import (build_student, build_tiny, count_parameters, load_student, resolve_student, save_student,
+                             tiny_parameters, train_tokenizer)
+from test_evaluate import make_cfg, stub_forms  # noqa: F401 (a fixture)
+from test_evaluate import save_student as saved_test_student  # a tiny T5 and its card, as the train stage saves them
 
 TEXTS = [f"Question: Tom has {a} apples and buys {b}.\nSystem of linear equations: (Do not simplify)\n"
          f"% Tom has {a} apples\napples = {a}\nans = apples + {b}" for a in range(40) for b in range(5)]
@@ -163,3 +169,68 @@ def test_stale_form_names_the_first_form_trained_on_another_version_and_skips_ca
     assert stale_form({"forms": {"eot": None, "pot": {}}}) is None  # older cards record no version
     assert stale_form({"forms": {"eot": {"version": eot}, "pot": {"version": pot + 7}}}, ["eot"]) is None
     assert stale_form({}) is None
+
+
+# --- finding the student (distill.student.find_student_dir, resolve_student), moved from test_evaluate.py ---
+
+def test_find_student_dir_accepts_the_train_layout_the_model_folder_and_a_nested_artifact(tmp_path):
+    from distill.student import find_student_dir
+
+    root = saved_test_student(tmp_path / "students" / "etd", forms=("eot",))
+    assert find_student_dir(root) == (root / "model", root / "card.json")
+    assert find_student_dir(root / "model") == (root / "model", root / "card.json")
+    assert find_student_dir(tmp_path) == (root / "model", root / "card.json")
+    (tmp_path / "empty").mkdir()
+    assert find_student_dir(tmp_path / "empty") is None
+
+
+def test_a_missing_default_student_says_how_to_make_one(tmp_path, data_dir):
+    from distill.stages import evaluate as stage
+
+    with pytest.raises(DataError, match="distill train --mix etd"):
+        stage.run(make_cfg(data_dir), tmp_path)
+
+
+@pytest.fixture
+def registry_here(mlflow_uri):
+    """The model registry of this test's store: `distill register` (distill/stages/register.py) points the
+    process-wide registry URI at its own store, and an earlier test of the session may have run it."""
+    import mlflow
+
+    mlflow.set_registry_uri(mlflow_uri)
+    yield mlflow_uri
+    mlflow.set_registry_uri(None)
+
+
+def test_a_student_is_found_by_run_id_runs_uri_and_registered_model_uri(tmp_path, data_dir, stub_forms, mlflow_uri,
+                                                                         registry_here):
+    import mlflow
+
+    from distill.serving.logged_model import log_student
+    from distill.stages import evaluate as stage
+    from distill.tracking import Tracker
+
+    folder = saved_test_student(tmp_path / "somewhere" / "student", forms=("eot",))
+    tracker = Tracker(mlflow_uri, "distill")
+    with tracker.run("train-eot", {"distill.stage": "train"}) as train_run:
+        info = log_student(folder)  # the train stage's way: a pyfunc model holding student/{model/, card.json}
+    train_id = train_run.info.run_id
+    mlflow.register_model(f"runs:/{train_id}/model", "distill-student")
+    mlflow.MlflowClient().set_registered_model_alias("distill-student", "champion", "1")
+    for spec in (train_id, f"runs:/{train_id}/model", info.model_uri, "models:/distill-student/1"):
+        with ExitStack() as stack:
+            found = resolve_student(spec, tmp_path, "etd", mlflow_uri, stack)
+            assert found.card["mix"] == "eot" and found.run_id == train_id, spec
+            assert (found.model_dir / "config.json").exists()
+    cfg = make_cfg(data_dir, limit=1, test_sets=("svamp",))
+    summary = stage.run(cfg, tmp_path / "runs", tracker, student="models:/distill-student@champion")
+    assert summary["mix"] == "eot" and summary["train_run_id"] == train_id
+    assert summary["test_sets"]["svamp"]["forms"]["eot"]["accuracy"] == 1.0
+    assert mlflow.MlflowClient().get_run(summary["run_id"]).data.tags["distill.train_run_id"] == train_id
+
+
+def test_an_unknown_student_spec_says_what_is_accepted(tmp_path, data_dir):
+    from distill.stages import evaluate as stage
+
+    with pytest.raises(DataError, match="models:/NAME/VERSION"):
+        stage.run(make_cfg(data_dir), tmp_path, student="no-such-thing")

@@ -64,3 +64,42 @@ def test_a_nested_step_continues_its_unfinished_run_instead_of_starting_a_second
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["evaluate-etd", "train-etd"]
     assert {r.info.status for r in children} == {"FINISHED"}
+
+
+def test_the_null_tracker_has_every_method_of_the_tracker_with_the_same_parameters():
+    import inspect
+
+    from distill.tracking import NullTracker
+
+    methods = {name for name, member in vars(Tracker).items() if callable(member) and not name.startswith("_")}
+    assert methods >= {"run", "claim", "status", "log_params", "log_metrics", "set_tags", "log_artifact", "log_dict",
+                       "log_table", "log_dataset", "log_model"}
+    for name in sorted(methods):
+        assert list(inspect.signature(getattr(NullTracker, name)).parameters) == \
+            list(inspect.signature(getattr(Tracker, name)).parameters), name
+    assert NullTracker.run_id is None and NullTracker.uri is None
+
+
+def test_without_tracking_nothing_is_logged_and_the_model_logger_is_never_called(tmp_path, mlflow_uri):
+    from distill.tracking import NullTracker, tracker_or_null
+
+    tracker, called = tracker_or_null(None), []
+    assert isinstance(tracker, NullTracker)
+    with writing(tmp_path / "run", tracker, "train"):
+        with tracker.run("train-etd", {"distill.stage": "train"}, nested=True, run_id="abc") as run:
+            assert run is None and tracker.run_id is None and tracker.status("abc") is None
+            tracker.log_params({"train.lr": 1e-3})
+            tracker.log_metrics({"train/loss": 1.0}, step=1)
+            assert tracker.log_dataset([{"a": 1}], "mix-etd-train", "train.jsonl") is None
+            assert tracker.log_model(lambda: called.append("logged")) is None
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert called == [] and client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
+
+    real = Tracker(mlflow_uri, "distill")
+    assert tracker_or_null(real) is real
+    with real.run("train-etd", {"distill.stage": "train"}):
+        uri = real.log_model(lambda: called.append("logged"), "model")
+        assert uri == f"runs:/{real.run_id}/model"
+        run_id = real.run_id
+    assert called == ["logged"]
+    assert mlflow.MlflowClient(mlflow_uri).get_run(run_id).data.tags["distill.model_uri"] == uri

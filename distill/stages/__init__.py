@@ -1,7 +1,8 @@
 """Stages: each a plain function ``run(cfg, run_dir, tracker=None, **stage_args) -> dict`` that the CLI,
 the Makefile and the MLproject entry points call. Every setting, the mix included, comes in ``cfg``;
 ``stage_args`` are only what is no setting (evaluate's ``student``, a ``shard``, a ``log`` function).
-See each module's docstring for its data contract.
+A tracker of None means tracking is off (the stage logs to distill.tracking.NullTracker, which records
+nothing). See each module's docstring for its data contract.
 
 This file owns the order of the pipeline (``pipeline``): `distill reproduce` runs its steps in it and
 the report lists their runs in it, without either stage importing the other. Reads and writes nothing."""

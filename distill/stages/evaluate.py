@@ -87,7 +87,7 @@ from distill.scoring import (TIE_RULE, answer_profile, answers_of, combine, corr
 from distill.shards import shard_of
 from distill.student import WEIGHT_SUFFIXES, StudentFolder, resolve_student, stale_form
 from distill.thoughts import VARIANTS, Verdict, form_names, get_form, parse_student, student_name
-from distill.tracking import writing
+from distill.tracking import tracker_or_null, writing
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None, log=None, shard=None) -> dict:
     """Evaluate one student on ``cfg.data.test_sets``; return the summary dict (also in summary.json).
@@ -98,6 +98,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None,
     ``shard`` (a distill.shards.Shard): only that share of each test set's problems, written under
     ``eval/<mix>/shard-<i>-of-<n>/``; ``merge_evaluation`` joins the shards. One writer
     per run folder (the shards of one evaluation share it, each the only writer of its shard)."""
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "evaluate", shard=shard):
         return _run(cfg, Path(run_dir), tracker, student=student, log=log, shard=shard)
 
@@ -129,6 +130,8 @@ def check_default_student(cfg: Config, run_dir: Path, mix: str) -> None:
 
 
 def _run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None, log=None, shard=None) -> dict:
+    # over 80 lines: the student is resolved, loaded and its batch probed once, then ``body`` (below)
+    # scores every test set inside the evaluate run; each scoring rule it calls is in distill.scoring
     from distill.problems import LOADERS, evaluated_problems
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -234,14 +237,12 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None
                                     "answers": table["answers"], "values": table["values"]}
                 log(f"evaluate {mix}: {test_set} k={cfg.evaluate.samples} samples: " + ", ".join(
                     f"{name.replace('_at_', '@')} {s['accuracy']:.1%}" for name, s in scores["sampled"]["scores"].items()))
-                if tracker is not None:
-                    _log_sample_tables(tracker, test_set, sampled_rows)
-            if tracker is not None:
-                _log_tables(tracker, test_set, rows, verdicts, golds)
-                tracker.log_dict({"problem_ids": [p.id for p in problems],
-                                  "correct": correctness(verdicts, golds, selected),
-                                  "answers": answers, "gold": golds, **extra},
-                                 f"eval/{test_set}/correct.json")
+                _log_sample_tables(tracker, test_set, sampled_rows)
+            _log_tables(tracker, test_set, rows, verdicts, golds)
+            tracker.log_dict({"problem_ids": [p.id for p in problems],
+                              "correct": correctness(verdicts, golds, selected),
+                              "answers": answers, "gold": golds, **extra},
+                             f"eval/{test_set}/correct.json")
         summary = {
             "mix": mix, "variant": variant, "student_name": name, "preset": cfg.preset, "run_id": run_id,
             "limit": cfg.evaluate.limit,
@@ -258,15 +259,12 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None
             "test_sets": results, "metrics": metrics,
         }
         write_json(out_dir / "summary.json", summary)
-        if tracker is not None:
-            tracker.log_metrics(metrics)
-            # the runs table of the MLflow UI says which answers are (almost) one constant
-            tracker.set_tags({"distill.degenerate": degenerate_tag(profiles)})
-            tracker.log_dict(summary, "eval/summary.json")
+        tracker.log_metrics(metrics)
+        # the runs table of the MLflow UI says which answers are (almost) one constant
+        tracker.set_tags({"distill.degenerate": degenerate_tag(profiles)})
+        tracker.log_dict(summary, "eval/summary.json")
         return summary
 
-    if tracker is None:
-        return body(None)
     with tracker.run(f"evaluate-{name}", tags, nested=True):
         tracker.log_params({f"evaluate.{k}": v for k, v in _evaluate_params(cfg).items()}
                            | {"student": found.source, "evaluate.batch_size_resolved": batch_size,
@@ -292,6 +290,7 @@ def run_untrained(cfg: Config, run_dir: Path, tracker=None, *, log=None) -> dict
     into eval/<mix>-base/ and an MLflow run evaluate-<mix>-base (tag distill.variant=base)."""
     from distill.stages.train import base_student
 
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "evaluate"):
         folder = base_student(cfg, Path(run_dir))
         return _run(cfg, Path(run_dir), tracker, student=str(folder), log=log)

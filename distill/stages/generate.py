@@ -21,7 +21,6 @@ retries have no record, so a rerun retries them.
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import Config, flatten, replace
@@ -31,7 +30,7 @@ from distill.problems import load_problems
 from distill.shards import Shard, pick, shard_files
 from distill.teachers import BudgetReached, Job, get_teacher
 from distill.thoughts import get_form
-from distill.tracking import writing
+from distill.tracking import tracker_or_null, writing
 
 
 def build_jobs(cfg: Config, shard: Shard | None = None) -> list[Job]:
@@ -82,6 +81,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, s
     """Ask the teacher for every (problem, form) without a sample yet; ``batch`` is submit or collect;
     ``shard`` restricts the run to its share of the pairs. One writer per run folder (the shards of
     one generation share it, each the only writer of its own files)."""
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "generate", shard=shard):
         return _run(cfg, Path(run_dir), tracker, batch=batch, shard=shard)
 
@@ -121,9 +121,8 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, 
     out_path = shard.path(samples_path) if shard else samples_path
     summary_path = shard.path(folder.generate_summary) if shard else folder.generate_summary
     summary: dict = {}
-    with tracker.run("generate", tags, nested=True) if tracker else nullcontext():
-        if tracker:
-            tracker.log_params({k: v for k, v in flatten(cfg).items() if k.split(".")[0] in ("data", "teacher", "generate")})
+    with tracker.run("generate", tags, nested=True):
+        tracker.log_params({k: v for k, v in flatten(cfg).items() if k.split(".")[0] in ("data", "teacher", "generate")})
         if batch == "submit":
             from distill.teachers import batch as batch_api
 
@@ -148,12 +147,11 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, batch: str | None = None, 
         if shard:
             summary["shard"] = str(shard)
         write_json(summary_path, summary)
-        if tracker:
-            tracker.log_metrics({f"generate/{k}": summary[k] for k in ("items", "answered", "pending",
-                                                                        "samples_ok", "samples_failed")})
-            tracker.log_metrics({f"teacher/{k}": v for k, v in summary["teacher_stats"].items()
-                                 if isinstance(v, (int, float)) and v is not None})
-            tracker.log_artifact(summary_path)
+        tracker.log_metrics({f"generate/{k}": summary[k] for k in ("items", "answered", "pending",
+                                                                    "samples_ok", "samples_failed")})
+        tracker.log_metrics({f"teacher/{k}": v for k, v in summary["teacher_stats"].items()
+                             if isinstance(v, (int, float)) and v is not None})
+        tracker.log_artifact(summary_path)
     return summary
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from contextlib import nullcontext
 from pathlib import Path
 
 from distill.config import Config
@@ -37,7 +36,7 @@ from distill.files import (DataError, check_input, file_digest, fingerprints, mi
 from distill.layout import RunFolder
 from distill.problems import Problem, load_problems
 from distill.thoughts import get_form, parse_mix
-from distill.tracking import say, writing
+from distill.tracking import say, tracker_or_null, writing
 
 
 def _examples(run_dir: Path, forms: tuple[str, ...], preset: str) -> tuple[list[dict], dict[str, str]]:
@@ -97,6 +96,7 @@ def outputs(out: Path) -> dict[str, Path]:
 
 def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     """Build the mix ``mix.mix`` of cfg; see the module docstring."""
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "mix"):
         return _run(cfg, Path(run_dir), tracker)
 
@@ -156,23 +156,22 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
         teacher = read_json(gen_summary).get("teacher", "")
     tags = {"distill.stage": "mix", "distill.preset": cfg.preset, "distill.mix": mix, "distill.forms": ",".join(forms),
             "distill.teacher": teacher}
-    with tracker.run(f"mix-{mix}", tags, nested=True) if tracker else nullcontext():
-        if tracker:
-            tracker.log_params({"mix.mix": mix, "mix.val_fraction": cfg.mix.val_fraction, "mix.seed": cfg.mix.seed,
-                                "mix.decontaminate": cfg.mix.decontaminate, "mix.overlap_n": cfg.mix.overlap_n,
-                                "data.test_sets": ",".join(cfg.data.test_sets)})
-            tracker.log_metrics({"mix/train": len(train), "mix/val": len(val),
-                                 "mix/removed_duplicates": summary["removed_duplicates"],
-                                 "mix/removed_overlap": summary["removed_overlap"],
-                                 **{f"mix/train/{f}": n for f, n in summary["counts"].items()},
-                                 **{f"mix/overlap/{name}": n for name, n in summary["overlap_by_test_set"].items()}})
-            source = str(out.resolve())
-            if train:
-                summary["mlflow_digest"] = tracker.log_dataset(train, f"{mix}-train", f"{source}/train.jsonl", "training")
-            if val:
-                summary["mlflow_val_digest"] = tracker.log_dataset(val, f"{mix}-val", f"{source}/val.jsonl", "validation")
-            tracker.set_tags({"distill.data_digest": summary["digest"]})
+    with tracker.run(f"mix-{mix}", tags, nested=True):
+        tracker.log_params({"mix.mix": mix, "mix.val_fraction": cfg.mix.val_fraction, "mix.seed": cfg.mix.seed,
+                            "mix.decontaminate": cfg.mix.decontaminate, "mix.overlap_n": cfg.mix.overlap_n,
+                            "data.test_sets": ",".join(cfg.data.test_sets)})
+        tracker.log_metrics({"mix/train": len(train), "mix/val": len(val),
+                             "mix/removed_duplicates": summary["removed_duplicates"],
+                             "mix/removed_overlap": summary["removed_overlap"],
+                             **{f"mix/train/{f}": n for f, n in summary["counts"].items()},
+                             **{f"mix/overlap/{name}": n for name, n in summary["overlap_by_test_set"].items()}})
+        source = str(out.resolve())
+        logged = {"mlflow_digest": tracker.log_dataset(train, f"{mix}-train", f"{source}/train.jsonl", "training")
+                  if train else None,
+                  "mlflow_val_digest": tracker.log_dataset(val, f"{mix}-val", f"{source}/val.jsonl", "validation")
+                  if val else None}
+        summary.update({key: digest for key, digest in logged.items() if digest is not None})  # None: not logged
+        tracker.set_tags({"distill.data_digest": summary["digest"]})
         write_json(summary_path, summary)
-        if tracker:
-            tracker.log_artifact(summary_path, "mix")
+        tracker.log_artifact(summary_path, "mix")
     return summary

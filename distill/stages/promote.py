@@ -41,7 +41,7 @@ from typing import Any, Mapping
 from distill.config import Config
 from distill.files import write_json
 from distill.layout import RunFolder
-from distill.tracking import registry_lock, writing
+from distill.tracking import registry_lock, tracker_or_null, writing
 
 
 def protocol(cfg: Config) -> dict[str, str]:
@@ -74,11 +74,14 @@ def _size(limit: str | None) -> float:
 
 def run(cfg: Config, run_dir: Path, tracker=None, *, log=print) -> dict:
     """Decide and (maybe) move the alias; the decision and its reason are logged and returned."""
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "promote"), registry_lock(cfg.tracking_uri):
         return _run(cfg, run_dir, tracker, log=log)
 
 
 def _run(cfg: Config, run_dir: Path, tracker=None, *, log=print) -> dict:
+    # over 80 lines: one decision read top to bottom (candidates, champion, compare, move the alias,
+    # record); its parts share the registry client and the protocol filter, and each is a few lines
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -162,24 +165,23 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, log=print) -> dict:
                               "eval_limit": protocol(cfg)["distill.eval_limit"], "version": champion,
                               "previous": previous, "best": best, "candidates": candidates, "excluded": excluded,
                               "run_id": None}
-    if tracker is not None:
-        tags = {"distill.stage": "promote", "distill.preset": cfg.preset, "distill.mix": mix,
-                "distill.promote.decision": decision, "distill.promote.reason": reason[:5000],
-                "distill.champion.version": "" if champion is None else str(champion)}
-        with tracker.run("promote", tags, nested=True):
-            result["run_id"] = tracker.run_id
-            tracker.log_params({"promote.metric": metric, "promote.mix": mix, "promote.alias": pc.alias,
-                                "promote.model_name": pc.model_name,
-                                "promote.eval_limit": protocol(cfg)["distill.eval_limit"]})
-            metrics = {"promote/candidates": len(candidates)}
-            if best is not None:
-                metrics["promote/best"] = best["value"]
-            if champion is not None:
-                value = best["value"] if decision == "promoted" else (previous or {}).get("value")
-                if value is not None:
-                    metrics["promote/champion"] = value
-            tracker.log_metrics(metrics)
-            tracker.log_dict(result, "promote/decision.json")
+    tags = {"distill.stage": "promote", "distill.preset": cfg.preset, "distill.mix": mix,
+            "distill.promote.decision": decision, "distill.promote.reason": reason[:5000],
+            "distill.champion.version": "" if champion is None else str(champion)}
+    with tracker.run("promote", tags, nested=True):
+        result["run_id"] = tracker.run_id
+        tracker.log_params({"promote.metric": metric, "promote.mix": mix, "promote.alias": pc.alias,
+                            "promote.model_name": pc.model_name,
+                            "promote.eval_limit": protocol(cfg)["distill.eval_limit"]})
+        metrics = {"promote/candidates": len(candidates)}
+        if best is not None:
+            metrics["promote/best"] = best["value"]
+        if champion is not None:
+            value = best["value"] if decision == "promoted" else (previous or {}).get("value")
+            if value is not None:
+                metrics["promote/champion"] = value
+        tracker.log_metrics(metrics)
+        tracker.log_dict(result, "promote/decision.json")
     write_json(RunFolder(run_dir).decision, result)
     log(f"promote: {decision}: {reason}")
     return result

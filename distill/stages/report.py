@@ -42,6 +42,7 @@ from distill.scoring import DEGENERATE_SHARE, TIE_RULE, by_name, format_answer, 
 from distill.stages import pipeline
 from distill.teachers.gold import GoldTeacher
 from distill.thoughts import combine_order, form_names, get_form, named_mixes
+from distill.tracking import tracker_or_null
 
 OURS_NOTE = {"vote": "majority vote of the forms (ours)", "fallback": "first form that gives an answer (ours)",
              "selected": "the form chosen on the validation split"}
@@ -250,6 +251,8 @@ def _empty(results: Results) -> str:
 
 def render(results: Results) -> str:
     """results.md as text; deterministic for a given store."""
+    # over 80 lines: the header and the main accuracy table inline, then the other sections of results.md
+    # in the order it shows them, each its own function
     if results.empty:
         return _empty(results)
     cells = intervals(results)
@@ -759,17 +762,17 @@ def run(cfg: Config, run_dir: Path | None = None, tracker=None, *, output_dir: s
     """Write results.md and the plots to output_dir from cfg's tracking store.
 
     With a tracker (inside `distill reproduce`) it opens a nested run "report" and logs the files
-    as its artifacts; on its own (`distill report`) it only reads the store.
+    as its artifacts (the summary's "run_id"); on its own (`distill report`) it only reads the store
+    ("run_id" None).
     """
+    tracker = tracker_or_null(tracker)
     results = collect(cfg, parent_run_id)
     paths = write(results, output_dir)
     summary = {"output_dir": str(output_dir), "files": [p.name for p in paths],
                "parent_run_id": results.parent.run_id if results.parent else None,
                "students": sorted(results.evaluations())}
-    if tracker is not None:
-        tags = {"distill.stage": "report", "distill.preset": cfg.preset}
-        with tracker.run("report", tags, nested=True) as active:
-            for path in paths:
-                tracker.log_artifact(path, "report")
-            summary["run_id"] = active.info.run_id
+    with tracker.run("report", {"distill.stage": "report", "distill.preset": cfg.preset}, nested=True):
+        for path in paths:
+            tracker.log_artifact(path, "report")
+        summary["run_id"] = tracker.run_id
     return summary

@@ -51,7 +51,7 @@ from distill.layout import RunFolder
 from distill.results import constant_baseline
 from distill.stages import pipeline
 from distill.thoughts import named_mixes
-from distill.tracking import writing
+from distill.tracking import Tracker, writing
 
 StageFn = Callable[..., dict]
 
@@ -205,7 +205,7 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
     from distill/stages/. ``report_dir`` is where the report step writes results.md and the plots.
     The run folder's lock is held throughout (the stages it calls enter it again).
     """
-    if tracker is None:
+    if not isinstance(tracker, Tracker):
         raise ValueError("reproduce needs a Tracker: its whole output is an MLflow run tree")
     with writing(run_dir, tracker, "reproduce"):
         return _run(cfg, Path(run_dir), tracker, fresh=fresh, stages=stages, report_dir=report_dir, log=log)
@@ -213,6 +213,8 @@ def run(cfg: Config, run_dir: Path, tracker=None, *, fresh: bool = False,
 
 def _run(cfg: Config, run_dir: Path, tracker, *, fresh: bool, stages: Mapping[str, StageFn] | None,
          report_dir: str | Path, log: Callable[[str], None]) -> dict:
+    # over 80 lines: the one loop over the steps, with its resume markers, under one parent run; the
+    # steps themselves are the stages' run functions
     offline_env(cfg)
     store = _Store(tracker)
     digest = config_digest(cfg)

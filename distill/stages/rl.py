@@ -15,7 +15,7 @@ Writes ``<run_dir>/students/<mix>-grpo/`` (distill.thoughts.student_name), a stu
                       {"resume_digest","config_digest","run_id","finished"}
   - ``summary.json``  {"run_id","mix","name","variant","steps","stopped","val_accuracy_before",
                       "val_accuracy","rewards" (mean reward per optimizer step),"wall_s","step_s" (median
-                      seconds per optimizer step after 2 warm-up steps, distill.training.step_timer; null
+                      seconds per optimizer step after 2 warm-up steps, distill.callbacks.StepTimer; null
                       under 3 timed steps),"step_s_steps","completions_per_step","config_digest",
                       "outputs" (fingerprints of card.json and model/),"model_logged","model_uri"}
 
@@ -27,7 +27,9 @@ dropped by the verifier (the question and gold come from the mix's rows; validat
 problems never appear). Training is TRL's ``GRPOTrainer``: ``rl.num_generations`` completions per
 prompt at ``rl.temperature``, advantages within each group, KL coefficient ``rl.beta`` against the
 starting policy, LoRA when ``rl.lora_r``. The reward is distill.rewards.VerifierReward (the sandbox's
-worker pool; verify.timeout and verify.strict).
+worker pool; verify.timeout and verify.strict). ``_run`` reads as the stage's table of contents, one
+named function per step; the callbacks (time budget, MLflow logging of the rewards and completions,
+step timer) are in distill/callbacks.py (``RLTracking`` renames TRL's logs: ``TRL_METRICS``).
 
 MLflow run ``rl-<mix>`` (tags distill.stage=rl, distill.mix=<mix>, distill.variant=grpo,
 distill.parent_run_id; params the config), metrics on the optimizer-step axis:
@@ -46,6 +48,8 @@ interrupted run resumes from its newest complete checkpoint in its own MLflow ru
 (max_steps, max_minutes, ...) may change between the two. One writer per run folder.
 
 A seq2seq student (tiny, CodeT5) is refused: TRL's GRPOTrainer samples from causal LMs only.
+
+Over 450 lines: this docstring (the stage's contract) and one short function per step of ``_run``.
 """
 from __future__ import annotations
 
@@ -55,15 +59,16 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
-from distill.config import Config, ConfigError, RLConfig, flatten
+from distill.config import SCHEDULERS, Config, ConfigError, RLConfig, flatten
 from distill.files import (DataError, check_input, file_digest, fingerprints, mismatch, read_json, read_jsonl,
                            read_record, settings_digest, write_json)
 from distill.layout import RunFolder
-from distill.tracking import writing
-from distill.training import SCHEDULERS, replace_dir
+from distill.tracking import NullTracker, tracker_or_null, writing
+from distill.training import (quiet_transformers, replace_dir, resolve_precision, validation_accuracy,
+                              validation_rows)
 
 VARIANT = "grpo"
 BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_every", "log_completions_every", "log_completions_rows",
@@ -72,11 +77,6 @@ BUDGET_FIELDS = ("max_steps", "max_minutes", "checkpoint_every", "log_completion
 SEQ2SEQ_REFUSED = ("distill rl: TRL's GRPOTrainer supports causal (decoder-only) students only, and {what} is "
                    "seq2seq; train a causal student first (e.g. --set train.student=tiny-causal, or "
                    "Qwen/Qwen2.5-0.5B-Instruct) or start from one with --set rl.start=NAME")
-TRL_METRICS = {"reward": "rl/reward", "reward_std": "rl/reward_std", "kl": "rl/kl",
-               "completions/mean_length": "rl/completion_length", "completions/clipped_ratio": "rl/clipped_ratio",
-               "entropy": "rl/entropy", "loss": "rl/loss", "learning_rate": "rl/lr", "grad_norm": "rl/grad_norm",
-               "frac_reward_zero_std": "rl/frac_reward_zero_std"}
-"""TRL's log keys -> this stage's metric names (rl/ prefix, one word per thing)."""
 
 
 def say(message: str) -> None:
@@ -130,7 +130,8 @@ def rl_digest(rcfg: RLConfig, cfg: Config, mix: str, data_digest: str, parent: s
 def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     """RL on the student of ``mix.mix``; see the module docstring. Returns the summary."""
     if os.environ.get("RANK", "0") != "0":
-        return _run(cfg, Path(run_dir), None)
+        return _run(cfg, Path(run_dir), NullTracker())
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "rl"):
         return _run(cfg, Path(run_dir), tracker)
 
@@ -174,21 +175,77 @@ def starting_point(cfg: Config, run_dir: Path) -> tuple[str, dict, bool, str]:
     return str(parent / "model"), card, bool(card.get("chat_template")), digest
 
 
-def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
-    import torch
-
-    from distill.stages.train import best_form, form_cards, last_complete_checkpoint, student_files
+def _run(cfg: Config, run_dir: Path, tracker) -> dict:
+    """The stage, step by step (each step is a function below, in this order)."""
+    from distill.stages.train import log_model, student_files, use_device
     from distill.thoughts import parse_mix, student_name
-    from distill.training import (callback_classes, quiet_transformers, resolve_precision, step_timer,
-                                  validation_accuracy, validation_rows)
 
     mix = cfg.mix.mix
     forms = parse_mix(mix)
     rcfg = cfg.rl
     name = student_name(mix, VARIANT)
     start, parent_card, chat, parent_digest = starting_point(cfg, run_dir)
+    train_rows, val_rows, data_digest = read_mix(cfg, RunFolder(run_dir).mix(mix), mix)
+    digest = rl_digest(rcfg, cfg, mix, data_digest, parent_digest)
+    resume_digest = rl_digest(rcfg, cfg, mix, data_digest, parent_digest, exclude=BUDGET_FIELDS)
+    out = RunFolder(run_dir).student(name)
+    done = finished_student(out, digest)
+    if done is not None:
+        return {**done, "skipped": True}
 
-    mix_dir = RunFolder(run_dir).mix(mix)
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun only the main process writes files
+    resume, last = checkpoint_to_resume(out / "checkpoints", resume_digest, main=main)
+    cuda = use_device(cfg.train)
+    precision = resolve_precision(cfg.train.precision, cuda)
+    model, tokenizer = _load_policy(start, cfg)
+    model.config.distill_chat_template = chat
+    architecture = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    dataset = prompt_dataset(tokenizer, train_rows, forms, rcfg, chat)
+    validate = Validation(tokenizer, val_rows, cfg)
+    args = _grpo_config(rcfg, out / "checkpoints", precision, cuda)
+    chosen = {"trainer": "trl.GRPOTrainer", "start": start if rcfg.start else f"students/{mix}/model",
+              "prompts": "one per training problem per form", "n_prompts": len(dataset), **dataclasses.asdict(rcfg),
+              "precision": precision, "effective_batch_size": rcfg.batch_size * rcfg.grad_accum}
+    tags = run_tags(cfg, mix, forms, parent_card, start)
+    with tracker.run(f"rl-{mix}", tags, nested=True, run_id=run_to_resume(tracker, resume, last)):
+        record = {"resume_digest": resume_digest, "config_digest": digest, "run_id": tracker.run_id}
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        log_params(tracker, {**flatten(cfg), "mix.mix": mix, "rl.start_resolved": chosen["start"],
+                             "rl.n_prompts": len(dataset), "rl.precision_resolved": precision,
+                             "rl.device": "cuda" if cuda else "cpu"}, tags, resumed=bool(last))
+        before = validation_before(tracker, validate, model, resume if last else {}, main=main)
+        if main:
+            write_json(out / "checkpoints" / "resume.json", {**record, "val_accuracy_before": before, "finished": False})
+        say(f"{name}: GRPO from {chosen['start']} ({architecture}), {len(dataset)} prompts "
+            f"({len(dataset) // len(forms)} problems x {len(forms)} forms), {rcfg.num_generations} completions each, "
+            f"{rcfg.max_steps} steps, {'cuda' if cuda else 'cpu'} {precision}; validation before: "
+            + (", ".join(f"{f} {v:.3f}" for f, v in before.items()) or "none"))
+        trained = grpo(model, tokenizer, dataset, args, cfg, tracker, last)
+        if not trained.trainer.is_world_process_zero():
+            return {"steps": trained.trainer.state.global_step}
+        final, after = save_policy(trained.trainer, tokenizer, chat, architecture, out, validate, tracker)
+        card = policy_card(cfg, run_dir, mix, forms, parent_card, final, chat, architecture, after, before,
+                           record["run_id"], data_digest, chosen, trained)
+        write_json(out / "card.json", card)
+        summary = rl_summary(record, mix, name, len(dataset), before, after, trained, rcfg, out)
+        tracker.log_dict(card, "card.json")
+        tracker.set_tags({"distill.stopped": trained.stopped})
+        summary.update(log_model(tracker, out, cfg))
+        write_json(out / "checkpoints" / "resume.json",
+                   {**read_record(out / "checkpoints" / "resume.json"), "finished": True})
+        summary["outputs"] = fingerprints(student_files(out))
+        write_json(out / "summary.json", summary)
+    say(f"student written to {out / 'model'} ({trained.stopped}, {trained.trainer.state.global_step} steps, "
+        f"{trained.wall_s:.0f} s); validation " + ", ".join(f"{f} {before.get(f, 0):.3f} -> {v:.3f}"
+                                                          for f, v in after.items()))
+    return summary
+
+
+# --- the steps of the stage, in the order _run takes them ---------------------------------------------
+
+def read_mix(cfg: Config, mix_dir: Path, mix: str) -> tuple[list[dict], list[dict], str]:
+    """(training rows, validation rows, digest of ``train.jsonl``) of ``mix/<mix>/``; a training set
+    that is empty or shorter than the mix stage recorded is refused, naming the command that rewrites it."""
     written = read_record(mix_dir / "summary.json").get("outputs") or {}
     check_input(mix_dir / "train.jsonl", written.get("train.jsonl"), f"distill mix --preset {cfg.preset} --mix {mix}")
     hint = f"Write it with `distill mix --preset {cfg.preset} --mix {mix}`."
@@ -197,174 +254,210 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     val_rows = read_jsonl(mix_dir / "val.jsonl", fields, hint) if (mix_dir / "val.jsonl").exists() else []
     if not train_rows:
         raise DataError(f"{mix_dir / 'train.jsonl'}: no training rows. {hint}")
-    data_digest = file_digest(mix_dir / "train.jsonl")
-    digest = rl_digest(rcfg, cfg, mix, data_digest, parent_digest)
-    resume_digest = rl_digest(rcfg, cfg, mix, data_digest, parent_digest, exclude=BUDGET_FIELDS)
+    return train_rows, val_rows, file_digest(mix_dir / "train.jsonl")
 
-    out = RunFolder(run_dir).student(name)
-    ckpt_dir, summary_path = out / "checkpoints", out / "summary.json"
+
+def finished_student(out: Path, digest: str) -> dict | None:
+    """``summary.json`` of a finished RL student of this config, data and parent whose card and model are
+    still what it recorded (the stage skips); None otherwise."""
+    from distill.stages.train import student_files
+
+    summary_path = out / "summary.json"
     done = read_record(summary_path)
-    if done.get("config_digest") == digest:
-        damaged = mismatch(done.get("outputs"), student_files(out))
-        if damaged is None:
-            say(f"{summary_path} is complete for this config, data and parent student; skipping (delete it to rerun)")
-            return {**done, "skipped": True}
-        say(f"{out}: {damaged} since the student was written; running RL again (a new MLflow run)")
-    resume_file = ckpt_dir / "resume.json"
-    resume = read_json(resume_file, default={})
+    if done.get("config_digest") != digest:
+        return None
+    damaged = mismatch(done.get("outputs"), student_files(out))
+    if damaged is None:
+        say(f"{summary_path} is complete for this config, data and parent student; skipping (delete it to rerun)")
+        return done
+    say(f"{out}: {damaged} since the student was written; running RL again (a new MLflow run)")
+    return None
+
+
+def checkpoint_to_resume(ckpt_dir: Path, resume_digest: str, *, main: bool) -> tuple[dict, str | None]:
+    """(``resume.json``, the checkpoint an interrupted run of this config resumes from, or None). Another
+    config's checkpoints, or a finished run's, are never reopened: the main process clears them."""
+    from distill.stages.train import last_complete_checkpoint
+
+    resume = read_json(ckpt_dir / "resume.json", default={})
     last = last_complete_checkpoint(ckpt_dir)
     if last and (resume.get("resume_digest") != resume_digest or resume.get("finished", True)):
         last = None  # another config's, or a finished run's: never reopened, start afresh
-    main = os.environ.get("RANK", "0") == "0"  # under torchrun only the main process writes files
     if not last and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     elif last:
         say(f"resuming from {last}")
+    return resume, last
 
-    cuda = torch.cuda.is_available()
-    if not cuda and cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    precision = resolve_precision(cfg.train.precision, cuda)
-    model, tokenizer = _load_policy(start, cfg)
-    model.config.distill_chat_template = chat
-    architecture = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
-    prompts = prompt_rows(train_rows, forms, rcfg.limit)
-    texts = prompt_texts(tokenizer, [p["input"] for p in prompts], chat_template=chat, max_len=rcfg.max_prompt_length)
+
+def prompt_dataset(tokenizer, train_rows: list[dict], forms, rcfg: RLConfig, chat: bool):
+    """The GRPO prompts: one per training problem per form (``prompt_rows``), as the student is asked,
+    with the columns the reward reads (form, gold)."""
     from datasets import Dataset
 
-    dataset = Dataset.from_list([{"prompt": t, "form": p["form"], "gold": p["gold"], "problem_id": p["problem_id"]}
-                                 for t, p in zip(texts, prompts)])
-    gen_rows = validation_rows(val_rows, rcfg.val_generate_limit if rcfg.val_generate_limit is not None
-                               else cfg.train.val_generate_limit, cfg.train.seed)
+    prompts = prompt_rows(train_rows, forms, rcfg.limit)
+    texts = prompt_texts(tokenizer, [p["input"] for p in prompts], chat_template=chat, max_len=rcfg.max_prompt_length)
+    return Dataset.from_list([{"prompt": t, "form": p["form"], "gold": p["gold"], "problem_id": p["problem_id"]}
+                              for t, p in zip(texts, prompts)])
 
-    def val_accuracy(policy) -> dict[str, float]:
+
+class Validation:
+    """{form: accuracy} of a policy on the train stage's validation sample (``rl.val_generate_limit``,
+    default ``train.val_generate_limit``), greedy, checked by each form's verifier; the policy's
+    train/eval mode is left as it was."""
+
+    def __init__(self, tokenizer, val_rows: list[dict], cfg: Config):
+        rcfg = cfg.rl
+        limit = rcfg.val_generate_limit if rcfg.val_generate_limit is not None else cfg.train.val_generate_limit
+        self.tokenizer, self.rows = tokenizer, validation_rows(val_rows, limit, cfg.train.seed)
+        self.batch_size = max(rcfg.batch_size, 8)
+        self.max_source_len, self.max_new_tokens = rcfg.max_prompt_length, rcfg.max_completion_length
+
+    def __call__(self, policy) -> dict[str, float]:
         was = policy.training
-        scores = validation_accuracy(policy, tokenizer, gen_rows, batch_size=max(rcfg.batch_size, 8),
-                                     max_source_len=rcfg.max_prompt_length,
-                                     max_new_tokens=rcfg.max_completion_length)
+        scores = validation_accuracy(policy, self.tokenizer, self.rows, batch_size=self.batch_size,
+                                     max_source_len=self.max_source_len, max_new_tokens=self.max_new_tokens)
         policy.train(was)
         return scores
 
+
+def run_tags(cfg: Config, mix: str, forms, parent_card: dict, start: str) -> dict:
+    tags = {"distill.stage": "rl", "distill.mix": mix, "distill.variant": VARIANT, "distill.forms": ",".join(forms),
+            "distill.preset": cfg.preset, "distill.student": parent_card.get("student") or start,
+            "distill.student_kind": "causal"}
+    if parent_card.get("train_run_id"):
+        tags["distill.parent_run_id"] = parent_card["train_run_id"]
+    return tags
+
+
+def run_to_resume(tracker, resume: dict, last: str | None) -> str | None:
+    """The MLflow run an interrupted RL run continues in; None (a new run) otherwise."""
+    resume_run = resume.get("run_id") if last and not os.environ.get("MLFLOW_RUN_ID") else None
+    if resume_run and tracker.status(resume_run) in (None, "FINISHED"):
+        return None
+    if tracker.run_id is not None:
+        return None  # nested under a parent (reproduce): its unfinished child of this name, or a new one
+    return resume_run
+
+
+def log_params(tracker, params: dict, tags: dict, *, resumed: bool) -> None:
+    try:
+        tracker.log_params(params)
+    except Exception as exc:  # a resumed run whose budget changed: MLflow params are immutable
+        if not resumed:
+            raise
+        say(f"kept the params logged before the interruption ({type(exc).__name__})")
+    tracker.set_tags(tags)
+
+
+def validation_before(tracker, validate: Validation, model, resume: dict, *, main: bool) -> dict:
+    """The starting policy on validation, where the curve starts (step 0): measured once by the main
+    process, then kept in ``resume.json`` for a resumed run."""
+    before = resume.get("val_accuracy_before")
+    if before is None:
+        before = validate(model) if main else {}
+        if before:
+            tracker.log_metrics({f"val/{f}/accuracy": v for f, v in before.items()}, step=0)
+    return before
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """What ``grpo`` leaves: the trainer and what was measured."""
+    trainer: Any
+    stopped: str  # max_minutes | max_steps
+    rewards: list[float]  # the mean reward of every step
+    wall_s: float
+    step_s: float | None
+    step_s_steps: int
+
+
+def grpo(model, tokenizer, dataset, args, cfg: Config, tracker, last: str | None) -> Trained:
+    """TRL's GRPOTrainer with the forms' verifiers as the reward (distill.rewards.VerifierReward) and the
+    stage's callbacks (distill/callbacks.py), from ``last`` or from the starting policy."""
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOTrainer
+
+    from distill.callbacks import RLTracking, StepTimer, TimeBudget
     from distill.rewards import VerifierReward
 
+    rcfg = cfg.rl
     reward = VerifierReward(rcfg.wrong_answer_reward, timeout=cfg.verify.timeout, strict=cfg.verify.strict)
-    args = _grpo_config(rcfg, ckpt_dir, precision, cuda)
     peft_config = None
     if rcfg.lora_r:
         from peft import LoraConfig, TaskType
 
         peft_config = LoraConfig(r=rcfg.lora_r, lora_alpha=rcfg.lora_alpha, target_modules="all-linear",
                                  task_type=TaskType.CAUSAL_LM)
-    chosen = {"trainer": "trl.GRPOTrainer", "start": start if rcfg.start else f"students/{mix}/model",
-              "prompts": "one per training problem per form", "n_prompts": len(texts), **dataclasses.asdict(rcfg),
-              "precision": precision, "effective_batch_size": rcfg.batch_size * rcfg.grad_accum}
+    budget = TimeBudget(rcfg.max_minutes)
+    logger = RLTracking(tracker, reward, rcfg, say)
+    timer = StepTimer()  # s per optimizer step inside the training (summary "step_s"; benchmarks/gpu.py)
+    with quiet_transformers():
+        trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[budget, logger, timer])
+    trainer.remove_callback(PrinterCallback)  # its dicts would mix with the CLI's JSON on stdout
+    t0 = time.monotonic()
+    with quiet_transformers():
+        trainer.train(resume_from_checkpoint=last or None)
+    wall_s = time.monotonic() - t0
+    step_s, step_s_steps = timer.seconds_per_step()
+    return Trained(trainer, "max_minutes" if budget.stopped else "max_steps", logger.rewards, wall_s, step_s,
+                   step_s_steps)
 
-    tags = {"distill.stage": "rl", "distill.mix": mix, "distill.variant": VARIANT, "distill.forms": ",".join(forms),
-            "distill.preset": cfg.preset, "distill.student": parent_card.get("student") or start,
-            "distill.student_kind": "causal"}
-    if parent_card.get("train_run_id"):
-        tags["distill.parent_run_id"] = parent_card["train_run_id"]
-    resume_run = resume.get("run_id") if last and not os.environ.get("MLFLOW_RUN_ID") else None
-    if tracker is not None and resume_run and tracker.status(resume_run) in (None, "FINISHED"):
-        resume_run = None
-    if tracker is not None and tracker.mlflow.active_run() is not None:
-        resume_run = None
-    run_ctx = tracker.run(f"rl-{mix}", tags, nested=True, run_id=resume_run) if tracker else nullcontext()
-    with run_ctx:
-        run_id = tracker.run_id if tracker else None
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        before = resume.get("val_accuracy_before") if last else None
-        if tracker:
-            params = {**flatten(cfg), "mix.mix": mix, "rl.start_resolved": chosen["start"], "rl.n_prompts": len(texts),
-                      "rl.precision_resolved": precision, "rl.device": "cuda" if cuda else "cpu"}
-            try:
-                tracker.log_params(params)
-            except Exception as exc:  # a resumed run whose budget changed: MLflow params are immutable
-                if not last:
-                    raise
-                say(f"kept the params logged before the interruption ({type(exc).__name__})")
-            tracker.set_tags(tags)
-        if before is None:
-            before = val_accuracy(model) if main else {}  # the starting policy on validation: where the curve starts
-            if tracker and before:
-                tracker.log_metrics({f"val/{f}/accuracy": v for f, v in before.items()}, step=0)
-        if main:
-            write_json(resume_file, {"resume_digest": resume_digest, "config_digest": digest, "run_id": run_id,
-                                     "val_accuracy_before": before, "finished": False})
-        say(f"{name}: GRPO from {chosen['start']} ({architecture}), {len(texts)} prompts "
-            f"({len(texts) // len(forms)} problems x {len(forms)} forms), {rcfg.num_generations} completions each, "
-            f"{rcfg.max_steps} steps, {'cuda' if cuda else 'cpu'} {precision}; validation before: "
-            + (", ".join(f"{f} {v:.3f}" for f, v in before.items()) or "none"))
 
-        TimeBudget, _, _ = callback_classes()
-        budget = TimeBudget(rcfg.max_minutes)
-        logger = _logging_callback(tracker, reward, rcfg)
-        timer = step_timer()  # s per optimizer step inside the training (summary "step_s"; benchmarks/gpu.py)
-        from trl import GRPOTrainer
+def save_policy(trainer, tokenizer, chat: bool, architecture: str, out: Path, validate: Validation, tracker):
+    """(the final policy, merged; its validation accuracy, logged at the last step), with ``model/``
+    written (swapped in whole)."""
+    from distill.student import save_student
 
-        with quiet_transformers():
-            trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset,
-                                  processing_class=tokenizer, peft_config=peft_config, callbacks=[budget, logger, timer])
-        from transformers.trainer_callback import PrinterCallback
+    final = trainer.model
+    if hasattr(final, "merge_and_unload"):
+        final = final.merge_and_unload()
+    final.config.distill_chat_template = chat
+    after = validate(final)
+    if after:
+        tracker.log_metrics({f"val/{f}/accuracy": v for f, v in after.items()}, step=trainer.state.global_step)
+    tmp = out / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with quiet_transformers():
+        save_student(final, tokenizer, tmp, {"chat_template": chat, "architecture": architecture,
+                                             "adapter": False, "base_model": None})
+    replace_dir(tmp, out / "model")
+    return final, after
 
-        trainer.remove_callback(PrinterCallback)  # its dicts would mix with the CLI's JSON on stdout
-        t0 = time.monotonic()
-        with quiet_transformers():
-            trainer.train(resume_from_checkpoint=last or None)
-        wall_s = time.monotonic() - t0
-        state = trainer.state
-        stopped = "max_minutes" if budget.stopped else "max_steps"
-        step_s, step_s_steps = timer.seconds_per_step()
-        if not trainer.is_world_process_zero():
-            return {"steps": state.global_step}
-        final = trainer.model
-        if hasattr(final, "merge_and_unload"):
-            final = final.merge_and_unload()
-        final.config.distill_chat_template = chat
-        after = val_accuracy(final)
-        if tracker and after:
-            tracker.log_metrics({f"val/{f}/accuracy": v for f, v in after.items()}, step=state.global_step)
-        tmp = out / ".model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        from distill.student import count_parameters, save_student
 
-        with quiet_transformers():
-            save_student(final, tokenizer, tmp, {"chat_template": chat, "architecture": architecture,
-                                                 "adapter": False, "base_model": None})
-        replace_dir(tmp, out / "model")
-        inherited = ("student", "kind", "architecture", "tokenizer", "data_digest", "n_params")
-        card = {**{k: parent_card[k] for k in inherited if k in parent_card},
-                "mix": mix, "variant": VARIANT, "forms": form_cards(forms), "kind": "causal",
-                "architecture": architecture, "chat_template": chat, "lora": None, "base_model": None,
-                "best_form": best_form(forms, after), "train_run_id": run_id, "preset": cfg.preset,
-                "n_params": count_parameters(final), "data_digest": parent_card.get("data_digest") or data_digest,
-                "parent": {"folder": None if rcfg.start else str(RunFolder(run_dir).student(mix)),
-                           "start": rcfg.start or None, "train_run_id": parent_card.get("train_run_id"),
-                           "best_form": parent_card.get("best_form"), "val_accuracy": before},
-                "reward": {"function": "distill.rewards.VerifierReward (each form's verifier, sandboxed)",
-                           "correct": 1.0, "wrong_answer": rcfg.wrong_answer_reward,
-                           "no_answer_parse_error_exec_error_timeout_unsafe": 0.0,
-                           "timeout_s": cfg.verify.timeout, "strict": cfg.verify.strict},
-                "rl": {**chosen, "steps": state.global_step, "stopped": stopped}}
-        write_json(out / "card.json", card)
-        summary = {"run_id": run_id, "mix": mix, "name": name, "variant": VARIANT, "steps": state.global_step,
-                   "stopped": stopped, "n_prompts": len(texts), "val_accuracy_before": before, "val_accuracy": after,
-                   "rewards": logger.rewards, "wall_s": round(wall_s, 1),
-                   "step_s": None if step_s is None else round(step_s, 4), "step_s_steps": step_s_steps,
-                   "completions_per_step": rcfg.batch_size * rcfg.grad_accum, "config_digest": digest,
-                   "model_dir": str(out / "model"), "model_logged": False}
-        if tracker:
-            tracker.log_dict(card, "card.json")
-            tracker.set_tags({"distill.stopped": stopped})
-            from distill.stages.train import _log_model
+def policy_card(cfg: Config, run_dir: Path, mix: str, forms, parent_card: dict, final, chat: bool,
+                architecture: str, after: dict, before: dict, run_id: str | None, data_digest: str, chosen: dict,
+                trained: Trained) -> dict:
+    """``card.json``: the parent's card fields, then what RL changed (see the module docstring)."""
+    from distill.stages.train import best_form, form_cards
+    from distill.student import count_parameters
 
-            summary.update(_log_model(tracker, out, run_id, cfg))
-        write_json(resume_file, {**read_record(resume_file), "finished": True})
-        summary["outputs"] = fingerprints(student_files(out))
-        write_json(summary_path, summary)
-    say(f"student written to {out / 'model'} ({stopped}, {state.global_step} steps, {wall_s:.0f} s); validation "
-        + ", ".join(f"{f} {before.get(f, 0):.3f} -> {v:.3f}" for f, v in after.items()))
-    return summary
+    rcfg = cfg.rl
+    inherited = ("student", "kind", "architecture", "tokenizer", "data_digest", "n_params")
+    return {**{k: parent_card[k] for k in inherited if k in parent_card},
+            "mix": mix, "variant": VARIANT, "forms": form_cards(forms), "kind": "causal",
+            "architecture": architecture, "chat_template": chat, "lora": None, "base_model": None,
+            "best_form": best_form(forms, after), "train_run_id": run_id, "preset": cfg.preset,
+            "n_params": count_parameters(final), "data_digest": parent_card.get("data_digest") or data_digest,
+            "parent": {"folder": None if rcfg.start else str(RunFolder(run_dir).student(mix)),
+                       "start": rcfg.start or None, "train_run_id": parent_card.get("train_run_id"),
+                       "best_form": parent_card.get("best_form"), "val_accuracy": before},
+            "reward": {"function": "distill.rewards.VerifierReward (each form's verifier, sandboxed)",
+                       "correct": 1.0, "wrong_answer": rcfg.wrong_answer_reward,
+                       "no_answer_parse_error_exec_error_timeout_unsafe": 0.0,
+                       "timeout_s": cfg.verify.timeout, "strict": cfg.verify.strict},
+            "rl": {**chosen, "steps": trained.trainer.state.global_step, "stopped": trained.stopped}}
+
+
+def rl_summary(record: dict, mix: str, name: str, n_prompts: int, before: dict, after: dict, trained: Trained,
+               rcfg: RLConfig, out: Path) -> dict:
+    return {"run_id": record["run_id"], "mix": mix, "name": name, "variant": VARIANT,
+            "steps": trained.trainer.state.global_step, "stopped": trained.stopped, "n_prompts": n_prompts,
+            "val_accuracy_before": before, "val_accuracy": after, "rewards": trained.rewards,
+            "wall_s": round(trained.wall_s, 1), "step_s": None if trained.step_s is None else round(trained.step_s, 4),
+            "step_s_steps": trained.step_s_steps, "completions_per_step": rcfg.batch_size * rcfg.grad_accum,
+            "config_digest": record["config_digest"], "model_dir": str(out / "model"), "model_logged": False}
 
 
 def _load_policy(start: str, cfg: Config):
@@ -395,39 +488,3 @@ def _grpo_config(rcfg: RLConfig, ckpt_dir: Path, precision: str, cuda: bool):
         save_total_limit=1, report_to="none", disable_tqdm=True, use_cpu=not cuda, bf16=precision == "bf16",
         fp16=precision == "fp16", use_vllm=rcfg.use_vllm, vllm_mode="colocate", log_completions=False,
         dataloader_num_workers=0)
-
-
-def _logging_callback(tracker, reward, rcfg: RLConfig):
-    """TRL's logs and the reward's per-form figures -> MLflow on the optimizer-step axis, a line per
-    step on stderr, and a completions table every ``rl.log_completions_every`` steps."""
-    from transformers import TrainerCallback
-
-    class RLTracking(TrainerCallback):
-        def __init__(self):
-            self.rewards: list[float] = []
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            metrics = {TRL_METRICS[k]: v for k, v in logs.items() if k in TRL_METRICS and v is not None}
-            mine, records = reward.drain()
-            if not mine and "rl/reward" not in metrics:
-                return  # the end-of-training summary: no step to log
-            metrics.update(mine)
-            step = state.global_step
-            if "rl/reward" in metrics:
-                self.rewards.append(round(float(metrics["rl/reward"]), 4))
-            if tracker is not None and metrics:
-                tracker.log_metrics(metrics, step=step)
-            if tracker is not None and records and (step % rcfg.log_completions_every == 0 or step == 1
-                                                    or step >= state.max_steps):
-                # verdict and reward first: the MLflow UI's table shows the leftmost columns without scrolling
-                order = ("step", "form", "status", "reward", "gold", "answer", "completion", "reason")
-                rows = [{k: {**r, "step": step}[k] for k in order} for r in records[:rcfg.log_completions_rows]]
-                tracker.log_table(rows, f"rl/completions/step-{step:06d}.json")
-            forms = sorted({k.split("/")[1] for k in mine if k.count("/") == 2})
-            say(f"step {step}/{state.max_steps}: reward {metrics.get('rl/reward', float('nan')):.3f}; "
-                + ", ".join(f"{f} correct {mine[f'rl/{f}/correct']:.2f} parsed {mine[f'rl/{f}/parsed']:.2f}"
-                            for f in forms))
-
-    return RLTracking()

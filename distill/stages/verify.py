@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter, defaultdict
-from contextlib import nullcontext
 from pathlib import Path
 
 from distill import sandbox
@@ -44,7 +43,7 @@ from distill.layout import RunFolder
 from distill.stages.generate import latest_samples
 from distill.thoughts import form_names, get_form
 from distill.thoughts.numbers import computed_in_text
-from distill.tracking import say, writing
+from distill.tracking import say, tracker_or_null, writing
 
 TABLE_COMPLETION_CHARS = 600  # the dropped table is for reading in the UI; full text stays in dropped.jsonl
 
@@ -113,6 +112,7 @@ def outputs(folder: RunFolder, name: str) -> dict[str, Path]:
 
 
 def run(cfg: Config, run_dir: Path, tracker=None) -> dict:
+    tracker = tracker_or_null(tracker)
     with writing(run_dir, tracker, "verify"):
         return _run(cfg, Path(run_dir), tracker)
 
@@ -137,10 +137,9 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
     summary: dict = {}
     all_dropped: list[dict] = []
     first_kept: dict[str, dict[str, dict]] = {}
-    with tracker.run("verify", tags, nested=True) if tracker else nullcontext():
-        if tracker:
-            tracker.log_params({"verify.strict": cfg.verify.strict, "verify.timeout": cfg.verify.timeout,
-                                "verify.forms": ",".join(forms)})
+    with tracker.run("verify", tags, nested=True):
+        tracker.log_params({"verify.strict": cfg.verify.strict, "verify.timeout": cfg.verify.timeout,
+                            "verify.forms": ",".join(forms)})
         for name in forms:
             rows = by_form[name]
             version = get_form(name).version
@@ -171,27 +170,27 @@ def _run(cfg: Config, run_dir: Path, tracker=None) -> dict:
             summary[name]["computed_numbers_in_text"] = _computed_numbers_in_text(name, kept_rows)
             for r in kept_rows:
                 first_kept.setdefault(name, {}).setdefault(r["problem_id"], r)
-            if tracker:
-                tracker.log_metrics({f"verify/{name}/drop_rate": stats["drop_rate"], f"verify/{name}/kept": stats["kept"],
-                                     f"verify/{name}/n": stats["n"], f"verify/{name}/repaired": stats["repaired"],
-                                     f"verify/{name}/computed_numbers_in_text": summary[name]["computed_numbers_in_text"],
-                                     **{f"verify/{name}/dropped/{r}": c for r, c in stats["reasons"].items()}})
-                if kept_rows:
-                    summary[name]["mlflow_digest"] = tracker.log_dataset(
-                        [{"problem_id": r["problem_id"], "question": r["question"], "gold": r["gold"],
-                          "completion": r["completion"], "form": name, "version": r["version"]} for r in kept_rows],
-                        get_form(name).dataset, source=str(folder.verified(name).resolve()), context="verified")
+            tracker.log_metrics({f"verify/{name}/drop_rate": stats["drop_rate"], f"verify/{name}/kept": stats["kept"],
+                                 f"verify/{name}/n": stats["n"], f"verify/{name}/repaired": stats["repaired"],
+                                 f"verify/{name}/computed_numbers_in_text": summary[name]["computed_numbers_in_text"],
+                                 **{f"verify/{name}/dropped/{r}": c for r, c in stats["reasons"].items()}})
+            if kept_rows:
+                mlflow_digest = tracker.log_dataset(
+                    [{"problem_id": r["problem_id"], "question": r["question"], "gold": r["gold"],
+                      "completion": r["completion"], "form": name, "version": r["version"]} for r in kept_rows],
+                    get_form(name).dataset, source=str(folder.verified(name).resolve()), context="verified")
+                if mlflow_digest is not None:  # None without tracking: nothing was logged
+                    summary[name]["mlflow_digest"] = mlflow_digest
         write_jsonl(folder.dropped, all_dropped)
         write_json(folder.verified_summary, summary)
-        if tracker:
-            tracker.set_tags({f"distill.digest.{name}": s["digest"] for name, s in summary.items()})
-            tracker.set_tags(_examples(first_kept))
-            if all_dropped:
-                tracker.log_table([{"problem_id": d["problem_id"], "form": d["form"], "status": d["verdict"]["status"],
-                                    "reason": str(d["verdict"]["reason"])[:300],
-                                    "completion": (d.get("completion") or "")[:TABLE_COMPLETION_CHARS]}
-                                   for d in all_dropped], "verify/dropped.json")
-            tracker.log_artifact(folder.verified_summary, "verify")
+        tracker.set_tags({f"distill.digest.{name}": s["digest"] for name, s in summary.items()})
+        tracker.set_tags(_examples(first_kept))
+        if all_dropped:
+            tracker.log_table([{"problem_id": d["problem_id"], "form": d["form"], "status": d["verdict"]["status"],
+                                "reason": str(d["verdict"]["reason"])[:300],
+                                "completion": (d.get("completion") or "")[:TABLE_COMPLETION_CHARS]}
+                               for d in all_dropped], "verify/dropped.json")
+        tracker.log_artifact(folder.verified_summary, "verify")
     return summary
 
 

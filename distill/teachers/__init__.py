@@ -86,11 +86,6 @@ def request_hash(request: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def job_request(job: Job, cfg: "Config") -> dict:
-    t = cfg.teacher
-    return canonical_request(t.model, job.messages, t.temperature, t.n, t.max_tokens)
-
-
 def _gold(cfg: "Config", run_dir: Path):
     from distill.teachers.gold import GoldTeacher
 

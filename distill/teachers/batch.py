@@ -21,7 +21,6 @@ from distill.teachers import Job, request_hash
 
 ENDPOINT = "/v1/chat/completions"
 MAX_REQUESTS = 50_000  # OpenAI's limit per batch file
-OPEN = ("validating", "in_progress", "finalizing", "submitted")
 CLOSED = ("failed", "expired", "cancelled", "cancelling")
 
 

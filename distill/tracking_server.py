@@ -1,8 +1,8 @@
 """The team's tracking server: MLflow on a real PostgreSQL, both started into a folder of the checkout.
 
-    python -m distill.server start [--dir .server] [--host 127.0.0.1] [--port 5001] [--artifacts URI]
-    python -m distill.server stop  [--dir .server]
-    python -m distill.server status [--dir .server]
+    python -m distill.tracking_server start [--dir .server] [--host 127.0.0.1] [--port 5001] [--artifacts URI]
+    python -m distill.tracking_server stop  [--dir .server]
+    python -m distill.tracking_server status [--dir .server]
 
 (``make server`` / ``make server-stop`` call these; the tests call the same.)
 
@@ -138,7 +138,7 @@ def start_postgres(server_dir: Path) -> Path:
     if not (data / "PG_VERSION").exists():
         _run_logged(_as_user(user, [str(bin_dir / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust",
                                     "-E", "UTF8", "--locale=C"]), log, "PostgreSQL initdb")
-        conf = ("\n# distill.server: a Unix socket in the cluster folder, no TCP, small memory\n"
+        conf = ("\n# distill.tracking_server: a Unix socket in the cluster folder, no TCP, small memory\n"
                 "listen_addresses = ''\n"
                 f"unix_socket_directories = '{data}'\n"
                 "unix_socket_permissions = 0700\n"
@@ -317,7 +317,7 @@ def check_tracking_uri(uri: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m distill.tracking_server", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--dir", default=".server", help="folder for the database, artifacts and logs")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for a team network)")

@@ -1,4 +1,4 @@
-"""The team's tracking server (distill/server.py, `make server`): a real PostgreSQL and a real MLflow
+"""The team's tracking server (distill/tracking_server.py, `make server`): a real PostgreSQL and a real MLflow
 server, the smoke pipeline logged to it over HTTP, two trainings at once, checks through the REST
 API, and the one-line errors for an unreachable server and a PostgreSQL that does not start.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from distill import server as server_mod
+from distill import tracking_server as server_mod
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -31,14 +31,14 @@ def free_port() -> int:
 
 def server_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The script `make server` runs, run the same way."""
-    return subprocess.run([sys.executable, "-m", "distill.server", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "distill.tracking_server", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 
 def cleanup(server_dir: Path) -> None:
     server_cli("stop", "--dir", str(server_dir))
     link = server_dir / "pg"
-    if link.is_symlink():  # the cluster of a root run in a private TMPDIR folder (see distill/server.py)
+    if link.is_symlink():  # the cluster of a root run in a private TMPDIR folder (see distill/tracking_server.py)
         shutil.rmtree(os.readlink(link), ignore_errors=True)
 
 
