@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from distill import training
 from distill.config import RLConfig
+from distill.scoring import by_name
 
 
 class TimeBudget(TrainerCallback):
@@ -173,7 +174,7 @@ class RLTracking(TrainerCallback):
         if records and (step % self.rcfg.log_completions_every == 0 or step == 1 or step >= state.max_steps):
             rows = [{k: {**r, "step": step}[k] for k in self.COLUMNS} for r in records[:self.rcfg.log_completions_rows]]
             self.tracker.log_table(rows, f"rl/completions/step-{step:06d}.json")
-        forms = sorted({k.split("/")[1] for k in mine if k.count("/") == 2})
+        forms = sorted(by_name(mine, "rl", "correct"))
         self.say(f"step {step}/{state.max_steps}: reward {metrics.get('rl/reward', float('nan')):.3f}; "
                  + ", ".join(f"{f} correct {mine[f'rl/{f}/correct']:.2f} parsed {mine[f'rl/{f}/parsed']:.2f}"
                              for f in forms))
