@@ -22,6 +22,9 @@ Every student folder is written with ``save_pretrained`` (model and tokenizer in
 URI (``models:/distill-student/3``, ``models:/distill-student@champion``, ``runs:/<id>/model``) or a
 training run id; MLflow artifacts are downloaded into a temporary folder and searched for a
 ``card.json`` beside a ``model/`` folder.
+
+One module over 450 lines on purpose: building, saving, loading and finding a student share one
+folder contract (``student.json``, ``card.json``, ``model/``), which lives only here.
 """
 from __future__ import annotations
 

@@ -25,6 +25,9 @@ Writes (``output_dir``, default reports/): ``results.md`` and the plots ``accura
 ``drop_rates.png``, ``training_curves.png`` (drawn by distill/plots.py). Every table is sorted and no
 clock time is printed, so regenerating from the same store gives the same results.md byte for byte.
 Inside ``distill reproduce`` it also logs those files as artifacts of a nested run ``report``.
+
+One module over 450 lines on purpose: results.md is read top to bottom, and each of its sections is
+a small function here in the order the file shows them; the numbers come from distill.results.
 """
 from __future__ import annotations
 
