@@ -154,22 +154,7 @@ def vote_answer(by_form: Mapping[str, float | None]) -> tuple[float | None, int]
     Answers are grouped with ``answers_match`` (1e-3), the group keeping the value of its earliest
     form, so 12 and 12.0004 count as one answer.
     """
-    groups: list[list] = []  # [value, votes] in the combination order of their first voter
-    for form in ordered(list(by_form)):
-        answer = by_form[form]
-        if answer is None:
-            continue
-        for group in groups:
-            if answers_match(answer, group[0]):
-                group[1] += 1
-                break
-        else:
-            groups.append([answer, 1])
-    if not groups:
-        return None, 0
-    # max() returns the first maximal group, i.e. the one whose first voter comes earliest
-    best = max(groups, key=lambda g: g[1])
-    return best[0], best[1]
+    return majority_answer([by_form[form] for form in ordered(list(by_form))])
 
 
 def combine(verdicts: Mapping[str, Sequence[Verdict]], golds: Sequence[float]) -> dict[str, list[dict]]:

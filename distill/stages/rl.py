@@ -177,7 +177,7 @@ def starting_point(cfg: Config, run_dir: Path) -> tuple[str, dict, bool, str]:
 
 def _run(cfg: Config, run_dir: Path, tracker) -> dict:
     """The stage, step by step (each step is a function below, in this order)."""
-    from distill.stages.train import log_model, student_files, use_device
+    from distill.stages.train import log_model, log_params, student_files, use_device
     from distill.thoughts import parse_mix, student_name
 
     mix = cfg.mix.mix
@@ -212,7 +212,7 @@ def _run(cfg: Config, run_dir: Path, tracker) -> dict:
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         log_params(tracker, {**flatten(cfg), "mix.mix": mix, "rl.start_resolved": chosen["start"],
                              "rl.n_prompts": len(dataset), "rl.precision_resolved": precision,
-                             "rl.device": "cuda" if cuda else "cpu"}, tags, resumed=bool(last))
+                             "rl.device": "cuda" if cuda else "cpu"}, tags, resumed=bool(last), say=say)
         before = validation_before(tracker, validate, model, resume if last else {}, main=main)
         if main:
             write_json(out / "checkpoints" / "resume.json", {**record, "val_accuracy_before": before, "finished": False})
@@ -338,16 +338,6 @@ def run_to_resume(tracker, resume: dict, last: str | None) -> str | None:
     if tracker.run_id is not None:
         return None  # nested under a parent (reproduce): its unfinished child of this name, or a new one
     return resume_run
-
-
-def log_params(tracker, params: dict, tags: dict, *, resumed: bool) -> None:
-    try:
-        tracker.log_params(params)
-    except Exception as exc:  # a resumed run whose budget changed: MLflow params are immutable
-        if not resumed:
-            raise
-        say(f"kept the params logged before the interruption ({type(exc).__name__})")
-    tracker.set_tags(tags)
 
 
 def validation_before(tracker, validate: Validation, model, resume: dict, *, main: bool) -> dict:

@@ -373,6 +373,18 @@ def run_to_resume(tracker, ckpts: Checkpoints) -> str | None:
     return resume_run
 
 
+def log_params(tracker, params: dict, tags: dict, *, resumed: bool, say=say) -> None:
+    """The run's params and tags; a resumed run keeps the params it logged before the interruption
+    (MLflow params are immutable, and a resumed run may have changed its budget). The rl stage's too."""
+    try:
+        tracker.log_params(params)
+    except Exception as exc:
+        if not resumed:
+            raise
+        say(f"kept the params logged before the interruption ({type(exc).__name__})")
+    tracker.set_tags(tags)
+
+
 def log_start(tracker, cfg: Config, mix: str, tags: dict, data: MixData, student: Student, plan: Plan, *,
               resumed: bool) -> None:
     """The run's params (the config and what was resolved), its tags and, for a new run, the datasets."""
@@ -386,13 +398,7 @@ def log_start(tracker, cfg: Config, mix: str, tags: dict, data: MixData, student
               "train.precision_resolved": student.precision, "train.batch_size_resolved": plan.tcfg.batch_size,
               "train.grad_accum_resolved": plan.tcfg.grad_accum, "train.batch_size_reason": plan.batch_reason,
               **{f"train.{k}": v for k, v in plan.steps.items()}}
-    try:
-        tracker.log_params(params)
-    except Exception as exc:  # a resumed run whose budget changed: MLflow params are immutable
-        if not resumed:
-            raise
-        say(f"kept the params logged before the interruption ({type(exc).__name__})")
-    tracker.set_tags(tags)
+    log_params(tracker, params, tags, resumed=resumed)
     if not resumed:
         tracker.log_dataset(data.train_rows, f"mix-{mix}-train", str(data.dir / "train.jsonl"), "training")
         if data.val_rows:
