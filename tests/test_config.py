@@ -10,7 +10,8 @@ import pytest
 from distill.config import Config, ConfigError, flatten, load_config, replace
 
 
-def test_no_preset_gives_the_documented_defaults():
+def test_no_preset_gives_the_documented_defaults(monkeypatch):
+    monkeypatch.delenv("DISTILL_DATA_DIR", raising=False)  # `make test` exports it: it would set data.data_dir
     cfg = load_config()
     assert cfg == Config()
     assert cfg.train.lr == 5e-4 and cfg.train.epochs == 10  # the paper's figures (METHOD.md)
