@@ -32,14 +32,11 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from distill.errors import ConfigError  # also distill.config.ConfigError, as before
 from distill.thoughts import form_names
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "mlprojects"
 DATA_DIR_ENV = "DISTILL_DATA_DIR"
-
-
-class ConfigError(ValueError):
-    """A preset or override that does not fit the schema; the message names the key."""
 
 
 @dataclass(frozen=True)

@@ -374,6 +374,10 @@ def resolve_eval_batch(requested: int | str, model=None, *, max_new_tokens: int 
 
 # --- evaluate.dtype ----------------------------------------------------------------------------------
 
+FP16_OVERFLOWS = ("t5", "mt5", "umt5", "longt5")
+"""model_type of students whose activations overflow fp16's range (T5 and CodeT5: NaN losses under
+fp16 autocast, a known trap of T5); bf16 has fp32's range, so they train in bf16 or fp32 and are never
+decoded in fp16."""
 EVAL_DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -386,7 +390,6 @@ def resolve_eval_dtype(requested: str, model, *, cuda: bool, bf16: bool | None =
     greedy outputs can differ slightly from fp32); on the CPU the student keeps its dtype, as
     train.precision does, and bf16 on a GPU without it (``bf16``: whether it has it; default asks torch)
     keeps the saved dtype too. A T5-family student is never cast to fp16 (it overflows)."""
-    from distill.training import FP16_OVERFLOWS
 
     if requested not in EVAL_DTYPES:
         raise ValueError(f"evaluate.dtype: unknown {requested!r}; valid: {', '.join(EVAL_DTYPES)}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence, TypeVar
 
-from distill.config import ConfigError
+from distill.errors import ConfigError
 
 T = TypeVar("T")
 FORMAT = "i/n with 0 <= i < n, e.g. --shard 0/2 and --shard 1/2"

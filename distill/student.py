@@ -154,7 +154,7 @@ def read_student_info(path: str | Path) -> dict:
 
 
 def _load_error(path, exc):
-    from distill.config import ConfigError
+    from distill.errors import ConfigError
 
     return ConfigError(
         f"cannot load student {str(path)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "

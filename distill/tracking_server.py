@@ -310,7 +310,7 @@ def check_tracking_uri(uri: str) -> None:
         return
     why = health(uri)
     if why is not None:
-        from distill.config import ConfigError
+        from distill.errors import ConfigError
 
         raise ConfigError(f"the tracking server MLFLOW_TRACKING_URI={uri} does not answer {uri.rstrip('/')}/health "
                           f"({why}): start it (make server) or point MLFLOW_TRACKING_URI at a running one")

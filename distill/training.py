@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from distill.config import SCHEDULERS, ConfigError, TrainConfig
+from distill.decoding import FP16_OVERFLOWS
 from distill.files import settings_digest
 
 
@@ -83,11 +84,6 @@ def schedule(n_examples: int, tcfg: TrainConfig, world: int) -> dict:
     return {"steps_per_epoch": steps_per_epoch, "total_steps": total,
             "warmup_steps": math.ceil(tcfg.warmup_ratio * total),
             "effective_batch_size": tcfg.batch_size * tcfg.grad_accum * world}
-
-
-FP16_OVERFLOWS = ("t5", "mt5", "umt5", "longt5")
-"""model_type of students whose activations overflow fp16's range (T5 and CodeT5: NaN losses under
-fp16 autocast, a known trap of T5); bf16 has fp32's range, so they train in bf16 or fp32."""
 
 
 def resolve_precision(requested: str, cuda: bool | None = None, *, bf16: bool | None = None,

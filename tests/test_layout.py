@@ -42,3 +42,47 @@ def test_no_module_below_the_stages_imports_a_stage():
             found += [f"{path.relative_to(REPO)}: {n}" for n in names
                       if n.startswith("distill.stages") or n == "distill.stages"]
     assert len(below) > 30 and found == []
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The distill modules a file imports when it runs, at the top or inside a function; an import
+    under ``if TYPE_CHECKING:`` (an annotation only) is not one."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and getattr(block.test, "id", None) == "TYPE_CHECKING" for n in ast.walk(block)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return {n for n in names if n.startswith("distill")}
+
+
+def test_the_package_s_rooms_import_each_other_in_one_direction_only():
+    """Between the package's rooms (a top-level module, or a subpackage such as distill.thoughts), the
+    imports that run form no circle: each room can be read knowing only the rooms below it."""
+    package = REPO / "distill"
+
+    def room(module: str) -> str:
+        return ".".join(module.split(".")[:2])
+
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        for name in _runtime_imports(path):
+            while name not in modules and "." in name:
+                name = name.rsplit(".", 1)[0]
+            if name in modules and room(name) != room(module):
+                graph.setdefault(room(module), set()).add(room(name))
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(nxt == goal or (nxt not in seen and not seen.add(nxt) and reaches(nxt, goal, seen))
+                   for nxt in graph.get(start, ()))
+
+    circles = sorted(f"{a} -> {b} -> ... -> {a}" for a, targets in graph.items() for b in targets
+                     if reaches(b, a, set()))
+    assert len(graph) > 15 and circles == []

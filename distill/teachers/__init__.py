@@ -110,7 +110,7 @@ TEACHERS: dict[str, Callable[["Config", Path], Teacher]] = {"gold": _gold, "repl
 def get_teacher(cfg: "Config", run_dir: Path) -> Teacher:
     """The teacher named by ``cfg.teacher.name``; a bad name lists the valid ones."""
     if cfg.teacher.name not in TEACHERS:
-        from distill.config import ConfigError
+        from distill.errors import ConfigError
 
         raise ConfigError(f"unknown teacher {cfg.teacher.name!r}; valid teachers: {', '.join(TEACHERS)}")
     return TEACHERS[cfg.teacher.name](cfg, Path(run_dir))

@@ -32,7 +32,7 @@ class Ledger:
         self.reserved = 0.0
         self._lock = threading.Lock()
         if budget is not None and model not in self.prices:
-            from distill.config import ConfigError
+            from distill.errors import ConfigError
 
             raise ConfigError(f"teacher.budget needs a price for model {model!r}: set teacher.prices, e.g. "
                               f"--set 'teacher.prices={{{model}: {{input: 0.5, output: 1.5}}}}' (per million tokens)")

@@ -235,7 +235,7 @@ def parse_mix(mix: str) -> tuple[str, ...]:
     parts = tuple(p.strip() for p in mix.split("+") if p.strip())
     bad = [p for p in parts if p not in FORMS]
     if not parts or bad:
-        from distill.config import ConfigError  # a mix is a config value: say so the CLI way
+        from distill.errors import ConfigError  # a mix is a config value: say so the CLI way
 
         raise ConfigError(f"unknown mix {mix!r}; valid: {', '.join(named)} or forms joined by '+' (e.g. cot+eot)")
     return tuple(f for f in FORMS if f in parts)
