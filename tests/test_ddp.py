@@ -57,6 +57,7 @@ def val_loss(run_dir: Path, val: list[dict]) -> float:
         return float(model(**batch).loss)
 
 
+@pytest.mark.slow  # two torchrun processes: ~30 s
 @pytest.mark.timeout(900)
 def test_two_processes_train_one_student_that_matches_a_single_process_run(tmp_path):
     train_rows, val = counting_rows(64, 8)

@@ -7,6 +7,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -17,6 +19,7 @@ def load_benchmark():
     return module
 
 
+@pytest.mark.slow  # trains and evaluates two presets' students: ~16 s
 def test_the_gpu_benchmark_runs_a_seq2seq_and_a_causal_preset_at_tiny_size_on_the_cpu(tmp_path, data_dir, capsys):
     bench = load_benchmark()
     out = tmp_path / "results.json"

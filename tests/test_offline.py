@@ -74,6 +74,7 @@ def python(code: str, env: dict, *args: str, cwd: Path) -> subprocess.CompletedP
                           timeout=900)
 
 
+@pytest.mark.slow  # every stage in a subprocess against the recording hub: ~20 s
 def test_no_stage_reaches_the_hub_with_the_hub_online(hub, tmp_path, data_dir):
     env, seen = hub
     env["DISTILL_DATA_DIR"] = str(data_dir)
