@@ -48,24 +48,38 @@ class Tracker:
         self.mlflow = mlflow
         self.uri = uri
         self.run_dir: str | None = None  # set by claim(): every run is tagged with the folder it writes
+        self._experiment_name = experiment
+        self._experiment: str | None = None
         mlflow.set_tracking_uri(uri)
+        # Nothing is read from or written to the store here: a command builds its tracker before it
+        # takes the run folder's lock, and a second writer must be refused by that lock (exit 2, naming
+        # the holder) without waiting on a database the holder may have locked mid-commit.
+
+    @property
+    def experiment(self) -> str:
+        """The experiment this tracker logs to, created (and made MLflow's active one) on first use."""
+        if self._experiment is None:
+            self._experiment = self._open_experiment(self._experiment_name)
+        return self._experiment
+
+    def _open_experiment(self, experiment: str) -> str:
+        mlflow = self.mlflow
         launched = os.environ.get("MLFLOW_RUN_ID")
         if launched:
             # `mlflow run` created our run in the experiment it was given (Default unless
             # --experiment-name); log there, or MLflow refuses the mismatched run id.
             experiment_id = mlflow.get_run(launched).info.experiment_id
             mlflow.set_experiment(experiment_id=experiment_id)
-            self.experiment = mlflow.get_experiment(experiment_id).name
-            return
+            return mlflow.get_experiment(experiment_id).name
         if mlflow.get_experiment_by_name(experiment) is None:
             artifact_root = None
-            if uri.startswith("sqlite:"):
+            if self.uri.startswith("sqlite:"):
                 # keep artifacts beside the database, not wherever the process happens to start
-                db = Path(uri.split(":///", 1)[-1])
+                db = Path(self.uri.split(":///", 1)[-1])
                 artifact_root = (db.resolve().parent / "mlruns").as_uri()
             mlflow.create_experiment(experiment, artifact_location=artifact_root)
         mlflow.set_experiment(experiment)
-        self.experiment = experiment
+        return experiment
 
     @contextmanager
     def run(self, name: str, tags: Mapping[str, str] | None = None, nested: bool = False,
@@ -73,6 +87,7 @@ class Tracker:
         """Start (or resume, with run_id) a run; nested runs hang under the active one. A nested run
         whose parent already has an unfinished child of the same name (left by a killed or failed
         invocation of that step) continues that child instead of starting a second one."""
+        self.experiment  # the experiment exists and is MLflow's active one
         if nested and self.mlflow.active_run() is None:
             nested = False
         if nested and run_id is None:

@@ -127,6 +127,31 @@ def test_two_evaluations_at_once_one_runs_and_the_other_stops_naming_it(copy):
     assert json.loads((copy.run_dir / "eval" / "etd" / "summary.json").read_text())["run_id"] == runs[0].info.run_id
 
 
+LOCKED_STORE_HOLDER = """
+import sqlite3, sys, time
+from distill.files import run_folder_lock
+with run_folder_lock(sys.argv[1], "distill reproduce --preset smoke"):
+    db = sqlite3.connect(sys.argv[2], isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")  # as a holder stopped in the middle of a commit leaves the store
+    print("holding", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_writer_is_told_who_holds_the_folder_even_while_the_holder_has_the_store_locked(copy):
+    holder = subprocess.Popen([sys.executable, "-c", LOCKED_STORE_HOLDER, str(copy.run_dir),
+                               copy.uri[len("sqlite:///"):]], env=copy.env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        second = subprocess.run(copy.cli("reproduce", "--output-dir", str(copy.run_dir.parent / "reports")), env=copy.env, capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"is being written by pid {holder.pid} (`distill reproduce --preset smoke" in second.stderr
+
+
 def test_two_registrations_of_one_student_on_one_store_make_one_version(copy):
     evaluate.run(copy.cfg, copy.run_dir, copy.tracker)
     other = copy.run_dir.parent / "run2"

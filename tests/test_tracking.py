@@ -103,3 +103,16 @@ def test_without_tracking_nothing_is_logged_and_the_model_logger_is_never_called
         run_id = real.run_id
     assert called == ["logged"]
     assert mlflow.MlflowClient(mlflow_uri).get_run(run_id).data.tags["distill.model_uri"] == uri
+
+
+def test_a_tracker_opens_its_store_only_when_first_used_so_a_second_writer_meets_the_folder_lock_first(tmp_path):
+    """A command builds its tracker before it takes the run folder's lock; a holder stopped mid-commit
+    keeps the SQLite file locked, so a tracker that read the store on construction made the second
+    writer fail on the database instead of being told who holds the folder."""
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    tracker = Tracker(f"sqlite:///{db}", "distill")
+    assert not db.exists()
+    assert tracker.claim(tmp_path / "run") == []
+    assert db.exists() and tracker.experiment == "distill"
+    assert mlflow.MlflowClient(f"sqlite:///{db}").get_experiment_by_name("distill") is not None
