@@ -29,30 +29,28 @@ def _existing_dir(ctx, param, value):
     return value
 
 
-def _valid_mix(ctx, param, value):
-    """--mix names a mix before anything heavy is imported: a typo fails at once, listing the valid names.
-    For the stages that build a mix's data or its SFT student (mix, train, rl): a plain mix only."""
-    if value:
-        from distill.thoughts import parse_mix  # light: no model, no sandbox
+def _named_by(parser: str):
+    """A --mix callback that checks the name with ``distill.thoughts.<parser>`` before anything heavy is
+    imported (distill.thoughts is light: no model, no sandbox), so a typo fails at once, listing the
+    valid names."""
+    def check(ctx, param, value):
+        if value:
+            import distill.thoughts
 
-        try:
-            parse_mix(value)
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
+            try:
+                getattr(distill.thoughts, parser)(value)
+            except ConfigError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return check
 
 
-def _valid_student(ctx, param, value):
-    """--mix of the stages that take any student (evaluate, register, promote): a mix, or a mix and a
-    variant (etd-grpo: the rl stage's student, etd-base: the untrained one; distill.thoughts.parse_student)."""
-    if value:
-        from distill.thoughts import parse_student
-
-        try:
-            parse_student(value)
-        except ConfigError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
+_valid_mix = _named_by("parse_mix")
+"""--mix of the stages that build a mix's data or its SFT student (mix, train, rl): a plain mix only."""
+_valid_student = _named_by("parse_student")
+"""--mix of the stages that take any student (evaluate, register, promote): a mix, or a mix and a
+variant (etd-grpo: the rl stage's student, etd-base: the untrained one; distill.thoughts.parse_student)."""
 
 
 def _preset_value(key: str, preset: str = "tiny") -> str:

@@ -32,6 +32,19 @@ def data_dir() -> Path:
     return found
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models decode several times faster on one thread when the cores are shared (measured
+    here: 0.08 s vs 0.012 s of CPU per generate call under load), and the results are the same.
+    A decoding-heavy module uses it for all its tests: ``pytestmark = pytest.mark.usefixtures(...)``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking store with its artifacts under tmp_path."""

@@ -7,6 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from smoke_cli import smoke_cli
 
 from distill.cli import main
 
@@ -15,22 +16,7 @@ from distill.cli import main
 def pipeline(tmp_path_factory, data_dir):
     """Data stages once, then a full causal ETD student and a LoRA one (adapter kept) on EoT."""
     root = tmp_path_factory.mktemp("causal")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DISTILL_DATA_DIR": str(data_dir),
-           "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    common = ["--preset", "smoke", "--set", f"run_dir={root / 'run'}", "--set", "train.student=tiny-causal"]
-    runner = CliRunner()
-
-    def cli(*args):
-        result = runner.invoke(main, [*args, *common], env=env, catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        # register sets the registry URI process-wide (and in MLFLOW_REGISTRY_URI): undone at teardown
-        mp.setenv("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
-        for key, value in env.items():
-            mp.setenv(key, value)
+    with smoke_cli(root, data_dir, "train.student=tiny-causal") as (cli, _, uri):
         cli("generate")
         cli("verify")
         for mix in ("etd", "eot"):
@@ -41,15 +27,8 @@ def pipeline(tmp_path_factory, data_dir):
         evaluated = {mix: cli("evaluate", "--mix", mix).output for mix in ("etd", "eot")}
         registered = {mix: cli("register", "--mix", mix).output for mix in ("etd", "eot")}
         promoted = cli("promote").output
-        try:
-            yield {"root": root, "run": root / "run", "full": full, "lora": lora, "evaluated": evaluated,
-                   "registered": registered, "promoted": promoted, "uri": env["MLFLOW_TRACKING_URI"]}
-        finally:
-            import mlflow
-
-            # the stages (register) set this store process-wide; later tests use their own
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+        yield {"root": root, "run": root / "run", "full": full, "lora": lora, "evaluated": evaluated,
+               "registered": registered, "promoted": promoted, "uri": uri}
 
 
 def test_the_causal_student_is_trained_and_its_card_says_what_it_is(pipeline):

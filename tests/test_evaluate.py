@@ -14,16 +14,7 @@ from distill.thoughts import Verdict, form_names
 TEST_SETS = ("gsm8k", "asdiv", "svamp", "multiarith")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models decode several times faster on one thread when the cores are shared (measured
-    here: 0.08 s vs 0.012 s of CPU per generate call under load), and the results are the same."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- fixtures: a tiny random T5 saved like the train stage saves a student ---------------------

@@ -11,15 +11,7 @@ from distill.files import read_log
 from test_evaluate import StubForm, make_cfg, save_student
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models decode several times faster on one thread when the cores are shared (tests/test_evaluate.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

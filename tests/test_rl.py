@@ -8,6 +8,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from smoke_cli import smoke_cli
 
 from distill.cli import main
 
@@ -19,21 +20,7 @@ def pipeline(tmp_path_factory, data_dir):
     from distill import rewards
 
     root = tmp_path_factory.mktemp("rl")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "DISTILL_DATA_DIR": str(data_dir),
-           "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    common = ["--preset", "smoke", "--set", f"run_dir={root / 'run'}", "--set", "train.student=tiny-causal"]
-    runner = CliRunner()
-
-    def cli(*args, code=0):
-        result = runner.invoke(main, [*args, *common], env=env, catch_exceptions=False)
-        assert result.exit_code == code, result.output
-        return result
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_REGISTRY_URI", env["MLFLOW_TRACKING_URI"])
-        for key, value in env.items():
-            mp.setenv(key, value)
+    with smoke_cli(root, data_dir, "train.student=tiny-causal") as (cli, mp, uri):
         cli("generate")
         cli("verify")
         cli("mix", "--mix", "etd")
@@ -56,14 +43,8 @@ def pipeline(tmp_path_factory, data_dir):
         evaluated = {mix: cli("evaluate", "--mix", mix).output for mix in ("etd", "etd-grpo")}
         registered = {mix: cli("register", "--mix", mix).output for mix in ("etd", "etd-grpo")}
         cli("promote")
-        try:
-            yield {"root": root, "run": root / "run", "summary": summary, "again": again, "resume": resume,
-                   "evaluated": evaluated, "registered": registered, "uri": env["MLFLOW_TRACKING_URI"], "cli": cli}
-        finally:
-            import mlflow
-
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+        yield {"root": root, "run": root / "run", "summary": summary, "again": again, "resume": resume,
+               "evaluated": evaluated, "registered": registered, "uri": uri, "cli": cli}
 
 
 @pytest.fixture
