@@ -453,17 +453,24 @@ def _starting_point(results: Results, sets: list[str]) -> list[str]:
             if r is None:
                 shown.append("–")
                 continue
-            text = f"{100 * (r['a_acc'] - r['b_acc']):+.1f} ({r['a_only']}/{r['b_only']}) p {r['p_value']:.2g}"
-            sides = [side for side, flag in (("a", r["a_degenerate"]), ("b", r["b_degenerate"])) if flag]
-            if sides:
-                text += f" *degenerate: {'both' if len(sides) == 2 else sides[0]}*"
-            elif r["p_value"] < ALPHA:
-                text += " **sig**"
-            shown.append(text)
+            shown.append(_paired_cell(r))
         first = next(iter(by_set.values()))
         out.append(f"| {_mix_label(mix)} | {what} | {STUDENT_NAMES.get(a, a)} ({first['a_form']}) | "
                    f"{STUDENT_NAMES.get(b, b)} ({first['b_form']}) | " + " | ".join(shown) + " |")
     return out + [""]
+
+
+def _paired_cell(r: dict, against_own_constant: bool = False) -> str:
+    """One paired test as a table cell: "a − b (a only/b only) p", then **sig** when p < ALPHA unless a
+    side is degenerate (marked instead). Against the student's own constant only the student (a) can be."""
+    text = f"{100 * (r['a_acc'] - r['b_acc']):+.1f} ({r['a_only']}/{r['b_only']}) p {r['p_value']:.2g}"
+    sides = [side for side, flag in (("a", r["a_degenerate"]), ("b", r["b_degenerate"])) if flag]
+    if against_own_constant:
+        if r["a_degenerate"]:
+            return text + " (the student is degenerate)"
+    elif sides:
+        return text + f" *degenerate: {'both' if len(sides) == 2 else sides[0]}*"
+    return text + " **sig**" if r["p_value"] < ALPHA else text
 
 
 def _mix_label(mix: str) -> str:
@@ -534,19 +541,7 @@ def _significance(results: Results, sets: list[str]) -> list[str]:
             if r is None:
                 cells.append("–")
                 continue
-            diff = 100 * (r["a_acc"] - r["b_acc"])
-            text = f"{diff:+.1f} ({r['a_only']}/{r['b_only']}) p {r['p_value']:.2g}"
-            sides = [side for side, flag in (("a", r["a_degenerate"]), ("b", r["b_degenerate"])) if flag]
-            if what == "student vs its own constant":
-                if r["a_degenerate"]:
-                    text += " (the student is degenerate)"
-                elif r["p_value"] < ALPHA:
-                    text += " **sig**"
-            elif sides:
-                text += f" *degenerate: {'both' if len(sides) == 2 else sides[0]}*"
-            elif r["p_value"] < ALPHA:
-                text += " **sig**"
-            cells.append(text)
+            cells.append(_paired_cell(r, against_own_constant=what == "student vs its own constant"))
         out.append(f"| {what} | {a} | {b} | " + " | ".join(cells) + " |")
     return out + [""]
 
