@@ -447,13 +447,7 @@ def _starting_point(results: Results, sets: list[str]) -> list[str]:
     for r in rows:
         pairs.setdefault((r["mix"], r["what"], r["a"], r["b"]), {})[r["test_set"]] = r
     for (mix, what, a, b), by_set in pairs.items():
-        shown = []
-        for ts in cols:
-            r = by_set.get(ts)
-            if r is None:
-                shown.append("–")
-                continue
-            shown.append(_paired_cell(r))
+        shown = [_paired_cell(by_set[ts]) if ts in by_set else "–" for ts in cols]
         first = next(iter(by_set.values()))
         out.append(f"| {_mix_label(mix)} | {what} | {STUDENT_NAMES.get(a, a)} ({first['a_form']}) | "
                    f"{STUDENT_NAMES.get(b, b)} ({first['b_form']}) | " + " | ".join(shown) + " |")
@@ -535,13 +529,8 @@ def _significance(results: Results, sets: list[str]) -> list[str]:
         pairs.setdefault((r["what"], r["a"], r["b"]), {})[r["test_set"]] = r
     out += ["| compared | a | b | " + " | ".join(cols) + " |", "|---|---|---|" + "---|" * len(cols)]
     for (what, a, b), by_set in pairs.items():
-        cells = []
-        for ts in cols:
-            r = by_set.get(ts)
-            if r is None:
-                cells.append("–")
-                continue
-            cells.append(_paired_cell(r, against_own_constant=what == "student vs its own constant"))
+        constant = what == "student vs its own constant"
+        cells = [_paired_cell(by_set[ts], against_own_constant=constant) if ts in by_set else "–" for ts in cols]
         out.append(f"| {what} | {a} | {b} | " + " | ".join(cells) + " |")
     return out + [""]
 
