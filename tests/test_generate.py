@@ -100,6 +100,7 @@ def test_batch_submit_then_collect_fills_the_store_and_the_samples(tmp_path, dat
         assert len(server.batches) == 1
 
 
+@pytest.mark.slow  # kill -9 of a generate process, then a rerun: ~10 s
 def test_kill_9_mid_run_then_rerun_finishes_without_asking_twice_for_what_was_stored(tmp_path, data_dir):
     store = tmp_path / "store"
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "DISTILL_DATA_DIR": str(data_dir),
@@ -207,6 +208,7 @@ def _verified(run_dir: Path) -> dict:
     return {form: (run_dir / "verified" / f"{form}.jsonl").read_text() for form in ("cot", "pot")}
 
 
+@pytest.mark.slow  # two shard processes, then verify: ~12 s
 def test_two_shard_processes_at_once_then_verify_give_the_unsharded_sets_and_send_no_request_twice(tmp_path, data_dir):
     store = tmp_path / "store"
     with FakeOpenAI(latency=0.05, responder=_gold_responder(data_dir, 30)) as server:
@@ -229,6 +231,7 @@ def test_two_shard_processes_at_once_then_verify_give_the_unsharded_sets_and_sen
     assert any(r["status"] == "ok" for r in read_log(tmp_path / "single" / "samples.jsonl"))
 
 
+@pytest.mark.slow  # kills and reruns shard processes: ~15 s
 def test_a_killed_shard_resumes_alone_without_asking_twice_for_what_was_stored(tmp_path, data_dir):
     store = tmp_path / "store"
     with FakeOpenAI(latency=0.1) as server:

@@ -154,6 +154,7 @@ def test_a_failed_step_is_resumed_from_where_it_stopped(smoke, tmp_path):
     assert mlflow.get_run(out["parent_run_id"]).info.status == "FINISHED"
 
 
+@pytest.mark.slow  # two reproduce runs: ~9 s
 def test_a_changed_config_or_fresh_starts_a_new_parent_and_runs_every_step(smoke, tmp_path):
     first = _reproduce(smoke, FakeStages(), tmp_path)
     changed = load_config("smoke", [f"run_dir={smoke.run_dir}", "evaluate.limit=2"])
@@ -193,6 +194,7 @@ def test_a_wiped_store_makes_the_steps_log_again(smoke, tmp_path, monkeypatch):
     assert "generate" in stages.calls and "promote" in stages.calls
 
 
+@pytest.mark.slow  # `make reproduce` on the smoke preset in a subprocess: ~19 s
 def test_make_reproduce_on_the_smoke_preset_builds_the_run_tree_champion_and_report(smoke, tmp_path):
     args = ["reproduce", "--preset", "smoke", "--set", f"run_dir={smoke.run_dir}",
             "--output-dir", str(tmp_path / "reports")]

@@ -257,6 +257,7 @@ def _kill_when_running(copy, proc, run_name: str, timeout: float = 300) -> None:
     raise AssertionError(f"{run_name} never started")
 
 
+@pytest.mark.slow  # kills an evaluate process: ~10 s
 def test_register_after_a_killed_evaluate_refuses_the_earlier_students_evaluation(copy):
     evaluate.run(copy.cfg, copy.run_dir, copy.tracker)
     first = register.run(copy.cfg, copy.run_dir, copy.tracker, log=lambda line: None)
@@ -274,6 +275,7 @@ def test_register_after_a_killed_evaluate_refuses_the_earlier_students_evaluatio
     assert sorted(r.info.status for r in copy.runs("evaluate-etd")) == ["FINISHED", "FINISHED", "KILLED"]
 
 
+@pytest.mark.slow  # kills a training process and resumes it: ~11 s
 def test_a_training_killed_mid_epoch_resumes_from_a_timed_checkpoint_to_the_same_weights_in_the_same_run(copy, tmp_path):
     from safetensors.torch import load_file
 

@@ -192,6 +192,7 @@ def test_an_annotation_with_a_number_beyond_a_float_is_a_step_error_not_a_crash(
 GSM8K_TRAIN_KEPT = {"cot": 7473, "pot": 7185, "eot": 7185}
 
 
+@pytest.mark.slow  # all 7,473 GSM8K training problems: ~10 s
 def test_over_all_of_gsm8k_train_the_yields_hold_and_no_pot_or_eot_target_writes_a_number_outside_the_question(
         data_dir):
     from distill.problems import load_problems

@@ -213,6 +213,7 @@ def crash_at_evaluation(monkeypatch, n: int) -> None:
     monkeypatch.setattr(training, "validation_accuracy", crash)
 
 
+@pytest.mark.slow  # three trainings: ~13 s
 def test_training_is_reproducible_and_resumes_after_an_interruption_to_the_same_weights(tmp_path, monkeypatch):
     first = small_run(tmp_path / "a", "train.val_generate_limit=2")
     second = small_run(tmp_path / "b", "train.val_generate_limit=2")
@@ -377,6 +378,7 @@ def test_a_lora_student_of_the_tiny_causal_kind_is_saved_merged_by_default(tmp_p
     assert type(model).__name__ == "LlamaForCausalLM"  # a plain model: no peft needed to serve it
 
 
+@pytest.mark.slow  # trains until the causal student answers: ~16 s
 def test_tiny_causal_student_learns_to_answer_held_back_questions(tmp_path):
     """The causal path end to end on a task it can learn: completion-only loss, EOS to stop, left-padded
     batched decoding that returns only the completion."""
