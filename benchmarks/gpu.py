@@ -30,6 +30,9 @@ peak GPU memory, the estimated time of the preset's full training (``--full-rows
 the issue, x the preset's epochs) and of one student's full evaluation (one probe + 5,015 test problems
 x 3 forms at the decoding rate), problems/s, and the ratios against the fixed batches. Figures are in
 the same process and session, so the ratios are fair.
+Each measurement is also printed on one line as soon as it is taken (``# <preset>, <what>: ...``) and,
+with ``--out``, the results so far are written there atomically after each one (``complete: false`` for a
+preset cut short): a GPU call stopped by its time limit keeps every figure it measured.
 
     python benchmarks/gpu.py                       # on a GPU: codet5-large and qwen2.5-0.5b
     python benchmarks/gpu.py --presets all         # every GPU preset
@@ -270,24 +273,54 @@ def eval_variants(args) -> list[tuple[str, object, bool, str | None]]:
     return variants
 
 
-def bench_preset(preset: str, args, root: Path, train_file: Path, texts: list[str]) -> dict:
+def bench_preset(preset: str, args, root: Path, train_file: Path, texts: list[str], result: dict, saved) -> dict:
+    """Measures ``preset`` into ``result`` (in place); ``saved()`` after each measurement prints it on one line
+    and writes the results so far, so a call cut by its time limit keeps every finished figure."""
     student = root / "students" / preset
-    shape = build_student(preset, texts, student, args.tiny)
+    result["shape"] = build_student(preset, texts, student, args.tiny)
     # the tiny student's lengths: short enough for a CPU, the same code path
     overrides = ["train.max_source_len=64", "train.max_target_len=64"] if args.tiny else []
     eval_overrides = ["evaluate.max_source_len=64"] if args.tiny else []
-    auto = train_variant(preset, student, train_file, root / "train" / preset / "auto", args.steps, None, overrides)
+    auto = result["auto"] = train_variant(preset, student, train_file, root / "train" / preset / "auto", args.steps,
+                                          None, overrides)
+    saved(preset, "train auto", auto)
     if args.grpo:
-        grpo = grpo_variant(preset, auto["run_dir"], args.grpo_steps, args.tiny)
-        return {"preset": preset, "shape": shape, "auto": auto, "grpo": grpo}
-    fixed = None if args.static_cache_only else train_variant(
-        preset, student, train_file, root / "train" / preset / "fixed", args.steps, FIXED[preset], overrides)
-    evals = {}
+        result["grpo"] = grpo_variant(preset, auto["run_dir"], args.grpo_steps, args.tiny)
+        saved(preset, "grpo", result["grpo"])
+        return result
+    result["fixed"] = None
+    if not args.static_cache_only:
+        result["fixed"] = train_variant(preset, student, train_file, root / "train" / preset / "fixed", args.steps,
+                                        FIXED[preset], overrides)
+        saved(preset, "train fixed", result["fixed"])
+    result["full_steps"] = math.ceil(args.full_rows / auto["effective"]) * auto["epochs"]
+    result["evals"] = {}
     for name, batch, static, dtype in eval_variants(args):
-        evals[name] = evaluate_variant(preset, auto["run_dir"], args.data_dir, args.problems, args.max_new_tokens,
-                                       batch, static, dtype, eval_overrides)
-    full_steps = math.ceil(args.full_rows / auto["effective"]) * auto["epochs"]
-    return {"preset": preset, "shape": shape, "auto": auto, "fixed": fixed, "evals": evals, "full_steps": full_steps}
+        result["evals"][name] = evaluate_variant(preset, auto["run_dir"], args.data_dir, args.problems,
+                                                 args.max_new_tokens, batch, static, dtype, eval_overrides)
+        saved(preset, f"evaluate {name}", result["evals"][name])
+    return result
+
+
+def progress_line(preset: str, what: str, row: dict) -> str:
+    """One measurement on one line, printed as soon as it is taken."""
+    if "problems_per_s" in row:
+        figures = (f"batch {row['batch']}, {row['dtype']}, {row['problems_per_s']:.2f} problems/s "
+                   f"({row['decoding_problems_per_s']:.2f} less the {row['probe_s']:.1f} s probe)")
+    elif "completions_per_s" in row:
+        figures = (f"{fmt(row['s_per_step'], '.3f')} s/step ({row['timed_steps']} timed), "
+                   f"{fmt(row['completions_per_s'], '.1f')} completions/s")
+    else:
+        figures = (f"{row['micro']} x {row['accum']}, {fmt(row['s_per_step'], '.3f')} s/step "
+                   f"({row['timed_steps']} timed), {fmt(row['examples_per_s'], '.1f')} examples/s")
+    return f"# {preset}, {what}: {figures}, peak {fmt(row['peak_gib'], '.1f')} GiB"
+
+
+def write_results(path: Path, results: list[dict]) -> None:
+    """The results so far, atomically: a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    os.replace(tmp, path)
 
 
 def ratio(a, b) -> str:
@@ -356,7 +389,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-baseline", type=int, default=64, help="the fixed evaluation batch compared")
     parser.add_argument("--full-rows", type=int, default=20351, help="ETD rows of the full preset (issue 19)")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DISTILL_DATA_DIR", "data")))
-    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also write the results as JSON here, after each measurement (a preset cut short "
+                             "says complete: false)")
     args = parser.parse_args(argv)
     if not args.tiny and not args.full_size and not cuda():
         print("no GPU: running at --tiny size (the real shapes need a GPU; --full-size forces them)", flush=True)
@@ -380,20 +415,26 @@ def main(argv=None) -> int:
     device = torch.cuda.get_device_name() if cuda() else "CPU (no GPU: peak memory n/a)"
     print(f"# benchmarks/gpu.py on {device}{' (--tiny)' if args.tiny else ''}: {args.steps} steps per training run, "
           f"{args.problems} problems x {args.max_new_tokens} new tokens", flush=True)
-    results, lines = [], []
+    results = []
     with tempfile.TemporaryDirectory(prefix="distill-gpu-bench-") as tmp:
         root = Path(tmp)
         train_file = data_stages(root / "data", args.data_dir, args.limit_train)
         rows = [json.loads(line) for line in train_file.read_text().splitlines() if line.strip()]
         texts = [r["input"] for r in rows] + [r["target"] for r in rows]
+
+        def saved(preset: str, what: str, row: dict) -> None:
+            print(progress_line(preset, what, row), flush=True)
+            if args.out:
+                write_results(args.out, results)
+
         for preset in presets:
-            result = bench_preset(preset, args, root, train_file, texts)
+            result = {"preset": preset, "complete": False}
             results.append(result)
-            block = grpo_report(result) if args.grpo else report(result, args)
-            lines += block
-            print("\n".join(block), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=2, default=str))
+            bench_preset(preset, args, root, train_file, texts, result, saved)
+            result["complete"] = True
+            if args.out:
+                write_results(args.out, results)
+            print("\n".join(grpo_report(result) if args.grpo else report(result, args)), flush=True)
     return 0
 
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,7 +58,10 @@ def test_too_few_timed_steps_print_n_a_and_static_cache_only_skips_the_fixed_run
                        "--static-cache-only", "--data-dir", str(data_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     (result,) = json.loads(out.read_text())
-    assert result["fixed"] is None and result["auto"]["s_per_step"] is None
+    assert result["complete"] is True and result["fixed"] is None and result["auto"]["s_per_step"] is None
+    # each measurement is printed on its own line as soon as it is taken
+    assert "# codet5-small, train auto: 16 x 2, n/a s/step (0 timed)" in printed
+    assert "# codet5-small, evaluate auto + static cache: batch 32, float32" in printed
     assert list(result["evals"]) == ["auto", "auto + static cache"]
     assert "| n/a (0) | n/a |" in printed and "s/step n/a" in printed
     assert "ratio auto + static cache / auto" in printed
@@ -78,3 +86,27 @@ def test_the_grpo_mode_refuses_a_seq2seq_preset():
 
     with pytest.raises(SystemExit):
         load_benchmark().main(["--tiny", "--grpo", "--presets", "codet5-small"])
+
+
+def test_a_benchmark_killed_mid_preset_leaves_every_finished_measurement_in_its_results_file(tmp_path, data_dir):
+    """On a GPU the call has a time limit: what was measured before the kill must be in --out, whole."""
+    out = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--tiny", "--presets", "codet5-small",
+                             "--problems", "64", "--data-dir", str(data_dir), "--out", str(out)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and "fixed" in json.loads(out.read_text())[0]:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the benchmark ended before it could be killed:\n" + proc.stdout.read()
+        proc.send_signal(signal.SIGKILL)
+        printed = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    (result,) = json.loads(out.read_text())
+    assert result["complete"] is False and "full_steps" not in result
+    assert result["auto"]["steps"] == 6 and result["fixed"]["steps"] == 6
+    assert "# codet5-small, train auto:" in printed and "# codet5-small, train fixed:" in printed
