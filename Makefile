@@ -30,7 +30,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 TEACHER_OPT := $(if $(TEACHER),--teacher $(TEACHER),)
 
-.PHONY: help install test test-all reproduce problems overlap generate verify mix train rl evaluate evaluate-base register promote report compare serve ui server server-stop bench clean
+.PHONY: help install test test-all reproduce problems overlap generate verify mix train rl evaluate evaluate-base register promote report compare serve ui server server-stop bench gpu-bundle clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -108,7 +108,12 @@ server-stop: ## stop the tracking server of `make server` and its PostgreSQL (th
 	$(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON)) -m distill.tracking_server stop --dir $(SERVER_DIR)
 
 bench: install ## run the speed benchmarks in benchmarks/ (each prints a ratio)
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	for b in $(filter-out benchmarks/gpu_bundle.py,$(wildcard benchmarks/*.py)); do $(BIN)/python $$b || exit 1; done
+
+# TARGET_PACKAGES: the GPU machine's `pip freeze` (only what it lacks is carried, besides transformers & co.)
+TARGET_PACKAGES ?=
+gpu-bundle: install ## .device/: wheels, data and run.sh for an offline GPU machine whose Python has torch (README "On a GPU")
+	$(BIN)/python benchmarks/gpu_bundle.py --data-dir $(DISTILL_DATA_DIR) $(if $(TARGET_PACKAGES),--target-packages $(TARGET_PACKAGES),)
 
 clean: ## remove run outputs (runs/, mlruns/, mlflow.db), keep .venv
 	rm -rf runs mlruns mlflow.db .pytest_cache
