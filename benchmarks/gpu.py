@@ -23,7 +23,10 @@ For each preset (default: codet5-large and qwen2.5-0.5b, the shapes issue 19 mea
    ``evaluate.batch_size: auto`` in fp32, auto in the preset's ``evaluate.dtype`` (bf16 on a GPU), and
    that with ``evaluate.static_cache``. The auto batch's memory probe is timed by the stage
    (summary ``decoding.batch_probe_s``) and printed apart: problems/s of the whole stage (loading and
-   probe included) and of the stage less the probe (the full evaluation adds one probe per student).
+   probe included) and of the stage less the probe (the full evaluation adds one probe per student), and
+   where the stage spent its time: decoding (the generate calls) and verifying (the solver, the sandbox),
+   from the stage's own summary ("time"). A random student's outputs fail to parse quickly, so a trained
+   student verifies more slowly than this: the split bounds decoding, not verification.
 
 Prints per preset: micro-batch x accumulation, s/step (and the steps it was timed over), examples/s,
 peak GPU memory, the estimated time of the preset's full training (``--full-rows`` ETD rows, 20,351 in
@@ -214,8 +217,10 @@ def evaluate_variant(preset: str, run_dir: Path, data_dir: Path, problems: int, 
     n = summary["test_sets"]["gsm8k"]["n"]
     probe_s = summary["decoding"].get("batch_probe_s") or 0.0
     decoding_s = max(seconds - probe_s, 1e-9)
+    spent = summary["time"]
     return {"n": n, "seconds": seconds, "probe_s": probe_s, "problems_per_s": n / seconds,
             "decoding_problems_per_s": n / decoding_s, "peak_gib": peak_gib(),
+            "generate_s": spent["generate_s"], "verify_s": spent["verify_s"], "verify_share": spent["verify_share"],
             "batch": summary["decoding"]["batch_size"], "dtype": summary["decoding"].get("dtype")}
 
 
@@ -306,7 +311,8 @@ def progress_line(preset: str, what: str, row: dict) -> str:
     """One measurement on one line, printed as soon as it is taken."""
     if "problems_per_s" in row:
         figures = (f"batch {row['batch']}, {row['dtype']}, {row['problems_per_s']:.2f} problems/s "
-                   f"({row['decoding_problems_per_s']:.2f} less the {row['probe_s']:.1f} s probe)")
+                   f"({row['decoding_problems_per_s']:.2f} less the {row['probe_s']:.1f} s probe; "
+                   f"{row['generate_s']:.2f} s decoding, {row['verify_s']:.2f} s verifying)")
     elif "completions_per_s" in row:
         figures = (f"{fmt(row['s_per_step'], '.3f')} s/step ({row['timed_steps']} timed), "
                    f"{fmt(row['completions_per_s'], '.1f')} completions/s")
@@ -345,12 +351,13 @@ def report(result: dict, args) -> list[str]:
                      f"(same effective batch: {auto['effective'] == fixed['effective']})")
     if any(row["s_per_step"] is None for _, row in rows):
         lines.append(f"s/step n/a: fewer than 3 steps timed after the 2 warm-up steps (--steps {args.steps})")
-    lines += ["| evaluation (gsm8k, eot) | batch | dtype | probe s | problems/s (stage) "
-              "| problems/s (stage less probe) | peak GiB | one student's full evaluation (min) |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["| evaluation (gsm8k, eot) | batch | dtype | probe s | decoding s | verifying s | problems/s (stage) "
+              "| problems/s (stage less probe) | peak GiB | one student's full evaluation (min) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in result["evals"].items():
         full_min = (row["probe_s"] + FULL_TEST_PROBLEMS * 3 / row["decoding_problems_per_s"]) / 60
-        lines.append(f"| {name} | {row['batch']} | {row['dtype']} | {row['probe_s']:.1f} | "
-                     f"{row['problems_per_s']:.2f} | {row['decoding_problems_per_s']:.2f} | "
+        lines.append(f"| {name} | {row['batch']} | {row['dtype']} | {row['probe_s']:.1f} | {row['generate_s']:.2f} | "
+                     f"{row['verify_s']:.2f} | {row['problems_per_s']:.2f} | {row['decoding_problems_per_s']:.2f} | "
                      f"{fmt(row['peak_gib'], '.1f')} | {full_min:.1f} |")
     names = list(result["evals"])
     base = result["evals"][names[0]]

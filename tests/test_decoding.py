@@ -261,6 +261,15 @@ def test_the_evaluate_stage_decodes_in_the_saved_dtype_by_default_and_logs_the_p
     decoding = summary["decoding"]
     assert decoding["dtype"] == "float32" and decoding["batch_probe_s"] >= 0
     assert sum("batch_size=auto" in m for m in messages) == 1  # one probe for 2 test sets x 2 forms
+    # where the time went: decoding and verifying, per test set and form, and said in the log
+    spent = summary["time"]
+    assert set(spent["by"]) == {"svamp/eot", "svamp/pot", "multiarith/eot", "multiarith/pot"}
+    assert spent["generated"] == 24 and all(t["generated"] == 6 for t in spent["by"].values())
+    assert spent["generate_s"] > 0 and spent["verify_s"] > 0 and 0 < spent["verify_share"] < 1
+    assert spent["probe_s"] == decoding["batch_probe_s"]
+    assert any("24 problems answered in" in m and "of verifying" in m for m in messages)
+    again = stage.run(replace(cfg, mix={"mix": "eot+pot"}), tmp_path, log=messages.append)["time"]
+    assert again["generated"] == 0 and again["generate_s"] == again["verify_s"] == 0  # answers reused
     loaded, loaded_tok = load_student(tmp_path / "students" / "eot+pot" / "model")
     by_id = {r["problem_id"]: r for r in read_log(tmp_path / "eval" / "eot+pot" / "svamp" / "eot.jsonl")}
     inputs = [get_form("eot").student_input(p.question) for p in problems]

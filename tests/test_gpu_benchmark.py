@@ -65,6 +65,9 @@ def test_too_few_timed_steps_print_n_a_and_static_cache_only_skips_the_fixed_run
     assert list(result["evals"]) == ["auto", "auto + static cache"]
     assert "| n/a (0) | n/a |" in printed and "s/step n/a" in printed
     assert "ratio auto + static cache / auto" in printed
+    # where each evaluation spent its time, as the evaluate stage measured it
+    assert all(e["generate_s"] > 0 and e["verify_s"] > 0 for e in result["evals"].values())
+    assert "| decoding s | verifying s |" in printed and "s decoding," in printed
 
 
 def test_the_grpo_mode_times_the_rl_stage_on_the_trained_student_against_its_sft_step(tmp_path, data_dir, capsys):

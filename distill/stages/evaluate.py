@@ -28,7 +28,9 @@ Data contract, under ``<run_dir>/eval/<mix>/``:
     ``<test_set>/<form>/accuracy`` keeps meaning greedy accuracy, and the samples add their own scores.
   - ``summary.json``: {"mix", "variant" ("" or the card's), "student_name", "forms": {form: {"version", "instruction"}}, "student": {"source", "digest",
     "card"}, "train_run_id", "data_digest", "preset", "run_id", "limit", "selected_form", "decoding" (greedy, chat_template, max_new_tokens, ...), "test_sets":
-    {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}}; it
+    {test_set: scores (see distill.scoring.score_test_set)}, "metrics": {metric name: value}, "time": where the
+    greedy pass spent its seconds (probe_s, generate_s, verify_s, generated, verify_share, by test set/form:
+    ``time_split``)}; it
     describes the latest invocation (its test sets, forms and limit), which registration reads.
 
 MLflow run ``evaluate-<mix>`` (``<mix>`` is the student's name: ``etd``, or ``etd-grpo`` for the rl
@@ -194,12 +196,15 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None
         results: dict[str, dict] = {}
         metrics: dict[str, float] = {}
         profiles: dict[str, dict] = {}
+        timings: dict[str, dict] = {}  # "<test set>/<form>": where the greedy pass spent its time
         for test_set in cfg.data.test_sets:
             problems = evaluated_problems(cfg, test_set)
             if shard is not None:
                 problems = shard.select(problems, key=lambda p: p.id)
             rows = {form: answer_all(model, tokenizer, form, problems, out_dir / test_set / f"{form}.jsonl",
-                                     digest, cfg, desc=f"{test_set}/{form}", batch_size=batch_size) for form in forms}
+                                     digest, cfg, desc=f"{test_set}/{form}", batch_size=batch_size,
+                                     timing=timings.setdefault(f"{test_set}/{form}", new_timing()))
+                    for form in forms}
             verdicts = {form: [_verdict(r) for r in rows[form]] for form in forms}
             golds = [p.answer for p in problems]
             scores = score_test_set(verdicts, golds, selected=selected)
@@ -256,8 +261,13 @@ def _run(cfg: Config, run_dir: Path, tracker=None, *, student: str | None = None
                          "batch_size_reason": batch_reason, "batch_probe_s": probe_s,
                          "static_cache": cfg.evaluate.static_cache, "dtype": dtype, "dtype_reason": dtype_reason,
                          **({"sampling": sampling_settings(cfg)} if cfg.evaluate.samples > 1 else {})},
-            "test_sets": results, "metrics": metrics,
+            "test_sets": results, "metrics": metrics, "time": time_split(probe_s, timings),
         }
+        spent = summary["time"]
+        if spent["generated"]:
+            log(f"evaluate {name}: {spent['generated']} problems answered in {spent['generate_s']:.1f} s of decoding "
+                f"and {spent['verify_s']:.1f} s of verifying ({spent['verify_share']:.0%}), after a "
+                f"{probe_s:.1f} s batch probe")
         write_json(out_dir / "summary.json", summary)
         tracker.log_metrics(metrics)
         # the runs table of the MLflow UI says which answers are (almost) one constant
@@ -387,10 +397,29 @@ def student_digest(model_dir: Path, cfg: Config) -> str:
 
 # --- answering -------------------------------------------------------------------------------
 
+def new_timing() -> dict:
+    return {"generated": 0, "generate_s": 0.0, "verify_s": 0.0}
+
+
+def time_split(probe_s: float, timings: Mapping[str, Mapping]) -> dict:
+    """Where the greedy pass of an evaluate run spent its time (summary.json "time"): the batch probe, decoding
+    (the model's generate calls) and verifying (the sandbox and solver, and writing the records), in all and
+    per "<test set>/<form>"; answers reused from an earlier run cost neither and are not counted."""
+    generate_s = sum(t["generate_s"] for t in timings.values())
+    verify_s = sum(t["verify_s"] for t in timings.values())
+    return {"probe_s": probe_s, "generate_s": round(generate_s, 3), "verify_s": round(verify_s, 3),
+            "generated": sum(t["generated"] for t in timings.values()),
+            "verify_share": verify_s / (generate_s + verify_s) if generate_s + verify_s else 0.0,
+            "by": {key: {**t, "generate_s": round(t["generate_s"], 3), "verify_s": round(t["verify_s"], 3)}
+                   for key, t in timings.items()}}
+
+
 def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: Path, digest: str, cfg: Config,
-               desc: str = "", batch_size: int | None = None) -> list[dict]:
+               desc: str = "", batch_size: int | None = None, timing: dict | None = None) -> list[dict]:
     """Records (see the module docstring) for ``problems`` in their order, generating only the missing ones,
-    ``batch_size`` problems per generate call (default: evaluate.batch_size, which must then be a number)."""
+    ``batch_size`` problems per generate call (default: evaluate.batch_size, which must then be a number).
+    ``timing`` (new_timing()) accumulates the seconds spent decoding and verifying, and the problems generated."""
+    timing = new_timing() if timing is None else timing
     from tqdm.auto import tqdm
 
     from distill.decoding import decode_batches
@@ -401,11 +430,14 @@ def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: P
     if todo:
         inputs = [form.student_input(p.question) for p in todo]
         with append_log(log_path) as out, tqdm(total=len(todo), desc=desc, unit="problem", disable=None) as bar:
+            mark = time.monotonic()
             for idx, outputs in decode_batches(model, tokenizer, inputs,
                                                batch_size=batch_size or int(cfg.evaluate.batch_size),
                                                max_new_tokens=cfg.evaluate.max_new_tokens,
                                                max_source_len=cfg.evaluate.max_source_len,
                                                static_cache=cfg.evaluate.static_cache):
+                decoded = time.monotonic()
+                timing["generate_s"] += decoded - mark
                 batch = [todo[i] for i in idx]
                 golds = [p.answer for p in batch]
                 verdicts = form.verify_many(outputs, golds, timeout=cfg.verify.timeout, strict=cfg.verify.strict)
@@ -423,6 +455,9 @@ def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: P
                     out.write(record)
                     done[p.id] = record
                 bar.update(len(batch))
+                mark = time.monotonic()
+                timing["verify_s"] += mark - decoded
+                timing["generated"] += len(batch)
     return [done[p.id] for p in problems]
 
 
