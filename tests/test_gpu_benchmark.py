@@ -3,7 +3,6 @@ config, runs the project's train stage with the auto and the preset's former fix
 evaluate stage, and reports rates with the ratio against the fixed batch at the same effective batch."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -14,19 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmark_script import load_script
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" / "gpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow  # trains and evaluates two presets' students: ~16 s
 def test_the_gpu_benchmark_runs_a_seq2seq_and_a_causal_preset_at_tiny_size_on_the_cpu(tmp_path, data_dir, capsys):
-    bench = load_benchmark()
+    bench = load_script("gpu")
     out = tmp_path / "results.json"
     assert bench.main(["--tiny", "--presets", "codet5-large,qwen2.5-0.5b", "--data-dir", str(data_dir),
                        "--out", str(out)]) == 0
@@ -52,7 +46,7 @@ def test_the_gpu_benchmark_runs_a_seq2seq_and_a_causal_preset_at_tiny_size_on_th
 
 
 def test_too_few_timed_steps_print_n_a_and_static_cache_only_skips_the_fixed_runs(tmp_path, data_dir, capsys):
-    bench = load_benchmark()
+    bench = load_script("gpu")
     out = tmp_path / "results.json"
     assert bench.main(["--tiny", "--presets", "codet5-small", "--steps", "3", "--problems", "4",
                        "--static-cache-only", "--data-dir", str(data_dir), "--out", str(out)]) == 0
@@ -71,7 +65,7 @@ def test_too_few_timed_steps_print_n_a_and_static_cache_only_skips_the_fixed_run
 
 
 def test_the_grpo_mode_times_the_rl_stage_on_the_trained_student_against_its_sft_step(tmp_path, data_dir, capsys):
-    bench = load_benchmark()
+    bench = load_script("gpu")
     out = tmp_path / "results.json"
     assert bench.main(["--tiny", "--grpo", "--presets", "qwen2.5-0.5b", "--data-dir", str(data_dir),
                        "--out", str(out)]) == 0
@@ -88,7 +82,7 @@ def test_the_grpo_mode_refuses_a_seq2seq_preset():
     import pytest
 
     with pytest.raises(SystemExit):
-        load_benchmark().main(["--tiny", "--grpo", "--presets", "codet5-small"])
+        load_script("gpu").main(["--tiny", "--grpo", "--presets", "codet5-small"])
 
 
 def test_a_benchmark_killed_mid_preset_leaves_every_finished_measurement_in_its_results_file(tmp_path, data_dir):

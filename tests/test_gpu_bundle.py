@@ -2,7 +2,6 @@
 stages, decided from this environment's metadata; its run.sh checks the target before any GPU time is spent."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,14 +9,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from benchmark_script import load_script
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load_bundle():
-    spec = importlib.util.spec_from_file_location("gpu_bundle", REPO / "benchmarks" / "gpu_bundle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def freeze() -> str:
@@ -25,7 +19,7 @@ def freeze() -> str:
 
 
 def test_the_target_list_is_read_from_pip_freeze_pip_list_or_plain_names():
-    bundle = load_bundle()
+    bundle = load_script("gpu_bundle")
     assert bundle.target_packages("torch==2.11.0\nTransformers==5.17.0\n# a comment\nmylib @ file:///src/mylib\n") == {
         "torch": "2.11.0", "transformers": "5.17.0", "mylib": None}
     assert bundle.target_packages("Packages: absl-py, accelerate, Huggingface_Hub, zipp.") == {
@@ -35,7 +29,7 @@ def test_the_target_list_is_read_from_pip_freeze_pip_list_or_plain_names():
 
 
 def test_the_closure_follows_the_projects_requirements_but_never_torch_and_mlflow_only_through_its_client():
-    bundle = load_bundle()
+    bundle = load_script("gpu_bundle")
     full, missing = bundle.closure(bundle.project_requirements(), lighter={})
     light, _ = bundle.closure(bundle.project_requirements())
     assert missing == []
@@ -49,7 +43,7 @@ def test_the_closure_follows_the_projects_requirements_but_never_torch_and_mlflo
 
 
 def test_a_target_with_an_older_transformers_gets_ours_and_keeps_what_it_has_of_the_rest():
-    bundle = load_bundle()
+    bundle = load_script("gpu_bundle")
     needed, _ = bundle.closure(bundle.project_requirements())
     target = bundle.target_packages("transformers==5.17.0\nnumpy==2.3.0\npyyaml==6.0\nclick==8.1.0\n")
     carry = bundle.to_carry(needed, target)
@@ -61,7 +55,7 @@ def test_a_target_with_an_older_transformers_gets_ours_and_keeps_what_it_has_of_
 
 
 def test_check_names_a_carried_distribution_that_python_does_not_import_at_its_version(tmp_path, capsys):
-    bundle = load_bundle()
+    bundle = load_script("gpu_bundle")
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"transformers": metadata.version("transformers"),
                                     "lighter": {"mlflow": ["mlflow-skinny", "mlflow-tracing"]}}))
@@ -74,7 +68,7 @@ def test_check_names_a_carried_distribution_that_python_does_not_import_at_its_v
 
 
 def test_the_cli_with_mlflows_client_only_is_refused_unless_it_logs_to_a_server(tmp_path, monkeypatch, capsys):
-    bundle = load_bundle()
+    bundle = load_script("gpu_bundle")
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"lighter": {"mlflow": ["mlflow-skinny", "mlflow-tracing"]}}))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
