@@ -419,10 +419,11 @@ def answer_all(model, tokenizer, form_name: str, problems: Sequence, log_path: P
     """Records (see the module docstring) for ``problems`` in their order, generating only the missing ones,
     ``batch_size`` problems per generate call (default: evaluate.batch_size, which must then be a number).
     ``timing`` (new_timing()) accumulates the seconds spent decoding and verifying, and the problems generated."""
-    timing = new_timing() if timing is None else timing
     from tqdm.auto import tqdm
 
     from distill.decoding import decode_batches
+
+    timing = new_timing() if timing is None else timing
 
     form = get_form(form_name)
     done = _reusable(log_path, digest, form.version)
