@@ -324,9 +324,9 @@ def progress_line(preset: str, what: str, row: dict) -> str:
 
 def write_results(path: Path, results: list[dict]) -> None:
     """The results so far, atomically: a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, default=str))
-    os.replace(tmp, path)
+    from distill.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(results, indent=2, default=str))
 
 
 def ratio(a, b) -> str:

@@ -44,6 +44,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from distill.files import atomic_write_text  # noqa: E402  (the checkout's package, installed or not)
 NEVER_CARRIED = {"torch"}
 """The target's own build (CUDA) is the point; its requirements (triton, nvidia-*) stay the target's too."""
 PINNED = ("transformers", "tokenizers", "huggingface-hub", "accelerate", "peft", "kernels", "trl", "safetensors",
@@ -144,13 +146,16 @@ def to_carry(needed: dict[str, tuple[str, list]], target: dict[str, str | None] 
             if name not in lighter and (target is None or name in pinned or name not in target)}
 
 
+def wheel_key(path: Path) -> tuple[str, str]:
+    """(canonical name, version) of a wheel file."""
+    name, version, *_ = parse_wheel_filename(path.name)
+    return canonicalize_name(name), str(version)
+
+
 def download(carry: dict[str, str], wheels: Path, python_version: str, platforms=PLATFORMS) -> None:
     """pip download of each ``name==version`` not yet in ``wheels`` (no dependencies: the closure is ours)."""
     wheels.mkdir(parents=True, exist_ok=True)
-    have = set()
-    for path in wheels.glob("*.whl"):
-        name, version, *_ = parse_wheel_filename(path.name)
-        have.add((canonicalize_name(name), str(version)))
+    have = {wheel_key(path) for path in wheels.glob("*.whl")}
     todo = [f"{name}=={version}" for name, version in carry.items() if (name, version) not in have]
     if not todo:
         return
@@ -274,13 +279,10 @@ def main(argv=None) -> int:
     download(carry, args.out / "wheels", args.python_version)
     for name in sets:
         shutil.copytree(args.data_dir / name, args.out / "data" / name, dirs_exist_ok=True)
-    (args.out / "manifest.json").write_text(json.dumps({**carry, "lighter": lighter}, indent=2) + "\n")
-    run_sh = args.out / "run.sh"
-    run_sh.write_text(RUN_SH.format(folder=shlex.quote(os.path.relpath(args.out, REPO))))
+    atomic_write_text(args.out / "manifest.json", json.dumps({**carry, "lighter": lighter}, indent=2) + "\n")
+    run_sh = atomic_write_text(args.out / "run.sh", RUN_SH.format(folder=shlex.quote(os.path.relpath(args.out, REPO))))
     run_sh.chmod(0o755)
-    stale = [p.name for p in (args.out / "wheels").glob("*.whl")
-             if (canonicalize_name(parse_wheel_filename(p.name)[0]), str(parse_wheel_filename(p.name)[1]))
-             not in carry.items()]
+    stale = [p.name for p in (args.out / "wheels").glob("*.whl") if wheel_key(p) not in carry.items()]
     for name in stale:
         (args.out / "wheels" / name).unlink()
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
